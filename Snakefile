@@ -1,0 +1,24 @@
+# LLM fine-tune and evaluation on an HPC cluster, as one reproducible command.
+# Stages: env -> weights -> convert -> data -> finetune -> infer -> summary (one rule file each).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/env.smk"
+include: "workflow/rules/weights.smk"
+include: "workflow/rules/convert.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/finetune.smk"
+include: "workflow/rules/infer.smk"
+include: "workflow/rules/summary.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_final_output(),

@@ -1,0 +1,180 @@
+"""Load, default and check the workflow config before any job is built.
+
+Every refusal is a ConfigError whose message names the key (``finetune.micro_batch_size``,
+``experiments[1].finetune.devices``), says what was expected and what was found, so that a mistake costs
+seconds at DAG-build time rather than a queued job.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+
+class ConfigError(ValueError):
+    """The config cannot run; the message says which key and what to change."""
+
+
+def load_schema(path: str | Path) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def key_path(parts) -> str:
+    """('experiments', 1, 'finetune') -> 'experiments[1].finetune'."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "<top level>"
+
+
+def apply_defaults(instance: dict, schema: dict) -> dict:
+    """Fill missing keys from the schema's `default`s, descending through `properties` (not array items:
+    an experiment's overrides must stay sparse so that only what it names differs from `finetune`)."""
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if isinstance(instance.get(key), dict) and sub.get("type") == "object":
+            apply_defaults(instance[key], sub)
+    return instance
+
+
+def _describe(error: jsonschema.ValidationError, prefix: tuple = ()) -> str:
+    path = [*prefix, *error.absolute_path]
+    where = key_path(path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = [k for k in error.instance if k not in allowed]
+        msgs = []
+        for k in extra:
+            full = key_path([*path, k])
+            hint = difflib.get_close_matches(k, allowed, n=1)
+            did = f" (did you mean '{hint[0]}'?)" if hint else ""
+            msgs.append(f"config key '{full}': unknown key{did}; expected one of: {', '.join(allowed)}")
+        return "\n".join(msgs)
+    if error.validator == "not" and error.instance == "base":
+        return f"config key '{where}': 'base' is reserved for the base model; choose another experiment name"
+    got = repr(error.instance)
+    if error.validator == "enum":
+        expected = "one of " + ", ".join(repr(v) for v in error.validator_value)
+    elif error.validator == "type":
+        expected = f"a value of type {error.validator_value}"
+    elif error.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        sign = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[error.validator]
+        expected = f"a number {sign} {error.validator_value}"
+    elif error.validator == "pattern":
+        expected = f"a string matching {error.validator_value} (letters, digits, '_', '-')"
+    elif error.validator == "required":
+        return f"config key '{where}': {error.message}"
+    elif error.validator == "minItems":
+        expected = f"at least {error.validator_value} item(s)"
+    else:
+        expected = error.message
+    return f"config key '{where}': expected {expected}, got {got}"
+
+
+def _validate(instance: Any, schema: dict, prefix=()) -> list[str]:
+    validator = jsonschema.Draft202012Validator(schema)
+    messages = []
+    for error in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path))):
+        messages.append(_describe(error, prefix))
+    return messages
+
+
+def batch_arithmetic(ft: dict) -> str | None:
+    """LitGPT >= 0.5.8 splits the global batch over devices * num_nodes and asserts that at least one
+    micro batch fits; return what is wrong, or None."""
+    ranks = ft["devices"] * ft["num_nodes"]
+    per_rank = ft["global_batch_size"] // ranks
+    if per_rank == 0 or per_rank // ft["micro_batch_size"] == 0:
+        need = ranks * ft["micro_batch_size"]
+        return (
+            f"global_batch_size {ft['global_batch_size']} over devices {ft['devices']} x num_nodes {ft['num_nodes']}"
+            f" = {ranks} ranks gives {per_rank} sample(s) per rank, fewer than micro_batch_size"
+            f" {ft['micro_batch_size']}: litgpt would stop on `assert gradient_accumulation_iters > 0`."
+            f" Raise global_batch_size to at least {need} or lower micro_batch_size to {max(per_rank, 1)} or less"
+        )
+    if ft["global_batch_size"] % (ranks * ft["micro_batch_size"]):
+        used = per_rank // ft["micro_batch_size"] * ft["micro_batch_size"] * ranks
+        return (
+            f"global_batch_size {ft['global_batch_size']} is not a multiple of devices x num_nodes x"
+            f" micro_batch_size = {ranks * ft['micro_batch_size']}: litgpt would silently step every {used}"
+            f" samples. Make it a multiple of {ranks * ft['micro_batch_size']}"
+        )
+    return None
+
+
+def experiment_settings(config: dict, schema: dict, index: int) -> dict:
+    """The full finetune and infer settings of experiment `index`: the shared ones with its overrides."""
+    exp = config["experiments"][index]
+    out = {"name": exp["name"], "notes": exp.get("notes", "")}
+    for section in ("finetune", "infer"):
+        merged = copy.deepcopy(config[section])
+        merged.update(copy.deepcopy(exp.get(section) or {}))
+        out[section] = merged
+    return out
+
+
+def check(config: dict, schema: dict) -> dict:
+    """Default and validate `config` in place; return {experiment name: settings}. Raise ConfigError
+    listing every problem found."""
+    apply_defaults(config, schema)
+    problems = _validate(config, schema)
+    if problems:
+        raise ConfigError("config refused:\n  " + "\n  ".join(problems))
+
+    experiments = {}
+    section_schemas = {s: schema["properties"][s] for s in ("finetune", "infer")}
+    for i, exp in enumerate(config["experiments"]):
+        name = exp["name"]
+        if name in experiments:
+            problems.append(f"config key 'experiments[{i}].name': '{name}' is used twice; names must be unique")
+            continue
+        settings = experiment_settings(config, schema, i)
+        for section, sub in section_schemas.items():
+            src = (f"experiments[{i}]", section) if exp.get(section) else (section,)
+            problems += _validate(settings[section], sub, prefix=src)
+        if not problems:
+            bad = batch_arithmetic(settings["finetune"])
+            if bad:
+                where = f"experiments[{i}].finetune" if exp.get("finetune") else "finetune"
+                problems.append(f"config '{where}' (experiment '{name}'): {bad}")
+        experiments[name] = settings
+
+    problems += _check_sources(config)
+    if problems:
+        raise ConfigError("config refused:\n  " + "\n  ".join(problems))
+    return experiments
+
+
+def _check_sources(config: dict) -> list[str]:
+    problems = []
+    model = config["model"]
+    if model["source"] == "hf":
+        for key in ("repo_id", "revision"):
+            if not model[key]:
+                problems.append(f"config key 'model.{key}': required when model.source is 'hf' (pin a revision)")
+    if model["source"] == "path":
+        if not model["path"]:
+            problems.append("config key 'model.path': required when model.source is 'path'")
+        elif not Path(model["path"]).is_dir():
+            problems.append(f"config key 'model.path': directory {model['path']} does not exist")
+    for part in ("finetune", "eval"):
+        data = config["data"][part]
+        if data["source"] == "path":
+            path = data["path"]
+            if not path:
+                problems.append(f"config key 'data.{part}.path': required when data.{part}.source is 'path'")
+            elif not Path(path).exists():
+                problems.append(f"config key 'data.{part}.path': {path} does not exist")
+    if config["env"]["mode"] == "build" and not config["env"]["venv"]:
+        problems.append("config key 'env.venv': required when env.mode is 'build' (where to create the venv)")
+    return problems

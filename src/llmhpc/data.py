@@ -1,0 +1,145 @@
+"""The data stage: fine-tune records (Alpaca JSON) and evaluation items (HellaSwag's schema), checked record by
+record so that a bad one is named by file, record number and field."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """A dataset cannot be used; the message names the file, the record and the field."""
+
+
+ALPACA_FIELDS = ("instruction", "input", "output")
+HELLASWAG_TEXT_FIELDS = ("activity_label", "ctx_a", "ctx_b")
+
+
+def _load_records(path: Path) -> list:
+    """A JSON array (.json) or one JSON object per line (.jsonl)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        records = []
+        for n, line in enumerate(text.splitlines()):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}: line {n + 1} is not valid JSON ({err.msg})") from None
+        return records
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(records, list):
+        raise DataError(f"{path}: expected a JSON array of records, got {type(records).__name__}")
+    return records
+
+
+def check_alpaca(path: Path) -> list[dict]:
+    records = _load_records(path)
+    if not records:
+        raise DataError(f"{path}: no records")
+    for n, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}: record {n}: expected an object with {', '.join(ALPACA_FIELDS)}")
+        for field in ALPACA_FIELDS:
+            if field not in rec:
+                # litgpt's alpaca prompt treats a missing input as empty; instruction and output are required
+                if field == "input":
+                    continue
+                raise DataError(f"{path}: record {n}: field '{field}' is missing (expected a string)")
+            if not isinstance(rec[field], str):
+                raise DataError(f"{path}: record {n}: field '{field}' must be a string,"
+                                f" got {type(rec[field]).__name__}")
+        if not rec["output"].strip():
+            raise DataError(f"{path}: record {n}: field 'output' is empty")
+    return records
+
+
+def check_hellaswag_item(path, n: int, item) -> None:
+    if not isinstance(item, dict):
+        raise DataError(f"{path}: record {n}: expected an object with activity_label, ctx_a, ctx_b, endings, label")
+    for field in HELLASWAG_TEXT_FIELDS:
+        if field not in item:
+            raise DataError(f"{path}: record {n}: field '{field}' is missing (expected a string)")
+        if not isinstance(item[field], str):
+            raise DataError(f"{path}: record {n}: field '{field}' must be a string, got {type(item[field]).__name__}")
+    endings = item.get("endings")
+    if not isinstance(endings, list) or len(endings) < 2 or not all(isinstance(e, str) and e.strip() for e in endings):
+        raise DataError(f"{path}: record {n}: field 'endings' must be a list of at least 2 non-empty strings,"
+                        f" got {endings!r}")
+    label = item.get("label")
+    try:
+        gold = int(label)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: record {n}: field 'label' must be an integer (or its string),"
+                        f" got {label!r}") from None
+    if not 0 <= gold < len(endings):
+        raise DataError(f"{path}: record {n}: field 'label' is {gold}, outside 0..{len(endings) - 1}")
+
+
+def read_hellaswag(path: Path) -> list[dict]:
+    items = _load_records(path)
+    if not items:
+        raise DataError(f"{path}: no records")
+    for n, item in enumerate(items):
+        check_hellaswag_item(path, n, item)
+    return items
+
+
+def write_jsonl(path: Path, items: list[dict]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        for item in items:
+            fh.write(json.dumps(item) + "\n")
+
+
+def prepare_finetune(source: dict, out_dir: Path, embedded_dir: Path, log=print) -> dict:
+    """Write out_dir/train.json and out_dir/val.json from the configured source; return counts."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if source["source"] in ("embedded", "path"):
+        src = Path(embedded_dir if source["source"] == "embedded" else source["path"])
+        for name in ("train.json", "val.json"):
+            if not (src / name).is_file():
+                raise DataError(f"{src}: {name} is missing (data.finetune.path must hold train.json and val.json)")
+            check_alpaca(src / name)
+            shutil.copyfile(src / name, out_dir / name)
+    else:  # hf: the competition's split of a hub dataset
+        rows = _hub_rows(source["repo_id"], source["revision"], "train")
+        n = source["train_rows"]
+        if len(rows) <= n:
+            raise DataError(f"{source['repo_id']}: {len(rows)} rows, need more than data.finetune.train_rows = {n}")
+        keep = [{k: r.get(k, "") for k in ALPACA_FIELDS} for r in rows]
+        (out_dir / "train.json").write_text(json.dumps(keep[:n], indent=1) + "\n")
+        (out_dir / "val.json").write_text(json.dumps(keep[-1:], indent=1) + "\n")
+    counts = {name: len(check_alpaca(out_dir / name)) for name in ("train.json", "val.json")}
+    log(f"fine-tune set from {source['source']}: {counts}")
+    return counts
+
+
+def prepare_eval(source: dict, out_path: Path, embedded_file: Path, log=print) -> int:
+    if source["source"] in ("embedded", "path"):
+        src = Path(embedded_file if source["source"] == "embedded" else source["path"])
+        items = read_hellaswag(src)
+    else:
+        items = _hub_rows(source["repo_id"], source["revision"], source["split"])
+        for n, item in enumerate(items):
+            check_hellaswag_item(source["repo_id"], n, item)
+    if source.get("limit"):
+        items = items[: source["limit"]]
+    write_jsonl(out_path, items)
+    log(f"evaluation set from {source['source']}: {len(items)} items")
+    return len(items)
+
+
+def _hub_rows(repo_id: str, revision: str | None, split: str) -> list[dict]:
+    """Rows of a hub dataset split (needs internet: the data rule is a local rule)."""
+    import datasets
+
+    return list(datasets.load_dataset(repo_id, split=split, revision=revision))

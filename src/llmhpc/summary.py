@@ -1,0 +1,63 @@
+"""The summary stage: one long table (run, experiment, stage, metric, value, unit, source) over every
+experiment and stage, so that plots, slides and the report read one file and every number names its source."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+COLUMNS = ["run", "experiment", "stage", "metric", "value", "unit", "source"]
+
+FINETUNE_METRICS = {
+    "training_time_s": "s", "stage_wall_s": "s", "tokens_per_s": "tokens/s", "tokens_per_s_per_device": "tokens/s",
+    "peak_memory_gb": "GB", "peak_host_memory_gb": "GB", "mfu": "fraction", "peak_tflops_per_device": "TFLOP/s",
+    "steps": "count", "iters": "count", "final_loss": "nats", "final_val_loss": "nats",
+    "tokens_with_padding": "tokens", "input_tokens": "tokens", "trainable_parameters": "count",
+    "world_size": "count", "micro_batch_size": "samples", "global_batch_size": "samples",
+}
+INFER_METRICS = {"acc": "fraction", "acc_norm": "fraction", "items": "count", "wall_s": "s", "load_s": "s",
+                 "score_s": "s", "items_per_s": "items/s", "bos_prepended": "bool"}
+ENV_FIELDS = ["python", "torch", "litgpt", "cuda", "gpu_model", "host", "git_commit"]
+
+
+def _read(path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def build(run_name: str, experiments: list[str], manifest, finetune: dict, infer: dict) -> pd.DataFrame:
+    rows = []
+
+    def add(experiment, stage, metric, value, unit, source):
+        rows.append([run_name, experiment, stage, metric, value, unit, str(source)])
+
+    env = _read(manifest)
+    for field in ENV_FIELDS:
+        add("all", "env", field, env.get(field), "text", manifest)
+
+    for name in experiments:
+        data = _read(finetune[name])
+        for metric, unit in FINETUNE_METRICS.items():
+            if data.get(metric) is not None:
+                add(name, "finetune", metric, data[metric], unit, finetune[name])
+        add(name, "finetune", "device", data["device"], "text", finetune[name])
+        add(name, "finetune", "precision", data["precision"], "text", finetune[name])
+
+    for name, path in infer.items():
+        data = _read(path)
+        for metric, unit in INFER_METRICS.items():
+            add(name, "infer", metric, data[metric], unit, path)
+
+    # Ratios against the first experiment, the baseline: the figure competitions score.
+    base = experiments[0]
+    b = _read(finetune[base])
+    for name in experiments:
+        d = _read(finetune[name])
+        if b.get("training_time_s") and d.get("training_time_s"):
+            add(name, "finetune", f"speedup_vs_{base}", round(b["training_time_s"] / d["training_time_s"], 4),
+                "ratio", f"{finetune[base]} {finetune[name]}")
+        a0, a1 = _read(infer["base"]), _read(infer[name])
+        add(name, "infer", "acc_gain_vs_base", round(a1["acc"] - a0["acc"], 4), "fraction",
+            f"{infer['base']} {infer[name]}")
+    return pd.DataFrame(rows, columns=COLUMNS)

@@ -1,0 +1,106 @@
+"""The embedded default's model: a random-initialised model of a LitGPT-known architecture, written in
+Hugging Face format with a BPE tokenizer trained here, so that the convert stage runs litgpt's real converter.
+
+Only GPT-NeoX (Pythia) shapes are written: they are the smallest architectures LitGPT knows by name.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from llmhpc import embedded
+
+SPECIAL = "<|endoftext|>"
+
+
+def corpus() -> list[str]:
+    """Text the tokenizer is trained on: the embedded sets and the Alpaca prompt template around them."""
+    train, val = embedded.finetune_records()
+    texts = [
+        "Below is an instruction that describes a task, paired with an input that provides further context. "
+        "Write a response that appropriately completes the request.\n\n### Instruction:\n\n### Input:\n\n### Response:\n"
+    ]
+    texts += [" ".join(r.values()) for r in train + val]
+    for item in embedded.eval_records():
+        texts.append(" ".join([item["activity_label"], item["ctx"], *item["endings"]]))
+    return texts
+
+
+def train_tokenizer(vocab_size: int):
+    """Byte-level BPE (as GPT-NeoX's), so every string is encodable; id 0 is <|endoftext|> (BOS and EOS)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[SPECIAL],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus(), trainer=trainer)
+    return tok
+
+
+def hf_config(model_name: str):
+    """transformers config matching litgpt's Config.from_name(model_name)."""
+    from litgpt import Config
+    from transformers import GPTNeoXConfig
+
+    cfg = Config.from_name(model_name)
+    if cfg.mlp_class_name != "GptNeoxMLP" or not cfg.parallel_residual:
+        raise ValueError(
+            f"model.name '{model_name}': source 'tiny' writes GPT-NeoX (Pythia) shapes only, e.g. pythia-14m;"
+            " use source 'hf' or 'path' for other architectures"
+        )
+    return GPTNeoXConfig(
+        vocab_size=cfg.padded_vocab_size,
+        hidden_size=cfg.n_embd,
+        num_hidden_layers=cfg.n_layer,
+        num_attention_heads=cfg.n_head,
+        intermediate_size=cfg.intermediate_size,
+        rotary_pct=cfg.rotary_percentage,
+        rotary_emb_base=cfg.rope_base,
+        max_position_embeddings=cfg.block_size,
+        use_parallel_residual=cfg.parallel_residual,
+        layer_norm_eps=cfg.norm_eps,
+        hidden_act="gelu",
+        tie_word_embeddings=False,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+
+
+def write_tiny_model(out_dir: Path, model_name: str, vocab_size: int, seed: int) -> dict:
+    """Write config.json, model.safetensors and tokenizer files to out_dir; return a short description."""
+    import torch
+    from transformers import GPTNeoXForCausalLM
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = hf_config(model_name)
+    torch.manual_seed(seed)
+    model = GPTNeoXForCausalLM(config)
+    model.save_pretrained(out_dir, safe_serialization=True)
+
+    tok = train_tokenizer(vocab_size)
+    tok.save(str(out_dir / "tokenizer.json"))
+    (out_dir / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": SPECIAL,
+        "eos_token": SPECIAL,
+        "unk_token": SPECIAL,
+        "add_bos_token": False,
+        "model_max_length": config.max_position_embeddings,
+    }, indent=1) + "\n")
+    (out_dir / "special_tokens_map.json").write_text(json.dumps(
+        {"bos_token": SPECIAL, "eos_token": SPECIAL, "unk_token": SPECIAL}, indent=1) + "\n")
+    (out_dir / "generation_config.json").write_text(json.dumps({"bos_token_id": 0, "eos_token_id": 0}) + "\n")
+    return {
+        "architecture": model_name,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "tokenizer_vocab": tok.get_vocab_size(),
+        "seed": seed,
+    }

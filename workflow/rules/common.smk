@@ -1,0 +1,71 @@
+# Config checks and helper functions; every rule file uses these.
+import sys
+from pathlib import Path
+
+# The workflow's logic lives in src/llmhpc; make it importable even where it is not pip-installed.
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from llmhpc.config import check, load_schema
+from llmhpc.data import check_alpaca, read_hellaswag
+
+# Validate, fill defaults and check the batch arithmetic before any job is built: a wrong config stops here.
+EXPERIMENTS = check(config, load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"))
+EMBEDDED = Path(workflow.basedir) / "src/llmhpc/embedded"
+ENV_MANIFEST = "results/env/manifest.json"
+
+
+def check_local_data():
+    """Datasets given as local paths are checked record by record now, not in a queued job."""
+    ft = config["data"]["finetune"]
+    if ft["source"] == "path":
+        for name in ("train.json", "val.json"):
+            check_alpaca(Path(ft["path"]) / name)
+    ev = config["data"]["eval"]
+    if ev["source"] == "path":
+        read_hellaswag(ev["path"])
+
+
+check_local_data()
+
+
+wildcard_constraints:
+    experiment="|".join(EXPERIMENTS),
+    model="|".join(["base", *EXPERIMENTS]),
+
+
+def finetune_settings(wildcards):
+    return EXPERIMENTS[wildcards.experiment]["finetune"]
+
+
+def infer_settings(wildcards):
+    name = wildcards.model
+    return config["infer"] if name == "base" else EXPERIMENTS[name]["infer"]
+
+
+def finetune_data_input(wildcards):
+    source = config["data"]["finetune"]
+    if source["source"] == "embedded":
+        return [EMBEDDED / "train.json", EMBEDDED / "val.json"]
+    if source["source"] == "path":
+        return [Path(source["path"]) / "train.json", Path(source["path"]) / "val.json"]
+    return []
+
+
+def eval_data_input(wildcards):
+    source = config["data"]["eval"]
+    if source["source"] == "embedded":
+        return [EMBEDDED / "hellaswag.jsonl"]
+    if source["source"] == "path":
+        return [source["path"]]
+    return []
+
+
+def checkpoint_for(wildcards):
+    """The LitGPT checkpoint directory that infer scores: the base model or an experiment's fine-tune."""
+    if wildcards.model == "base":
+        return "results/checkpoints/base"
+    return f"results/finetune/{wildcards.model}/out"
+
+
+def get_final_output():
+    return ["results/summary.csv"]

@@ -1,0 +1,42 @@
+# Stage 5: one LitGPT fine-tune per experiment. The YAML is written by its own rule, so that it is a file the
+# submission can carry and a change to one experiment's settings reruns only that experiment.
+
+
+rule finetune_config:
+    input:
+        ENV_MANIFEST,
+    output:
+        "results/finetune/{experiment}/litgpt.yaml",
+    params:
+        settings=finetune_settings,
+    log:
+        "results/logs/finetune_config/{experiment}.log",
+    message:
+        "Writing the LitGPT config of experiment {wildcards.experiment}"
+    localrule: True
+    script:
+        "../scripts/finetune_config.py"
+
+
+rule finetune:
+    input:
+        ENV_MANIFEST,
+        config="results/finetune/{experiment}/litgpt.yaml",
+        checkpoint="results/checkpoints/base",
+        train="results/data/finetune/train.json",
+        val="results/data/finetune/val.json",
+    output:
+        out_dir=directory("results/finetune/{experiment}/out"),
+        stdout="results/finetune/{experiment}/finetune.stdout",
+        metrics="results/finetune/{experiment}/metrics.csv",
+        summary="results/finetune/{experiment}/summary.json",
+    params:
+        settings=finetune_settings,
+        peak_tflops=config["hardware"]["peak_tflops"],
+    threads: workflow.cores
+    log:
+        "results/logs/finetune/{experiment}.log",
+    message:
+        "Fine-tuning experiment {wildcards.experiment} with LitGPT"
+    script:
+        "../scripts/finetune.py"

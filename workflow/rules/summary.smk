@@ -1,0 +1,22 @@
+# Stage 7: one table over every experiment and stage, with units and the file each number came from.
+
+
+rule summary:
+    input:
+        manifest=ENV_MANIFEST,
+        finetune=expand("results/finetune/{experiment}/summary.json", experiment=EXPERIMENTS),
+        infer=expand("results/infer/{model}/metrics.json", model=["base", *EXPERIMENTS]),
+        train="results/data/finetune/train.json",
+        eval="results/data/eval/hellaswag.jsonl",
+    output:
+        "results/summary.csv",
+    params:
+        run_name=config["run_name"],
+        experiments=list(EXPERIMENTS),
+    log:
+        "results/logs/summary.log",
+    message:
+        "Collecting every experiment's figures into {output}"
+    localrule: True
+    script:
+        "../scripts/summary.py"

@@ -1,0 +1,16 @@
+from pathlib import Path
+
+from llmhpc.finetune import write_litgpt_config
+from llmhpc.rulelog import to_log
+
+to_log(snakemake.log[0])
+experiment = snakemake.wildcards.experiment
+write_litgpt_config(
+    snakemake.output[0],
+    snakemake.params.settings,
+    checkpoint_dir="results/checkpoints/base",
+    data_dir="results/data/finetune",
+    out_dir=f"results/finetune/{experiment}/out",
+    experiment=experiment,
+)
+print(Path(snakemake.output[0]).read_text())

@@ -1,0 +1,13 @@
+from llmhpc.rulelog import to_log
+from llmhpc.summary import build
+
+to_log(snakemake.log[0])
+table = build(
+    run_name=snakemake.params.run_name,
+    experiments=snakemake.params.experiments,
+    manifest=snakemake.input.manifest,
+    finetune=dict(zip(snakemake.params.experiments, snakemake.input.finetune)),
+    infer=dict(zip(["base", *snakemake.params.experiments], snakemake.input.infer)),
+)
+table.to_csv(snakemake.output[0], index=False)
+print(table.to_string())

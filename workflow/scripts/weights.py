@@ -1,0 +1,6 @@
+from llmhpc import weights
+from llmhpc.rulelog import to_log
+
+to_log(snakemake.log[0])
+info = weights.fetch(snakemake.params.model, snakemake.output[0])
+print(info)
