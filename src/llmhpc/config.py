@@ -128,6 +128,12 @@ def check(config: dict, schema: dict) -> dict:
     listing every problem found."""
     apply_defaults(config, schema)
     problems = _validate(config, schema)
+    seen = set()
+    for i, exp in enumerate(config.get("experiments") or []):
+        name = exp.get("name") if isinstance(exp, dict) else None
+        if name in seen:
+            problems.append(f"config key 'experiments[{i}].name': '{name}' is used twice; names must be unique")
+        seen.add(name)
     if problems:
         raise ConfigError("config refused:\n  " + "\n  ".join(problems))
 
@@ -135,9 +141,6 @@ def check(config: dict, schema: dict) -> dict:
     section_schemas = {s: schema["properties"][s] for s in ("finetune", "infer")}
     for i, exp in enumerate(config["experiments"]):
         name = exp["name"]
-        if name in experiments:
-            problems.append(f"config key 'experiments[{i}].name': '{name}' is used twice; names must be unique")
-            continue
         settings = experiment_settings(config, schema, i)
         for section, sub in section_schemas.items():
             src = (f"experiments[{i}]", section) if exp.get(section) else (section,)

@@ -74,6 +74,7 @@ def litgpt_config(ft: dict, checkpoint_dir: str, data_dir: str, out_dir: str) ->
                                     "betas": [0.9, 0.95]}},
     }
     if ft["method"] == "lora":
+        del cfg["resume"]  # finetune_lora has no resume argument
         cfg.update({"lora_r": ft["lora_r"], "lora_alpha": ft["lora_alpha"], "lora_dropout": 0.05,
                     "lora_query": True, "lora_key": False, "lora_value": True, "lora_projection": False,
                     "lora_mlp": False, "lora_head": False})

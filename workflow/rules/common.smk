@@ -2,8 +2,12 @@
 import sys
 from pathlib import Path
 
-# The workflow's logic lives in src/llmhpc; make it importable even where it is not pip-installed.
+# The workflow's logic lives in src/llmhpc; make it importable here and in every job's script, also where it
+# is not pip-installed (a conda env, a cluster venv): jobs inherit this process's environment.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from llmhpc.rulelog import export_pythonpath
+
+export_pythonpath(Path(workflow.basedir) / "src")
 
 from llmhpc.config import check, load_schema
 from llmhpc.data import check_alpaca, read_hellaswag

@@ -13,5 +13,7 @@ rule convert:
         "results/logs/convert.log",
     message:
         "Converting {input.weights} to a LitGPT checkpoint ({params.model_name})"
+    conda:
+        "../../envs/conda.yaml"
     script:
         "../scripts/convert.py"

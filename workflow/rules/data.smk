@@ -17,6 +17,8 @@ rule data_finetune:
     message:
         "Preparing the fine-tune set ({params.source[source]})"
     localrule: True
+    conda:
+        "../../envs/conda.yaml"
     script:
         "../scripts/data_finetune.py"
 
@@ -35,5 +37,7 @@ rule data_eval:
     message:
         "Preparing the evaluation set ({params.source[source]})"
     localrule: True
+    conda:
+        "../../envs/conda.yaml"
     script:
         "../scripts/data_eval.py"

@@ -14,5 +14,7 @@ rule env:
     message:
         "Checking the environment against {input.requirements} ({params.env[mode]})"
     localrule: True
+    conda:
+        "../../envs/conda.yaml"
     script:
         "../scripts/env.py"

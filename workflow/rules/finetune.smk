@@ -14,6 +14,8 @@ rule finetune_config:
     message:
         "Writing the LitGPT config of experiment {wildcards.experiment}"
     localrule: True
+    conda:
+        "../../envs/conda.yaml"
     script:
         "../scripts/finetune_config.py"
 
@@ -34,9 +36,15 @@ rule finetune:
         settings=finetune_settings,
         peak_tflops=config["hardware"]["peak_tflops"],
     threads: workflow.cores
+    resources:
+        # What the job needs from a scheduler; the cluster profiles turn these into qsub/sbatch options.
+        nodes=lambda wc: finetune_settings(wc)["num_nodes"],
+        gpus_per_node=lambda wc: finetune_settings(wc)["devices"],
     log:
         "results/logs/finetune/{experiment}.log",
     message:
         "Fine-tuning experiment {wildcards.experiment} with LitGPT"
+    conda:
+        "../../envs/conda.yaml"
     script:
         "../scripts/finetune.py"

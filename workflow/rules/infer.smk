@@ -17,5 +17,7 @@ rule infer:
         "results/logs/infer/{model}.log",
     message:
         "Scoring {input.eval} with the {wildcards.model} model"
+    conda:
+        "../../envs/conda.yaml"
     script:
         "../scripts/infer.py"

@@ -18,5 +18,7 @@ rule summary:
     message:
         "Collecting every experiment's figures into {output}"
     localrule: True
+    conda:
+        "../../envs/conda.yaml"
     script:
         "../scripts/summary.py"

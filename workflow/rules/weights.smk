@@ -14,5 +14,7 @@ rule weights:
     message:
         "Getting the {params.model[source]} weights of {params.model[name]}"
     localrule: True
+    conda:
+        "../../envs/conda.yaml"
     script:
         "../scripts/weights.py"

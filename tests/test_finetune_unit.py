@@ -1,0 +1,81 @@
+"""The finetune stage's pieces: the LitGPT YAML it writes, the figures it reads back, the MFU it derives."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import SCHEMA, default_config
+from llmhpc import finetune
+from llmhpc.config import check, load_schema
+
+
+def settings(**over):
+    cfg = default_config()
+    exps = check(cfg, load_schema(SCHEMA))
+    ft = dict(exps["baseline"]["finetune"], **over)
+    return ft
+
+
+def test_litgpt_yaml_has_config_hub_layout_and_our_values(tmp_path):
+    ft = settings(micro_batch_size=4, extra={"train": {"save_interval": 5}, "eval": {"interval": 3}})
+    path = tmp_path / "litgpt.yaml"
+    finetune.write_litgpt_config(path, ft, "ckpt", "data", "out", experiment="x")
+    cfg = yaml.safe_load(path.read_text())
+    assert cfg["train"]["micro_batch_size"] == 4
+    assert cfg["train"]["global_batch_size"] == ft["global_batch_size"]
+    assert cfg["train"]["save_interval"] == 5  # extra wins
+    assert cfg["eval"]["interval"] == 3 and cfg["eval"]["final_validation"] is True  # merged, not replaced
+    assert cfg["optimizer"]["init_args"]["betas"] == [0.9, 0.95]
+    assert cfg["data"]["class_path"] == "litgpt.data.JSON"
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_litgpt_cli_accepts_the_yaml(tmp_path, method):
+    """litgpt's own argument parser reads the file (jsonargparse --print_config parses without training)."""
+    path = tmp_path / "litgpt.yaml"
+    finetune.write_litgpt_config(path, settings(method=method), tmp_path, tmp_path, tmp_path / "out", experiment="x")
+    proc = subprocess.run([sys.executable, "-m", "litgpt", f"finetune_{method}", "--config", str(path),
+                           "--print_config"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = yaml.safe_load(proc.stdout)
+    assert printed["train"]["micro_batch_size"] == 8
+    if method == "lora":
+        assert printed["lora_r"] == 8
+
+
+def test_parse_stdout_reads_litgpts_own_report():
+    import torch
+    from litgpt.utils import create_finetuning_performance_report
+
+    counts = {"raw_tokens": 1000, "raw_tokens_plus_prompt_template": 1500,
+              "raw_tokens_plus_prompt_template_and_padding": 2000}
+    report = create_finetuning_performance_report(12.5, counts, "cpu")
+    text = "Number of trainable parameters: 14,067,712\n" + report + "Final evaluation | val loss: 2.251 | val ppl: 9.5\n"
+    got = finetune.parse_stdout(text)
+    assert got == {"training_time_s": 12.5, "tokens_per_s": 160.0, "input_tokens": 1000,
+                   "tokens_with_prompt": 1500, "tokens_with_padding": 2000,
+                   "trainable_parameters": 14067712, "final_val_loss": 2.251}
+
+
+def test_mfu_against_known_peak():
+    # Llama-2-7b shape at 4,135 tok/s over 2 ranks (the reference bench on 2 x H200), 512-token sequences
+    ft = {"devices": 2, "num_nodes": 1, "micro_batch_size": 4, "method": "full", "precision": "bf16-true",
+          "global_batch_size": 64}
+    stdout = "| - Training Time :  82.80 s\n| - Tok/sec :  4135.00 tok/s\n| - Total Tokens (w/ Padding) :  342378\n"
+    rows = [{"loss": 1.0, "iter": 128.0, "step": 16.0}]
+    facts = {"n_params": 6_738_415_616, "n_layer": 32, "n_embd": 4096}
+    s = finetune.summarise(stdout, rows, ft, 150.0, 0, facts, "NVIDIA H200", None, 1.0)
+    seq = 342378 / (128 * 4 * 2)
+    expected = (6 * 6_738_415_616 + 12 * 32 * 4096 * seq) * 4135 / 2 / 1e12 / 790
+    assert s["mfu"] == pytest.approx(expected, abs=1e-4)
+    assert s["tokens_per_s_per_device"] == pytest.approx(2067.5)
+    assert finetune.summarise(stdout, rows, ft, 150.0, 0, facts, None, None, 1.0)["mfu"] is None  # CPU: unknown peak
+
+
+def test_peak_lookup():
+    assert finetune.peak_tflops("Tesla V100-SXM2-32GB", "16-mixed", None) == 125.0
+    assert finetune.peak_tflops("NVIDIA A100-SXM4-80GB", "32-true", None) == 19.5
+    assert finetune.peak_tflops("NVIDIA A100", "bf16-true", 250.0) == 250.0
+    assert finetune.peak_tflops(None, "bf16-true", None) is None
