@@ -116,7 +116,6 @@ def test_hellaswag_matches_lm_eval(models, eval_file, tmp_path, monkeypatch):
     docs = [json.loads(line) for line in eval_file.read_text(encoding="utf-8").splitlines()]
     tagged = [d for d in docs if "[" in " ".join([d["activity_label"], d["ctx_a"], d["ctx_b"], *d["endings"]])]
     assert tagged, "the subset must contain [header]/[title] tags so that preprocessing is exercised"
-    assert all("[" not in doc_to_request(d)[0] for d in tagged)
 
     ours, our_metrics = run_ours(lit_dir, eval_file, tmp_path)
     task, results = run_lmeval(hf_dir, eval_file, tmp_path, monkeypatch)
@@ -149,6 +148,11 @@ def test_hellaswag_matches_lm_eval(models, eval_file, tmp_path, monkeypatch):
         assert int(np.argmax(np.array(their_lls) / completion_len)) == row["pred_norm"], f"item {i}: pred_norm"
         assert sample["acc"] == row["acc"], f"item {i}: acc"
         assert sample["acc_norm"] == row["acc_norm"], f"item {i}: acc_norm"
+
+    # the tags were really stripped (by both, since the queries are equal)
+    tagged_ids = [i for i, d in enumerate(docs) if d in tagged]
+    assert all("[" not in ours[i]["query"] and "[" not in " ".join(ours[i]["choices"]) for i in tagged_ids)
+    assert all(ours[i]["query"] == doc_to_request(docs[i])[0] for i in tagged_ids)
 
     agg = results["results"][task.config.task]
     assert agg["acc,none"] == pytest.approx(our_metrics["acc"], abs=1e-12)

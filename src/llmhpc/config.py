@@ -112,6 +112,16 @@ def batch_arithmetic(ft: dict) -> str | None:
     return None
 
 
+def canonical(value):
+    """Dicts with sorted keys, recursively: Snakemake compares rule params by their serialisation, so a
+    reordered config must not look like a changed one and rerun jobs."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
 def experiment_settings(config: dict, schema: dict, index: int) -> dict:
     """The full finetune and infer settings of experiment `index`: the shared ones with its overrides."""
     exp = config["experiments"][index]
@@ -119,7 +129,7 @@ def experiment_settings(config: dict, schema: dict, index: int) -> dict:
     for section in ("finetune", "infer"):
         merged = copy.deepcopy(config[section])
         merged.update(copy.deepcopy(exp.get(section) or {}))
-        out[section] = merged
+        out[section] = canonical(merged)
     return out
 
 
@@ -155,6 +165,8 @@ def check(config: dict, schema: dict) -> dict:
     problems += _check_sources(config)
     if problems:
         raise ConfigError("config refused:\n  " + "\n  ".join(problems))
+    for key in list(config):
+        config[key] = canonical(config[key])
     return experiments
 
 

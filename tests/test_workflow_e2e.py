@@ -1,0 +1,103 @@
+"""The embedded default end to end through real Snakemake and real LitGPT, then what reruns and what doesn't."""
+
+import json
+import re
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import copy_repo, default_config, snakemake
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    repo = copy_repo(tmp_path_factory.mktemp("e2e") / "repo")
+    t0 = time.perf_counter()
+    proc = snakemake(repo)  # the README's command: the default profile is picked up from profiles/default
+    print(f"embedded default: {time.perf_counter() - t0:.1f} s")
+    assert "Using workflow specific profile profiles/default" in proc.stdout + proc.stderr
+    return repo
+
+
+def jobs_planned(proc) -> dict:
+    """{rule: count} from the job-stats table of a dry run."""
+    text = proc.stdout
+    table = text[text.index("Job stats:"):]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
+
+
+def test_every_stage_leaves_its_outputs(done):
+    r = done / "results"
+    assert json.loads((r / "env/manifest.json").read_text())["litgpt"] == "0.5.13"
+    assert (r / "weights/hf/model.safetensors").is_file()
+    assert (r / "checkpoints/base/lit_model.pth").is_file() and (r / "checkpoints/base/model_config.yaml").is_file()
+    assert (r / "data/finetune/train.json").is_file() and (r / "data/eval/hellaswag.jsonl").is_file()
+    for exp in ("baseline", "mbs16"):
+        d = r / "finetune" / exp
+        for name in ("litgpt.yaml", "finetune.stdout", "metrics.csv", "summary.json", "out/final/lit_model.pth"):
+            assert (d / name).is_file(), d / name
+        s = json.loads((d / "summary.json").read_text())
+        assert s["exit_code"] == 0 and s["steps"] > 0 and s["tokens_per_s"] > 0 and s["training_time_s"] > 0
+        assert "Training Time" in (d / "finetune.stdout").read_text()
+        assert (r / "logs/finetune" / f"{exp}.log").is_file()
+    for model in ("base", "baseline", "mbs16"):
+        rows = [json.loads(line) for line in (r / "infer" / model / "predictions.jsonl").read_text().splitlines()]
+        assert len(rows) == 192 and all(len(row["loglikelihoods"]) == 4 for row in rows)
+
+
+def test_fine_tuning_raises_accuracy(done):
+    acc = {m: json.loads((done / f"results/infer/{m}/metrics.json").read_text())["acc"]
+           for m in ("base", "baseline", "mbs16")}
+    print(acc)
+    assert acc["baseline"] > acc["base"] + 0.1
+    assert acc["mbs16"] > acc["base"] + 0.1
+
+
+def test_summary_table_covers_every_experiment_and_stage(done):
+    table = pd.read_csv(done / "results/summary.csv")
+    assert list(table.columns) == ["run", "experiment", "stage", "metric", "value", "unit", "source"]
+    assert set(table.stage) == {"env", "finetune", "infer"}
+    assert set(table.experiment) == {"all", "baseline", "mbs16", "base"}
+    row = table[(table.experiment == "mbs16") & (table.metric == "tokens_per_s")].iloc[0]
+    assert row.unit == "tokens/s" and row.source == "results/finetune/mbs16/summary.json"
+    recorded = json.loads((done / row.source).read_text())["tokens_per_s"]
+    assert float(row.value) == recorded  # traceable: the number is the one in its source
+    assert table.unit.notna().all()
+
+
+def test_second_run_has_nothing_to_do(done):
+    t0 = time.perf_counter()
+    proc = snakemake(done)
+    print(f"no-op rerun: {time.perf_counter() - t0:.1f} s")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_forcerun_infer_reruns_only_infer_and_downstream(done):
+    planned = jobs_planned(snakemake(done, "-n", "--forcerun", "infer"))
+    assert planned == {"infer": 3, "summary": 1, "all": 1}
+
+
+def test_until_and_single_target(done):
+    planned = jobs_planned(snakemake(done, "-n", "--forcerun", "finetune", "--until", "finetune"))
+    assert planned == {"finetune": 2}
+    planned = jobs_planned(snakemake(done, "-n", "--force", "results/infer/base/metrics.json"))
+    assert planned == {"infer": 1}
+
+
+def test_adding_an_experiment_adds_only_its_jobs(done):
+    cfg = default_config()  # written back with sorted keys: a reordered config must not rerun anything
+    cfg["experiments"].append({"name": "lr-low", "finetune": {"learning_rate": 0.001}})
+    (done / "more.yaml").write_text(yaml.safe_dump(cfg))
+    planned = jobs_planned(snakemake(done, "-n", "--configfile", "more.yaml"))
+    assert planned == {"finetune_config": 1, "finetune": 1, "infer": 1, "summary": 1, "all": 1}
+
+
+def test_changing_envs_reruns_the_pipeline(done):
+    req = done / "envs/cpu.txt"
+    req.write_text(req.read_text() + "\n# touched\n")
+    planned = jobs_planned(snakemake(done, "-n"))
+    assert planned["env"] == 1 and planned["finetune"] == 2 and planned["convert"] == 1
