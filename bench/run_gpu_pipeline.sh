@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole pipeline on a GPU machine without internet, as recorded in docs/gpu-runs.md:
+#
+#   bash bench/run_gpu_pipeline.sh config/examples/gpu-2x.yaml
+#
+# Packages the machine lacks travel as wheels in .whl/ (snakemake, litgpt and what they need; see
+# docs/gpu-runs.md for the download command). Prints the summary table last; copies the run's small outputs
+# (summaries, logs, LitGPT configs, stdout; no weights) to $OUT when set.
+set -uo pipefail
+config="${1:?usage: run_gpu_pipeline.sh CONFIG}"
+out="${OUT:-/tmp/gpu-run}"
+mkdir -p "$out"
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 2
+  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+t0=$(date +%s)
+timeout "${PIPELINE_TIMEOUT_S:-520}" python3 -m snakemake --configfile "$config" --cores all 2>&1 | tee "$out/snakemake.log"
+rc=${PIPESTATUS[0]}
+echo "pipeline exit $rc, wall $(( $(date +%s) - t0 )) s"
+tar czf "$out/results-small.tar.gz" --exclude='*.pth' --exclude='*.safetensors' --exclude='*.bin' \
+  --exclude='results/weights' results 2>/dev/null
+[ -f results/summary.csv ] && cp results/summary.csv "$out/summary.csv"
+python3 - <<'PY'
+import pandas as pd
+t = pd.read_csv("results/summary.csv")
+keep = ["training_time_s", "stage_wall_s", "tokens_per_s_per_device", "peak_memory_gb", "mfu", "final_loss",
+        "speedup_vs_baseline", "acc", "acc_norm", "items_per_s", "wall_s"]
+t = t[t.metric.isin(keep)]
+print(t.pivot_table(index=["stage", "metric"], columns="experiment", values="value", aggfunc="first").to_string())
+PY
+exit $rc
