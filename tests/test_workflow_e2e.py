@@ -60,13 +60,15 @@ def test_fine_tuning_raises_accuracy(done):
 def test_summary_table_covers_every_experiment_and_stage(done):
     table = pd.read_csv(done / "results/summary.csv")
     assert list(table.columns) == ["run", "experiment", "stage", "metric", "value", "unit", "source"]
-    assert set(table.stage) == {"env", "finetune", "infer"}
+    assert set(table.stage) == {"env", "data", "finetune", "infer"}
     assert set(table.experiment) == {"all", "baseline", "mbs16", "base"}
     row = table[(table.experiment == "mbs16") & (table.metric == "tokens_per_s")].iloc[0]
     assert row.unit == "tokens/s" and row.source == "results/finetune/mbs16/summary.json"
     recorded = json.loads((done / row.source).read_text())["tokens_per_s"]
     assert float(row.value) == recorded  # traceable: the number is the one in its source
     assert table.unit.notna().all()
+    records = table[(table.stage == "data") & (table.metric == "train_records")].iloc[0]
+    assert int(records.value) == 232 and records.source == "results/data/finetune/train.json"
 
 
 def test_second_run_has_nothing_to_do(done):

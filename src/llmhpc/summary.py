@@ -26,7 +26,8 @@ def _read(path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def build(run_name: str, experiments: list[str], manifest, finetune: dict, infer: dict) -> pd.DataFrame:
+def build(run_name: str, experiments: list[str], manifest, finetune: dict, infer: dict, data: dict) -> pd.DataFrame:
+    """data: {"train": train.json, "val": val.json, "eval": hellaswag.jsonl}."""
     rows = []
 
     def add(experiment, stage, metric, value, unit, source):
@@ -36,18 +37,23 @@ def build(run_name: str, experiments: list[str], manifest, finetune: dict, infer
     for field in ENV_FIELDS:
         add("all", "env", field, env.get(field), "text", manifest)
 
+    add("all", "data", "train_records", len(_read(data["train"])), "count", data["train"])
+    add("all", "data", "val_records", len(_read(data["val"])), "count", data["val"])
+    items = sum(1 for line in Path(data["eval"]).read_text().splitlines() if line.strip())
+    add("all", "data", "eval_items", items, "count", data["eval"])
+
     for name in experiments:
-        data = _read(finetune[name])
+        ft = _read(finetune[name])
         for metric, unit in FINETUNE_METRICS.items():
-            if data.get(metric) is not None:
-                add(name, "finetune", metric, data[metric], unit, finetune[name])
-        add(name, "finetune", "device", data["device"], "text", finetune[name])
-        add(name, "finetune", "precision", data["precision"], "text", finetune[name])
+            if ft.get(metric) is not None:
+                add(name, "finetune", metric, ft[metric], unit, finetune[name])
+        add(name, "finetune", "device", ft["device"], "text", finetune[name])
+        add(name, "finetune", "precision", ft["precision"], "text", finetune[name])
 
     for name, path in infer.items():
-        data = _read(path)
+        scores = _read(path)
         for metric, unit in INFER_METRICS.items():
-            add(name, "infer", metric, data[metric], unit, path)
+            add(name, "infer", metric, scores[metric], unit, path)
 
     # Ratios against the first experiment, the baseline: the figure competitions score.
     base = experiments[0]

@@ -7,6 +7,7 @@ rule summary:
         finetune=expand("results/finetune/{experiment}/summary.json", experiment=EXPERIMENTS),
         infer=expand("results/infer/{model}/metrics.json", model=["base", *EXPERIMENTS]),
         train="results/data/finetune/train.json",
+        val="results/data/finetune/val.json",
         eval="results/data/eval/hellaswag.jsonl",
     output:
         "results/summary.csv",

@@ -8,6 +8,7 @@ table = build(
     manifest=snakemake.input.manifest,
     finetune=dict(zip(snakemake.params.experiments, snakemake.input.finetune)),
     infer=dict(zip(["base", *snakemake.params.experiments], snakemake.input.infer)),
+    data={"train": snakemake.input.train, "val": snakemake.input.val, "eval": snakemake.input.eval},
 )
 table.to_csv(snakemake.output[0], index=False)
 print(table.to_string())
