@@ -78,7 +78,12 @@ def convert(weights_dir, out_dir, model_name: str, log=print) -> dict:
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     linked = []
+    # Safetensors when there are any: litgpt's converter would load every *.bin beside them (pickles, twice the
+    # weights) and prefers pytorch_model.bin.index.json over model.safetensors.index.json.
+    safetensors = any(f.name.endswith(".safetensors") for f in weights_dir.iterdir())
     for f in sorted(weights_dir.iterdir()):
+        if safetensors and (f.name.endswith(".bin") or f.name == "pytorch_model.bin.index.json"):
+            continue
         if f.name.endswith(WEIGHT_SUFFIXES) or f.name.endswith(".index.json"):
             (out_dir / f.name).symlink_to(f.resolve())
             linked.append(out_dir / f.name)

@@ -1,0 +1,291 @@
+"""The weights stage's sources `hf` and `path`, then the real litgpt converter.
+
+Source `hf` runs against tests/hf_hub_emulator.py (an emulator of the Hub's HTTP API, the real Hub being out of
+reach here), in a subprocess with HF_ENDPOINT set (huggingface_hub reads it at import time) and HF_HOME isolated,
+just as the workflow's script would run `llmhpc.weights.fetch`.
+"""
+
+import json
+import os
+import secrets
+import shutil
+import string
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from hf_hub_emulator import HubEmulator, HubRepo
+from llmhpc import weights
+from llmhpc.tiny import write_tiny_model
+
+REPO_ID = "org/tiny-gated"
+MODEL_NAME = "pythia-14m"
+# What write_tiny_model writes: all of it must arrive, and nothing else.
+ALLOWED = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+           "special_tokens_map.json"}
+DECOYS = {"pytorch_model.bin": 64 * 1024, "training_args.bin": 4 * 1024, "README.md": 0, "optimizer.pt": 128 * 1024,
+          "original/consolidated.00.pth": 24 * 1024 * 1024}
+
+
+def hf_token() -> str:
+    """A token shaped like the Hub's user access tokens: hf_ and 34 letters and digits."""
+    return "hf_" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(34))
+
+
+TOKEN = hf_token()  # granted access to the gated repository
+OTHER_TOKEN = hf_token()  # a valid token without access
+REVISION = secrets.token_hex(20)
+
+# Runs fetch() as the workflow's script does. The spy only reads: it scans local_dir, including the .cache
+# bookkeeping that weights.py deletes afterwards, for the token and writes what it saw (names and booleans).
+FETCH_SCRIPT = r'''
+import json, os, sys
+from pathlib import Path
+import huggingface_hub
+
+_real = huggingface_hub.snapshot_download
+
+def _spy(*args, **kwargs):
+    path = _real(*args, **kwargs)
+    token = os.environ.get("HF_TOKEN", "").encode()
+    local = Path(kwargs["local_dir"])
+    seen = {p.relative_to(local).as_posix(): bool(token) and token in p.read_bytes()
+            for p in sorted(local.rglob("*")) if p.is_file()}
+    Path(os.environ["TEST_SPY_REPORT"]).write_text(json.dumps(seen))
+    return path
+
+huggingface_hub.snapshot_download = _spy
+from llmhpc.weights import fetch
+fetch(json.loads(sys.argv[1]), sys.argv[2])
+'''
+
+
+def mask(text: str) -> str:
+    """Never echo a token into pytest's own output."""
+    return text.replace(TOKEN, "<TOKEN>").replace(OTHER_TOKEN, "<OTHER_TOKEN>")
+
+
+def files_under(root: Path) -> dict[str, Path]:
+    return {p.relative_to(root).as_posix(): p for p in sorted(Path(root).rglob("*")) if p.is_file()}
+
+
+def token_in_files(root: Path, token: str) -> list[str]:
+    """Every file under root, hidden ones included, read as bytes (symlinks followed)."""
+    if not Path(root).exists():
+        return []
+    return [name for name, p in files_under(root).items() if token.encode() in p.read_bytes()]
+
+
+def hf_model(revision=REVISION, repo_id=REPO_ID) -> dict:
+    return {"source": "hf", "repo_id": repo_id, "revision": revision, "name": MODEL_NAME, "path": None,
+            "tiny_vocab_size": 1024, "seed": 42}
+
+
+@pytest.fixture(scope="module")
+def source_repo(tmp_path_factory) -> Path:
+    """The repository's content: a tiny Pythia in HF format plus files a download must skip."""
+    root = tmp_path_factory.mktemp("hub") / "tiny-gated"
+    write_tiny_model(root, MODEL_NAME, 1024, 42)
+    assert set(files_under(root)) == ALLOWED
+    for name, size in DECOYS.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(os.urandom(size) if size else b"# tiny-gated\nA test model.\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def hub(source_repo):
+    repo = HubRepo(REPO_ID, source_repo, REVISION, gated="manual", authorized={TOKEN})
+    with HubEmulator([repo], valid_tokens={TOKEN, OTHER_TOKEN}) as emulator:
+        yield emulator
+
+
+def run_fetch(hub: HubEmulator, model: dict, out_dir: Path, work: Path, token: str | None):
+    """fetch() in a subprocess; returns (process, spy report or None, HF_HOME)."""
+    hf_home, spy = work / "hf_home", work / "spy.json"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+           and not k.startswith("HF_HUB_CACHE")}
+    env.update(HF_ENDPOINT=hub.endpoint, HF_HOME=str(hf_home), TEST_SPY_REPORT=str(spy),
+               PYTHONPATH=os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")]),
+               NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    if token is not None:
+        env["HF_TOKEN"] = token
+    hub.clear()
+    proc = subprocess.run([sys.executable, "-c", FETCH_SCRIPT, json.dumps(model), str(out_dir)],
+                          capture_output=True, text=True, env=env, timeout=120, cwd=work)
+    report = json.loads(spy.read_text()) if spy.exists() else None
+    return proc, report, hf_home
+
+
+@pytest.fixture(scope="module")
+def downloaded(hub, tmp_path_factory):
+    work = tmp_path_factory.mktemp("download")
+    out_dir = work / "weights" / "hf"
+    proc, report, hf_home = run_fetch(hub, hf_model(), out_dir, work, TOKEN)
+    assert proc.returncode == 0, mask(proc.stdout + proc.stderr)
+    return {"out_dir": out_dir, "proc": proc, "report": report, "hf_home": hf_home, "requests": list(hub.requests)}
+
+
+# --- source hf, with the token ----------------------------------------------------------------------------------
+
+
+def test_hf_downloads_only_the_allowed_files(downloaded, source_repo):
+    got = files_under(downloaded["out_dir"])
+    assert set(got) == ALLOWED, sorted(got)
+    assert not set(DECOYS) & set(got)
+    for name, path in got.items():
+        assert not path.is_symlink()
+        assert path.read_bytes() == (source_repo / name).read_bytes(), name
+    assert "weights ready in" in downloaded["proc"].stdout
+    assert REVISION in downloaded["proc"].stdout  # the info printed names the pinned revision
+
+
+def test_hf_requests_pin_the_revision_and_carry_the_token(downloaded, hub):
+    reqs = downloaded["requests"]
+    on_hub = [r for r in reqs if r.server == "hub"]
+    files = hub.repos[REPO_ID].files
+    api = [r for r in on_hub if r.path.startswith("/api/models/")]
+    assert [(r.method, r.path, r.status) for r in api] == [("GET", f"/api/models/{REPO_ID}/revision/{REVISION}", 200)]
+    resolve_prefix = f"/{REPO_ID}/resolve/{REVISION}/"
+    resolved = [(r.method, r.path, r.status) for r in on_hub if "/resolve/" in r.path]
+    # One HEAD per allowed file, none for the decoys: 302 to the CDN for LFS files, 307 to resolve-cache otherwise.
+    assert sorted(resolved) == sorted(("HEAD", resolve_prefix + name, 302 if files[name].lfs else 307)
+                                      for name in ALLOWED), resolved
+    cache_prefix = f"/api/resolve-cache/models/{REPO_ID}/{REVISION}/"
+    cached = [(r.method, r.path, r.status) for r in on_hub if r.path.startswith("/api/resolve-cache/")]
+    assert sorted(cached) == sorted((method, cache_prefix + name, 200) for name in ALLOWED if not files[name].lfs
+                                    for method in ("HEAD", "GET")), cached
+    assert len(api) + len(resolved) + len(cached) == len(on_hub)
+    assert not any("/main" in r.path for r in on_hub)
+    assert all(r.headers.get("authorization") == f"Bearer {TOKEN}" for r in on_hub)
+    # The LFS weights came from the CDN by the signed redirect, and the token was not sent there.
+    on_cdn = [r for r in reqs if r.server == "cdn"]
+    files = hub.repos[REPO_ID].files
+    lfs_blobs = {files[name].sha256 for name in ALLOWED if files[name].lfs}  # model.safetensors, tokenizer.json
+    assert files["model.safetensors"].lfs and not files["config.json"].lfs
+    assert {(r.method, r.path.rsplit("/", 1)[-1], r.status) for r in on_cdn} == {("GET", b, 200) for b in lfs_blobs}
+    assert [r.path for r in on_cdn if "authorization" in r.headers] == []
+    leaked = any(TOKEN in json.dumps(r.query) + r.path for r in reqs)
+    assert not leaked, "the token is in a URL"
+
+
+def test_hf_token_is_written_nowhere(downloaded):
+    proc = downloaded["proc"]
+    leaked = TOKEN in proc.stdout + proc.stderr
+    assert not leaked, "the token is in the captured stdout/stderr"
+    assert token_in_files(downloaded["out_dir"], TOKEN) == []
+    assert token_in_files(downloaded["hf_home"], TOKEN) == []
+    # Before weights.py removed it, local_dir held huggingface_hub's .cache bookkeeping: it was scanned too.
+    report = downloaded["report"]
+    assert report is not None and any(name.startswith(".cache/huggingface/") for name in report), report
+    assert set(report) - {n for n in report if n.startswith(".cache/")} == ALLOWED
+    assert not any(report.values()), [name for name, hit in report.items() if hit]
+    assert not (downloaded["out_dir"] / ".cache").exists()
+
+
+def test_hf_download_converts(downloaded, tmp_path):
+    lines = []
+    info = weights.convert(downloaded["out_dir"], tmp_path / "lit", MODEL_NAME, log=lines.append)
+    assert info["forward"] and info["parameters"] > 0
+    lit = tmp_path / "lit"
+    assert (lit / "lit_model.pth").is_file() and (lit / "model_config.yaml").is_file()
+    assert (lit / "tokenizer.json").read_bytes() == (downloaded["out_dir"] / "tokenizer.json").read_bytes()
+    assert not any(p.is_symlink() for p in lit.iterdir())  # the weight links were removed after converting
+    leaked = any(TOKEN in line for line in lines)
+    assert token_in_files(lit, TOKEN) == [] and not leaked
+
+
+# --- source hf, failures ----------------------------------------------------------------------------------------
+
+
+def test_hf_gated_repo_without_token_fails(hub, tmp_path):
+    proc, _, _ = run_fetch(hub, hf_model(), tmp_path / "hf", tmp_path, token=None)
+    assert proc.returncode != 0
+    # huggingface_hub raises GatedRepoError: "401 Client Error. Cannot access gated repo for url
+    # <endpoint>/org/tiny-gated/resolve/<sha>/<file>. Access to model org/tiny-gated is restricted. You must have
+    # access to it and be authenticated to access it. Please log in."
+    assert "huggingface_hub.errors.GatedRepoError: 401 Client Error." in proc.stderr, proc.stderr
+    assert "Cannot access gated repo for url" in proc.stderr
+    assert f"Access to model {REPO_ID} is restricted. You must have access to it" in proc.stderr
+    on_hub = hub.requests_to("hub")
+    assert not any("authorization" in r.headers for r in on_hub)
+    assert [r.status for r in on_hub if r.path.startswith("/api/models/")] == [200]  # gated metadata is public
+    resolved = [(r.method, r.status) for r in on_hub if not r.path.startswith("/api/models/")]
+    assert resolved and set(resolved) == {("HEAD", 401)}, resolved
+    assert hub.requests_to("cdn") == []
+    left = files_under(tmp_path / "hf") if (tmp_path / "hf").exists() else {}
+    assert not any(name.endswith(weights.WEIGHT_SUFFIXES) for name in left), sorted(left)
+
+
+def test_hf_token_without_access_fails(hub, tmp_path):
+    proc, _, _ = run_fetch(hub, hf_model(), tmp_path / "hf", tmp_path, token=OTHER_TOKEN)
+    assert proc.returncode != 0
+    assert "huggingface_hub.errors.GatedRepoError: 403 Client Error." in proc.stderr, mask(proc.stderr)
+    assert "you are not in the authorized list" in proc.stderr
+    leaked = OTHER_TOKEN in proc.stdout + proc.stderr
+    assert not leaked, "the token is in the captured stdout/stderr"
+    assert token_in_files(tmp_path, OTHER_TOKEN) == []
+    assert all(r.headers.get("authorization") == f"Bearer {OTHER_TOKEN}" for r in hub.requests_to("hub"))
+
+
+def test_hf_unknown_revision_fails(hub, tmp_path):
+    unknown = secrets.token_hex(20)
+    proc, _, _ = run_fetch(hub, hf_model(revision=unknown), tmp_path / "hf", tmp_path, token=TOKEN)
+    assert proc.returncode != 0
+    # "404 Client Error. Revision Not Found for url: <endpoint>/api/models/org/tiny-gated/revision/<sha>.
+    #  Invalid rev id: <sha>"
+    assert "huggingface_hub.errors.RevisionNotFoundError: 404 Client Error." in proc.stderr, mask(proc.stderr)
+    assert f"Invalid rev id: {unknown}" in proc.stderr
+    leaked = TOKEN in proc.stdout + proc.stderr
+    assert not leaked, "the token is in the captured stdout/stderr"
+    assert [(r.path, r.status) for r in hub.requests] == [(f"/api/models/{REPO_ID}/revision/{unknown}", 404)]
+    assert not (tmp_path / "hf").exists() or files_under(tmp_path / "hf") == {}
+
+
+def test_hf_unknown_repo_fails(hub, tmp_path):
+    proc, _, _ = run_fetch(hub, hf_model(repo_id="org/no-such-model"), tmp_path / "hf", tmp_path, token=TOKEN)
+    assert proc.returncode != 0
+    assert "huggingface_hub.errors.RepositoryNotFoundError: 404 Client Error." in proc.stderr, mask(proc.stderr)
+    leaked = TOKEN in proc.stdout + proc.stderr
+    assert not leaked, "the token is in the captured stdout/stderr"
+
+
+# --- source path ------------------------------------------------------------------------------------------------
+
+
+def test_path_source_links_and_converts(source_repo, tmp_path):
+    """A pre-staged copy (what `hf download` leaves: the model files and a README) is linked, not copied."""
+    staged = tmp_path / "shared" / "pythia-14m"
+    staged.mkdir(parents=True)
+    for name in sorted(ALLOWED) + ["README.md"]:
+        shutil.copyfile(source_repo / name, staged / name)
+    out_dir = tmp_path / "weights" / "hf"
+    lines = []
+    info = weights.fetch({"source": "path", "path": str(staged), "name": MODEL_NAME}, out_dir, log=lines.append)
+    assert info == {"path": str(staged), "files": sorted(ALLOWED | {"README.md"})}
+    got = files_under(out_dir)
+    assert set(got) == ALLOWED | {"README.md"}
+    for name, path in got.items():
+        assert path.is_symlink() and path.resolve() == (staged / name).resolve(), name
+        assert os.path.samefile(path, staged / name)
+    assert (out_dir / "model.safetensors").lstat().st_size < 1024  # a link, not 100s of kB of weights
+    assert weights.convert(out_dir, tmp_path / "lit", MODEL_NAME, log=lines.append)["forward"]
+    assert (tmp_path / "lit" / "lit_model.pth").is_file()
+    assert all(p.is_file() for p in staged.iterdir()) and set(files_under(staged)) == set(got)  # untouched
+
+
+def test_path_source_with_pickles_beside_safetensors_converts_from_safetensors(source_repo, tmp_path):
+    out_dir = tmp_path / "weights" / "hf"
+    info = weights.fetch({"source": "path", "path": str(source_repo), "name": MODEL_NAME}, out_dir, log=print)
+    assert {"pytorch_model.bin", "model.safetensors"} <= set(info["files"])
+    # the pickles beside the safetensors are left out: litgpt would otherwise unpickle and load them too
+    assert weights.convert(out_dir, tmp_path / "lit", MODEL_NAME, log=lambda msg: None)["forward"]
+
+
+def test_path_source_must_be_a_directory(tmp_path):
+    with pytest.raises(weights.WeightsError, match="is not a directory"):
+        weights.fetch({"source": "path", "path": str(tmp_path / "missing"), "name": MODEL_NAME}, tmp_path / "hf")
