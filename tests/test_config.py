@@ -115,3 +115,10 @@ def test_snakemake_refuses_bad_config_before_any_job(repo_copy):
     out = proc.stdout + proc.stderr
     assert "config 'finetune' (experiment 'baseline'): global_batch_size 4" in out
     assert not (repo_copy / "results/env").exists()  # nothing ran
+
+
+def test_warmup_longer_than_max_steps_is_refused():
+    cfg = default_config()
+    cfg["finetune"]["max_steps"] = 3
+    msg = refused(cfg)
+    assert "config 'finetune' (experiment 'baseline'): lr_warmup_steps 3 must be below max_steps 3" in msg

@@ -112,6 +112,14 @@ def batch_arithmetic(ft: dict) -> str | None:
     return None
 
 
+def warmup_vs_steps(ft: dict) -> str | None:
+    """litgpt's cosine schedule runs for max_steps - lr_warmup_steps steps: zero or less divides by zero."""
+    if ft["max_steps"] is not None and ft["lr_warmup_steps"] >= ft["max_steps"]:
+        return (f"lr_warmup_steps {ft['lr_warmup_steps']} must be below max_steps {ft['max_steps']}: litgpt's"
+                f" cosine schedule would have no steps left (ZeroDivisionError in the scheduler)")
+    return None
+
+
 def canonical(value):
     """Dicts with sorted keys, recursively: Snakemake compares rule params by their serialisation, so a
     reordered config must not look like a changed one and rerun jobs."""
@@ -156,10 +164,10 @@ def check(config: dict, schema: dict) -> dict:
             src = (f"experiments[{i}]", section) if exp.get(section) else (section,)
             problems += _validate(settings[section], sub, prefix=src)
         if not problems:
-            bad = batch_arithmetic(settings["finetune"])
-            if bad:
-                where = f"experiments[{i}].finetune" if exp.get("finetune") else "finetune"
-                problems.append(f"config '{where}' (experiment '{name}'): {bad}")
+            where = f"experiments[{i}].finetune" if exp.get("finetune") else "finetune"
+            for bad in (batch_arithmetic(settings["finetune"]), warmup_vs_steps(settings["finetune"])):
+                if bad:
+                    problems.append(f"config '{where}' (experiment '{name}'): {bad}")
         experiments[name] = settings
 
     problems += _check_sources(config)

@@ -164,6 +164,7 @@ def summarise(stdout_text: str, metrics_rows: list[dict], ft: dict, wall_s: floa
               model_config: dict, gpu_name: str | None, peak_override: float | None, peak_rss_gb: float) -> dict:
     rep = parse_stdout(stdout_text)
     world = ft["devices"] * ft["num_nodes"]
+    accumulation = max(1, ft["global_batch_size"] // world // ft["micro_batch_size"])
     train_rows = [r for r in metrics_rows if r.get("loss") is not None]
     val_rows = [r for r in metrics_rows if r.get("val_loss") is not None]
     summary = {
@@ -185,7 +186,9 @@ def summarise(stdout_text: str, metrics_rows: list[dict], ft: dict, wall_s: floa
         "tokens_with_padding": rep.get("tokens_with_padding"),
         "trainable_parameters": rep.get("trainable_parameters"),
         "iters": int(max(r["iter"] for r in train_rows)) if train_rows else None,
-        "steps": int(max(r["step"] for r in train_rows)) if train_rows else None,
+        # litgpt logs its optimizer step count as "step", but Lightning's CSV logger overwrites that column
+        # with the logging step (the iteration), so optimizer steps come from the accumulation arithmetic
+        "steps": int(max(r["iter"] for r in train_rows)) // accumulation if train_rows else None,
         "final_loss": train_rows[-1]["loss"] if train_rows else None,
         "final_val_loss": rep.get("final_val_loss", val_rows[-1]["val_loss"] if val_rows else None),
         "device": gpu_name or "cpu",

@@ -1,0 +1,54 @@
+"""The finetune stage for real on the tiny model: LoRA (the e2e run covers full fine-tuning), then scored."""
+
+import json
+
+import pytest
+
+from conftest import SCHEMA, default_config
+from llmhpc import finetune
+from llmhpc.config import check, load_schema
+from llmhpc.data import prepare_finetune
+from llmhpc.embedded import shipped_dir
+from llmhpc.hellaswag import evaluate
+from llmhpc.tiny import write_tiny_model
+from llmhpc.weights import convert
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    write_tiny_model(root / "hf", "pythia-14m", 1024, 42)
+    convert(root / "hf", root / "lit", "pythia-14m", log=lambda *a: None)
+    return root / "lit"
+
+
+def test_lora_finetune_runs_and_its_model_scores(checkpoint, tmp_path):
+    cfg = default_config()
+    cfg["experiments"] = [{"name": "lora", "finetune": {"method": "lora", "max_steps": 3, "lr_warmup_steps": 1,
+                                                         "lora_r": 4}}]
+    ft = check(cfg, load_schema(SCHEMA))["lora"]["finetune"]
+    data = tmp_path / "data"
+    prepare_finetune({"source": "embedded"}, data, shipped_dir(), log=lambda *a: None)
+    yaml_path = tmp_path / "litgpt.yaml"
+    out = tmp_path / "out"
+    finetune.write_litgpt_config(yaml_path, ft, checkpoint, data, out, experiment="lora")
+    summary = finetune.run_stage(yaml_path, checkpoint, out, tmp_path / "ft.stdout", tmp_path / "metrics.csv",
+                                 tmp_path / "summary.json", ft, None, 2, log=lambda *a: None)
+    assert summary["method"] == "lora" and summary["steps"] == 3
+    assert summary["trainable_parameters"] < 14_067_712 / 10  # only the adapters train
+    assert json.loads((tmp_path / "summary.json").read_text())["exit_code"] == 0
+    # litgpt merges the adapters into out/final/lit_model.pth, which the infer stage scores like any checkpoint
+    metrics = evaluate(out / "final", shipped_dir() / "hellaswag.jsonl", tmp_path / "p.jsonl", tmp_path / "m.json",
+                       precision="32-true", batch_size=16, add_bos=False, device="cpu", log=lambda *a: None)
+    assert metrics["items"] == 192
+
+
+def test_failed_finetune_keeps_its_stdout_and_says_why(checkpoint, tmp_path):
+    cfg = default_config()
+    ft = check(cfg, load_schema(SCHEMA))["baseline"]["finetune"]
+    yaml_path = tmp_path / "litgpt.yaml"
+    finetune.write_litgpt_config(yaml_path, ft, checkpoint, tmp_path / "no-such-data", tmp_path / "out", "x")
+    with pytest.raises(RuntimeError, match=r"litgpt finetune_full exited with 1; last lines of"):
+        finetune.run_stage(yaml_path, checkpoint, tmp_path / "out", tmp_path / "ft.stdout", tmp_path / "m.csv",
+                           tmp_path / "s.json", ft, None, 2, log=lambda *a: None)
+    assert "no-such-data" in (tmp_path / "ft.stdout").read_text()
