@@ -1,4 +1,5 @@
 # Config checks and helper functions; every rule file uses these.
+import shlex
 import sys
 from pathlib import Path
 
@@ -9,11 +10,21 @@ from llmhpc.rulelog import export_pythonpath
 
 export_pythonpath(Path(workflow.basedir) / "src")
 
+from llmhpc import pbs, preflight
 from llmhpc.config import check, load_schema
 from llmhpc.data import check_alpaca, read_hellaswag
 
+SCHEMA = load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
+# The site (scheduler, nodes, project, NCCL/MPI settings) comes from the cluster profile's site.yaml.
+preflight.apply_site(config, SCHEMA["properties"]["site"])
 # Validate, fill defaults and check the batch arithmetic before any job is built: a wrong config stops here.
-EXPERIMENTS = check(config, load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"))
+EXPERIMENTS = check(config, SCHEMA)
+if workflow.is_main_process:
+    # Refuse what cannot run on the site before anything is queued; jobs and the PBS commands inherit the site.
+    preflight.preflight(config, EXPERIMENTS, Path.cwd(), preflight.set_resources_of(workflow, "finetune"))
+    preflight.export_site(config["site"])
+    if config["site"]["scheduler"] == "pbs":
+        pbs.register_dry_run_plan(workflow, config["site"])  # `-n` lists the qsub lines
 EMBEDDED = Path(workflow.basedir) / "src/llmhpc/embedded"
 ENV_MANIFEST = "results/env/manifest.json"
 
@@ -73,3 +84,13 @@ def checkpoint_for(wildcards):
 
 def get_final_output():
     return ["results/summary.csv"]
+
+
+def report_config_args():
+    """This run's --configfile/--config, so that the report describes the same workflow as this run."""
+    args = []
+    if workflow.config_settings.configfiles:
+        args += ["--configfiles", *map(str, workflow.config_settings.configfiles)]
+    if workflow.config_settings.config_args:
+        args += ["--config", *workflow.config_settings.config_args]
+    return " ".join(shlex.quote(a) for a in args)

@@ -1,0 +1,50 @@
+# The submission bundle the competitions ask for: build, setup and run scripts, LitGPT configs, output texts and
+# the slides as PDF in one reproducible tar.gz with a MANIFEST; never weights, never secrets (llmhpc.bundle).
+import hashlib
+
+import yaml
+
+from llmhpc.bundle import layout
+from llmhpc.config import canonical
+
+SUBMISSION_NAME = config["submission"]["name"] or config["run_name"]
+SUBMISSION_CONFIGFILES = [str(p) for p in workflow.config_settings.configfiles]
+# Every file the bundle always carries; results/jobs and results/logs are added at run time, as they hold
+# whatever the run's jobs and cluster profiles wrote.
+SUBMISSION_INPUTS = [str(source) for source, _ in layout(EXPERIMENTS, configfiles=SUBMISSION_CONFIGFILES)]
+# The bundle carries the effective config: any change to it remakes the bundle (a digest keeps -n readable).
+SUBMISSION_CONFIG_SHA256 = hashlib.sha256(yaml.safe_dump(canonical(config)).encode()).hexdigest()
+
+
+rule submission:
+    input:
+        summary="results/summary.csv",
+        manifest=ENV_MANIFEST,
+        slides="results/slides/deck.pdf",
+        files=SUBMISSION_INPUTS,
+    output:
+        archive=report(
+            f"results/submission/{SUBMISSION_NAME}.tar.gz",
+            caption="../report/submission.rst",
+            category="Submission",
+            labels={"file": f"{SUBMISSION_NAME}.tar.gz"},
+        ),
+        checksum=f"results/submission/{SUBMISSION_NAME}.sha256",
+    params:
+        name=SUBMISSION_NAME,
+        run_name=config["run_name"],
+        experiments=list(EXPERIMENTS),
+        configfiles=SUBMISSION_CONFIGFILES,
+        max_file_mb=config["submission"]["max_file_mb"],
+        config_sha256=SUBMISSION_CONFIG_SHA256,
+        # The report rule runs after the bundle: its log would describe the previous run.
+        exclude=["results/logs/report.log"],
+    log:
+        "results/logs/submission.log",
+    message:
+        "Packing the submission bundle {output.archive}"
+    localrule: True
+    conda:
+        "../../envs/conda.yaml"
+    script:
+        "../scripts/submission.py"
