@@ -23,7 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from llmhpc import bundle  # noqa: E402
 
-SAMPLE = Path("/tmp/sample-results")
+# A finished run of the embedded default (its small files; no weights, data or checkpoints).
+SAMPLE = Path(__file__).parent / "data/run"
 EXPERIMENTS = ["baseline", "mbs16"]
 ALNUM = string.ascii_letters + string.digits
 
