@@ -8,6 +8,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/env.smk"
 include: "workflow/rules/weights.smk"
@@ -16,6 +19,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/summary.smk"
+include: "workflow/rules/plots.smk"
 include: "workflow/rules/report.smk"
 
 

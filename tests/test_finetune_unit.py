@@ -79,3 +79,56 @@ def test_peak_lookup():
     assert finetune.peak_tflops("NVIDIA A100-SXM4-80GB", "32-true", None) == 19.5
     assert finetune.peak_tflops("NVIDIA A100", "bf16-true", 250.0) == 250.0
     assert finetune.peak_tflops(None, "bf16-true", None) is None
+
+
+# A stand-in for litgpt's process with known phase lengths: start-up, training, litgpt's own report (made here
+# by litgpt, so the marks match its real format), the final validation, then the final save into out/final
+# (weights first, then the config files). The child imports nothing heavy, so its start-up is short.
+_PHASED = r"""
+import sys, time
+from pathlib import Path
+final, report = Path(sys.argv[1]), sys.argv[2]
+time.sleep(0.6)                      # load
+time.sleep(0.5)                      # training: the report says 0.50 s
+print(report)
+time.sleep(0.3)                      # final validation
+print("Final evaluation | val loss: 2.000 | val ppl: 7.389")
+final.mkdir(parents=True)
+time.sleep(0.4); (final / "lit_model.pth").write_bytes(b"w")
+time.sleep(0.2); (final / "model_config.yaml").write_text("x")
+time.sleep(0.3)                      # exit: neither load nor save
+"""
+
+
+def test_phase_times_from_a_real_process(tmp_path):
+    from litgpt.utils import create_finetuning_performance_report
+
+    counts = {"raw_tokens": 1, "raw_tokens_plus_prompt_template": 1,
+              "raw_tokens_plus_prompt_template_and_padding": 1}
+    report = create_finetuning_performance_report(0.5, counts, "cpu")
+    final = tmp_path / "out/final"
+    marks = {}
+    cmd = [sys.executable, "-c", _PHASED, str(final), report]
+    code, wall, _ = finetune.run(cmd, tmp_path / "stdout", lambda m: None, marks)
+    assert code == 0
+    training = finetune.parse_stdout((tmp_path / "stdout").read_text())["training_time_s"]
+    assert training == 0.5
+    times = finetune.phase_times(marks, training, final)
+    # load = start-up + 0.6 s; save = the 0.6 s of sleeps between the last line and the last file
+    assert 0.6 <= times["load_s"] < 0.6 + 3
+    assert 0.6 <= times["save_s"] < 0.6 + 0.5
+    assert times["load_s"] + training + 0.3 + times["save_s"] + 0.3 <= wall + 0.05
+
+
+def test_phase_times_without_marks_or_files(tmp_path):
+    final = tmp_path / "final"
+    assert finetune.phase_times({}, 10.0, final) == {"load_s": None, "save_s": None}
+    final.mkdir()
+    (final / "lit_model.pth").write_bytes(b"w")
+    mtime = (final / "lit_model.pth").stat().st_mtime
+    # no final validation: the save starts when training ends
+    got = finetune.phase_times({"start": mtime - 20, "train_end": mtime - 3}, 12.0, final)
+    assert got == {"load_s": 5.0, "save_s": 3.0}
+    # a node whose clock runs behind: no negative spans
+    got = finetune.phase_times({"start": mtime - 5, "train_end": mtime + 3}, 12.0, final)
+    assert got == {"load_s": None, "save_s": None}

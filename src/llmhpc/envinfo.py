@@ -4,6 +4,7 @@ what every later stage ran with (Python, torch, litgpt, CUDA, GPUs, packages, ho
 from __future__ import annotations
 
 import importlib.metadata as md
+import os
 import platform
 import re
 import socket
@@ -89,6 +90,7 @@ def manifest(requirements: Path, repo: Path) -> dict:
         "cpu_count": __import__("os").cpu_count(),
         "platform": platform.platform(),
         "host": socket.gethostname(),
+        "host_memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1),
         "git_commit": git_commit(repo),
         "requirements": str(requirements),
         "pins": read_pins(requirements),

@@ -95,18 +95,30 @@ def command(method: str, config_path: Path, launcher: list[str] | None = None) -
     return [*(launcher or []), sys.executable, "-m", "litgpt", f"finetune_{method}", "--config", str(config_path)]
 
 
-def run(cmd: list[str], stdout_path: Path, log=print) -> tuple[int, float, float]:
-    """Run cmd with its whole output teed into stdout_path; return (exit code, wall s, peak child RSS GB)."""
+# Lines of litgpt's stdout that end a phase (its performance report follows training at once, the final
+# validation's line comes right before the final save); litgpt prints no times of its own for these phases.
+PHASE_MARKS = {"train_end": "| Token Counts", "final_val_end": "Final evaluation |"}
+
+
+def run(cmd: list[str], stdout_path: Path, log=print, marks: dict | None = None) -> tuple[int, float, float]:
+    """Run cmd with its whole output teed into stdout_path; return (exit code, wall s, peak child RSS GB).
+    A `marks` dict receives the wall-clock times of the start, the end and the first line of each PHASE_MARKS."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", JSONARGPARSE_DEPRECATION_WARNINGS="off")
     log("running: " + " ".join(cmd))
+    marks = {} if marks is None else marks
+    marks["start"] = time.time()
     t0 = time.perf_counter()
     with open(stdout_path, "w", encoding="utf-8") as out:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         for line in proc.stdout:
             out.write(line)
             out.flush()
+            for name, text in PHASE_MARKS.items():  # `in`, not startswith: launchers may prefix rank tags
+                if name not in marks and text in line:
+                    marks[name] = time.time()
         code = proc.wait()
     wall = time.perf_counter() - t0
+    marks["end"] = time.time()
     peak_rss_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e9
     return code, wall, peak_rss_gb
 
@@ -136,6 +148,22 @@ def parse_stdout(text: str) -> dict:
 def read_metrics_csv(path: Path) -> list[dict]:
     with open(path, newline="") as fh:
         return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def phase_times(marks: dict, training_time_s: float | None, final_dir: Path) -> dict:
+    """load_s: launch to start of training (start-up, data, model, checkpoint) = arrival of litgpt's
+    performance report minus its training time. save_s: end of the final validation (or of training) to the
+    last file written into out/final. None where a mark is missing or the clocks disagree (a negative span)."""
+    times = {"load_s": None, "save_s": None}
+    if "start" in marks and "train_end" in marks and training_time_s is not None:
+        load = marks["train_end"] - marks["start"] - training_time_s
+        times["load_s"] = round(load, 3) if load >= 0 else None
+    save_start = marks.get("final_val_end", marks.get("train_end"))
+    written = [p.stat().st_mtime for p in Path(final_dir).glob("*") if p.is_file()] if Path(final_dir).is_dir() else []
+    if save_start is not None and written:
+        save = max(written) - save_start
+        times["save_s"] = round(save, 3) if save >= 0 else None
+    return times
 
 
 def find_metrics_csv(out_dir: Path) -> Path | None:
@@ -237,7 +265,8 @@ def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, s
         shutil.rmtree(out_dir)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     cmd = command(settings["method"], config_path, launcher)
-    code, wall, peak_rss = run(cmd, Path(stdout_path), log)
+    marks = {}
+    code, wall, peak_rss = run(cmd, Path(stdout_path), log, marks)
     text = Path(stdout_path).read_text(encoding="utf-8", errors="replace")
     if code != 0:
         tail = "\n".join(text.splitlines()[-30:])
@@ -250,6 +279,7 @@ def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, s
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     summary = summarise(text, read_metrics_csv(csv_path), settings, wall, code, model_facts(checkpoint_dir),
                         gpu, peak_override, peak_rss)
+    summary.update(phase_times(marks, summary["training_time_s"], out_dir / "final"))
     summary["command"] = " ".join(cmd)
     write_json(summary_path, summary)
     log(json.dumps(summary, indent=1))

@@ -11,7 +11,8 @@ import pandas as pd
 COLUMNS = ["run", "experiment", "stage", "metric", "value", "unit", "source"]
 
 FINETUNE_METRICS = {
-    "training_time_s": "s", "stage_wall_s": "s", "tokens_per_s": "tokens/s", "tokens_per_s_per_device": "tokens/s",
+    "training_time_s": "s", "stage_wall_s": "s", "load_s": "s", "save_s": "s",
+    "tokens_per_s": "tokens/s", "tokens_per_s_per_device": "tokens/s",
     "peak_memory_gb": "GB", "peak_host_memory_gb": "GB", "mfu": "fraction", "peak_tflops_per_device": "TFLOP/s",
     "steps": "count", "iters": "count", "final_loss": "nats", "final_val_loss": "nats",
     "tokens_with_padding": "tokens", "input_tokens": "tokens", "trainable_parameters": "count",

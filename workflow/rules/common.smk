@@ -82,8 +82,11 @@ def checkpoint_for(wildcards):
     return f"results/finetune/{wildcards.model}/out"
 
 
+PLOTS = ["loss", "throughput", "time_breakdown", "memory", "eval_accuracy", "infer_tradeoff"]
+
+
 def get_final_output():
-    return ["results/summary.csv"]
+    return ["results/summary.csv", *expand("results/plots/{name}.{ext}", name=PLOTS, ext=["png", "svg"])]
 
 
 def report_config_args():

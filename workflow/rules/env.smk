@@ -6,7 +6,7 @@ rule env:
         requirements=config["env"]["requirements"],
         build_script="envs/build_venv.sh",
     output:
-        manifest=ENV_MANIFEST,
+        manifest=report(ENV_MANIFEST, caption="../report/manifest.rst", category="Environment", labels={"file": "manifest"}),
     params:
         env=config["env"],
     log:

@@ -30,8 +30,20 @@ rule finetune:
     output:
         out_dir=directory("results/finetune/{experiment}/out"),
         stdout="results/finetune/{experiment}/finetune.stdout",
-        metrics="results/finetune/{experiment}/metrics.csv",
-        summary="results/finetune/{experiment}/summary.json",
+        metrics=report(
+            "results/finetune/{experiment}/metrics.csv",
+            caption="../report/finetune_metrics.rst",
+            category="Fine-tune",
+            subcategory="Per experiment",
+            labels={"experiment": "{experiment}", "file": "metrics.csv"},
+        ),
+        summary=report(
+            "results/finetune/{experiment}/summary.json",
+            caption="../report/finetune_summary.rst",
+            category="Fine-tune",
+            subcategory="Per experiment",
+            labels={"experiment": "{experiment}", "file": "summary.json"},
+        ),
     params:
         settings=finetune_settings,
         peak_tflops=config["hardware"]["peak_tflops"],

@@ -10,7 +10,7 @@ rule summary:
         val="results/data/finetune/val.json",
         eval="results/data/eval/hellaswag.jsonl",
     output:
-        "results/summary.csv",
+        report("results/summary.csv", caption="../report/summary.rst", category="Summary", labels={"table": "summary"}),
     params:
         run_name=config["run_name"],
         experiments=list(EXPERIMENTS),

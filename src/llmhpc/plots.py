@@ -1,0 +1,463 @@
+"""The plots stage: the figures people look at (and the slides show), drawn from the summary table, each
+experiment's metrics.csv and the environment manifest. One style for all of them, sized for a 16:9 slide; an
+experiment keeps its colour in every plot. A plot whose data is missing is still written, and says in the
+figure what is missing, so that a half-finished campaign still gets its slides."""
+
+from __future__ import annotations
+
+import json
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; a cluster's compute node has no display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch, Rectangle  # noqa: E402
+
+PLOT_NAMES = ("loss", "throughput", "time_breakdown", "memory", "eval_accuracy", "infer_tradeoff")
+CHANCE = 0.25  # HellaSwag: four endings per item
+
+# Large type and a 16:9 canvas, so that a figure placed full-width on a slide is readable from the back.
+STYLE = {
+    "figure.figsize": (10, 5.6),
+    "figure.dpi": 100,
+    "savefig.dpi": 160,
+    "font.size": 16,
+    "axes.titlesize": 20,
+    "axes.titleweight": "bold",
+    "axes.labelsize": 17,
+    "xtick.labelsize": 15,
+    "ytick.labelsize": 15,
+    "legend.fontsize": 14,
+    "legend.frameon": False,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "axes.axisbelow": True,
+    "grid.alpha": 0.3,
+    "lines.linewidth": 2.5,
+    "lines.markersize": 8,
+    "svg.fonttype": "none",  # text stays text in the SVG: searchable, editable, and checkable by tests
+    "svg.hashsalt": "llmhpc",  # stable ids, so an unchanged input gives an unchanged SVG
+}
+# Colour-blind-safe (Okabe-Ito) colours for experiments in config order; the base model is grey.
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
+BASE_COLOUR = "#8C8C8C"
+NOTE_COLOUR = "#B00020"
+
+
+@contextmanager
+def style():
+    with matplotlib.rc_context(STYLE):
+        yield
+
+
+def colours(experiments: list[str]) -> dict[str, str]:
+    """Colour of each model: experiments by their place in the config (baseline first), `base` grey."""
+    out = {"base": BASE_COLOUR}
+    for i, name in enumerate(experiments):
+        out[name] = PALETTE[i % len(PALETTE)]
+    return out
+
+
+@dataclass
+class Plot:
+    """What a plot function drew: its files, what it could not draw and why, the texts written on the bars
+    and the colour each model was drawn in (read back from the artists)."""
+
+    name: str
+    files: list[Path] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    drawn: dict[str, str] = field(default_factory=dict)
+
+
+def value(table: pd.DataFrame, experiment: str, stage: str, metric: str) -> float | None:
+    """A number from the long summary table, or None where the row is absent or empty."""
+    rows = table[(table["experiment"] == experiment) & (table["stage"] == stage) & (table["metric"] == metric)]
+    if rows.empty:
+        return None
+    try:
+        number = float(rows["value"].iloc[-1])
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def read_table(path) -> pd.DataFrame:
+    # values are mixed (numbers, versions, paths): keep them as text and convert per metric
+    return pd.read_csv(path, dtype={"value": str})
+
+
+def _record(plot: Plot, model: str, artist) -> None:
+    """Note the colour `model` was drawn in, from the artist itself (a line, a bar or a scatter)."""
+    if isinstance(artist, Line2D):
+        colour = artist.get_color()
+    elif isinstance(artist, Rectangle):
+        colour = artist.get_facecolor()
+    else:
+        colour = artist.get_facecolors()[0]
+    plot.drawn.setdefault(model, to_hex(colour, keep_alpha=False))
+
+
+def _note(ax, plot: Plot) -> None:
+    """Say in the figure what is missing, under the axes, in a colour that stands out."""
+    if plot.missing:
+        text = "Missing: " + "; ".join(plot.missing)
+        ax.figure.text(0.01, 0.01, text, color=NOTE_COLOUR, fontsize=13, ha="left", va="bottom", wrap=True)
+
+
+def _empty(ax, message: str) -> None:
+    """Nothing to draw: one message in place of the axes (and of any per-experiment "not run" marks)."""
+    for text in list(ax.texts):
+        text.remove()
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=20, color=NOTE_COLOUR, wrap=True,
+            transform=ax.transAxes)
+
+
+def _save(fig, plot: Plot, out_dir: Path) -> Plot:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # room under the axes for the note on what is missing: about 110 characters a line at this size
+    note_lines = math.ceil(len("Missing: " + "; ".join(plot.missing)) / 110) if plot.missing else 0
+    fig.tight_layout(rect=(0, 0.045 * note_lines + (0.01 if note_lines else 0), 1, 1))
+    for ext in ("png", "svg"):
+        path = out_dir / f"{plot.name}.{ext}"
+        # no creation date in the metadata: an unchanged input gives an unchanged file
+        fig.savefig(path, metadata={"Date": None} if ext == "svg" else {"Software": None})
+        plot.files.append(path)
+    plt.close(fig)
+    return plot
+
+
+def _accumulation(table: pd.DataFrame, experiment: str) -> int | None:
+    """Micro batches per optimizer step (LitGPT's gradient accumulation), from the summary table."""
+    g = value(table, experiment, "finetune", "global_batch_size")
+    m = value(table, experiment, "finetune", "micro_batch_size")
+    w = value(table, experiment, "finetune", "world_size")
+    if not (g and m and w):
+        return None
+    return max(1, int(g // w // m))
+
+
+def plot_loss(table: pd.DataFrame, metrics: dict[str, Path | None], experiments: list[str], out_dir) -> Plot:
+    """Training loss (lines) and validation loss (dashed, dots) per experiment against the optimizer step."""
+    plot = Plot("loss")
+    palette = colours(experiments)
+    with style():
+        fig, ax = plt.subplots()
+        in_steps = True
+        curves = {}
+        for name in experiments:
+            path = metrics.get(name)
+            if not path or not Path(path).is_file():
+                plot.missing.append(f"{name} (no metrics.csv yet)")
+                continue
+            rows = pd.read_csv(path)
+            acc = _accumulation(table, name)
+            if acc is None:
+                in_steps = False
+            curves[name] = (rows, acc or 1)
+        for name, (rows, acc) in curves.items():
+            # litgpt logs train rows per iteration; Lightning's CSV logger writes the iteration into "step"
+            # (also on validation rows, which have no "iter"): an optimizer step is `acc` iterations
+            train = rows[rows["loss"].notna()] if "loss" in rows else rows.iloc[0:0]
+            x_scale = acc if in_steps else 1
+            (line,) = ax.plot(train["iter"] / x_scale, train["loss"], color=palette[name], label=f"{name} train")
+            _record(plot, name, line)
+            val = rows[rows["val_loss"].notna()] if "val_loss" in rows else rows.iloc[0:0]
+            if val.empty:
+                plot.missing.append(f"{name} (no validation loss logged)")
+            else:
+                ax.plot(val["step"] / x_scale, val["val_loss"], color=palette[name], linestyle="--", marker="o",
+                        label=f"{name} validation")
+        if curves:
+            ax.set_xlabel("optimizer step" if in_steps else "iteration (micro batch)")
+            ax.set_ylabel("loss (nats/token)")
+            ax.legend(ncols=2 if len(curves) > 2 else 1)
+        else:
+            _empty(ax, "No training loss yet: no experiment has a metrics.csv")
+        ax.set_title("Training and validation loss")
+        _note(ax, plot)
+        return _save(fig, plot, out_dir)
+
+
+def _bar_axis(ax, names: list[str]) -> None:
+    ax.set_xticks(range(len(names)), names)
+    ax.set_xlim(-0.6, len(names) - 0.4)  # fixed, so that labels placed at the right edge stay inside
+    ax.grid(axis="x", visible=False)
+
+
+def plot_throughput(table: pd.DataFrame, experiments: list[str], out_dir) -> Plot:
+    """tokens/s per device per experiment, each bar labelled with its speedup over the first (baseline)."""
+    plot = Plot("throughput")
+    palette = colours(experiments)
+    base_name = experiments[0]
+    base = value(table, base_name, "finetune", "tokens_per_s_per_device")
+    with style():
+        fig, ax = plt.subplots()
+        heights = {name: value(table, name, "finetune", "tokens_per_s_per_device") for name in experiments}
+        top = max([h for h in heights.values() if h] or [1.0])
+        for i, name in enumerate(experiments):
+            h = heights[name]
+            if h is None:
+                plot.missing.append(f"{name} (no throughput yet)")
+                ax.text(i, top * 0.05, "not run", ha="center", va="bottom", color=NOTE_COLOUR, rotation=90)
+                continue
+            (bar,) = ax.bar(i, h, color=palette[name], width=0.6)
+            _record(plot, name, bar)
+            if base:
+                label = f"×{h / base:.2f}"
+                plot.labels[name] = label
+                ax.text(i, h, label, ha="center", va="bottom", fontsize=18, fontweight="bold")
+            ax.text(i, h / 2, f"{h:,.0f}", ha="center", va="center", color="white", fontsize=15)
+        if base is None:
+            plot.missing.append(f"no speedups: {base_name} (the baseline) has no throughput")
+        if any(heights.values()):
+            _bar_axis(ax, experiments)
+            ax.set_ylim(0, top * 1.15)
+            ax.set_ylabel("tokens/s per device")
+        else:
+            _empty(ax, "No throughput yet: no experiment has been fine-tuned")
+        ax.set_title(f"Fine-tune throughput (speedup over {base_name})")
+        _note(ax, plot)
+        return _save(fig, plot, out_dir)
+
+
+# (part, summary metric, hatch): train is the experiment's colour, load and save paler and hatched, other grey,
+# so that a bar keeps its experiment's colour and a part looks the same in every bar.
+TIME_PARTS = [("load", "load_s", "xx"), ("train", "training_time_s", None), ("save", "save_s", ".."),
+              ("other", None, None)]
+OTHER_COLOUR = "#D9D9D9"
+
+
+def time_parts(table: pd.DataFrame, experiment: str) -> dict[str, float] | None:
+    """load / train / save / other seconds of one fine-tune job; other = the stage's wall time minus the rest
+    (start-up not in load, final validation, exit); a part that was not recorded counts as other."""
+    wall = value(table, experiment, "finetune", "stage_wall_s")
+    if wall is None:
+        return None
+    parts = {part: value(table, experiment, "finetune", metric) or 0.0 for part, metric, _ in TIME_PARTS if metric}
+    parts["other"] = max(0.0, wall - sum(parts.values()))
+    return parts
+
+
+def plot_time_breakdown(table: pd.DataFrame, experiments: list[str], out_dir) -> Plot:
+    """Stacked bars of each fine-tune job's wall time: load, train, save, other."""
+    plot = Plot("time_breakdown")
+    palette = colours(experiments)
+    with style():
+        fig, ax = plt.subplots()
+        drawn = False
+        top = max([value(table, n, "finetune", "stage_wall_s") or 0 for n in experiments] or [0]) or 1.0
+        unrecorded = []
+        for i, name in enumerate(experiments):
+            parts = time_parts(table, name)
+            if parts is None:
+                plot.missing.append(f"{name} (no stage timings yet)")
+                ax.text(i, top * 0.05, "not run", ha="center", va="bottom", color=NOTE_COLOUR, rotation=90)
+                continue
+            if value(table, name, "finetune", "load_s") is None or value(table, name, "finetune", "save_s") is None:
+                unrecorded.append(name)
+            bottom = 0.0
+            for part, _, hatch in TIME_PARTS:
+                colour = OTHER_COLOUR if part == "other" else palette[name]
+                (bar,) = ax.bar(i, parts[part], bottom=bottom, color=colour, width=0.6, hatch=hatch,
+                                edgecolor="white", alpha=0.55 if hatch else 1.0)
+                if part == "train":
+                    _record(plot, name, bar)
+                if parts[part] >= 0.05 * top:
+                    ax.text(i, bottom + parts[part] / 2, f"{part} {parts[part]:.0f} s", ha="center", va="center",
+                            color="white" if part == "train" else "black", fontsize=14)
+                bottom += parts[part]
+            ax.text(i, bottom, f"{bottom:.0f} s", ha="center", va="bottom", fontsize=16, fontweight="bold")
+            drawn = True
+        if unrecorded:
+            plot.missing.append("load/save not recorded for " + ", ".join(unrecorded) + " (counted in other)")
+        if drawn:
+            _bar_axis(ax, experiments)
+            ax.set_ylim(0, top * 1.25)
+            ax.set_ylabel("seconds (fine-tune job)")
+            ax.legend(handles=[Patch(facecolor=OTHER_COLOUR if part == "other" else "#555555", hatch=hatch,
+                                     edgecolor="white", alpha=0.55 if hatch else 1.0, label=part)
+                               for part, _, hatch in TIME_PARTS], ncols=4, loc="upper right")
+        else:
+            _empty(ax, "No timings yet: no experiment has been fine-tuned")
+        ax.set_title("Where the fine-tune time goes")
+        _note(ax, plot)
+        return _save(fig, plot, out_dir)
+
+
+def capacity(manifest: dict | None) -> dict:
+    """The memory the peaks are measured against: {"gpu": (GB, label)} and/or {"host": (GB, label)}."""
+    out = {}
+    if not manifest:
+        return out
+    gpus = manifest.get("gpus") or []
+    if gpus and gpus[0].get("memory_gb"):
+        out["gpu"] = (float(gpus[0]["memory_gb"]), f"{gpus[0].get('name', 'GPU')} memory")
+    if manifest.get("host_memory_gb"):
+        out["host"] = (float(manifest["host_memory_gb"]), f"host RAM ({manifest.get('host', 'host')})")
+    return out
+
+
+def plot_memory(table: pd.DataFrame, experiments: list[str], manifest: dict | None, out_dir) -> Plot:
+    """Peak memory per experiment (GPU where litgpt reported it, else the host's peak RSS, hatched) against
+    the device's capacity from the environment manifest."""
+    plot = Plot("memory")
+    palette = colours(experiments)
+    caps = capacity(manifest)
+    with style():
+        fig, ax = plt.subplots()
+        kinds = set()
+        peaks = {}
+        for name in experiments:
+            gpu = value(table, name, "finetune", "peak_memory_gb")
+            host = value(table, name, "finetune", "peak_host_memory_gb")
+            if gpu is not None:
+                peaks[name] = (gpu, "gpu")
+            elif host is not None:
+                peaks[name] = (host, "host")
+        top = max([p for p, _ in peaks.values()] + [c for c, _ in caps.values() if c] + [1.0])
+        for i, name in enumerate(experiments):
+            if name not in peaks:
+                plot.missing.append(f"{name} (no memory figure yet)")
+                ax.text(i, top * 0.05, "not run", ha="center", va="bottom", color=NOTE_COLOUR, rotation=90)
+                continue
+            peak, kind = peaks[name]
+            kinds.add(kind)
+            (bar,) = ax.bar(i, peak, color=palette[name], width=0.6, hatch="//" if kind == "host" else None,
+                            edgecolor="white")
+            _record(plot, name, bar)
+            ax.text(i, peak, f"{peak:.1f} GB", ha="center", va="bottom", fontsize=16)
+        for kind in sorted(kinds):
+            if kind in caps:
+                gb, label = caps[kind]
+                ax.axhline(gb, color="black", linestyle="--", linewidth=2)
+                ax.text(len(experiments) - 0.45, gb, f"{label}: {gb:.0f} GB", ha="right", va="bottom", fontsize=15)
+            else:
+                what = "GPU (no GPU in the manifest)" if kind == "gpu" else "host RAM (not in the manifest)"
+                plot.missing.append(f"capacity of the {what}")
+        if "host" in kinds:
+            plot.missing.append("GPU memory (a CPU run?): hatched bars are the host's peak RSS")
+        if peaks:
+            _bar_axis(ax, experiments)
+            ax.set_ylim(0, top * 1.15)
+            ax.set_ylabel("peak memory (GB)")
+        else:
+            _empty(ax, "No memory figures yet: no experiment has been fine-tuned")
+        ax.set_title("Peak memory per experiment" + (" (GPU)" if kinds == {"gpu"} else " (host RSS)"
+                                                      if kinds == {"host"} else ""))
+        _note(ax, plot)
+        return _save(fig, plot, out_dir)
+
+
+def plot_eval_accuracy(table: pd.DataFrame, experiments: list[str], out_dir) -> Plot:
+    """acc (solid) and acc_norm (hatched) of the base model and every fine-tune, with chance as a line."""
+    plot = Plot("eval_accuracy")
+    models = ["base", *experiments]
+    palette = colours(experiments)
+    with style():
+        fig, ax = plt.subplots()
+        drawn = False
+        for i, name in enumerate(models):
+            scores = {m: value(table, name, "infer", m) for m in ("acc", "acc_norm")}
+            if all(v is None for v in scores.values()):
+                plot.missing.append(f"{name} (not scored yet)")
+                ax.text(i, 0.02, "not scored", ha="center", va="bottom", color=NOTE_COLOUR, rotation=90)
+                continue
+            for offset, (metric, score) in zip((-0.2, 0.2), scores.items()):
+                if score is None:
+                    plot.missing.append(f"{name} {metric}")
+                    continue
+                (bar,) = ax.bar(i + offset, score, width=0.38, color=palette[name], edgecolor="white",
+                                hatch="//" if metric == "acc_norm" else None)
+                if metric == "acc":
+                    _record(plot, name, bar)
+                ax.text(i + offset, score, f"{score:.2f}", ha="center", va="bottom", fontsize=14)
+                drawn = True
+        if drawn:
+            chance = ax.axhline(CHANCE, color="black", linestyle="--", linewidth=2, label="chance (1/4)")
+            _bar_axis(ax, models)
+            ax.set_ylim(0, min(1.0, max(0.5, ax.get_ylim()[1] * 1.2)))
+            ax.set_ylabel("accuracy")
+            ax.legend(handles=[Patch(facecolor="#666666", label="acc"),
+                               Patch(facecolor="#666666", hatch="//", edgecolor="white", label="acc_norm"), chance],
+                      loc="upper left", ncols=3)
+        else:
+            _empty(ax, "No accuracy yet: no model has been scored")
+        ax.set_title("HellaSwag-style accuracy: base and fine-tuned")
+        _note(ax, plot)
+        return _save(fig, plot, out_dir)
+
+
+def plot_infer_tradeoff(table: pd.DataFrame, experiments: list[str], tolerance: float, out_dir) -> Plot:
+    """Accuracy against inference wall time, one point per scored model, with the baseline experiment's
+    accuracy +- the allowed tolerance as a band."""
+    plot = Plot("infer_tradeoff")
+    models = ["base", *experiments]
+    baseline = experiments[0]
+    palette = colours(experiments)
+    with style():
+        fig, ax = plt.subplots()
+        points = {}
+        for name in models:
+            acc, wall = value(table, name, "infer", "acc"), value(table, name, "infer", "wall_s")
+            if acc is None or wall is None:
+                plot.missing.append(f"{name} (not scored yet)")
+            else:
+                points[name] = (wall, acc)
+        ref = points.get(baseline)
+        if ref:
+            lo, hi = ref[1] - tolerance, ref[1] + tolerance
+            ax.axhspan(lo, hi, color=palette[baseline], alpha=0.15, linewidth=0,
+                       label=f"{baseline} acc ± {tolerance:g} (allowed)")
+            plot.labels["band"] = f"{lo:.4f}..{hi:.4f}"
+        else:
+            plot.missing.append(f"tolerance band: {baseline} has no accuracy yet")
+        for name, (wall, acc) in points.items():
+            dot = ax.scatter([wall], [acc], s=220, color=palette[name], edgecolor="black", zorder=3)
+            _record(plot, name, dot)
+            ax.annotate(name, (wall, acc), xytext=(10, 8), textcoords="offset points", fontsize=16)
+        if points:
+            walls = [w for w, _ in points.values()]
+            ax.set_xlim(0, max(walls) * 1.3)
+            accs = [a for _, a in points.values()] + ([lo, hi] if ref else [])
+            ax.set_ylim(max(0.0, min(accs) - 0.05), min(1.0, max(accs) + 0.05))
+            items = {value(table, name, "infer", "items") for name in points}
+            ax.set_xlabel("inference wall time (s" + (f", {items.pop():.0f} items)" if len(items) == 1 else ")"))
+            ax.set_ylabel("accuracy (acc)")
+            if ref:
+                ax.legend(loc="lower right")
+        else:
+            _empty(ax, "No inference results yet")
+        ax.set_title("Accuracy against inference time")
+        _note(ax, plot)
+        return _save(fig, plot, out_dir)
+
+
+def make_all(summary_csv, metrics: dict[str, Path | None], manifest_path, experiments: list[str],
+             tolerance: float, out_dir) -> dict[str, Plot]:
+    """Every plot of the stage, from the files the rule names; missing files give missing-data plots."""
+    table = read_table(summary_csv) if summary_csv and Path(summary_csv).is_file() else pd.DataFrame(
+        columns=["run", "experiment", "stage", "metric", "value", "unit", "source"])
+    manifest = json.loads(Path(manifest_path).read_text()) if manifest_path and Path(manifest_path).is_file() else None
+    plots = [
+        plot_loss(table, metrics, experiments, out_dir),
+        plot_throughput(table, experiments, out_dir),
+        plot_time_breakdown(table, experiments, out_dir),
+        plot_memory(table, experiments, manifest, out_dir),
+        plot_eval_accuracy(table, experiments, out_dir),
+        plot_infer_tradeoff(table, experiments, tolerance, out_dir),
+    ]
+    return {p.name: p for p in plots}

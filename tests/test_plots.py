@@ -1,0 +1,220 @@
+"""The plots stage: every plot is written as PNG and SVG and shows something, the numbers written on the plots
+are the ones computed from the inputs, missing data is said in the figure, an experiment keeps its colour, and
+the real Snakemake rule puts every plot with its caption into the report."""
+
+import json
+import re
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import pandas as pd
+import pytest
+
+from conftest import REPO, copy_repo, snakemake
+from llmhpc import plots
+
+# A real run of the embedded default (summary table, both experiments' LitGPT metrics.csv, the env manifest
+# without its package list).
+DATA = REPO / "tests/data/plots"
+EXPERIMENTS = ["baseline", "mbs16"]
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def real_inputs():
+    return plots.read_table(DATA / "summary.csv"), {e: DATA / f"metrics-{e}.csv" for e in EXPERIMENTS}
+
+
+def manifest():
+    return json.loads((DATA / "manifest.json").read_text())
+
+
+def svg_texts(path) -> list[str]:
+    """Every text drawn in an SVG (svg.fonttype none keeps text as <text> elements)."""
+    root = ET.parse(path).getroot()
+    return ["".join(t.itertext()).strip() for t in root.iter(f"{SVG}text")]
+
+
+def make_all(tmp_path, table=None, metrics=None, man=None, experiments=EXPERIMENTS, tolerance=0.05):
+    t, m = real_inputs()
+    table = t if table is None else table
+    out = tmp_path / "plots"
+    return [
+        plots.plot_loss(table, m if metrics is None else metrics, experiments, out),
+        plots.plot_throughput(table, experiments, out),
+        plots.plot_time_breakdown(table, experiments, out),
+        plots.plot_memory(table, experiments, manifest() if man is None else man, out),
+        plots.plot_eval_accuracy(table, experiments, out),
+        plots.plot_infer_tradeoff(table, experiments, tolerance, out),
+    ]
+
+
+def add_rows(table, rows):
+    extra = pd.DataFrame([["run", e, stage, metric, str(v), "", "test"] for e, stage, metric, v in rows],
+                         columns=table.columns)
+    return pd.concat([table, extra], ignore_index=True)
+
+
+def test_every_plot_is_a_png_and_an_svg_that_shows_something(tmp_path):
+    made = plots.make_all(DATA / "summary.csv", real_inputs()[1], DATA / "manifest.json", EXPERIMENTS, 0.05,
+                          tmp_path / "plots")
+    assert list(made) == list(plots.PLOT_NAMES)
+    for name in plots.PLOT_NAMES:
+        png, svg = tmp_path / f"plots/{name}.png", tmp_path / f"plots/{name}.svg"
+        assert made[name].files == [png, svg]
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        pixels = mpimg.imread(png)
+        height, width = pixels.shape[:2]
+        assert 1.7 < width / height < 1.85, f"{name} is not 16:9-ish: {width}x{height}"
+        assert width >= 1280, f"{name} is too small for a slide: {width}px"
+        # not blank: a white canvas has no variance; a plot with bars, lines and text has plenty
+        assert pixels[..., :3].std() > 0.05, f"{name}.png looks blank"
+        assert (pixels[..., :3] < 0.5).mean() > 0.005, f"{name}.png has almost nothing dark on it (text, axes)"
+        root = ET.parse(svg).getroot()
+        assert root.tag == f"{SVG}svg"
+        assert len(svg_texts(svg)) > 5, f"{name}.svg has no text"
+
+
+def test_speedup_on_each_bar_is_the_ratio_of_the_inputs(tmp_path):
+    table, _ = real_inputs()
+    plot = plots.plot_throughput(table, EXPERIMENTS, tmp_path)
+    base = float(table.query("experiment == 'baseline' and metric == 'tokens_per_s_per_device'")["value"].iloc[0])
+    fast = float(table.query("experiment == 'mbs16' and metric == 'tokens_per_s_per_device'")["value"].iloc[0])
+    assert plot.labels == {"baseline": "×1.00", "mbs16": f"×{fast / base:.2f}"}
+    texts = svg_texts(tmp_path / "throughput.svg")
+    assert f"×{fast / base:.2f}" in texts and "×1.00" in texts
+
+    # a slower third experiment and a different baseline figure: the labels follow the inputs
+    table = add_rows(table[~((table["experiment"] == "baseline") & (table["metric"] == "tokens_per_s_per_device"))],
+                     [("baseline", "finetune", "tokens_per_s_per_device", 400.0),
+                      ("slow", "finetune", "tokens_per_s_per_device", 300.0)])
+    plot = plots.plot_throughput(table, [*EXPERIMENTS, "slow"], tmp_path)
+    assert plot.labels == {"baseline": "×1.00", "mbs16": f"×{fast / 400:.2f}", "slow": "×0.75"}
+    assert "×0.75" in svg_texts(tmp_path / "throughput.svg")
+
+
+def test_an_experiment_keeps_its_colour_in_every_plot(tmp_path):
+    made = make_all(tmp_path)
+    for model in ["base", *EXPERIMENTS]:
+        seen = {p.name: p.drawn[model] for p in made if model in p.drawn}
+        assert len(seen) >= (2 if model == "base" else 6), f"{model} is missing from plots: {seen}"
+        assert len(set(seen.values())) == 1, f"{model} changes colour: {seen}"
+    firsts = {m: next(p.drawn[m] for p in made if m in p.drawn) for m in ["base", *EXPERIMENTS]}
+    assert len(set(firsts.values())) == 3, f"two models share a colour: {firsts}"
+    # the baseline is the first experiment: its colour does not depend on which other experiments exist
+    alone = plots.plot_throughput(real_inputs()[0], ["baseline"], tmp_path / "alone")
+    assert alone.drawn["baseline"] == firsts["baseline"]
+
+
+def test_an_experiment_not_run_yet_is_said_in_every_plot(tmp_path):
+    table, metrics = real_inputs()
+    table = table[table["experiment"] != "mbs16"]
+    made = make_all(tmp_path, table=table, metrics={"baseline": metrics["baseline"], "mbs16": None})
+    for plot in made:
+        assert any("mbs16" in m for m in plot.missing), f"{plot.name} does not say mbs16 is missing: {plot.missing}"
+        texts = " ".join(svg_texts(plot.files[1]))
+        assert "Missing:" in texts and "mbs16" in texts, f"{plot.name}.svg does not say what is missing"
+        assert "mbs16" not in plot.drawn
+        assert "baseline" in plot.drawn, f"{plot.name} dropped the experiment that did run"
+
+
+def test_nothing_measured_yet_still_gives_every_plot(tmp_path):
+    empty = pd.DataFrame(columns=["run", "experiment", "stage", "metric", "value", "unit", "source"])
+    made = plots.make_all(tmp_path / "none.csv", {e: None for e in EXPERIMENTS}, tmp_path / "none.json",
+                          EXPERIMENTS, 0.05, tmp_path / "plots")
+    assert made.keys() == set(plots.PLOT_NAMES)
+    for plot in made.values():
+        assert all(f.is_file() for f in plot.files)
+        assert not plot.drawn and plot.missing
+        assert any("yet" in t for t in svg_texts(plot.files[1])), plot.name
+    assert plots.value(empty, "baseline", "finetune", "tokens_per_s") is None
+
+
+def test_memory_against_the_gpu_capacity_where_there_is_a_gpu(tmp_path):
+    table, _ = real_inputs()
+    table = add_rows(table, [("baseline", "finetune", "peak_memory_gb", 61.3),
+                             ("mbs16", "finetune", "peak_memory_gb", 97.8)])
+    gpu = dict(manifest(), gpus=[{"index": 0, "name": "NVIDIA H200", "memory_gb": 150.0}])
+    plot = plots.plot_memory(table, EXPERIMENTS, gpu, tmp_path)
+    texts = svg_texts(tmp_path / "memory.svg")
+    assert "NVIDIA H200 memory: 150 GB" in texts
+    assert "61.3 GB" in texts and "97.8 GB" in texts  # the GPU figures, not the host RSS beside them
+    assert plot.missing == []
+
+    # the embedded default's CPU run: host RSS, labelled as such; the host's RAM is not in this manifest
+    plot = plots.plot_memory(real_inputs()[0], EXPERIMENTS, manifest(), tmp_path)
+    assert any("host's peak RSS" in m for m in plot.missing)
+    assert any("host RAM" in m for m in plot.missing)
+    assert "(host RSS)" in " ".join(svg_texts(tmp_path / "memory.svg"))
+    plot = plots.plot_memory(real_inputs()[0], EXPERIMENTS, dict(manifest(), host_memory_gb=16.0), tmp_path)
+    assert "host RAM (vm): 16 GB" in svg_texts(tmp_path / "memory.svg")
+
+
+def test_time_breakdown_other_is_the_rest_of_the_job(tmp_path):
+    table = add_rows(real_inputs()[0], [("baseline", "finetune", "load_s", 6.5),
+                                        ("baseline", "finetune", "save_s", 1.5)])
+    wall = plots.value(table, "baseline", "finetune", "stage_wall_s")
+    train = plots.value(table, "baseline", "finetune", "training_time_s")
+    parts = plots.time_parts(table, "baseline")
+    assert parts == pytest.approx({"load": 6.5, "train": train, "save": 1.5, "other": wall - train - 8.0})
+    assert sum(parts.values()) == pytest.approx(wall)
+    # mbs16 has no load/save figures: all of the rest is other, and the plot says so
+    parts = plots.time_parts(table, "mbs16")
+    assert parts["load"] == parts["save"] == 0
+    plot = plots.plot_time_breakdown(table, EXPERIMENTS, tmp_path)
+    assert plot.missing == ["load/save not recorded for mbs16 (counted in other)"]
+    assert f"{wall:.0f} s" in svg_texts(tmp_path / "time_breakdown.svg")
+
+
+def test_tolerance_band_is_around_the_baseline_accuracy(tmp_path):
+    table, _ = real_inputs()
+    acc = plots.value(table, "baseline", "infer", "acc")
+    plot = plots.plot_infer_tradeoff(table, EXPERIMENTS, 0.02, tmp_path)
+    assert plot.labels["band"] == f"{acc - 0.02:.4f}..{acc + 0.02:.4f}"
+    assert "baseline acc ± 0.02 (allowed)" in svg_texts(tmp_path / "infer_tradeoff.svg")
+    plot = plots.plot_infer_tradeoff(table[table["experiment"] != "baseline"], EXPERIMENTS, 0.02, tmp_path)
+    assert "band" not in plot.labels and any("tolerance band" in m for m in plot.missing)
+
+
+def test_same_inputs_give_the_same_files(tmp_path):
+    table, metrics = real_inputs()
+    first = plots.plot_loss(table, metrics, EXPERIMENTS, tmp_path / "a").files
+    second = plots.plot_loss(table, metrics, EXPERIMENTS, tmp_path / "b").files
+    for a, b in zip(first, second):
+        assert a.read_bytes() == b.read_bytes(), a.name
+
+
+def test_plots_rule_and_snakemake_report(tmp_path):
+    """The real rule in a copy of the workflow, on the stored inputs (only the plots rule may run), then
+    `snakemake --report`: every plot is in it, in its category, with its caption."""
+    repo = copy_repo(tmp_path / "repo")
+    snakefile = repo / "Snakefile"
+    if 'include: "workflow/rules/plots.smk"' not in snakefile.read_text():  # until the Snakefile includes it
+        snakefile.write_text(snakefile.read_text() + '\ninclude: "workflow/rules/plots.smk"\n')
+    results = repo / "results"
+    (results / "env").mkdir(parents=True)
+    shutil.copy(DATA / "summary.csv", results / "summary.csv")
+    shutil.copy(DATA / "manifest.json", results / "env/manifest.json")
+    for e in EXPERIMENTS:
+        (results / f"finetune/{e}").mkdir(parents=True)
+        shutil.copy(DATA / f"metrics-{e}.csv", results / f"finetune/{e}/metrics.csv")
+    targets = [f"results/plots/{n}.{ext}" for n in plots.PLOT_NAMES for ext in ("png", "svg")]
+    snakemake(repo, "--allowed-rules", "plots", "--cores", "1", *targets)
+    assert sorted(p.name for p in (results / "plots").iterdir()) == sorted(Path(t).name for t in targets)
+    log = (results / "logs/plots.log").read_text()
+    assert "mbs16: ×1.67" in log  # 502.26 / 300.26 tokens/s per device in the stored summary
+
+    snakemake(repo, "--allowed-rules", "plots", "--report", "report.html", *targets)
+    html = (repo / "report.html").read_text()
+    categories = json.loads(re.search(r"var categories = (\{.*?\});", html).group(1))
+    assert sorted(categories["Fine-tune"]["Other"]) == [f"results/plots/{n}.png" for n in
+                                                         ["loss", "memory", "throughput", "time_breakdown"]]
+    assert sorted(categories["Evaluation"]["Other"]) == ["results/plots/eval_accuracy.png",
+                                                          "results/plots/infer_tradeoff.png"]
+    for name in plots.PLOT_NAMES:
+        caption = (REPO / f"workflow/report/{name}.rst").read_text()
+        first_words = " ".join(caption.split()[:8])
+        assert first_words in " ".join(html.split()), f"caption of {name} not in the report"
+    # the caption's template is filled from the config: the tolerance the band was drawn with
+    assert "presentation.accuracy_tolerance</tt> = 0.05" in html

@@ -1,0 +1,63 @@
+# Stage 8: the figures (PNG for slides and the report, SVG to edit), drawn from the summary table, each
+# experiment's metrics.csv and the environment manifest. The names are fixed (llmhpc.plots.PLOT_NAMES): the
+# slides refer to them.
+
+
+rule plots:
+    input:
+        summary="results/summary.csv",
+        metrics=expand("results/finetune/{experiment}/metrics.csv", experiment=EXPERIMENTS),
+        manifest=ENV_MANIFEST,
+    output:
+        loss=report(
+            "results/plots/loss.png",
+            caption="../report/loss.rst",
+            category="Fine-tune",
+            labels={"figure": "training loss"},
+        ),
+        throughput=report(
+            "results/plots/throughput.png",
+            caption="../report/throughput.rst",
+            category="Fine-tune",
+            labels={"figure": "throughput"},
+        ),
+        time_breakdown=report(
+            "results/plots/time_breakdown.png",
+            caption="../report/time_breakdown.rst",
+            category="Fine-tune",
+            labels={"figure": "time breakdown"},
+        ),
+        memory=report(
+            "results/plots/memory.png",
+            caption="../report/memory.rst",
+            category="Fine-tune",
+            labels={"figure": "peak memory"},
+        ),
+        eval_accuracy=report(
+            "results/plots/eval_accuracy.png",
+            caption="../report/eval_accuracy.rst",
+            category="Evaluation",
+            labels={"figure": "accuracy"},
+        ),
+        infer_tradeoff=report(
+            "results/plots/infer_tradeoff.png",
+            caption="../report/infer_tradeoff.rst",
+            category="Evaluation",
+            labels={"figure": "accuracy against time"},
+        ),
+        svg=expand(
+            "results/plots/{name}.svg",
+            name=["loss", "throughput", "time_breakdown", "memory", "eval_accuracy", "infer_tradeoff"],
+        ),
+    params:
+        experiments=list(EXPERIMENTS),
+        tolerance=config["presentation"]["accuracy_tolerance"],
+    log:
+        "results/logs/plots.log",
+    message:
+        "Drawing the plots into results/plots/"
+    localrule: True
+    conda:
+        "../../envs/conda.yaml"
+    script:
+        "../scripts/plots.py"
