@@ -20,6 +20,8 @@ include: "workflow/rules/finetune.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/summary.smk"
 include: "workflow/rules/plots.smk"
+include: "workflow/rules/slides.smk"
+include: "workflow/rules/submission.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The whole pipeline on a GPU machine without internet, as recorded in docs/gpu-runs.md:
 #
-#   bash bench/run_gpu_pipeline.sh config/examples/gpu-2x.yaml
+#   bash bench/run_gpu_pipeline.sh config/examples/gpu-2x.yaml [TARGET ...]
 #
 # Packages the machine lacks travel as wheels in .whl/ (snakemake, litgpt and what they need; see
 # docs/gpu-runs.md for the download command). Prints the summary table last; copies the run's small outputs
 # (summaries, logs, LitGPT configs, stdout; no weights) to $OUT when set.
 set -uo pipefail
-config="${1:?usage: run_gpu_pipeline.sh CONFIG}"
+config="${1:?usage: run_gpu_pipeline.sh CONFIG [TARGET ...]}"
+shift
 out="${OUT:-/tmp/gpu-run}"
 mkdir -p "$out"
 if compgen -G ".whl/*.whl" >/dev/null; then
@@ -17,11 +18,11 @@ fi
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 t0=$(date +%s)
-timeout "${PIPELINE_TIMEOUT_S:-520}" python3 -m snakemake --configfile "$config" --cores all 2>&1 | tee "$out/snakemake.log"
+timeout "${PIPELINE_TIMEOUT_S:-520}" python3 -m snakemake --configfile "$config" --cores all "$@" 2>&1 | tee "$out/snakemake.log"
 rc=${PIPESTATUS[0]}
 echo "pipeline exit $rc, wall $(( $(date +%s) - t0 )) s"
 tar czf "$out/results-small.tar.gz" --exclude='*.pth' --exclude='*.safetensors' --exclude='*.bin' \
-  --exclude='results/weights' results 2>/dev/null
+  --exclude='results/weights' --exclude='results/checkpoints' results 2>/dev/null
 [ -f results/summary.csv ] && cp results/summary.csv "$out/summary.csv"
 python3 - <<'PY'
 import pandas as pd

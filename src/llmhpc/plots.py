@@ -229,7 +229,8 @@ def plot_throughput(table: pd.DataFrame, experiments: list[str], out_dir) -> Plo
             ax.set_ylabel("tokens/s per device")
         else:
             _empty(ax, "No throughput yet: no experiment has been fine-tuned")
-        ax.set_title(f"Fine-tune throughput (speedup over {base_name})")
+        # ×: tokens/s ratio (litgpt counts padding); the slides' speedup is the training-time ratio
+        ax.set_title(f"Fine-tune throughput (×: tokens/s over {base_name})")
         _note(ax, plot)
         return _save(fig, plot, out_dir)
 

@@ -86,7 +86,13 @@ PLOTS = ["loss", "throughput", "time_breakdown", "memory", "eval_accuracy", "inf
 
 
 def get_final_output():
-    return ["results/summary.csv", *expand("results/plots/{name}.{ext}", name=PLOTS, ext=["png", "svg"])]
+    submission = config["submission"]["name"] or config["run_name"]
+    return [
+        "results/summary.csv",
+        *expand("results/plots/{name}.{ext}", name=PLOTS, ext=["png", "svg"]),
+        *expand("results/slides/{name}", name=["deck.html", "deck.pdf", "deck.pptx", "slides.json"]),
+        *expand("results/submission/{name}.{ext}", name=submission, ext=["tar.gz", "sha256"]),
+    ]
 
 
 def report_config_args():

@@ -1,7 +1,13 @@
-from llmhpc import finetune
+import os
+
+from llmhpc import finetune, launch
 from llmhpc.rulelog import to_log
 
 to_log(snakemake.log[0])
+# The site (from the cluster profile) says how to start one process per GPU on every node and with which
+# NCCL/MPI environment; the experiment's launch_env wins over the site's.
+launch_plan = launch.plan(snakemake.config["site"], snakemake.params.settings)
+os.environ.update(launch_plan["env"])
 finetune.run_stage(
     config_path=snakemake.input.config,
     checkpoint_dir=snakemake.input.checkpoint,
@@ -12,4 +18,6 @@ finetune.run_stage(
     settings=snakemake.params.settings,
     peak_override=snakemake.params.peak_tflops,
     threads=snakemake.threads,
+    launcher=launch_plan["prefix"],
 )
+launch.record(snakemake.output.summary, launch_plan)

@@ -1,0 +1,477 @@
+"""PBS Pro for Snakemake's cluster-generic executor: submit, status and cancel commands, and the dry-run plan.
+
+- submit: reads the job's properties from the jobscript Snakemake writes (its `# properties = {...}` line),
+  renders a PBS job script to results/jobs/<rule>/<job name>.pbs (#PBS lines, the site's `module load` and
+  environment, then Snakemake's own command) and qsubs it from results/logs/scheduler/, so that PBS leaves its
+  `<job name>.o<id>` / `.e<id>` files there. The qsub options come from the job's standard resources
+  (runtime, mem_mb, gpu, threads) plus `nodes`/`gpus_per_node`, written Gadi style or as PBS Pro select chunks.
+- status: one `qstat -x -f -F json` for every job of the run, cached for a few seconds under a lock, so that
+  Snakemake asking about hundreds of jobs one by one runs a handful of qstat; finished jobs map to success or
+  failed by Exit_status; a qstat that fails or prints garbage is not a failed job (the answer is `running`).
+- cancel: qdel in batches.
+
+Entry points: `python -m llmhpc.pbs submit|status|cancel|plan ...` and the console scripts of pyproject.toml.
+The site (project, queues, node shape, modules, env) comes from $LLMHPC_SITE, set by the workflow.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+SITE_ENV = "LLMHPC_SITE"
+JOBS_DIR = Path("results/jobs")
+SCHEDULER_LOGS = Path("results/logs/scheduler")
+STATE_DIR = Path(".snakemake/llmhpc-pbs")
+MAX_JOB_NAME = 236  # PBS Pro's PBS_MAXJOBNAME
+CACHE_SECONDS = 10.0  # one qstat answers every status call within this window
+QSTAT_TIMEOUT = 60
+GIVE_UP_AFTER = 1800.0  # qstat failing this long is no longer transient: stop the run with an error
+CANCEL_BATCH = 50
+WALLTIME_EXITS = {-29, 271}  # JOB_EXEC_KILL_WALLTIME (PBS Pro 2020+); 256 + SIGTERM (older moms)
+RUNNING_STATES = set("QHWTRESUBM")  # queued, held, waiting, transit, running, exiting, suspended, ..., moved
+
+
+class PBSError(RuntimeError):
+    """A job cannot be submitted as asked; the message says why."""
+
+
+# ---------------------------------------------------------------------------------------------- job properties
+
+def read_properties(jobscript: str | Path) -> dict:
+    """The job properties Snakemake writes into every jobscript as `# properties = {json}`."""
+    for line in Path(jobscript).read_text().splitlines():
+        if line.startswith("# properties = "):
+            return json.loads(line[len("# properties = "):])
+    raise PBSError(f"{jobscript}: no '# properties = ' line; not a Snakemake jobscript")
+
+
+def sanitize_job_name(name: str) -> str:
+    """A name qsub accepts: PBS rejects whitespace, `/ % = @ ,` (and more) and a leading dot, and cuts at 236."""
+    clean = re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
+    if not clean or not clean[0].isalnum():
+        clean = "j" + clean
+    return clean[:MAX_JOB_NAME]
+
+
+def job_name(props: dict) -> str:
+    """`<rule>.<wildcard values>`: the same for the same job in every run, so the job script and the dry-run
+    plan name it alike."""
+    if props.get("type") == "group":
+        return sanitize_job_name(f"group.{props['groupid']}")
+    values = [str(v) for v in (props.get("wildcards") or {}).values()]
+    return sanitize_job_name(".".join([props["rule"], *values]))
+
+
+def _int(value, default: int, what: str, name: str) -> int:
+    if value is None or value == "<TBD>":
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise PBSError(f"job {name}: resource {what}={value!r} is not a whole number") from None
+
+
+def requested(props: dict, site: dict) -> dict:
+    """What the job asks for, per node: nodes, GPUs and CPUs per node, memory (MB) per node, walltime (s)."""
+    res = props.get("resources") or {}
+    name = job_name(props)
+    nodes = _int(res.get("nodes"), 1, "nodes", name)
+    site_gpus = site.get("gpus_per_node") or 0
+    gpn = 0
+    if site_gpus:  # on a CPU site, gpus_per_node counts processes, not GPUs
+        if "gpus_per_node" in res:
+            gpn = _int(res["gpus_per_node"], 0, "gpus_per_node", name)
+        elif "gpu" in res:
+            total = _int(res["gpu"], 0, "gpu", name)
+            if total:
+                nodes = max(nodes, math.ceil(total / site_gpus))
+                gpn = math.ceil(total / nodes)
+    if gpn > site_gpus and site_gpus:
+        raise PBSError(f"job {name}: {gpn} GPUs per node asked, a {site.get('name')} node has {site_gpus}")
+    threads = _int(props.get("threads"), 1, "threads", name)
+    cpus_node = site.get("cpus_per_node")
+    if gpn:
+        cpus = gpn * (cpus_node // site_gpus) if cpus_node else threads
+    else:
+        cpus = min(threads, cpus_node) if cpus_node else threads
+    mem_mb = _int(res.get("mem_mb"), 1000, "mem_mb", name)
+    per_node_mem = math.ceil(mem_mb / nodes)
+    if gpn and site.get("mem_per_node_gb"):  # a GPU job gets at least its GPUs' share of the node's memory
+        per_node_mem = max(per_node_mem, int(site["mem_per_node_gb"] * 1000 * gpn // site_gpus))
+    runtime_min = _int(res.get("runtime"), 60, "runtime", name)
+    return {"nodes": nodes, "gpus_per_node": gpn, "cpus_per_node": max(1, cpus), "mem_mb_per_node": per_node_mem,
+            "walltime_s": max(60, runtime_min * 60), "internet": bool(_int(res.get("internet"), 0, "internet", name))}
+
+
+def walltime(seconds: int) -> str:
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def memory(mb: float) -> str:
+    mb = math.ceil(mb)
+    return f"{mb // 1000}GB" if mb % 1000 == 0 else f"{mb}MB"
+
+
+def resource_options(req: dict, site: dict) -> list[str]:
+    """qsub -l options. Gadi: one job-wide list; a GPU job of whole nodes (all a node's GPUs, or more than one
+    node, which Gadi requires to be whole) takes whole nodes' CPUs and memory: ngpus a multiple of 4, 12 CPUs per
+    GPU. select: one chunk per node, with one MPI rank per GPU, scattered over distinct nodes."""
+    nodes, gpn = req["nodes"], req["gpus_per_node"]
+    if site["pbs_resources"] == "gadi":
+        whole = gpn and (nodes > 1 or gpn == site["gpus_per_node"])
+        if whole:
+            ngpus = nodes * site["gpus_per_node"]
+            ncpus = nodes * (site.get("cpus_per_node") or req["cpus_per_node"])
+            mem = memory(nodes * (site["mem_per_node_gb"] * 1000 if site.get("mem_per_node_gb")
+                                  else req["mem_mb_per_node"]))
+        else:
+            ngpus, ncpus, mem = nodes * gpn, nodes * req["cpus_per_node"], memory(nodes * req["mem_mb_per_node"])
+        items = ([f"ngpus={ngpus}"] if ngpus else []) + [f"ncpus={ncpus}", f"mem={mem}"]
+        if site.get("jobfs_gb"):
+            items.append(f"jobfs={memory(nodes * site['jobfs_gb'] * 1000)}")
+        items.append(f"walltime={walltime(req['walltime_s'])}")
+        if site.get("storage"):
+            items.append("storage=" + "+".join(site["storage"]))
+        return ["-l", ",".join(items)]
+    chunk = [str(nodes), f"ncpus={req['cpus_per_node']}"]
+    if gpn:
+        chunk += [f"ngpus={gpn}", f"mpiprocs={gpn}"]
+    chunk.append(f"mem={memory(req['mem_mb_per_node'])}")
+    options = ["-l", "select=" + ":".join(chunk), "-l", f"walltime={walltime(req['walltime_s'])}"]
+    if nodes > 1:
+        options += ["-l", "place=scatter"]
+    return options
+
+
+def queue_for(req: dict, site: dict) -> str | None:
+    if req["internet"]:
+        if not site.get("copy_queue"):
+            raise PBSError("a job asks for internet=1 but the site has no copy_queue (Gadi: copyq)")
+        return site["copy_queue"]
+    if req["gpus_per_node"]:
+        return site.get("queue")
+    return site.get("cpu_queue") or site.get("queue")
+
+
+def qsub_option_pairs(props: dict, site: dict) -> list[tuple[str, str]]:
+    """(flag, value) of every qsub option the job gets (the site's qsub_args come on top)."""
+    if not site.get("project"):
+        raise PBSError(f"site '{site.get('name')}' has no project: set site.project (qsub -P)")
+    req = requested(props, site)
+    pairs = [("-N", job_name(props)), ("-P", site["project"])]
+    queue = queue_for(req, site)
+    if queue:
+        pairs.append(("-q", queue))
+    resources = resource_options(req, site)
+    pairs += [(resources[i], resources[i + 1]) for i in range(0, len(resources), 2)]
+    pairs.append(("-j", "n"))  # keep stdout (.o) and stderr (.e) apart: the .e file is what a failure leaves
+    return pairs
+
+
+def qsub_options(props: dict, site: dict) -> list[str]:
+    return [part for pair in qsub_option_pairs(props, site) for part in pair] + list(site.get("qsub_args") or [])
+
+
+def script_path(props: dict, root: Path = Path(".")) -> Path:
+    return root / JOBS_DIR / (props.get("rule") or "group") / f"{job_name(props)}.pbs"
+
+
+def qsub_command(props: dict, site: dict, root: Path = Path(".")) -> tuple[list[str], Path]:
+    """(qsub argv, directory to run it in). qsub runs in results/logs/scheduler so that PBS writes its
+    <name>.o<id> and <name>.e<id> files there (PBS names them after the job and puts them where qsub ran)."""
+    script = (root / script_path(props)).resolve()
+    return ["qsub", *qsub_options(props, site), str(script)], (root / SCHEDULER_LOGS).resolve()
+
+
+def format_command(argv: list[str], cwd: Path) -> str:
+    return f"cd {shlex.quote(str(cwd))} && " + " ".join(shlex.quote(a) for a in argv)
+
+
+def render_script(props: dict, site: dict, jobscript_text: str, command_line: str) -> str:
+    """The PBS job script: the qsub options again as #PBS lines (so the file alone is a complete run script),
+    the site's modules and environment, then Snakemake's job command."""
+    lines = ["#!/bin/bash"] + [f"#PBS {flag} {value}" for flag, value in qsub_option_pairs(props, site)]
+    if site.get("qsub_args"):
+        lines.append("#PBS " + " ".join(shlex.quote(a) for a in site["qsub_args"]))
+    wildcards = ", ".join(f"{k}={v}" for k, v in (props.get("wildcards") or {}).items())
+    lines += [f"# Snakemake job {props.get('jobid')}: rule {props.get('rule')}" + (f" ({wildcards})" if wildcards else ""),
+              f"# Rendered by llmhpc.pbs for site '{site.get('name')}'; submitted with:",
+              f"#   {command_line}"]
+    if site.get("modules"):  # stop here, not later with an obscure CUDA or MPI error
+        lines.append("module load " + " ".join(shlex.quote(m) for m in site["modules"]) +
+                     " || { echo 'module load failed' >&2; exit 1; }")
+    for key, value in sorted((site.get("env") or {}).items()):
+        lines.append(f"export {key}={shlex.quote(str(value))}")
+    # jobs re-read the workflow without --profile: this is how the fine-tune learns its launcher and settings
+    lines.append(f"export {SITE_ENV}={shlex.quote(json.dumps(site, sort_keys=True, separators=(',', ':')))}")
+    body = [ln for ln in jobscript_text.splitlines() if not ln.startswith("#!")]
+    return "\n".join(lines + body) + "\n"
+
+
+# -------------------------------------------------------------------------------------------------- submit
+
+def site_from_env(environ=None) -> dict:
+    environ = os.environ if environ is None else environ
+    if not environ.get(SITE_ENV):
+        raise PBSError(f"${SITE_ENV} is not set: the PBS commands run from a Snakemake run of this workflow,"
+                       f" which sets it from the profile's site.yaml")
+    return json.loads(environ[SITE_ENV])
+
+
+@contextmanager
+def locked(state_dir: Path):
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / "lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def submit(jobscript: str | Path, site: dict, root: Path = Path("."), state_dir: Path = STATE_DIR,
+           log=None) -> str:
+    """Render and qsub one job; return PBS's job id."""
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    props = read_properties(jobscript)
+    argv, cwd = qsub_command(props, site, root)
+    script = Path(argv[-1])
+    command_line = format_command(argv, cwd)
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(render_script(props, site, Path(jobscript).read_text(), command_line))
+    cwd.mkdir(parents=True, exist_ok=True)
+    log(command_line)
+    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise PBSError(f"qsub exited with {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}\n"
+                       f"  command: {command_line}")
+    job_id = proc.stdout.strip().splitlines()[0].strip() if proc.stdout.strip() else ""
+    if not job_id:
+        raise PBSError(f"qsub printed no job id (stderr: {proc.stderr.strip()})")
+    with locked(state_dir):
+        with open(state_dir / "jobs", "a") as fh:
+            fh.write(f"{job_id}\t{job_name(props)}\n")
+    return job_id
+
+
+# -------------------------------------------------------------------------------------------------- status
+
+def map_state(job: dict | None) -> tuple[str, str | None]:
+    """(running | success | failed, why) for one job's qstat -f -F json attributes."""
+    if job is None:
+        return "running", None
+    state = job.get("job_state")
+    if state in ("F", "X"):
+        code = job.get("Exit_status")
+        if code is None:
+            return "failed", "finished without an exit status (deleted before it ran?)"
+        code = int(code)
+        if code == 0:
+            return "success", None
+        if code in WALLTIME_EXITS:
+            limit = (job.get("Resource_List") or {}).get("walltime")
+            return "failed", (f"killed for exceeding its walltime{f' {limit}' if limit else ''} (Exit_status {code}):"
+                              f" raise the rule's runtime resource")
+        if code > 256:
+            return "failed", f"killed by signal {code - 256} (Exit_status {code})"
+        if code < 0:
+            return "failed", f"PBS could not run it (Exit_status {code})"
+        return "failed", f"exited with {code}"
+    return "running", None
+
+
+def _read_json(path: Path, default):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return default
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _submitted(state_dir: Path) -> list[str]:
+    try:
+        return [ln.split("\t")[0] for ln in (state_dir / "jobs").read_text().splitlines() if ln.strip()]
+    except OSError:
+        return []
+
+
+def query(job_ids: list[str], timeout: float = QSTAT_TIMEOUT) -> tuple[dict | None, set[str], str]:
+    """One `qstat -x -f -F json` for job_ids: (jobs by id or None when the answer is unusable, ids PBS says
+    it does not know, error text)."""
+    try:
+        proc = subprocess.run(["qstat", "-x", "-f", "-F", "json", *job_ids], capture_output=True, text=True,
+                              timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, set(), f"qstat could not run: {exc}"
+    unknown = set(re.findall(r"Unknown Job Id:? (\S+)", proc.stderr))
+    try:
+        data = json.loads(proc.stdout)
+        jobs = data["Jobs"] if "Jobs" in data else {}
+        if not isinstance(jobs, dict):
+            raise ValueError("'Jobs' is not a mapping")
+    except (ValueError, TypeError, KeyError) as exc:
+        if unknown and not proc.stdout.strip():
+            return {}, unknown, proc.stderr.strip()
+        return None, unknown, f"qstat exited {proc.returncode}, unreadable output ({exc}): {proc.stderr.strip()[:300]}"
+    return jobs, unknown, proc.stderr.strip()
+
+
+def _same_job(wanted: str, known: str) -> bool:
+    # qstat may answer with the full server name (1234.gadi-pbs) for a short id (1234) and the reverse
+    return wanted == known or wanted.split(".")[0] == known.split(".")[0]
+
+
+def status(job_id: str, state_dir: Path = STATE_DIR, cache_seconds: float = CACHE_SECONDS,
+           now=time.time, log=None) -> str:
+    """running, success or failed for job_id, from a shared cache refreshed by at most one qstat per window."""
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    with locked(state_dir):
+        cache_path = state_dir / "qstat.json"
+        cache = _read_json(cache_path, {"attempt": 0.0, "jobs": {}, "unknown": [], "failing_since": None})
+        fresh = now() - cache["attempt"] < cache_seconds
+        if not (fresh and (job_id in cache["jobs"] or job_id in cache["unknown"] or cache["failing_since"])):
+            # jobs already finished (or unknown to PBS) are not asked about again, unless asked for
+            settled = {j for j, attrs in cache["jobs"].items() if map_state(attrs)[0] != "running"}
+            settled |= set(cache["unknown"])
+            ids = [j for j in dict.fromkeys([job_id, *_submitted(state_dir)]) if j == job_id or j not in settled]
+            jobs, unknown, error = query(ids)
+            cache["attempt"] = now()
+            if jobs is None:
+                cache["failing_since"] = cache["failing_since"] or now()
+                if now() - cache["failing_since"] > GIVE_UP_AFTER:
+                    _write_json(cache_path, cache)
+                    raise PBSError(f"qstat has failed for {GIVE_UP_AFTER / 60:.0f} minutes: {error}")
+                log(f"llmhpc.pbs: qstat failed, treating job {job_id} as running and asking again later: {error}")
+            else:
+                cache["failing_since"] = None
+                for known, attrs in jobs.items():
+                    match = next((j for j in ids if _same_job(j, known)), known)
+                    cache["jobs"][match] = {k: attrs.get(k) for k in
+                                            ("job_state", "Exit_status", "Resource_List", "Error_Path", "Job_Name")}
+                newly_unknown = {j for j in ids if any(_same_job(j, u) for u in unknown)}
+                cache["unknown"] = sorted((set(cache["unknown"]) | newly_unknown) - set(cache["jobs"]))
+            _write_json(cache_path, cache)
+        if job_id in cache["unknown"]:
+            log(f"llmhpc.pbs: PBS does not know job {job_id} (not even in its history)")
+            return "failed"
+        answer, why = map_state(cache["jobs"].get(job_id))
+        if answer == "failed":
+            attrs = cache["jobs"][job_id]
+            log(f"llmhpc.pbs: job {job_id} ({attrs.get('Job_Name')}) {why}; its stderr: {attrs.get('Error_Path')}")
+        return answer
+
+
+# -------------------------------------------------------------------------------------------------- cancel
+
+def cancel(job_ids: list[str], batch: int = CANCEL_BATCH, wait: float = 0.5) -> list[list[str]]:
+    """qdel the jobs, `batch` ids per qdel. Each qdel runs in its own session, so that it finishes even when
+    Snakemake stops waiting for this command (it allows 2 s); returns the batches."""
+    batches = [job_ids[i:i + batch] for i in range(0, len(job_ids), batch)]
+    procs = [subprocess.Popen(["qdel", *chunk], start_new_session=True) for chunk in batches]
+    deadline = time.monotonic() + wait
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    return batches
+
+
+# ---------------------------------------------------------------------------------------------- dry-run plan
+
+def plan_lines(jobs_properties: list[dict], site: dict, root: Path = Path(".")) -> list[str]:
+    """The exact qsub command of each job, as submit would run it."""
+    lines = []
+    for props in jobs_properties:
+        argv, cwd = qsub_command(props, site, root)
+        lines.append(format_command(argv, cwd))
+    return lines
+
+
+def register_dry_run_plan(workflow, site: dict, stream=None) -> None:
+    """In a dry run (`snakemake --profile gadi -n`) print the qsub line of every job that would be submitted.
+    cluster-generic prints nothing of its submit command in a dry run, and the jobs are known only once the DAG
+    is built, so this runs when Snakemake exits."""
+    import atexit
+
+    def show():
+        try:
+            if not workflow.dryrun:
+                return
+            dag = workflow.dag
+            local = getattr(workflow, "_localrules", set())
+            props = [json.loads(job.properties()) for job in dag.jobs
+                     if dag.needrun(job) and job.rule.name not in local and not job.rule.norun]
+        except Exception:  # no DAG (an error before it was built): Snakemake has reported that already
+            return
+        out = stream or sys.stderr
+        print(f"\nPBS submissions of this dry run (site '{site['name']}'; nothing was submitted):", file=out)
+        try:
+            for line in plan_lines(sorted(props, key=lambda p: p["jobid"]), site):
+                print(f"  {line}", file=out)
+        except PBSError as exc:
+            print(f"  cannot render: {exc}", file=out)
+
+    atexit.register(show)
+
+
+# ------------------------------------------------------------------------------------------------ commands
+
+def submit_main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: llmhpc-pbs-submit JOBSCRIPT", file=sys.stderr)
+        return 2
+    try:
+        print(submit(argv[0], site_from_env()))
+    except PBSError as exc:
+        print(f"llmhpc.pbs submit: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def status_main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: llmhpc-pbs-status JOBID", file=sys.stderr)
+        return 2
+    try:
+        print(status(argv[0]))
+    except PBSError as exc:
+        print(f"llmhpc.pbs status: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cancel_main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    cancel(argv)
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    commands = {"submit": submit_main, "status": status_main, "cancel": cancel_main}
+    if not argv or argv[0] not in commands:
+        print("usage: python -m llmhpc.pbs submit JOBSCRIPT | status JOBID | cancel JOBID...", file=sys.stderr)
+        return 2
+    return commands[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""The compute site a run uses, and the checks made against it before anything is queued.
+
+The site (scheduler, node shape, project, queues, modules, NCCL/MPI settings) is site knowledge, so it lives in
+the cluster profile: `profiles/<site>/site.yaml`, beside the profile's config.yaml. Snakemake has no way to
+hand a profile's own file to the workflow that survives the user's `--configfile` (a command-line
+`--configfile` replaces the profile's `configfiles:` list instead of adding to it), so the workflow finds the
+profile itself, the way Snakemake does (`--profile` arguments, else $SNAKEMAKE_PROFILE), and reads its
+site.yaml. A `site:` section in the user's config overrides single keys of it (say, `project`).
+
+Jobs re-parse the workflow without `--profile`; the resolved site reaches them, and the submit, status and
+cancel commands, through the environment variable LLMHPC_SITE (JSON), which the main process sets.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+from llmhpc.config import ConfigError, _validate, batch_arithmetic
+
+SITE_FILE = "site.yaml"
+SITE_ENV = "LLMHPC_SITE"
+
+
+def profile_args(argv: list[str], environ) -> list[str]:
+    """The --profile values of a Snakemake command line (or $SNAKEMAKE_PROFILE when none is given), in order."""
+    found = []
+    for i, arg in enumerate(argv):
+        if arg == "--profile" and i + 1 < len(argv):
+            found.append(argv[i + 1])
+        elif arg.startswith("--profile="):
+            found.append(arg.split("=", 1)[1])
+    if not found and environ.get("SNAKEMAKE_PROFILE"):
+        found.append(environ["SNAKEMAKE_PROFILE"])
+    return [] if found == ["none"] else found
+
+
+def profile_site_file(argv: list[str], environ) -> Path | None:
+    """site.yaml of the last profile on the command line that has one, looked up as Snakemake looks profiles up
+    (a path, else a folder of that name in the current directory or Snakemake's config folders)."""
+    from snakemake.cli import get_profile_dir
+
+    site = None
+    for name in profile_args(argv, environ):
+        entry = get_profile_dir(name)
+        if entry is not None and (Path(entry[0]) / SITE_FILE).is_file():
+            site = (Path(entry[0]) / SITE_FILE).resolve()
+    return site
+
+
+def load_site_file(path: Path, site_schema: dict) -> dict:
+    """The site file's mapping, checked against the schema's `site` section; errors name the file."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"site file {path}: expected a mapping of site keys, got {type(data).__name__}")
+    problems = _validate(data, site_schema, prefix=("site",))
+    if problems:
+        raise ConfigError(f"site file {path} refused:\n  " + "\n  ".join(problems))
+    return data
+
+
+def apply_site(config: dict, site_schema: dict, argv=None, environ=None) -> str:
+    """Merge the profile's site under the config's `site:` keys, in place, before the config check. Return
+    where the site came from (for messages)."""
+    argv = sys.argv if argv is None else argv
+    environ = os.environ if environ is None else environ
+    own = config.get("site") or {}
+    if not isinstance(own, dict):
+        return "config"  # the schema check names the problem
+    site_file = profile_site_file(argv, environ)
+    if site_file is not None:
+        base, source = load_site_file(site_file, site_schema), str(site_file)
+    elif environ.get(SITE_ENV):
+        # a job of a cluster run: the main process's resolved site (which already holds the config's keys)
+        base, source = json.loads(environ[SITE_ENV]), f"${SITE_ENV}"
+    else:
+        base, source = {}, "config"
+    merged = copy.deepcopy(base)
+    merged.update(copy.deepcopy(own))
+    config["site"] = merged
+    return source
+
+
+def export_site(site: dict, environ=None) -> None:
+    """Hand the resolved site to jobs and to the scheduler commands (they inherit this process's environment)."""
+    environ = os.environ if environ is None else environ
+    environ[SITE_ENV] = json.dumps(site, sort_keys=True, separators=(",", ":"))
+
+
+# Gadi mounts /g/data/<project> and /scratch/<project> in a job only when `-l storage` names them.
+_GADI_PATH = re.compile(r"^/(g/data|scratch)/([^/]+)")
+
+
+def config_paths(config: dict, workdir: str | Path) -> list[tuple[str, str]]:
+    """(config key, path) of every file-system location the jobs touch: the working directory and paths in the
+    config."""
+    out = [("working directory", str(Path(workdir).resolve()))]
+    candidates = [("model.path", config["model"].get("path")),
+                  ("data.finetune.path", config["data"]["finetune"].get("path")),
+                  ("data.eval.path", config["data"]["eval"].get("path")),
+                  ("env.venv", config["env"].get("venv"))]
+    for key, value in candidates:
+        if value:
+            out.append((key, os.path.abspath(value)))
+    return out
+
+
+def check_storage(site: dict, paths: list[tuple[str, str]]) -> list[str]:
+    problems = []
+    for key, path in paths:
+        match = _GADI_PATH.match(path)
+        if not match:
+            continue
+        need = ("gdata" if match.group(1) == "g/data" else "scratch") + "/" + match.group(2)
+        if need not in site["storage"]:
+            have = "+".join(site["storage"]) or "nothing"
+            problems.append(f"{key} {path} is on {need}, which the jobs would not mount (-l storage={have}):"
+                            f" add '{need}' to site.storage")
+    return problems
+
+
+def check_experiment(name: str, ft: dict, infer: dict, site: dict) -> list[str]:
+    """What stops experiment `name` from running on `site`, each with what to change."""
+    where = f"experiment '{name}'"
+    problems = []
+    bad = batch_arithmetic(ft)
+    if bad:
+        problems.append(f"{where}: {bad}")
+    model = (site.get("gpu_model") or "").upper()
+    if "V100" in model and ft["precision"].startswith("bf16"):
+        problems.append(f"{where}: finetune.precision {ft['precision']} on {site['gpu_model']}, which has no bf16"
+                        f" tensor cores: use 16-mixed (pure 16-true full fine-tuning is known to diverge)")
+    if "V100" in model and infer["precision"].startswith("bf16"):
+        problems.append(f"{where}: infer.precision {infer['precision']} on {site['gpu_model']}, which has no"
+                        f" bf16: use 16-true or 32-true")
+    gpus = site["gpus_per_node"]
+    if gpus and ft["devices"] > gpus:
+        problems.append(f"{where}: finetune.devices {ft['devices']} per node, but a {site['name']} node has"
+                        f" {gpus} GPUs: set devices to {gpus} or less and raise num_nodes")
+    if ft["num_nodes"] > 1 and site["launcher"] == "local":
+        problems.append(f"{where}: finetune.num_nodes {ft['num_nodes']} with site.launcher 'local', which starts"
+                        f" processes on one node only: set site.launcher to mpirun or pernode (PBS) or srun (Slurm)")
+    if site["launcher"] == "srun" and site["scheduler"] != "slurm":
+        problems.append(f"{where}: site.launcher 'srun' needs site.scheduler 'slurm'")
+    return problems
+
+
+def check_requested(name: str, ft: dict, overrides: dict) -> list[str]:
+    """The finetune job's resources come from the experiment; a profile's --set-resources must not change them,
+    or litgpt would be told a different devices x num_nodes than the scheduler grants."""
+    problems = []
+    for key, expected in (("nodes", ft["num_nodes"]), ("gpus_per_node", ft["devices"]),
+                          ("gpu", ft["num_nodes"] * ft["devices"])):
+        if key in overrides and overrides[key] != expected:
+            problems.append(f"experiment '{name}': --set-resources finetune:{key}={overrides[key]} disagrees with"
+                            f" finetune devices {ft['devices']} x num_nodes {ft['num_nodes']} (expected {expected});"
+                            f" remove it from the profile and set devices/num_nodes in the config")
+    return problems
+
+
+def preflight(config: dict, experiments: dict, workdir, finetune_overrides: dict | None = None) -> None:
+    """Refuse, before any job is queued, what cannot run on the configured site. Nothing to check locally."""
+    site = config["site"]
+    if site["scheduler"] == "local":
+        return
+    problems = []
+    if site["scheduler"] == "pbs" and not site.get("project"):
+        problems.append(f"site '{site['name']}' (PBS) has no project code: set site.project in the profile's"
+                        f" {SITE_FILE} or in your config (site: {{project: ab12}}); qsub -P charges it")
+    for name, settings in experiments.items():
+        problems += check_experiment(name, settings["finetune"], settings["infer"], site)
+        problems += check_requested(name, settings["finetune"], finetune_overrides or {})
+    if site["scheduler"] == "pbs" and site["pbs_resources"] == "gadi":
+        problems += check_storage(site, config_paths(config, workdir))
+    if problems:
+        raise ConfigError(f"preflight for site '{site['name']}' refused:\n  " + "\n  ".join(problems))
+
+
+def set_resources_of(workflow, rule: str) -> dict:
+    """--set-resources values given for `rule` (by the profile or the command line), as plain values."""
+    overwrite = getattr(workflow.resource_settings, "overwrite_resources", None) or {}
+    out = {}
+    for key, value in (overwrite.get(rule) or {}).items():
+        try:
+            out[key] = getattr(value, "value", value)
+        except ValueError:  # an expression of the job's wildcards: known only per job, not checked here
+            continue
+    return out

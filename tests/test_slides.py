@@ -1,0 +1,595 @@
+"""The interview slide deck: the slide model from a realistic results tree (tests/data/slides: the summary table
+and manifest of a real run of the embedded default), every number traced back to its source, the HTML deck in
+headless Chromium (a screenshot per slide, overflow detection, keyboard navigation), the PDF from Chromium and from
+the matplotlib fallback, the PPTX, and the Snakemake rule (editing a template reruns the slides only)."""
+
+import csv
+import json
+import os
+import re
+import select
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.image as mpimg
+import matplotlib.pyplot as plt
+import pytest
+import yaml
+from conftest import REPO, copy_repo, default_config, snakemake
+
+from llmhpc import slides
+
+DATA = REPO / "tests/data/slides"
+TEMPLATES = REPO / "workflow/templates"
+
+
+# --- a results tree --------------------------------------------------------------------------------------------
+def make_plots(plots_dir: Path, names=slides.PLOTS) -> None:
+    """Real PNGs at the plots stage's fixed names (the plots stage itself is tested in test_plots.py)."""
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        fig, ax = plt.subplots(figsize=(10, 5.6), dpi=80)
+        ax.bar(["baseline", "mbs16"], [1 + i, 2 + i], color=["#1f77b4", "#ff7f0e"])
+        ax.set_title(name, fontsize=22)
+        fig.savefig(plots_dir / f"{name}.png")
+        plt.close(fig)
+
+
+def results_tree(root: Path, rows_edit=None, manifest_edit=None) -> Path:
+    """root/results with the summary table and manifest of a real run and six plots; rows_edit(rows) may change
+    the table's rows (dicts) in place."""
+    res = root / "results"
+    (res / "env").mkdir(parents=True, exist_ok=True)
+    with open(DATA / "summary.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if rows_edit:
+        rows_edit(rows)
+    with open(res / "summary.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    manifest = json.loads((DATA / "manifest.json").read_text())
+    if manifest_edit:
+        manifest_edit(manifest)
+    (res / "env/manifest.json").write_text(json.dumps(manifest))
+    make_plots(res / "plots")
+    return res
+
+
+def build(res: Path, cfg=None, **kw) -> dict:
+    cfg = cfg or default_config()
+    presentation = {**cfg["presentation"], **kw.pop("presentation", {})}
+    return slides.build_deck(res / "summary.csv", res / "env/manifest.json", presentation,
+                             kw.pop("experiments", cfg["experiments"]), cfg["run_name"], res / "plots",
+                             model_name=cfg["model"]["name"], **kw)
+
+
+def set_value(rows, experiment, stage, metric, value, unit="count", source=None):
+    for r in rows:
+        if (r["experiment"], r["stage"], r["metric"]) == (experiment, stage, metric):
+            r["value"] = str(value)
+            return
+    rows.append({"run": rows[0]["run"], "experiment": experiment, "stage": stage, "metric": metric,
+                 "value": str(value), "unit": unit, "source": source or f"results/finetune/{experiment}/summary.json"})
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return results_tree(tmp_path)
+
+
+@pytest.fixture
+def deck(tree):
+    return build(tree)
+
+
+# --- every number traces back ----------------------------------------------------------------------------------
+def shown_number(text: str) -> float:
+    """The number in a figure's text as a reader sees it: '1,234.5 s' -> 1234.5, '−1.0 pp' -> -1.0."""
+    cleaned = text.replace(",", "").replace("−", "-").replace("±", "")
+    m = re.search(r"[-+]?\d+(?:\.\d+)?", cleaned)
+    assert m, f"no number in {text!r}"
+    return float(m.group())
+
+
+def recompute(figure, figures, rows, manifest, cfg):
+    """A figure's value from its source, computed here independently of llmhpc.slides."""
+    ref = figure["ref"]
+    if figure["kind"] == "summary":
+        row = rows[(ref["experiment"], ref["stage"], ref["metric"])]
+        assert figure["source"] == row["source"], figure
+        try:
+            return float(row["value"])
+        except ValueError:
+            return row["value"]
+    if figure["kind"] == "manifest":
+        if ref.get("len"):
+            return len(manifest[ref["key"]])
+        value = manifest
+        for part in ref["key"].split("."):
+            value = value[int(part)] if part.isdigit() else value[part]
+        return value
+    if figure["kind"] == "config":
+        value = cfg
+        for part in ref["key"].split("."):
+            value = value[part]
+        return value
+    args = [recompute(figures[i], figures, rows, manifest, cfg) for i in ref["args"]]
+    return {"diff": lambda: args[0] - args[1], "ratio": lambda: args[0] / args[1],
+            "remainder": lambda: args[0] - sum(args[1:])}[ref["op"]]()
+
+
+def all_segments(slide):
+    out = [g for b in slide["bullets"] for g in b] + [g for s in slide["stats"] for g in s["value"]]
+    if slide["table"]:
+        out += [g for r in slide["table"]["rows"] for c in r for g in c]
+    return out
+
+
+def test_every_number_on_a_slide_comes_from_the_summary_manifest_or_config(tree, deck):
+    cfg = default_config()
+    with open(tree / "summary.csv", newline="") as fh:
+        rows = {(r["experiment"], r["stage"], r["metric"]): r for r in csv.DictReader(fh)}
+    manifest = json.loads((tree / "env/manifest.json").read_text())
+    figures = deck["figures"]
+    shown = set()
+    for slide in deck["slides"]:
+        for g in all_segments(slide):
+            if g["kind"] == "num":
+                shown.add(g["fig"])
+                assert g["text"] == figures[g["fig"]]["text"]
+            elif g["kind"] == "text":
+                # Prose written by the deck carries no digits: a number is always a traced figure.
+                assert not re.search(r"\d", g["text"]), f"slide {slide['key']}: untraced digits in {g['text']!r}"
+        names = [e["name"] for e in cfg["experiments"]] + ["base"]
+        words = [slide["title"], *(slide["table"]["header"] if slide["table"] else []),
+                 *(s["label"] for s in slide["stats"])]
+        for word in words:
+            for name in names:
+                word = word.replace(name, "")
+            assert not re.search(r"\d", word), f"slide {slide['key']}: digits in {word!r}"
+    assert len(shown) > 40  # the deck does show the measurements
+    for i in shown:
+        f = figures[i]
+        value = recompute(f, figures, rows, manifest, cfg)
+        if f["decimals"] is None:
+            assert f["text"] == str(value), f
+        else:
+            assert shown_number(f["text"]) == pytest.approx(round(value * f["scale"], f["decimals"]), abs=1e-9), f
+    # Each slide's small print names the files its numbers came from.
+    speed = next(s for s in deck["slides"] if s["key"] == "experiment:mbs16")
+    assert "results/finetune/mbs16/summary.json" in speed["sources"]
+    assert "results/finetune/mbs16/summary.json" in speed["notes"]
+
+
+def test_the_deck_follows_the_summary_table(tmp_path):
+    """Change a measured value: the slides change with it (no number is typed into the deck)."""
+    def edit(rows):
+        set_value(rows, "mbs16", "finetune", "training_time_s", 41.25)
+        set_value(rows, "mbs16", "finetune", "speedup_vs_baseline", 3.2436)
+
+    deck = build(results_tree(tmp_path, edit))
+    opt = next(s for s in deck["slides"] if s["key"] == "experiment:mbs16")
+    text = " ".join(slides.plain(b) for b in opt["bullets"])
+    assert "→ 41.2 s" in text or "→ 41.3 s" in text
+    assert slides.plain(opt["stats"][0]["value"]) == "3.24×"
+    best = next(s for s in deck["slides"] if s["key"] == "optimizations")
+    assert "mbs16, training 3.24× faster" in slides.plain(best["bullets"][0])
+
+
+def test_config_text_is_merged_into_the_slides(tree):
+    deck = build(tree, presentation={"team": "Team Kestrel", "members": ["Ada", "Linus"], "event": "APAC HPC-AI",
+                                     "narrative": ["Bigger micro batches"], "did_not_work": ["FP16 diverged"]})
+    by_key = {s["key"]: s for s in deck["slides"]}
+    title = [slides.plain(b) for b in by_key["title"]["bullets"]]
+    assert title[:3] == ["Team Kestrel", "Ada, Linus", "APAC HPC-AI"]
+    assert ["Bigger micro batches"] in [[slides.plain(b)] for b in by_key["optimizations"]["bullets"]]
+    assert slides.plain(by_key["did_not_work"]["bullets"][0]) == "FP16 diverged"
+    # Per-experiment notes from the config, on that experiment's slide.
+    notes = next(e["notes"] for e in default_config()["experiments"] if e["name"] == "mbs16")
+    assert slides.plain(by_key["experiment:mbs16"]["bullets"][0]) == notes
+
+
+def test_accuracy_outside_tolerance_is_said_in_words(tmp_path):
+    def edit(rows):  # mbs16 loses 12 points of acc against the baseline and runs slower
+        set_value(rows, "mbs16", "infer", "acc", 0.25)
+        set_value(rows, "mbs16", "finetune", "speedup_vs_baseline", 0.8)
+
+    deck = build(results_tree(tmp_path, edit), presentation={"accuracy_tolerance": 0.05})
+    by_key = {s["key"]: s for s in deck["slides"]}
+    acc = by_key["accuracy"]
+    assert acc["title"] == "Accuracy: not all within tolerance"
+    row = next(r for r in acc["table"]["rows"] if slides.plain(r[0]) == "mbs16")
+    assert slides.plain(row[3]) == "−12.0 pp" and slides.plain(row[4]) == "OUTSIDE"
+    assert "Outside the tolerance of 5.0 pp: mbs16" == slides.plain(acc["bullets"][0])
+    failed = [slides.plain(b) for b in by_key["did_not_work"]["bullets"]]
+    assert "mbs16: slower than the baseline, 0.80× its training speed" in failed
+    assert "mbs16: accuracy changed by −12.0 pp, more than the tolerance of 5.0 pp" in failed
+    assert slides.plain(by_key["optimizations"]["bullets"][0]) == \
+        "No experiment beat the baseline within the accuracy tolerance"
+
+
+def test_within_tolerance(deck):
+    acc = next(s for s in deck["slides"] if s["key"] == "accuracy")
+    assert acc["title"] == "Accuracy kept within tolerance"
+    row = next(r for r in acc["table"]["rows"] if slides.plain(r[0]) == "mbs16")
+    assert slides.plain(row[3]) == "−1.0 pp" and slides.plain(row[4]) == "within"
+
+
+def test_scaling_slide_only_when_world_sizes_differ(tmp_path, deck):
+    assert "scaling" not in [s["key"] for s in deck["slides"]]
+    hardware = next(s for s in deck["slides"] if s["key"] == "hardware")
+    assert "single device only" in slides.plain(hardware["bullets"][0])
+
+    def edit(rows):  # a third experiment on 4 devices: copy mbs16's rows
+        for r in [dict(r) for r in rows if r["experiment"] == "mbs16"]:
+            r["experiment"], r["source"] = "fsdp4", r["source"].replace("mbs16", "fsdp4")
+            rows.append(r)
+        set_value(rows, "fsdp4", "finetune", "world_size", 4)
+        set_value(rows, "fsdp4", "finetune", "tokens_per_s_per_device", 376.7)
+
+    cfg = default_config()
+    experiments = cfg["experiments"] + [{"name": "fsdp4", "notes": "Four devices.", "finetune": {"devices": 4}}]
+    deck = build(results_tree(tmp_path, edit), experiments=experiments)
+    scaling = next(s for s in deck["slides"] if s["key"] == "scaling")
+    rows = {slides.plain(r[0]): [slides.plain(c) for c in r] for r in scaling["table"]["rows"]}
+    assert rows["fsdp4"][1] == "4"
+    assert rows["fsdp4"][4] == f"{376.7 / 300.26 * 100:.1f}%"  # per-device throughput against the 1-device run
+    assert rows["baseline"][4] == "100.0%"
+
+
+def test_missing_plot_says_not_measured_yet(tmp_path):
+    res = results_tree(tmp_path)
+    (res / "plots/memory.png").unlink()
+    deck = build(res)
+    memory = next(s for s in deck["slides"] if s["key"] == "memory")
+    assert memory["image"] == {"name": "memory", "path": str(res / "plots/memory.png"), "exists": False}
+    html = slides.render_html(deck, TEMPLATES)
+    assert html.count(slides.NOT_MEASURED) == 1
+    out = tmp_path / "deck.pptx"
+    slides.render_pptx(deck, out)
+    from pptx import Presentation
+
+    texts = [sh.text_frame.text for sh in Presentation(out).slides[deck["slides"].index(memory)].shapes
+             if sh.has_text_frame]
+    assert f"memory: {slides.NOT_MEASURED}" in texts
+
+
+def test_bad_inputs_name_the_file(tmp_path):
+    res = results_tree(tmp_path)
+    (res / "summary.csv").write_text("run,experiment,metric\nx,y,z\n")
+    with pytest.raises(ValueError, match=r"summary.csv: missing column\(s\) stage, value, unit, source"):
+        build(res)
+    with pytest.raises(FileNotFoundError, match="manifest.json: the environment manifest is missing"):
+        slides.build_deck(res / "summary.csv", tmp_path / "nope/manifest.json", {}, [{"name": "a"}], "r", res)
+
+
+def test_run_args_and_profiles(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tests").mkdir()
+    assert slides.run_args([tmp_path / "tests/quick.yaml"], ["run_name=x y"]) == \
+        "--configfiles tests/quick.yaml --config 'run_name=x y'"
+    assert slides.run_args([], []) == ""
+    for name in ("default", "gadi", "slurm"):
+        (tmp_path / "profiles" / name).mkdir(parents=True)
+        (tmp_path / "profiles" / name / "config.yaml").write_text("cores: 1\n")
+    assert slides.cluster_profiles(tmp_path / "profiles") == ["profiles/gadi", "profiles/slurm"]
+
+
+# --- renderings ------------------------------------------------------------------------------------------------
+def test_html_is_self_contained(deck):
+    html = slides.render_html(deck, TEMPLATES)
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//|url\(\s*["']?(https?:)?//|@import""", html)
+    assert html.count('src="data:image/png;base64,') == sum(1 for s in deck["slides"] if s["image"])
+    assert html.count('<section class="slide') == len(deck["slides"])
+    # Each number shows its source on hover.
+    assert 'title="speedup_vs_baseline of mbs16 (finetune) · results/finetune/baseline/summary.json ' \
+           'results/finetune/mbs16/summary.json">1.62×</span>' in html
+
+
+def test_pptx_has_the_same_titles_as_the_html(tmp_path, deck):
+    from pptx import Presentation
+    from pptx.util import Inches
+
+    out = tmp_path / "deck.pptx"
+    slides.render_pptx(deck, out)
+    prs = Presentation(out)
+    html = slides.render_html(deck, TEMPLATES)
+    html_titles = re.findall(r'<section class="slide[^"]*"[^>]*data-title="([^"]*)"', html)
+    assert [s.shapes.title.text for s in prs.slides] == [t.replace("&amp;", "&") for t in html_titles]
+    assert [s.shapes.title.text for s in prs.slides] == [s["title"] for s in deck["slides"]]
+    assert (prs.slide_width, prs.slide_height) == (Inches(13.333), Inches(7.5))
+    for model, slide in zip(deck["slides"], prs.slides):
+        pictures = [sh for sh in slide.shapes if sh.shape_type == 13]
+        assert len(pictures) == (1 if model["image"] else 0), model["key"]
+        for sh in slide.shapes:  # everything on the slide
+            assert sh.left >= 0 and sh.top >= 0, (model["key"], sh.name)
+            assert sh.left + sh.width <= prs.slide_width and sh.top + sh.height <= prs.slide_height, \
+                (model["key"], sh.name)
+        # Text, table and picture do not lie on top of each other (the title and its background bar aside).
+        boxes = [(sh.name, sh.left, sh.top, sh.left + sh.width, sh.top + sh.height) for sh in slide.shapes
+                 if sh != slide.shapes.title and sh.shape_type != 1]
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1:]:
+                assert not (a[1] < b[3] and b[1] < a[3] and a[2] < b[4] and b[2] < a[4]), (model["key"], a[0], b[0])
+        if model["sources"]:
+            assert all(src in slide.notes_slide.notes_text_frame.text for src in model["sources"])
+    tables = [sh.table for s in prs.slides for sh in s.shapes if sh.has_table]
+    headers = [[t.cell(0, j).text for j in range(len(t.columns))] for t in tables]
+    assert [s["table"]["header"] for s in deck["slides"] if s["table"]] == headers
+
+
+def test_pdf_matplotlib_fallback_one_page_per_slide(tmp_path, deck, monkeypatch):
+    from pypdf import PdfReader
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no browser to be found, as on a login node
+    monkeypatch.delenv("CHROMIUM", raising=False)
+    said = []
+    assert slides.render_pdf(deck, tmp_path / "unused.html", tmp_path / "deck.pdf", log=said.append) == "matplotlib"
+    assert "no Chromium found" in said[0]
+    reader = PdfReader(tmp_path / "deck.pdf")
+    assert len(reader.pages) == len(deck["slides"])
+    for page, s in zip(reader.pages, deck["slides"]):
+        assert s["title"] in page.extract_text()
+
+
+# --- in a real browser -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def chromium():
+    found = slides.find_chromium()
+    if found:
+        return found
+    if os.environ.get("CI") == "true":
+        pytest.fail("CI=true but no Chromium (chromium, chromium-browser, google-chrome or $CHROMIUM): "
+                    "install Debian's chromium package")
+    pytest.skip("no Chromium on this machine")
+
+
+def dump_dom(chromium, html_path: Path) -> str:
+    with tempfile.TemporaryDirectory() as profile:
+        proc = subprocess.run(slides.chromium_cmd(chromium, profile, "--window-size=1280,720", "--dump-dom",
+                                                  html_path.resolve().as_uri()),
+                              capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def body_data(dom: str) -> dict:
+    body = re.search(r"<body([^>]*)>", dom).group(1)
+    return {k: json.loads(v.replace("&quot;", '"')) for k, v in re.findall(r'data-(\w+)="([^"]*)"', body)}
+
+
+def screenshot(chromium, html_path: Path, n: int, out: Path) -> None:
+    with tempfile.TemporaryDirectory() as profile:
+        proc = subprocess.run(slides.chromium_cmd(chromium, profile, "--window-size=1280,720", f"--screenshot={out}",
+                                                  f"{html_path.resolve().as_uri()}#{n}"),
+                              capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and out.is_file(), proc.stderr[-2000:]
+
+
+def test_every_slide_in_chromium_is_drawn_and_fits(tmp_path, deck, chromium):
+    html = tmp_path / "deck.html"
+    html.write_text(slides.render_html(deck, TEMPLATES))
+    data = body_data(dump_dom(chromium, html))
+    assert data["ready"] == 1 and data["slides"] == len(deck["slides"])
+    assert data["overflow"] == [], f"slides that overflow: {data['overflow']}"
+    previous = None
+    for n in range(1, len(deck["slides"]) + 1):
+        png = tmp_path / f"slide{n:02d}.png"
+        screenshot(chromium, html, n, png)
+        pixels = mpimg.imread(png)[..., :3]
+        assert pixels.shape[:2] == (720, 1280)
+        assert pixels.std() > 0.05, f"slide {n} looks blank"
+        # The title bar and the footer are where the deck draws them: a slide was rendered, not a browser error.
+        assert previous is None or abs(pixels - previous).mean() > 0.005, f"slide {n} is the same as slide {n - 1}"
+        previous = pixels
+
+
+def test_overflow_is_detected(tmp_path, deck, chromium):
+    """A slide whose text cannot fit, and one with an unbreakable table cell, are reported; a slide that is
+    slightly too long is shrunk to fit."""
+    long_text = [[slides.seg(f"Point {'word ' * 30}", "config")] for _ in range(30)]
+    wide_cell = {"header": ["Key", "Value"], "rows": [[[slides.seg("k")], [slides.seg("x" * 400, "code")]]]}
+    bit_long = [[slides.seg("A point that takes a line of its own on the slide", "config")] for _ in range(14)]
+    base = next(s for s in deck["slides"] if s["key"] == "did_not_work")
+    extra = [{**base, "key": "tall", "bullets": long_text}, {**base, "key": "wide", "bullets": [], "table": wide_cell},
+             {**base, "key": "bit_long", "bullets": bit_long}]
+    test_deck = {**deck, "slides": deck["slides"][:2] + extra}
+    html = tmp_path / "deck.html"
+    html.write_text(slides.render_html(test_deck, TEMPLATES))
+    data = body_data(dump_dom(chromium, html))
+    assert data["overflow"] == [3, 4]
+    assert data["fit"][4] < 1  # shrunk, and then it fits
+    assert data["fit"][:2] == [1, 1]
+
+
+def cdp_session(chromium, url):
+    """Chromium driven over --remote-debugging-pipe (the DevTools protocol on file descriptors 3 and 4)."""
+    to_chrome_r, to_chrome_w = os.pipe()
+    from_chrome_r, from_chrome_w = os.pipe()
+    profile = tempfile.mkdtemp()
+
+    def fds():  # in the child: our pipe ends become its fds 3 and 4 (duplicated first, in case they are 3 or 4)
+        cmd_in, events_out = os.dup(to_chrome_r), os.dup(from_chrome_w)
+        os.dup2(cmd_in, 3)
+        os.dup2(events_out, 4)
+
+    # close_fds=False keeps 3 and 4 (dup2 makes them inheritable; every other descriptor of ours is not).
+    proc = subprocess.Popen(slides.chromium_cmd(chromium, profile, "--remote-debugging-pipe", "--window-size=1280,720",
+                                                "about:blank"), preexec_fn=fds, close_fds=False,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(to_chrome_r)
+    os.close(from_chrome_w)
+    buf, counter = b"", [0]
+
+    def call(method, params=None, session=None, timeout=30):
+        nonlocal buf
+        counter[0] += 1
+        msg = {"id": counter[0], "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        os.write(to_chrome_w, json.dumps(msg).encode() + b"\0")
+        deadline = time.time() + timeout
+        while True:
+            while b"\0" in buf:
+                raw, buf = buf.split(b"\0", 1)
+                reply = json.loads(raw)
+                if reply.get("id") == counter[0]:
+                    assert "error" not in reply, reply
+                    return reply["result"]
+            assert time.time() < deadline, f"no answer to {method}"
+            if select.select([from_chrome_r], [], [], 1)[0]:
+                buf += os.read(from_chrome_r, 1 << 16)
+
+    def close():
+        proc.kill()
+        proc.wait()
+        for fd in (to_chrome_w, from_chrome_r):
+            os.close(fd)
+        shutil.rmtree(profile, ignore_errors=True)
+
+    target = call("Target.createTarget", {"url": url})["targetId"]
+    session = call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+    return (lambda method, params=None: call(method, params, session)), close
+
+
+def test_keyboard_navigation(tmp_path, deck, chromium):
+    html = tmp_path / "deck.html"
+    html.write_text(slides.render_html(deck, TEMPLATES))
+    call, close = cdp_session(chromium, html.resolve().as_uri())
+    try:
+        def js(expr):
+            return call("Runtime.evaluate", {"expression": expr, "returnByValue": True})["result"].get("value")
+
+        deadline = time.time() + 30
+        while js("document.body && document.body.dataset.ready") != "1":
+            assert time.time() < deadline, "the deck did not load"
+            time.sleep(0.2)
+
+        def press(key, code, vk):
+            for kind in ("keyDown", "keyUp"):
+                call("Input.dispatchKeyEvent", {"type": kind, "key": key, "code": code, "windowsVirtualKeyCode": vk})
+            return js("[location.hash, document.querySelector('.slide.active').dataset.key]")
+
+        assert js("location.hash") == "#1"
+        assert press("ArrowRight", "ArrowRight", 39) == ["#2", "hardware"]
+        assert press(" ", "Space", 32) == ["#3", "workload"]
+        assert press("PageDown", "PageDown", 34) == ["#4", "baseline"]
+        assert press("PageUp", "PageUp", 33) == ["#3", "workload"]
+        assert press("ArrowLeft", "ArrowLeft", 37) == ["#2", "hardware"]
+        n = len(deck["slides"])
+        assert press("End", "End", 35) == [f"#{n}", "reproduce"]
+        assert press("ArrowRight", "ArrowRight", 39) == [f"#{n}", "reproduce"]  # stays on the last slide
+        assert press("Home", "Home", 36) == ["#1", "title"]
+        # 16:9 at any window size: the slide is scaled, not reflowed.
+        call("Emulation.setDeviceMetricsOverride", {"width": 1000, "height": 1000, "deviceScaleFactor": 1,
+                                                    "mobile": False})
+        deadline = time.time() + 10
+        while True:  # the resize event arrives asynchronously
+            box = js("(() => { const r = document.querySelector('.slide.active').getBoundingClientRect();"
+                     " return [r.width, r.height]; })()")
+            if abs(box[0] - 1000) <= 1 or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        assert box[0] == pytest.approx(1000, abs=1) and box[0] / box[1] == pytest.approx(16 / 9, rel=1e-3)
+    finally:
+        close()
+
+
+def test_pdf_from_chromium_one_page_per_slide(tmp_path, deck, chromium):
+    from pypdf import PdfReader
+
+    html = tmp_path / "deck.html"
+    html.write_text(slides.render_html(deck, TEMPLATES))
+    said = []
+    assert slides.render_pdf(deck, html, tmp_path / "deck.pdf", log=said.append) == "chromium"
+    assert chromium in said[0]
+    reader = PdfReader(tmp_path / "deck.pdf")
+    assert len(reader.pages) == len(deck["slides"])
+    for page, s in zip(reader.pages, deck["slides"]):
+        box = page.mediabox
+        assert float(box.width) / float(box.height) == pytest.approx(16 / 9, rel=1e-3)
+        assert " ".join(s["title"].split()) in " ".join(page.extract_text().split())
+
+
+# --- the Snakemake rule ----------------------------------------------------------------------------------------
+def jobs_of(proc) -> set[str]:
+    """The rules in Snakemake's 'Job stats' table."""
+    text = proc.stdout + proc.stderr
+    if "Job stats:" not in text:
+        return set()
+    table = text.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    return {line.split()[0] for line in table.splitlines()[3:] if line.strip() and line.split()[0] != "total"}
+
+
+def test_rule_renders_all_four_and_a_template_edit_reruns_only_the_slides(tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    snakefile = repo / "Snakefile"
+    if "workflow/rules/slides.smk" not in snakefile.read_text():  # until the Snakefile includes it
+        snakefile.write_text(snakefile.read_text() + '\ninclude: "workflow/rules/slides.smk"\n')
+    target = "results/slides/deck.html"
+    lint = snakemake(repo, "--lint", check=False)
+    assert "slides.smk" not in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+    # Everything upstream is marked complete (no fine-tune needed for this test): placeholders at every output
+    # Snakemake lists, the real summary table and manifest of a run, real PNGs, then --touch.
+    results_tree(repo)
+    listed = {}
+    for args in ([], [target]):
+        for line in snakemake(repo, "--summary", *args).stdout.splitlines()[1:]:
+            path, _, rule = line.split("\t")[:3]
+            listed[path] = rule
+    for path, rule in listed.items():
+        p = repo / path
+        if rule != "slides" and not p.exists():
+            if "." in p.name:
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.touch()
+            else:
+                p.mkdir(parents=True)
+    made_by_rules = [p for p in listed if p.endswith(".png") and p.startswith("results/plots/")]
+    snakemake(repo, "--touch", "results/summary.csv", *made_by_rules)
+
+    first = snakemake(repo, target)
+    assert jobs_of(first) == {"slides"}
+    out = repo / "results/slides"
+    model = json.loads((out / "slides.json").read_text())
+    assert model["pdf_renderer"] == ("chromium" if slides.find_chromium() else "matplotlib")
+    assert {p.name for p in out.iterdir()} == {"deck.html", "deck.pdf", "deck.pptx", "slides.json"}
+    assert "PDF: " in (repo / "results/logs/slides.log").read_text()  # which renderer, in the job's log
+    from pptx import Presentation
+    from pypdf import PdfReader
+
+    titles = [s["title"] for s in model["slides"]]
+    assert [s.shapes.title.text for s in Presentation(out / "deck.pptx").slides] == titles
+    assert len(PdfReader(out / "deck.pdf").pages) == len(titles)
+    html_titles = re.findall(r'data-title="([^"]*)"', (out / "deck.html").read_text())
+    assert titles == [t.replace("&amp;", "&") for t in html_titles]
+    assert jobs_of(snakemake(repo, target, "-n")) == set()
+
+    # Edit a template: only the slides are made again, no fine-tune, no inference.
+    time.sleep(1.1)
+    css = repo / "workflow/templates/deck.css"
+    css.write_text(css.read_text().replace("--accent: #1f6fd1", "--accent: #b4236d"))
+    assert jobs_of(snakemake(repo, target, "-n")) == {"slides"}
+    planned = jobs_of(snakemake(repo, "-n"))
+    assert not planned & {"env", "weights", "convert", "data_finetune", "data_eval", "finetune_config", "finetune",
+                          "infer", "summary"}, planned
+    second = snakemake(repo, target)
+    assert jobs_of(second) == {"slides"}
+    assert "#b4236d" in (out / "deck.html").read_text()
+
+    # The team name from the config: the slides (only) follow a change to it.
+    (repo / "team.yaml").write_text(yaml.safe_dump({"presentation": {"team": "Team Kestrel"}}))
+    third = snakemake(repo, target, "--configfile", "team.yaml")
+    assert jobs_of(third) == {"slides"}
+    model = json.loads((out / "slides.json").read_text())
+    assert model["team"] == "Team Kestrel"
+    reproduce = next(s for s in model["slides"] if s["key"] == "reproduce")
+    assert ". .venv/bin/activate && snakemake --configfiles team.yaml   # every stage, this deck included" \
+        in reproduce["code"]

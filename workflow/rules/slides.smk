@@ -1,0 +1,42 @@
+# The interview slide deck, from the summary table, the environment manifest, the plots and the config's
+# `presentation` section. The templates are inputs, so editing one re-renders the slides and nothing upstream.
+from llmhpc.slides import PLOTS as SLIDE_PLOTS, cluster_profiles, run_args as slides_run_args
+
+
+SLIDE_TEMPLATES = sorted(str(p) for p in Path(workflow.basedir, "workflow/templates").glob("*") if p.is_file())
+
+
+rule slides:
+    input:
+        summary="results/summary.csv",
+        manifest=ENV_MANIFEST,
+        plots=expand("results/plots/{plot}.png", plot=SLIDE_PLOTS),
+        templates=SLIDE_TEMPLATES,
+    output:
+        html=report("results/slides/deck.html", caption="../report/slides.rst", category="Slides",
+                    labels={"format": "HTML deck"}),
+        pdf=report("results/slides/deck.pdf", caption="../report/slides.rst", category="Slides",
+                   labels={"format": "PDF"}),
+        pptx=report("results/slides/deck.pptx", caption="../report/slides.rst", category="Slides",
+                    labels={"format": "PPTX"}),
+        model=report("results/slides/slides.json", caption="../report/slides.rst", category="Slides",
+                     labels={"format": "slide model (JSON)"}),
+    params:
+        presentation=config["presentation"],
+        experiments=[
+            {"name": e["name"], "notes": e.get("notes", ""), "finetune": e.get("finetune", {})}
+            for e in config["experiments"]
+        ],
+        run_name=config["run_name"],
+        model_name=config["model"]["name"],
+        run_args=slides_run_args(workflow.config_settings.configfiles, workflow.config_settings.config_args),
+        profiles=cluster_profiles(Path(workflow.basedir, "profiles")),
+    log:
+        "results/logs/slides.log",
+    message:
+        "Rendering the interview slides (HTML, PDF, PPTX) from {input.summary}"
+    localrule: True
+    conda:
+        "../../envs/conda.yaml"
+    script:
+        "../scripts/slides.py"
