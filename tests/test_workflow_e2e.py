@@ -2,6 +2,8 @@
 
 import json
 import re
+import subprocess
+import tarfile
 import time
 
 import pandas as pd
@@ -80,7 +82,7 @@ def test_second_run_has_nothing_to_do(done):
 
 def test_forcerun_infer_reruns_only_infer_and_downstream(done):
     planned = jobs_planned(snakemake(done, "-n", "--forcerun", "infer"))
-    assert planned == {"infer": 3, "summary": 1, "all": 1}
+    assert planned == {"infer": 3, "summary": 1, "plots": 1, "slides": 1, "submission": 1, "all": 1}
 
 
 def test_until_and_single_target(done):
@@ -95,7 +97,48 @@ def test_adding_an_experiment_adds_only_its_jobs(done):
     cfg["experiments"].append({"name": "lr-low", "finetune": {"learning_rate": 0.001}})
     (done / "more.yaml").write_text(yaml.safe_dump(cfg))
     planned = jobs_planned(snakemake(done, "-n", "--configfile", "more.yaml"))
-    assert planned == {"finetune_config": 1, "finetune": 1, "infer": 1, "summary": 1, "all": 1}
+    assert planned == {"finetune_config": 1, "finetune": 1, "infer": 1, "summary": 1, "plots": 1, "slides": 1,
+                       "submission": 1, "all": 1}
+
+
+def test_the_run_leaves_plots_slides_and_a_verifiable_submission(done):
+    r = done / "results"
+    for name in ("loss", "throughput", "time_breakdown", "memory", "eval_accuracy", "infer_tradeoff"):
+        assert (r / f"plots/{name}.png").stat().st_size > 10_000 and (r / f"plots/{name}.svg").is_file()
+    model = json.loads((r / "slides/slides.json").read_text())
+    titles = [slide["title"] for slide in model["slides"]]
+    assert titles[0] and "How to reproduce" in titles
+    html = (r / "slides/deck.html").read_text()
+    assert all(t.split(":")[0] in html for t in titles) and "src=\"http" not in html  # self-contained
+    assert (r / "slides/deck.pdf").read_bytes().startswith(b"%PDF") and (r / "slides/deck.pptx").is_file()
+    check = subprocess.run(["sha256sum", "-c", "embedded-default.sha256"], cwd=r / "submission",
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    with tarfile.open(r / "submission/embedded-default.tar.gz") as tar:
+        names = tar.getnames()
+    assert "embedded-default/MANIFEST" in names and "embedded-default/slides/deck.pdf" in names
+    assert "embedded-default/configs/litgpt/mbs16.yaml" in names
+    assert not [n for n in names if n.endswith((".pth", ".safetensors", ".bin", ".pt"))]
+
+
+def test_report_by_target_and_by_flag(done):
+    snakemake(done, "report")  # the design card's spelling: a target
+    snakemake(done, "--report", "results/report-flag.html")
+    for name in ("report.html", "report-flag.html"):
+        text = (done / "results" / name).read_text()
+        for caption in ("Training loss", "Fine-tune", "Evaluation", "Slides", "Submission"):
+            assert caption in text, (name, caption)
+
+
+def test_editing_a_template_rerenders_only_the_slides(done):
+    css = done / "workflow/templates/deck.css"
+    original = css.read_text()
+    try:
+        css.write_text(original + "\n/* edited */\n")
+        planned = jobs_planned(snakemake(done, "-n"))
+        assert planned == {"slides": 1, "submission": 1, "all": 1}
+    finally:
+        css.write_text(original)
 
 
 def test_changing_envs_reruns_the_pipeline(done):

@@ -101,8 +101,10 @@ def plan(site: dict, ft: dict, environ=None, tmpdir: str | None = None) -> dict:
         if environ.get("SLURM_JOB_NUM_NODES") and int(environ["SLURM_JOB_NUM_NODES"]) != nodes:
             raise LaunchError(f"the Slurm job has {environ['SLURM_JOB_NUM_NODES']} node(s) but finetune.num_nodes"
                               f" is {nodes}: the scheduler request and the litgpt settings disagree")
-        prefix = ["srun", f"--nodes={nodes}", f"--ntasks-per-node={devices}", f"--ntasks={nodes * devices}",
-                  "--export=ALL"]
+        # --overlap: the executor's own job step (srun -n1 around the rule) holds the job's CPUs; without it
+        # this inner srun waits for them forever
+        prefix = ["srun", "--overlap", f"--nodes={nodes}", f"--ntasks-per-node={devices}",
+                  f"--ntasks={nodes * devices}", "--export=ALL"]
     elif kind == "pernode":
         if site.get("nodes_on_one_host"):
             hosts = ["127.0.0.1"] * nodes

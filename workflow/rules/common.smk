@@ -52,6 +52,14 @@ def finetune_settings(wildcards):
     return EXPERIMENTS[wildcards.experiment]["finetune"]
 
 
+def finetune_gres(wildcards):
+    """sbatch --gres of the fine-tune: the experiment's devices as GPUs on each node ("" without Slurm GPUs)."""
+    site = config["site"]
+    if site["scheduler"] != "slurm" or not site["gpus_per_node"]:
+        return ""
+    return f"gpu:{finetune_settings(wildcards)['devices']}"
+
+
 def infer_settings(wildcards):
     name = wildcards.model
     return config["infer"] if name == "base" else EXPERIMENTS[name]["infer"]

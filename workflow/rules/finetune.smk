@@ -52,6 +52,8 @@ rule finetune:
         # What the job needs from a scheduler; the cluster profiles turn these into qsub/sbatch options.
         nodes=lambda wc: finetune_settings(wc)["num_nodes"],
         gpus_per_node=lambda wc: finetune_settings(wc)["devices"],
+        # Slurm's name for GPUs per node (sbatch --gres); empty on other schedulers and CPU sites.
+        gres=finetune_gres,
     log:
         "results/logs/finetune/{experiment}.log",
     message:

@@ -1,0 +1,187 @@
+"""The embedded default through a real Slurm (Debian's slurm-wlm, one node on this host) with profiles/slurm.
+
+The cluster is started by the fixture (tests/slurm_cluster.py) and stopped at the end. Where Slurm is not
+installed the tests skip, except in CI (CI=true), where they fail: CI installs slurm-wlm and munge.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import copy_repo
+from slurm_cluster import FAKE_GPUS, SlurmCluster, missing_binaries
+
+pytestmark = pytest.mark.e2e
+
+# The test node's shape for the workflow's site (profiles/slurm/site.yaml describes a generic GPU cluster).
+SITE_OVERRIDE = {"site": {"gpus_per_node": FAKE_GPUS, "cpus_per_node": os.cpu_count()}}
+# Poll squeue every few seconds instead of the profile's 20 s: the jobs here take seconds.
+FAST_STATUS = ["--slurm-init-seconds-before-status-checks", "3"]
+SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)")
+
+
+def unavailable(reason: str):
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but {reason}: .ci/run must install slurm-wlm and munge and run the tests as root")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    missing = missing_binaries()
+    if missing:
+        unavailable(f"Slurm/munge binaries missing: {', '.join(missing)}")
+    if os.geteuid() != 0:
+        unavailable("the test Slurm needs root (slurmd starts jobs as their owner)")
+    c = SlurmCluster().start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def slurm_repo(dest):
+    repo = copy_repo(dest)
+    (repo / "tests/slurm_site.yaml").write_text(yaml.safe_dump(SITE_OVERRIDE))
+    return repo
+
+
+def snakemake_cmd(*args):
+    return [sys.executable, "-m", "snakemake", "--configfile", "tests/quick.yaml", "tests/slurm_site.yaml", *args]
+
+
+def run(cluster, repo, cmd, env_extra=None, timeout=1200):
+    env = dict(cluster.env, PYTHONPATH=str(repo / "src"), **(env_extra or {}))
+    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-8000:]}\n{cluster.logs()}")
+    return out
+
+
+def slurm_jobs(cluster, output: str) -> dict[str, dict]:
+    """Slurm's own record of every job Snakemake said it submitted, by Slurm job id."""
+    return {slurm_id: cluster.job(slurm_id) for _, slurm_id in SUBMITTED.findall(output)}
+
+
+def rule_of(job: dict) -> str:
+    # The plugin puts rule_<rule>[_wildcards_<w>] into the job's comment.
+    return re.match(r"rule_([a-z_]+?)(?:_wildcards_.*)?$", job["Comment"]).group(1)
+
+
+@pytest.fixture(scope="module")
+def slurm_run(cluster, tmp_path_factory):
+    repo = slurm_repo(tmp_path_factory.mktemp("slurm") / "repo")
+    t0 = time.perf_counter()
+    out = run(cluster, repo, snakemake_cmd("--profile", "profiles/slurm", *FAST_STATUS,
+                                           "--slurm-keep-successful-logs"))
+    print(f"embedded default (quick) through Slurm: {time.perf_counter() - t0:.0f} s")
+    return repo, out, slurm_jobs(cluster, out)
+
+
+def test_compute_stages_ran_as_slurm_jobs(slurm_run):
+    repo, out, jobs = slurm_run
+    experiments = [e["name"] for e in yaml.safe_load((repo / "tests/quick.yaml").read_text())["experiments"]]
+    rules = sorted(rule_of(j) for j in jobs.values())
+    # convert, one fine-tune per experiment, scoring of the base model and of every fine-tune; downloads, the
+    # environment check, configs and the summary are local rules and stay on the login node.
+    assert rules == sorted(["convert", *["finetune"] * len(experiments), *["infer"] * (len(experiments) + 1)])
+    for slurm_id, job in jobs.items():
+        assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", (slurm_id, job)
+        assert job["NodeList"] == job["BatchHost"] != ""
+        # The job's Slurm log holds what Snakemake ran inside the job.
+        log = next((repo / ".snakemake/slurm_logs").rglob(f"{slurm_id}.log"))
+        assert "Finished jobid" in log.read_text() or "1 of 1 steps (100%) done" in log.read_text()
+
+
+def test_results_and_summary_exist(slurm_run):
+    repo, out, jobs = slurm_run
+    summary = pd.read_csv(repo / "results/summary.csv")
+    assert {"baseline", "mbs16"} <= set(summary["experiment"])
+    for model in ("base", "baseline", "mbs16"):
+        assert (repo / f"results/infer/{model}/metrics.json").is_file()
+
+
+def test_finetune_job_asks_slurm_for_its_nodes_and_gpus(slurm_run):
+    repo, out, jobs = slurm_run
+    finetunes = [j for j in jobs.values() if rule_of(j) == "finetune"]
+    assert finetunes
+    config = yaml.safe_load((repo / "config/config.yaml").read_text())
+    devices, nodes = config["finetune"]["devices"], config["finetune"]["num_nodes"]
+    for job in finetunes:
+        assert job["NumNodes"] == str(nodes)
+        # One task per GPU (profile: tasks_per_gpu 1) and the experiment's devices as GPUs per node.
+        assert job.get("TresPerNode") == f"gres:gpu:{devices}", job
+        assert job["NumTasks"] == str(nodes * devices)
+    # The launch the fine-tune recorded names this Slurm job.
+    for exp in ("baseline", "mbs16"):
+        summary = yaml.safe_load((repo / f"results/finetune/{exp}/summary.json").read_text())
+        assert summary["launch"]["scheduler"] == "slurm"
+        assert summary["launch"]["job_id"] in jobs
+
+
+def test_ctrl_c_leaves_no_job_behind(cluster, tmp_path):
+    repo = slurm_repo(tmp_path / "repo")
+    env = dict(cluster.env, PYTHONPATH=str(repo / "src"))
+    log = open(tmp_path / "snakemake.out", "w+")
+    # Its own process group, as a shell gives a foreground command: Ctrl-C signals the whole group.
+    proc = subprocess.Popen(snakemake_cmd("--profile", "profiles/slurm", *FAST_STATUS,
+                                          "results/finetune/baseline/summary.json"),
+                            cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        running = None
+        deadline = time.monotonic() + 600
+        while running is None and time.monotonic() < deadline and proc.poll() is None:
+            for job_id in cluster.queue():
+                job = cluster.job(job_id)
+                if rule_of(job) == "finetune" and job["JobState"] == "RUNNING":
+                    running = job_id
+            time.sleep(1)
+        log.seek(0)
+        assert running, f"no fine-tune job ran in Slurm:\n{log.read()[-4000:]}"
+        os.killpg(proc.pid, signal.SIGINT)
+        rc = proc.wait(180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    log.seek(0)
+    output = log.read()
+    assert rc != 0, output[-3000:]
+    # scancel is asynchronous: the job may be completing for a moment.
+    deadline = time.monotonic() + 60
+    while running in cluster.queue() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert running not in cluster.queue(), output[-3000:]
+    assert cluster.queue() == [], output[-3000:]
+    assert cluster.job(running)["JobState"] == "CANCELLED", output[-3000:]
+    assert not (repo / "results/finetune/baseline/summary.json").exists()
+
+
+def test_profile_by_bare_name_after_install(cluster, tmp_path):
+    repo = slurm_repo(tmp_path / "repo")
+    home = tmp_path / "home"
+    user_env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
+    env = dict(cluster.env, PYTHONPATH=str(repo / "src"), **user_env)
+    # Before the set-up step Snakemake does not find `slurm`: it does not look in profiles/.
+    before = subprocess.run(snakemake_cmd("--profile", "slurm", "-n"), cwd=repo, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert before.returncode != 0 and "profile directory given (slurm)" in before.stderr
+    install = subprocess.run([sys.executable, "-m", "llmhpc.profiles", "install"], cwd=repo, env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert install.returncode == 0, install.stderr
+    installed = home / ".config/snakemake/slurm"
+    assert installed.is_symlink() and installed.resolve() == (repo / "profiles/slurm").resolve()
+    out = run(cluster, repo, snakemake_cmd("--profile", "slurm", *FAST_STATUS, "results/checkpoints/base"),
+              env_extra=user_env)
+    assert "Using profiles slurm and workflow specific profile profiles/default" in out
+    jobs = slurm_jobs(cluster, out)
+    assert [rule_of(j) for j in jobs.values()] == ["convert"]
+    assert all(j["JobState"] == "COMPLETED" for j in jobs.values())
+    assert (repo / "results/checkpoints/base/lit_model.pth").is_file()
