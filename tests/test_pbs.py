@@ -498,8 +498,10 @@ def test_pernode_two_nodes_on_one_host_rendezvous_for_real(tmp_path):
         "import os, torch, torch.distributed as dist\n"
         "dist.init_process_group('gloo')\n"
         "t = torch.tensor([dist.get_rank()]); dist.all_reduce(t)\n"
-        "print(f\"rank {dist.get_rank()}/{dist.get_world_size()} local {os.environ['LOCAL_RANK']}"
-        " node {os.environ['GROUP_RANK']} sum {int(t)}\", flush=True)\n"
+        # one write(2) per line: a node's two processes share torchrun's stdout, and print() may write the text
+        # and its newline separately (PYTHONUNBUFFERED), which lets their lines interleave
+        "os.write(1, f\"rank {dist.get_rank()}/{dist.get_world_size()} local {os.environ['LOCAL_RANK']}"
+        " node {os.environ['GROUP_RANK']} sum {int(t)}\\n\".encode())\n"
         "dist.destroy_process_group()\n")
     site = {"name": "one-host", "launcher": "pernode", "nodes_on_one_host": True, "env": {}}
     plan = launch.plan(site, {"num_nodes": 2, "devices": 2}, {})
