@@ -122,3 +122,10 @@ def test_warmup_longer_than_max_steps_is_refused():
     cfg["finetune"]["max_steps"] = 3
     msg = refused(cfg)
     assert "config 'finetune' (experiment 'baseline'): lr_warmup_steps 3 must be below max_steps 3" in msg
+
+
+@pytest.mark.parametrize("example", sorted((REPO / "config/examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_configs_are_accepted(example, repo_copy):
+    """Every shipped example config passes the checks as `snakemake --configfile` would apply it."""
+    proc = snakemake(repo_copy, "-n", "--configfile", f"config/examples/{example.name}")
+    assert "Job stats:" in proc.stdout
