@@ -432,30 +432,27 @@ def register_dry_run_plan(workflow, site: dict, stream=None) -> None:
 
 # ------------------------------------------------------------------------------------------------ commands
 
-def submit_main(argv=None) -> int:
+def _one_argument_command(name: str, usage: str, action, argv) -> int:
+    """A cluster-generic command that takes one argument and prints one answer; PBSError -> exit 1."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: llmhpc-pbs-submit JOBSCRIPT", file=sys.stderr)
+        print(f"usage: {usage}", file=sys.stderr)
         return 2
     try:
-        print(submit(argv[0], site_from_env()))
+        print(action(argv[0]))
     except PBSError as exc:
-        print(f"llmhpc.pbs submit: {exc}", file=sys.stderr)
+        print(f"llmhpc.pbs {name}: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def submit_main(argv=None) -> int:
+    return _one_argument_command("submit", "llmhpc-pbs-submit JOBSCRIPT",
+                                 lambda jobscript: submit(jobscript, site_from_env()), argv)
 
 
 def status_main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: llmhpc-pbs-status JOBID", file=sys.stderr)
-        return 2
-    try:
-        print(status(argv[0]))
-    except PBSError as exc:
-        print(f"llmhpc.pbs status: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return _one_argument_command("status", "llmhpc-pbs-status JOBID", status, argv)
 
 
 def cancel_main(argv=None) -> int:

@@ -21,7 +21,7 @@ from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
-PLOT_NAMES = ("loss", "throughput", "time_breakdown", "memory", "eval_accuracy", "infer_tradeoff")
+from llmhpc import PLOT_NAMES  # noqa: E402
 CHANCE = 0.25  # HellaSwag: four endings per item
 
 # Large type and a 16:9 canvas, so that a figure placed full-width on a slide is readable from the back.

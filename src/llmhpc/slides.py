@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-PLOTS = ("loss", "throughput", "time_breakdown", "memory", "eval_accuracy", "infer_tradeoff")
+from llmhpc import PLOT_NAMES as PLOTS
 NOT_MEASURED = "not measured yet"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 SUMMARY_FILE = "results/summary.csv"

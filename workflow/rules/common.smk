@@ -1,5 +1,4 @@
 # Config checks and helper functions; every rule file uses these.
-import shlex
 import sys
 from pathlib import Path
 
@@ -10,9 +9,10 @@ from llmhpc.rulelog import export_pythonpath
 
 export_pythonpath(Path(workflow.basedir) / "src")
 
-from llmhpc import pbs, preflight
+from llmhpc import PLOT_NAMES, pbs, preflight
 from llmhpc.config import check, load_schema
 from llmhpc.data import check_alpaca, read_hellaswag
+from llmhpc.slides import run_args
 
 SCHEMA = load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 # The site (scheduler, nodes, project, NCCL/MPI settings) comes from the cluster profile's site.yaml.
@@ -27,6 +27,9 @@ if workflow.is_main_process:
         pbs.register_dry_run_plan(workflow, config["site"])  # `-n` lists the qsub lines
 EMBEDDED = Path(workflow.basedir) / "src/llmhpc/embedded"
 ENV_MANIFEST = "results/env/manifest.json"
+# This run's --configfiles/--config as shell words: the report (a nested `snakemake --report`) and the slides'
+# reproduce slide repeat them, so that both describe the run that made them.
+RUN_ARGS = run_args(workflow.config_settings.configfiles, workflow.config_settings.config_args)
 
 
 def check_local_data():
@@ -90,24 +93,11 @@ def checkpoint_for(wildcards):
     return f"results/finetune/{wildcards.model}/out"
 
 
-PLOTS = ["loss", "throughput", "time_breakdown", "memory", "eval_accuracy", "infer_tradeoff"]
-
-
 def get_final_output():
     submission = config["submission"]["name"] or config["run_name"]
     return [
         "results/summary.csv",
-        *expand("results/plots/{name}.{ext}", name=PLOTS, ext=["png", "svg"]),
+        *expand("results/plots/{name}.{ext}", name=PLOT_NAMES, ext=["png", "svg"]),
         *expand("results/slides/{name}", name=["deck.html", "deck.pdf", "deck.pptx", "slides.json"]),
         *expand("results/submission/{name}.{ext}", name=submission, ext=["tar.gz", "sha256"]),
     ]
-
-
-def report_config_args():
-    """This run's --configfile/--config, so that the report describes the same workflow as this run."""
-    args = []
-    if workflow.config_settings.configfiles:
-        args += ["--configfiles", *map(str, workflow.config_settings.configfiles)]
-    if workflow.config_settings.config_args:
-        args += ["--config", *workflow.config_settings.config_args]
-    return " ".join(shlex.quote(a) for a in args)

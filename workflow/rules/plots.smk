@@ -1,5 +1,5 @@
 # Stage 8: the figures (PNG for slides and the report, SVG to edit), drawn from the summary table, each
-# experiment's metrics.csv and the environment manifest. The names are fixed (llmhpc.plots.PLOT_NAMES): the
+# experiment's metrics.csv and the environment manifest. The names are fixed (llmhpc.PLOT_NAMES): the
 # slides refer to them.
 
 
@@ -47,7 +47,7 @@ rule plots:
         ),
         svg=expand(
             "results/plots/{name}.svg",
-            name=["loss", "throughput", "time_breakdown", "memory", "eval_accuracy", "infer_tradeoff"],
+            name=PLOT_NAMES,
         ),
     params:
         experiments=list(EXPERIMENTS),

@@ -9,7 +9,7 @@ rule report:
         "results/report.html",
     params:
         python=sys.executable,
-        args=report_config_args(),
+        args=RUN_ARGS,
     log:
         "results/logs/report.log",
     message:

@@ -1,6 +1,6 @@
 # The interview slide deck, from the summary table, the environment manifest, the plots and the config's
 # `presentation` section. The templates are inputs, so editing one re-renders the slides and nothing upstream.
-from llmhpc.slides import PLOTS as SLIDE_PLOTS, cluster_profiles, run_args as slides_run_args
+from llmhpc.slides import cluster_profiles
 
 
 SLIDE_TEMPLATES = sorted(str(p) for p in Path(workflow.basedir, "workflow/templates").glob("*") if p.is_file())
@@ -10,7 +10,7 @@ rule slides:
     input:
         summary="results/summary.csv",
         manifest=ENV_MANIFEST,
-        plots=expand("results/plots/{plot}.png", plot=SLIDE_PLOTS),
+        plots=expand("results/plots/{plot}.png", plot=PLOT_NAMES),
         templates=SLIDE_TEMPLATES,
     output:
         html=report("results/slides/deck.html", caption="../report/slides.rst", category="Slides",
@@ -29,7 +29,7 @@ rule slides:
         ],
         run_name=config["run_name"],
         model_name=config["model"]["name"],
-        run_args=slides_run_args(workflow.config_settings.configfiles, workflow.config_settings.config_args),
+        run_args=RUN_ARGS,
         profiles=cluster_profiles(Path(workflow.basedir, "profiles")),
     log:
         "results/logs/slides.log",
