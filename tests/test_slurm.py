@@ -22,6 +22,7 @@ pytestmark = pytest.mark.e2e
 
 # The test node's shape for the workflow's site (profiles/slurm/site.yaml describes a generic GPU cluster).
 SITE_OVERRIDE = {"site": {"gpus_per_node": FAKE_GPUS, "cpus_per_node": os.cpu_count()}}
+CPUS_PER_GPU = max(1, os.cpu_count() // FAKE_GPUS)
 # Poll squeue every few seconds instead of the profile's 20 s: the jobs here take seconds.
 FAST_STATUS = ["--slurm-init-seconds-before-status-checks", "3"]
 SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)")
@@ -120,11 +121,22 @@ def test_finetune_job_asks_slurm_for_its_nodes_and_gpus(slurm_run):
         # One task per GPU (profile: tasks_per_gpu 1) and the experiment's devices as GPUs per node.
         assert job.get("TresPerNode") == f"gres:gpu:{devices}", job
         assert job["NumTasks"] == str(nodes * devices)
+        # Each task gets the CPUs of one GPU of the site's node, not the login node's core count.
+        assert job["CPUs/Task"] == str(CPUS_PER_GPU), job
     # The launch the fine-tune recorded names this Slurm job.
     for exp in ("baseline", "mbs16"):
         summary = yaml.safe_load((repo / f"results/finetune/{exp}/summary.json").read_text())
         assert summary["launch"]["scheduler"] == "slurm"
         assert summary["launch"]["job_id"] in jobs
+
+
+def test_scoring_jobs_ask_slurm_for_one_gpu(slurm_run):
+    repo, out, jobs = slurm_run
+    scoring = [j for j in jobs.values() if rule_of(j) == "infer"]
+    assert len(scoring) == 3
+    for job in scoring:
+        assert job.get("TresPerNode") == "gres:gpu:1", job
+        assert job["NumTasks"] == "1" and job["CPUs/Task"] == str(CPUS_PER_GPU), job
 
 
 def test_ctrl_c_leaves_no_job_behind(cluster, tmp_path):

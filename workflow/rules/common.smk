@@ -9,7 +9,7 @@ from llmhpc.rulelog import export_pythonpath
 
 export_pythonpath(Path(workflow.basedir) / "src")
 
-from llmhpc import PLOT_NAMES, pbs, preflight
+from llmhpc import PLOT_NAMES, jobspec, pbs, preflight
 from llmhpc.config import check, load_schema
 from llmhpc.data import check_alpaca, read_hellaswag
 from llmhpc.slides import run_args
@@ -57,10 +57,21 @@ def finetune_settings(wildcards):
 
 def finetune_gres(wildcards):
     """sbatch --gres of the fine-tune: the experiment's devices as GPUs on each node ("" without Slurm GPUs)."""
-    site = config["site"]
-    if site["scheduler"] != "slurm" or not site["gpus_per_node"]:
-        return ""
-    return f"gpu:{finetune_settings(wildcards)['devices']}"
+    return jobspec.slurm_gres(config["site"], finetune_settings(wildcards)["devices"])
+
+
+# Threads of the GPU jobs: every local core without a scheduler (one GPU job at a time here), else the CPUs of
+# one GPU for each of the job's processes (llmhpc.jobspec says why).
+GPU_JOB_THREADS = jobspec.gpu_job_threads(config["site"], workflow.cores)
+SLURM_CPUS_PER_TASK = jobspec.slurm_cpus_per_task(config["site"])
+
+
+def infer_gpus(wildcards):
+    return jobspec.infer_gpus(infer_settings(wildcards), config["site"])
+
+
+def infer_gres(wildcards):
+    return jobspec.slurm_gres(config["site"], infer_gpus(wildcards))
 
 
 def infer_settings(wildcards):

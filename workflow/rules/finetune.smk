@@ -47,13 +47,15 @@ rule finetune:
     params:
         settings=finetune_settings,
         peak_tflops=config["hardware"]["peak_tflops"],
-    threads: workflow.cores
+    threads: GPU_JOB_THREADS
     resources:
         # What the job needs from a scheduler; the cluster profiles turn these into qsub/sbatch options.
         nodes=lambda wc: finetune_settings(wc)["num_nodes"],
         gpus_per_node=lambda wc: finetune_settings(wc)["devices"],
         # Slurm's name for GPUs per node (sbatch --gres); empty on other schedulers and CPU sites.
         gres=finetune_gres,
+        # -1: no --cpus-per-task where the site does not give its node shape (the partition's default applies).
+        cpus_per_task=SLURM_CPUS_PER_TASK,
     log:
         "results/logs/finetune/{experiment}.log",
     message:

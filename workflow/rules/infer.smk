@@ -12,7 +12,12 @@ rule infer:
         metrics="results/infer/{model}/metrics.json",
     params:
         settings=infer_settings,
-    threads: workflow.cores
+    threads: GPU_JOB_THREADS
+    resources:
+        # One GPU unless infer.device is cpu (qsub -l ngpus / sbatch --gres on GPU sites).
+        gpus_per_node=infer_gpus,
+        gres=infer_gres,
+        cpus_per_task=SLURM_CPUS_PER_TASK,
     log:
         "results/logs/infer/{model}.log",
     message:

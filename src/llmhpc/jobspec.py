@@ -1,0 +1,56 @@
+"""What a GPU job (fine-tune, scoring) asks its scheduler for, derived from the site.
+
+Snakemake's `threads` of a job means different things by where it runs:
+
+- local (no scheduler): the cores the job takes from this machine. GPU jobs take all of them, so that two of
+  them never share the GPU and each scores or trains with every core.
+- under a scheduler: what one process of the job gets. Both GPU rules run one process per GPU (the fine-tune
+  through srun/mpirun/torchrun, scoring on one GPU), so it is the CPUs of a GPU: cpus_per_node / gpus_per_node.
+  Slurm asks for it as --cpus-per-task of each task; PBS sizes GPU jobs from the site itself (llmhpc.pbs).
+  Using the login node's core count there asked Slurm for CPUs the compute nodes may not have.
+
+Where the site does not say how many cores a node has, a Slurm job asks for no CPUs at all (the partition's
+default, e.g. DefCpuPerGPU, applies) and its processes use one thread each.
+"""
+
+from __future__ import annotations
+
+
+def on_scheduler(site: dict) -> bool:
+    return site.get("scheduler", "local") != "local"
+
+
+def cpus_per_gpu(site: dict) -> int | None:
+    """CPU cores that go with one GPU of a node, or None where the site does not say."""
+    gpus, cpus = site.get("gpus_per_node"), site.get("cpus_per_node")
+    if not gpus or not cpus:
+        return None
+    return max(1, cpus // gpus)
+
+
+def gpu_job_threads(site: dict, local_cores: int) -> int:
+    """Snakemake threads of a GPU job: all local cores without a scheduler, else the CPUs of one GPU (or 1)."""
+    if not on_scheduler(site):
+        return max(1, local_cores or 1)
+    return cpus_per_gpu(site) or 1
+
+
+def slurm_cpus_per_task(site: dict) -> int:
+    """The plugin's `cpus_per_task` resource: 0 = use threads (known node shape); -1 = no CPU option at all."""
+    if site.get("scheduler") != "slurm" or cpus_per_gpu(site):
+        return 0
+    return -1
+
+
+def slurm_gres(site: dict, gpus_per_node: int) -> str:
+    """sbatch --gres of a GPU job: `gpu:N` on a Slurm site with GPUs, "" elsewhere (PBS takes gpus_per_node)."""
+    if site.get("scheduler") != "slurm" or not site.get("gpus_per_node") or gpus_per_node < 1:
+        return ""
+    return f"gpu:{gpus_per_node}"
+
+
+def infer_gpus(infer: dict, site: dict) -> int:
+    """GPUs the scoring job needs: one, unless it is told to score on CPU or the site has no GPUs."""
+    if infer.get("device") == "cpu" or not site.get("gpus_per_node"):
+        return 0
+    return 1
