@@ -11,12 +11,7 @@ config="${1:?usage: run_gpu_pipeline.sh CONFIG [TARGET ...]}"
 shift
 out="${OUT:-/tmp/gpu-run}"
 mkdir -p "$out"
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 2
-  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+source bench/device_env.sh || exit 2
 t0=$(date +%s)
 timeout "${PIPELINE_TIMEOUT_S:-520}" python3 -m snakemake --configfile "$config" --cores all "$@" 2>&1 | tee "$out/snakemake.log"
 rc=${PIPESTATUS[0]}

@@ -26,7 +26,8 @@ def fetch(model: dict, out_dir, log=print) -> dict:
     if model["source"] == "tiny":
         from llmhpc.tiny import write_tiny_model
 
-        info = write_tiny_model(out_dir, model["name"], model["tiny_vocab_size"], model["seed"])
+        info = write_tiny_model(out_dir, model["name"], model["tiny_vocab_size"], model["seed"],
+                                model["tiny_dtype"])
     elif model["source"] == "hf":
         info = download_hf(model["repo_id"], model["revision"], out_dir)
     else:

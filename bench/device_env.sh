@@ -1,0 +1,9 @@
+# Sourced by the bench scripts on a GPU machine without internet: installs the wheels carried in .whl/
+# (snakemake, litgpt and what they need; docs/gpu-runs.md says how they were downloaded) and sets the
+# offline, unbuffered environment. Returns 2 when the install fails.
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || return 2
+  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
