@@ -10,9 +10,11 @@ as the shared reference benchmark's data. Deterministic for a seed.
 import argparse
 import json
 import random
+import sys
 from pathlib import Path
 
-from llmhpc import embedded
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # also where llmhpc is not pip-installed
+from llmhpc import embedded  # noqa: E402
 
 
 def words() -> list[str]:
