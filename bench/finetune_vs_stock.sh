@@ -12,7 +12,7 @@ source bench/device_env.sh || exit 2
 timeout "${BENCH_TIMEOUT_S:-560}" python3 bench/finetune_vs_stock.py "$@" 2>&1 | tee "$out/bench.log"
 rc=${PIPESTATUS[0]}
 cp results/bench/finetune_vs_stock.md results/bench/finetune_vs_stock.csv "$out/" 2>/dev/null
-tar czf "$out/sources.tar.gz" results/bench/stock/finetune.stdout results/bench/stock/summary.json \
-  results/bench/stock/stock.yaml results/finetune/*/finetune.stdout results/finetune/*/summary.json \
+tar czf "$out/sources.tar.gz" results/bench/stock*/finetune.stdout results/bench/stock*/summary.json \
+  results/bench/stock*/stock.yaml results/finetune/*/finetune.stdout results/finetune/*/summary.json \
   results/finetune/*/litgpt.yaml results/env/manifest.json results/logs 2>/dev/null
 exit $rc

@@ -132,3 +132,28 @@ def test_phase_times_without_marks_or_files(tmp_path):
     # a node whose clock runs behind: no negative spans
     got = finetune.phase_times({"start": mtime - 5, "train_end": mtime + 3}, 12.0, final)
     assert got == {"load_s": None, "save_s": None}
+
+
+def test_model_facts_from_litgpts_own_count_match_the_built_model(tmp_path):
+    """The summary's parameter count comes from litgpt's stdout (no litgpt import in the job); it must be
+    the count of the architecture itself, for a full fine-tune and for LoRA (trainable + frozen)."""
+    import dataclasses
+
+    from litgpt import Config
+
+    cfg = dataclasses.asdict(Config.from_name("pythia-14m"))
+    (tmp_path / "model_config.yaml").write_text(yaml.safe_dump(cfg))
+    built = finetune.model_facts(tmp_path)
+    assert built["n_layer"] == 6 and built["n_embd"] == 128 and built["name"] == "pythia-14m"
+    full = finetune.model_facts(tmp_path, f"Number of trainable parameters: {built['n_params']:,}\n")
+    lora = finetune.model_facts(tmp_path, "Number of trainable parameters: 1,000\n"
+                                          f"Number of non-trainable parameters: {built['n_params'] - 1000:,}\n")
+    assert full == built == lora
+
+
+def test_gpu_name_without_a_visible_gpu(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert finetune.gpu_name() is None
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    monkeypatch.setenv("PATH", "/nonexistent")  # no nvidia-smi: a CPU node
+    assert finetune.gpu_name() is None

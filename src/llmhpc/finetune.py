@@ -131,6 +131,7 @@ _REPORT = {
     "tokens_with_prompt": r"Tokens w/ Prompt\s*:\s*(\d+)",
     "tokens_with_padding": r"Total Tokens \(w/ Padding\)\s*:\s*(\d+)",
     "trainable_parameters": r"Number of trainable parameters:\s*([\d,]+)",
+    "non_trainable_parameters": r"Number of non-trainable parameters:\s*([\d,]+)",
     "final_val_loss": r"Final evaluation \| val loss: ([\d.]+)",
 }
 
@@ -235,16 +236,38 @@ def summarise(stdout_text: str, metrics_rows: list[dict], ft: dict, wall_s: floa
     return summary
 
 
-def model_facts(checkpoint_dir: Path) -> dict:
-    """Parameter count and shape of the checkpoint's architecture, without loading weights."""
+def model_facts(checkpoint_dir: Path, stdout_text: str | None = None) -> dict:
+    """Parameter count and shape of the checkpoint's architecture. The shape comes from its model_config.yaml
+    and the count from litgpt's own "Number of (non-)trainable parameters" lines where the stdout is given:
+    importing litgpt to build the model on the meta device costs this job seconds (12 s on a 2-core node)."""
+    config = yaml.safe_load((Path(checkpoint_dir) / "model_config.yaml").read_text())
+    facts = {"n_layer": config["n_layer"], "n_embd": config["n_embd"], "name": config.get("name")}
+    counts = parse_stdout(stdout_text or "")
+    if "trainable_parameters" in counts:
+        facts["n_params"] = counts["trainable_parameters"] + counts.get("non_trainable_parameters", 0)
+        return facts
     import torch
     from litgpt import GPT, Config
 
-    config = Config.from_file(Path(checkpoint_dir) / "model_config.yaml")
     with torch.device("meta"):
-        model = GPT(config)
-    return {"n_params": sum(p.numel() for p in model.parameters()), "n_layer": config.n_layer,
-            "n_embd": config.n_embd, "name": config.name}
+        model = GPT(Config.from_file(Path(checkpoint_dir) / "model_config.yaml"))
+    facts["n_params"] = sum(p.numel() for p in model.parameters())
+    return facts
+
+
+def gpu_name() -> str | None:
+    """Name of this job's first GPU from nvidia-smi (no CUDA context in this process: litgpt's own
+    processes hold the GPUs); None without NVIDIA GPUs."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip()
+    if visible in ("", "-1"):
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", visible or "0"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    name = out.stdout.strip().splitlines()[0].strip() if out.returncode == 0 and out.stdout.strip() else ""
+    return name or None
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -257,8 +280,6 @@ def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, s
     """Run the fine-tune of one experiment and write its stdout, metrics.csv and summary JSON. A failed
     fine-tune still leaves its stdout, then raises."""
     import shutil
-
-    import torch
 
     out_dir = Path(out_dir)
     if out_dir.exists():  # litgpt would otherwise add logs/csv/version_1 beside a stale version_0
@@ -276,9 +297,8 @@ def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, s
     if csv_path is None:
         raise RuntimeError(f"litgpt wrote no metrics.csv under {out_dir}/logs/csv")
     shutil.copyfile(csv_path, metrics_path)
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    summary = summarise(text, read_metrics_csv(csv_path), settings, wall, code, model_facts(checkpoint_dir),
-                        gpu, peak_override, peak_rss)
+    summary = summarise(text, read_metrics_csv(csv_path), settings, wall, code,
+                        model_facts(checkpoint_dir, text), gpu_name(), peak_override, peak_rss)
     summary.update(phase_times(marks, summary["training_time_s"], out_dir / "final"))
     summary["command"] = " ".join(cmd)
     write_json(summary_path, summary)
