@@ -97,21 +97,24 @@ def snakemake(config: Path, *targets: str) -> float:
     return time.perf_counter() - t0
 
 
-def gpu_warmup(seconds: float = 15.0) -> None:
-    import torch
-
-    if not torch.cuda.is_available():
-        return
+# Run in a child process, so that this one never holds a CUDA context or cached GPU memory.
+WARMUP = """
+import time, torch
+if torch.cuda.is_available():
     free, _ = torch.cuda.mem_get_info()
     block = torch.empty(int(free * 0.9), dtype=torch.uint8, device="cuda")
     block.fill_(1)
     del block
+    torch.cuda.empty_cache()
     a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
+    while time.perf_counter() - t0 < 15:
         (a @ a).sum().item()
-    del a
-    torch.cuda.empty_cache()
+"""
+
+
+def gpu_warmup() -> None:
+    subprocess.run([sys.executable, "-c", WARMUP], check=True)
 
 
 def run_stock(bench_dir: Path, precision: str, name: str = "stock") -> dict:
