@@ -197,3 +197,19 @@ def test_profile_by_bare_name_after_install(cluster, tmp_path):
     assert [rule_of(j) for j in jobs.values()] == ["convert"]
     assert all(j["JobState"] == "COMPLETED" for j in jobs.values())
     assert (repo / "results/checkpoints/base/lit_model.pth").is_file()
+
+
+def test_unknown_node_shape_leaves_cpus_to_slurm(cluster, tmp_path):
+    """profiles/slurm as shipped (cpus_per_node: null): GPU jobs ask for no CPUs, so the partition's default
+    applies, instead of the login node's core count."""
+    repo = copy_repo(tmp_path / "repo")
+    (repo / "tests/slurm_site.yaml").write_text(yaml.safe_dump({"site": {"gpus_per_node": FAKE_GPUS}}))
+    out = run(cluster, repo, snakemake_cmd("--profile", "profiles/slurm", *FAST_STATUS, "--verbose",
+                                           "results/infer/base/metrics.json"))
+    calls = re.findall(r"sbatch call: (sbatch .*)", out)
+    scoring = [c for c in calls if "rule_infer" in c]
+    assert len(scoring) == 1, out[-4000:]
+    assert "--cpus-per-task" not in scoring[0] and "--gres" in scoring[0], scoring[0]
+    assert any("rule_convert" in c and "--cpus-per-task" in c for c in calls)  # CPU jobs keep their threads
+    jobs = slurm_jobs(cluster, out)
+    assert all(j["JobState"] == "COMPLETED" for j in jobs.values()), jobs
