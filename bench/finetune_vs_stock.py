@@ -134,7 +134,7 @@ def run_stock(bench_dir: Path, precision: str, name: str = "stock") -> dict:
     csv_path = finetune.find_metrics_csv(out / "out")
     settings = dict(STOCK_SETTINGS, precision=precision)
     summary = finetune.summarise(text, finetune.read_metrics_csv(csv_path), settings, wall, code,
-                                 finetune.model_facts(REPO / "results/checkpoints/base", text),
+                                 finetune.model_facts(REPO / "results/checkpoints/base"),
                                  finetune.gpu_name(), None, rss)
     summary.update(command=" ".join(cmd), invocation_wall_s=round(invocation, 3))
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")

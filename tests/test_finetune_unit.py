@@ -63,9 +63,10 @@ def test_mfu_against_known_peak():
     # Llama-2-7b shape at 4,135 tok/s over 2 ranks (the reference bench on 2 x H200), 512-token sequences
     ft = {"devices": 2, "num_nodes": 1, "micro_batch_size": 4, "method": "full", "precision": "bf16-true",
           "global_batch_size": 64}
-    stdout = "| - Training Time :  82.80 s\n| - Tok/sec :  4135.00 tok/s\n| - Total Tokens (w/ Padding) :  342378\n"
+    stdout = ("Number of trainable parameters: 6,738,415,616\n| - Training Time :  82.80 s\n"
+              "| - Tok/sec :  4135.00 tok/s\n| - Total Tokens (w/ Padding) :  342378\n")
     rows = [{"loss": 1.0, "iter": 128.0, "step": 16.0}]
-    facts = {"n_params": 6_738_415_616, "n_layer": 32, "n_embd": 4096}
+    facts = {"n_layer": 32, "n_embd": 4096}
     s = finetune.summarise(stdout, rows, ft, 150.0, 0, facts, "NVIDIA H200", None, 1.0)
     seq = 342378 / (128 * 4 * 2)
     expected = (6 * 6_738_415_616 + 12 * 32 * 4096 * seq) * 4135 / 2 / 1e12 / 790
@@ -134,21 +135,27 @@ def test_phase_times_without_marks_or_files(tmp_path):
     assert got == {"load_s": None, "save_s": None}
 
 
-def test_model_facts_from_litgpts_own_count_match_the_built_model(tmp_path):
-    """The summary's parameter count comes from litgpt's stdout (no litgpt import in the job); it must be
-    the count of the architecture itself, for a full fine-tune and for LoRA (trainable + frozen)."""
+def test_parameter_count_from_litgpts_report_is_the_models_own(tmp_path):
+    """The summary's parameter count (for MFU) comes from litgpt's stdout, not from building the model in the
+    job; it must be the count of the architecture itself, for a full fine-tune and for LoRA (trainable +
+    frozen). The shape comes from model_config.yaml."""
     import dataclasses
 
-    from litgpt import Config
+    import torch
+    from litgpt import GPT, Config
 
-    cfg = dataclasses.asdict(Config.from_name("pythia-14m"))
-    (tmp_path / "model_config.yaml").write_text(yaml.safe_dump(cfg))
-    built = finetune.model_facts(tmp_path)
-    assert built["n_layer"] == 6 and built["n_embd"] == 128 and built["name"] == "pythia-14m"
-    full = finetune.model_facts(tmp_path, f"Number of trainable parameters: {built['n_params']:,}\n")
-    lora = finetune.model_facts(tmp_path, "Number of trainable parameters: 1,000\n"
-                                          f"Number of non-trainable parameters: {built['n_params'] - 1000:,}\n")
-    assert full == built == lora
+    config = Config.from_name("pythia-14m")
+    (tmp_path / "model_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config)))
+    with torch.device("meta"):
+        built = sum(p.numel() for p in GPT(config).parameters())
+    facts = finetune.model_facts(tmp_path)
+    assert facts == {"n_layer": 6, "n_embd": 128, "name": "pythia-14m"}
+    ft = {"devices": 1, "num_nodes": 1, "micro_batch_size": 4, "method": "full", "precision": "32-true",
+          "global_batch_size": 16}
+    full = f"Number of trainable parameters: {built:,}\n"
+    lora = f"Number of trainable parameters: 1,000\nNumber of non-trainable parameters: {built - 1000:,}\n"
+    for stdout in (full, lora):
+        assert finetune.summarise(stdout, [], ft, 1.0, 0, facts, None, None, 1.0)["parameters"] == built
 
 
 def test_gpu_name_without_a_visible_gpu(monkeypatch):

@@ -399,12 +399,12 @@ def test_preflight_refuses_more_devices_than_a_node_has():
         in refusal(cfg, exps, GADI)
 
 
-def test_preflight_refuses_batch_arithmetic_for_the_total_gpu_count():
-    # the organisers' settings: global 128 over 2 x 4 GPUs leaves 16 per rank, below micro batch 32
-    ft = {**experiments_for()[1]["baseline"]["finetune"], "devices": 4, "num_nodes": 2,
-          "global_batch_size": 128, "micro_batch_size": 32}
-    problems = preflight.check_experiment("seed", ft, {"precision": "32-true"}, ASPIRE)
-    assert len(problems) == 1 and "= 8 ranks gives 16 sample(s) per rank, fewer than micro_batch_size 32" in problems[0]
+def test_batch_arithmetic_for_the_total_gpu_count_is_refused_before_preflight():
+    # the organisers' settings: global 128 over 2 x 4 GPUs leaves 16 per rank, below micro batch 32; the config
+    # check (which runs before preflight, on every site) refuses it, so preflight need not check it again
+    with pytest.raises(ConfigError) as err:
+        experiments_for(devices=4, num_nodes=2, global_batch_size=128, micro_batch_size=32)
+    assert "= 8 ranks gives 16 sample(s) per rank, fewer than micro_batch_size 32" in str(err.value)
 
 
 def test_preflight_refuses_a_missing_project():

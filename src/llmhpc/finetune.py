@@ -214,6 +214,9 @@ def summarise(stdout_text: str, metrics_rows: list[dict], ft: dict, wall_s: floa
         "input_tokens": rep.get("input_tokens"),
         "tokens_with_padding": rep.get("tokens_with_padding"),
         "trainable_parameters": rep.get("trainable_parameters"),
+        # every parameter of the model: litgpt reports the trainable and (LoRA) the frozen ones
+        "parameters": (rep["trainable_parameters"] + rep.get("non_trainable_parameters", 0)
+                       if "trainable_parameters" in rep else None),
         "iters": int(max(r["iter"] for r in train_rows)) if train_rows else None,
         # litgpt logs its optimizer step count as "step", but Lightning's CSV logger overwrites that column
         # with the logging step (the iteration), so optimizer steps come from the accumulation arithmetic
@@ -225,7 +228,7 @@ def summarise(stdout_text: str, metrics_rows: list[dict], ft: dict, wall_s: floa
         "peak_tflops_per_device": None,
     }
     peak = peak_tflops(gpu_name, ft["precision"], peak_override)
-    n_params = model_config.get("n_params")
+    n_params = summary["parameters"]
     if peak and n_params and summary["tokens_per_s"] and summary["iters"] and summary["tokens_with_padding"]:
         sequences = summary["iters"] * ft["micro_batch_size"] * world
         seq_len = summary["tokens_with_padding"] / sequences
@@ -236,23 +239,11 @@ def summarise(stdout_text: str, metrics_rows: list[dict], ft: dict, wall_s: floa
     return summary
 
 
-def model_facts(checkpoint_dir: Path, stdout_text: str | None = None) -> dict:
-    """Parameter count and shape of the checkpoint's architecture. The shape comes from its model_config.yaml
-    and the count from litgpt's own "Number of (non-)trainable parameters" lines where the stdout is given:
-    importing litgpt to build the model on the meta device costs this job seconds (12 s on a 2-core node)."""
+def model_facts(checkpoint_dir: Path) -> dict:
+    """Shape of the checkpoint's architecture, from its model_config.yaml (no litgpt import: that costs the job
+    seconds, 12 s on a 2-core node). The parameter count comes from litgpt's own report (see summarise)."""
     config = yaml.safe_load((Path(checkpoint_dir) / "model_config.yaml").read_text())
-    facts = {"n_layer": config["n_layer"], "n_embd": config["n_embd"], "name": config.get("name")}
-    counts = parse_stdout(stdout_text or "")
-    if "trainable_parameters" in counts:
-        facts["n_params"] = counts["trainable_parameters"] + counts.get("non_trainable_parameters", 0)
-        return facts
-    import torch
-    from litgpt import GPT, Config
-
-    with torch.device("meta"):
-        model = GPT(Config.from_file(Path(checkpoint_dir) / "model_config.yaml"))
-    facts["n_params"] = sum(p.numel() for p in model.parameters())
-    return facts
+    return {"n_layer": config["n_layer"], "n_embd": config["n_embd"], "name": config.get("name")}
 
 
 def gpu_name() -> str | None:
@@ -276,16 +267,17 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, summary_path, settings: dict,
-              peak_override: float | None, threads: int, launcher: list[str] | None = None, log=print) -> dict:
-    """Run the fine-tune of one experiment and write its stdout, metrics.csv and summary JSON. A failed
-    fine-tune still leaves its stdout, then raises."""
+              peak_override: float | None, threads: int, launch: dict | None = None, log=print) -> dict:
+    """Run the fine-tune of one experiment and write its stdout, metrics.csv and summary JSON. `launch` is
+    llmhpc.launch.plan's answer (its command prefix starts the processes; the whole plan is recorded in the
+    summary). A failed fine-tune still leaves its stdout, then raises."""
     import shutil
 
     out_dir = Path(out_dir)
     if out_dir.exists():  # litgpt would otherwise add logs/csv/version_1 beside a stale version_0
         shutil.rmtree(out_dir)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    cmd = command(settings["method"], config_path, launcher)
+    cmd = command(settings["method"], config_path, (launch or {}).get("prefix"))
     marks = {}
     code, wall, peak_rss = run(cmd, Path(stdout_path), log, marks)
     text = Path(stdout_path).read_text(encoding="utf-8", errors="replace")
@@ -298,9 +290,11 @@ def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, s
         raise RuntimeError(f"litgpt wrote no metrics.csv under {out_dir}/logs/csv")
     shutil.copyfile(csv_path, metrics_path)
     summary = summarise(text, read_metrics_csv(csv_path), settings, wall, code,
-                        model_facts(checkpoint_dir, text), gpu_name(), peak_override, peak_rss)
+                        model_facts(checkpoint_dir), gpu_name(), peak_override, peak_rss)
     summary.update(phase_times(marks, summary["training_time_s"], out_dir / "final"))
     summary["command"] = " ".join(cmd)
+    if launch is not None:
+        summary["launch"] = launch  # launcher, command prefix, environment, hosts, scheduler job id
     write_json(summary_path, summary)
     log(json.dumps(summary, indent=1))
     return summary

@@ -1,8 +1,8 @@
 """How the fine-tune job starts one process per GPU on every node, and with which environment.
 
-`plan(site, ft, environ)` returns the launcher prefix for `finetune.run_stage(..., launcher=...)`, the
+`plan(site, ft, environ)` returns, for `finetune.run_stage(..., launch=plan)`, the launcher prefix, the
 environment variables for the processes (the site's NCCL/MPI settings, then the experiment's
-finetune.launch_env) and what to record in the fine-tune summary. The node count and GPUs per node come
+finetune.launch_env) and what the fine-tune summary records. The node count and GPUs per node come
 from the scheduler and are checked against the experiment's num_nodes and devices:
 
 - local: litgpt starts its own processes on this node (the embedded default, and every one-node job).
@@ -31,9 +31,10 @@ import tempfile
 import threading
 from pathlib import Path
 
+from llmhpc.jobspec import SITE_ENV, cpus_per_gpu
+
 # Forwarded to other nodes' torchrun by pernode: what modules and the venv put into this job's environment.
-FORWARDED = ("PATH", "LD_LIBRARY_PATH", "LIBRARY_PATH", "PYTHONPATH", "CPATH", "CUDA_HOME", "HF_HOME",
-             "LLMHPC_SITE")
+FORWARDED = ("PATH", "LD_LIBRARY_PATH", "LIBRARY_PATH", "PYTHONPATH", "CPATH", "CUDA_HOME", "HF_HOME", SITE_ENV)
 
 
 class LaunchError(RuntimeError):
@@ -53,8 +54,8 @@ def process_env(site: dict, ft: dict) -> dict:
     """The site's settings, then the experiment's launch_env (which wins), plus OpenMP threads per process
     sized to the CPUs a GPU gets (one process per GPU)."""
     env = {**(site.get("env") or {}), **(ft.get("launch_env") or {})}
-    if "OMP_NUM_THREADS" not in env and site.get("gpus_per_node") and site.get("cpus_per_node"):
-        env["OMP_NUM_THREADS"] = str(max(1, site["cpus_per_node"] // site["gpus_per_node"]))  # CPUs per GPU
+    if "OMP_NUM_THREADS" not in env and cpus_per_gpu(site):
+        env["OMP_NUM_THREADS"] = str(cpus_per_gpu(site))
     return {k: str(v) for k, v in env.items()}
 
 
@@ -64,10 +65,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _check_nodes(hosts: list[str], ft: dict, source: str) -> None:
+def pbs_hosts(environ, ft: dict, launcher: str) -> list[str]:
+    """The job's nodes from $PBS_NODEFILE, checked against finetune.num_nodes."""
+    if not environ.get("PBS_NODEFILE"):
+        raise LaunchError(f"site.launcher '{launcher}' reads the nodes from $PBS_NODEFILE, which is not set")
+    hosts = node_hosts(environ["PBS_NODEFILE"])
     if len(hosts) != ft["num_nodes"]:
-        raise LaunchError(f"the job has {len(hosts)} node(s) ({source}: {', '.join(hosts)}) but finetune.num_nodes"
-                          f" is {ft['num_nodes']}: the scheduler request and the litgpt settings disagree")
+        raise LaunchError(f"the job has {len(hosts)} node(s) ($PBS_NODEFILE: {', '.join(hosts)}) but"
+                          f" finetune.num_nodes is {ft['num_nodes']}: the scheduler request and the litgpt settings"
+                          f" disagree")
+    return hosts
 
 
 def plan(site: dict, ft: dict, environ=None, tmpdir: str | None = None) -> dict:
@@ -86,10 +93,7 @@ def plan(site: dict, ft: dict, environ=None, tmpdir: str | None = None) -> dict:
         if importlib.util.find_spec("mpi4py") is None:
             raise LaunchError("site.launcher 'mpirun' needs mpi4py in the job's Python (Lightning detects MPI"
                               " through it): install mpi4py built against the site's MPI module")
-        if not environ.get("PBS_NODEFILE"):
-            raise LaunchError("site.launcher 'mpirun' reads the nodes from $PBS_NODEFILE, which is not set")
-        hosts = node_hosts(environ["PBS_NODEFILE"])
-        _check_nodes(hosts, ft, "$PBS_NODEFILE")
+        hosts = pbs_hosts(environ, ft, kind)
         fd, hostfile = tempfile.mkstemp(prefix="hosts.", dir=tmpdir or environ.get("TMPDIR"))
         with os.fdopen(fd, "w") as fh:
             fh.write("".join(f"{h} slots={devices}\n" for h in hosts))
@@ -109,10 +113,7 @@ def plan(site: dict, ft: dict, environ=None, tmpdir: str | None = None) -> dict:
         if site.get("nodes_on_one_host"):
             hosts = ["127.0.0.1"] * nodes
         else:
-            if not environ.get("PBS_NODEFILE"):
-                raise LaunchError("site.launcher 'pernode' reads the nodes from $PBS_NODEFILE, which is not set")
-            hosts = node_hosts(environ["PBS_NODEFILE"])
-            _check_nodes(hosts, ft, "$PBS_NODEFILE")
+            hosts = pbs_hosts(environ, ft, kind)
         prefix = [sys.executable, "-m", "llmhpc.launch", "pernode", "--nproc-per-node", str(devices),
                   "--hosts", ",".join(hosts), "--master-port", str(free_port()),
                   "--remote-shell", json.dumps(site.get("remote_shell") or ["ssh"]),
@@ -126,15 +127,6 @@ def plan(site: dict, ft: dict, environ=None, tmpdir: str | None = None) -> dict:
             "site_launcher": site.get("launcher", "local"), "num_nodes": nodes,
             "devices_per_node": devices, "hosts": hosts, "prefix": prefix, "env": env,
             "job_id": environ.get("PBS_JOBID") or environ.get("SLURM_JOB_ID")}
-
-
-def record(summary_path: str | Path, launch: dict) -> dict:
-    """Add the launch (launcher, command prefix, environment, hosts, scheduler job id) to the summary JSON."""
-    path = Path(summary_path)
-    summary = json.loads(path.read_text())
-    summary["launch"] = launch
-    path.write_text(json.dumps(summary, indent=1) + "\n")
-    return summary
 
 
 # ---------------------------------------------------------------------------------------------- pernode runner

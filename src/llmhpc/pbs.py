@@ -10,8 +10,9 @@
   failed by Exit_status; a qstat that fails or prints garbage is not a failed job (the answer is `running`).
 - cancel: qdel in batches.
 
-Entry points: `python -m llmhpc.pbs submit|status|cancel|plan ...` and the console scripts of pyproject.toml.
-The site (project, queues, node shape, modules, env) comes from $LLMHPC_SITE, set by the workflow.
+Entry points: the console scripts llmhpc-pbs-submit, -status and -cancel (pyproject.toml), and
+`register_dry_run_plan` for `-n`. The site (project, queues, node shape, modules, env) comes from $LLMHPC_SITE,
+set by the workflow (llmhpc.jobspec).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-SITE_ENV = "LLMHPC_SITE"
+from llmhpc.jobspec import SITE_ENV, cpus_per_gpu, dump_site, load_site
+
 JOBS_DIR = Path("results/jobs")
 SCHEDULER_LOGS = Path("results/logs/scheduler")
 STATE_DIR = Path(".snakemake/llmhpc-pbs")
@@ -47,12 +49,12 @@ class PBSError(RuntimeError):
 
 # ---------------------------------------------------------------------------------------------- job properties
 
-def read_properties(jobscript: str | Path) -> dict:
+def read_properties(jobscript_text: str, source: str | Path = "jobscript") -> dict:
     """The job properties Snakemake writes into every jobscript as `# properties = {json}`."""
-    for line in Path(jobscript).read_text().splitlines():
+    for line in jobscript_text.splitlines():
         if line.startswith("# properties = "):
             return json.loads(line[len("# properties = "):])
-    raise PBSError(f"{jobscript}: no '# properties = ' line; not a Snakemake jobscript")
+    raise PBSError(f"{source}: no '# properties = ' line; not a Snakemake jobscript")
 
 
 def sanitize_job_name(name: str) -> str:
@@ -100,8 +102,8 @@ def requested(props: dict, site: dict) -> dict:
         raise PBSError(f"job {name}: {gpn} GPUs per node asked, a {site.get('name')} node has {site_gpus}")
     threads = _int(props.get("threads"), 1, "threads", name)
     cpus_node = site.get("cpus_per_node")
-    if gpn:
-        cpus = gpn * (cpus_node // site_gpus) if cpus_node else threads
+    if gpn:  # threads of a GPU job are per process (llmhpc.jobspec), one process per GPU
+        cpus = gpn * (cpus_per_gpu(site) or threads)
     else:
         cpus = min(threads, cpus_node) if cpus_node else threads
     mem_mb = _int(res.get("mem_mb"), 1000, "mem_mb", name)
@@ -122,8 +124,8 @@ def memory(mb: float) -> str:
     return f"{mb // 1000}GB" if mb % 1000 == 0 else f"{mb}MB"
 
 
-def resource_options(req: dict, site: dict) -> list[str]:
-    """qsub -l options. Gadi: one job-wide list; a GPU job of whole nodes (all a node's GPUs, or more than one
+def resource_options(req: dict, site: dict) -> list[tuple[str, str]]:
+    """qsub -l options, as (flag, value) pairs. Gadi: one job-wide list; a GPU job of whole nodes (all a node's GPUs, or more than one
     node, which Gadi requires to be whole) takes whole nodes' CPUs and memory: ngpus a multiple of 4, 12 CPUs per
     GPU. select: one chunk per node, with one MPI rank per GPU, scattered over distinct nodes."""
     nodes, gpn = req["nodes"], req["gpus_per_node"]
@@ -142,14 +144,14 @@ def resource_options(req: dict, site: dict) -> list[str]:
         items.append(f"walltime={walltime(req['walltime_s'])}")
         if site.get("storage"):
             items.append("storage=" + "+".join(site["storage"]))
-        return ["-l", ",".join(items)]
+        return [("-l", ",".join(items))]
     chunk = [str(nodes), f"ncpus={req['cpus_per_node']}"]
     if gpn:
         chunk += [f"ngpus={gpn}", f"mpiprocs={gpn}"]
     chunk.append(f"mem={memory(req['mem_mb_per_node'])}")
-    options = ["-l", "select=" + ":".join(chunk), "-l", f"walltime={walltime(req['walltime_s'])}"]
+    options = [("-l", "select=" + ":".join(chunk)), ("-l", f"walltime={walltime(req['walltime_s'])}")]
     if nodes > 1:
-        options += ["-l", "place=scatter"]
+        options.append(("-l", "place=scatter"))
     return options
 
 
@@ -172,8 +174,7 @@ def qsub_option_pairs(props: dict, site: dict) -> list[tuple[str, str]]:
     queue = queue_for(req, site)
     if queue:
         pairs.append(("-q", queue))
-    resources = resource_options(req, site)
-    pairs += [(resources[i], resources[i + 1]) for i in range(0, len(resources), 2)]
+    pairs += resource_options(req, site)
     pairs.append(("-j", "n"))  # keep stdout (.o) and stderr (.e) apart: the .e file is what a failure leaves
     return pairs
 
@@ -182,8 +183,8 @@ def qsub_options(props: dict, site: dict) -> list[str]:
     return [part for pair in qsub_option_pairs(props, site) for part in pair] + list(site.get("qsub_args") or [])
 
 
-def script_path(props: dict, root: Path = Path(".")) -> Path:
-    return root / JOBS_DIR / (props.get("rule") or "group") / f"{job_name(props)}.pbs"
+def script_path(props: dict) -> Path:
+    return JOBS_DIR / (props.get("rule") or "group") / f"{job_name(props)}.pbs"
 
 
 def qsub_command(props: dict, site: dict, root: Path = Path(".")) -> tuple[list[str], Path]:
@@ -213,7 +214,7 @@ def render_script(props: dict, site: dict, jobscript_text: str, command_line: st
     for key, value in sorted((site.get("env") or {}).items()):
         lines.append(f"export {key}={shlex.quote(str(value))}")
     # jobs re-read the workflow without --profile: this is how the fine-tune learns its launcher and settings
-    lines.append(f"export {SITE_ENV}={shlex.quote(json.dumps(site, sort_keys=True, separators=(',', ':')))}")
+    lines.append(f"export {SITE_ENV}={shlex.quote(dump_site(site))}")
     body = [ln for ln in jobscript_text.splitlines() if not ln.startswith("#!")]
     return "\n".join(lines + body) + "\n"
 
@@ -225,7 +226,7 @@ def site_from_env(environ=None) -> dict:
     if not environ.get(SITE_ENV):
         raise PBSError(f"${SITE_ENV} is not set: the PBS commands run from a Snakemake run of this workflow,"
                        f" which sets it from the profile's site.yaml")
-    return json.loads(environ[SITE_ENV])
+    return load_site(environ[SITE_ENV])
 
 
 @contextmanager
@@ -243,12 +244,13 @@ def submit(jobscript: str | Path, site: dict, root: Path = Path("."), state_dir:
            log=None) -> str:
     """Render and qsub one job; return PBS's job id."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    props = read_properties(jobscript)
+    jobscript_text = Path(jobscript).read_text()
+    props = read_properties(jobscript_text, jobscript)
     argv, cwd = qsub_command(props, site, root)
     script = Path(argv[-1])
     command_line = format_command(argv, cwd)
     script.parent.mkdir(parents=True, exist_ok=True)
-    script.write_text(render_script(props, site, Path(jobscript).read_text(), command_line))
+    script.write_text(render_script(props, site, jobscript_text, command_line))
     cwd.mkdir(parents=True, exist_ok=True)
     log(command_line)
     proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
@@ -336,24 +338,23 @@ def _same_job(wanted: str, known: str) -> bool:
     return wanted == known or wanted.split(".")[0] == known.split(".")[0]
 
 
-def status(job_id: str, state_dir: Path = STATE_DIR, cache_seconds: float = CACHE_SECONDS,
-           now=time.time, log=None) -> str:
+def status(job_id: str, state_dir: Path = STATE_DIR, cache_seconds: float = CACHE_SECONDS, log=None) -> str:
     """running, success or failed for job_id, from a shared cache refreshed by at most one qstat per window."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     with locked(state_dir):
         cache_path = state_dir / "qstat.json"
         cache = _read_json(cache_path, {"attempt": 0.0, "jobs": {}, "unknown": [], "failing_since": None})
-        fresh = now() - cache["attempt"] < cache_seconds
+        fresh = time.time() - cache["attempt"] < cache_seconds
         if not (fresh and (job_id in cache["jobs"] or job_id in cache["unknown"] or cache["failing_since"])):
             # jobs already finished (or unknown to PBS) are not asked about again, unless asked for
             settled = {j for j, attrs in cache["jobs"].items() if map_state(attrs)[0] != "running"}
             settled |= set(cache["unknown"])
             ids = [j for j in dict.fromkeys([job_id, *_submitted(state_dir)]) if j == job_id or j not in settled]
             jobs, unknown, error = query(ids)
-            cache["attempt"] = now()
+            cache["attempt"] = time.time()
             if jobs is None:
-                cache["failing_since"] = cache["failing_since"] or now()
-                if now() - cache["failing_since"] > GIVE_UP_AFTER:
+                cache["failing_since"] = cache["failing_since"] or time.time()
+                if time.time() - cache["failing_since"] > GIVE_UP_AFTER:
                     _write_json(cache_path, cache)
                     raise PBSError(f"qstat has failed for {GIVE_UP_AFTER / 60:.0f} minutes: {error}")
                 log(f"llmhpc.pbs: qstat failed, treating job {job_id} as running and asking again later: {error}")
@@ -394,16 +395,12 @@ def cancel(job_ids: list[str], batch: int = CANCEL_BATCH, wait: float = 0.5) -> 
 
 # ---------------------------------------------------------------------------------------------- dry-run plan
 
-def plan_lines(jobs_properties: list[dict], site: dict, root: Path = Path(".")) -> list[str]:
+def plan_lines(jobs_properties: list[dict], site: dict) -> list[str]:
     """The exact qsub command of each job, as submit would run it."""
-    lines = []
-    for props in jobs_properties:
-        argv, cwd = qsub_command(props, site, root)
-        lines.append(format_command(argv, cwd))
-    return lines
+    return [format_command(*qsub_command(props, site)) for props in jobs_properties]
 
 
-def register_dry_run_plan(workflow, site: dict, stream=None) -> None:
+def register_dry_run_plan(workflow, site: dict) -> None:
     """In a dry run (`snakemake --profile gadi -n`) print the qsub line of every job that would be submitted.
     cluster-generic prints nothing of its submit command in a dry run, and the jobs are known only once the DAG
     is built, so this runs when Snakemake exits."""
@@ -414,12 +411,10 @@ def register_dry_run_plan(workflow, site: dict, stream=None) -> None:
             if not workflow.dryrun:
                 return
             dag = workflow.dag
-            local = getattr(workflow, "_localrules", set())
-            props = [json.loads(job.properties()) for job in dag.jobs
-                     if dag.needrun(job) and job.rule.name not in local and not job.rule.norun]
+            props = [json.loads(job.properties()) for job in dag.jobs if dag.needrun(job) and not job.is_local]
         except Exception:  # no DAG (an error before it was built): Snakemake has reported that already
             return
-        out = stream or sys.stderr
+        out = sys.stderr
         print(f"\nPBS submissions of this dry run (site '{site['name']}'; nothing was submitted):", file=out)
         try:
             for line in plan_lines(sorted(props, key=lambda p: p["jobid"]), site):
@@ -459,16 +454,3 @@ def cancel_main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     cancel(argv)
     return 0
-
-
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    commands = {"submit": submit_main, "status": status_main, "cancel": cancel_main}
-    if not argv or argv[0] not in commands:
-        print("usage: python -m llmhpc.pbs submit JOBSCRIPT | status JOBID | cancel JOBID...", file=sys.stderr)
-        return 2
-    return commands[argv[0]](argv[1:])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,7 +14,6 @@ cancel commands, through the environment variable LLMHPC_SITE (JSON), which the 
 from __future__ import annotations
 
 import copy
-import json
 import os
 import re
 import sys
@@ -22,10 +21,10 @@ from pathlib import Path
 
 import yaml
 
-from llmhpc.config import ConfigError, _validate, batch_arithmetic
+from llmhpc.config import ConfigError, _validate
+from llmhpc.jobspec import SITE_ENV, dump_site, load_site
 
 SITE_FILE = "site.yaml"
-SITE_ENV = "LLMHPC_SITE"
 
 
 def profile_args(argv: list[str], environ) -> list[str]:
@@ -78,7 +77,7 @@ def apply_site(config: dict, site_schema: dict, argv=None, environ=None) -> str:
         base, source = load_site_file(site_file, site_schema), str(site_file)
     elif environ.get(SITE_ENV):
         # a job of a cluster run: the main process's resolved site (which already holds the config's keys)
-        base, source = json.loads(environ[SITE_ENV]), f"${SITE_ENV}"
+        base, source = load_site(environ[SITE_ENV]), f"${SITE_ENV}"
     else:
         base, source = {}, "config"
     merged = copy.deepcopy(base)
@@ -90,7 +89,7 @@ def apply_site(config: dict, site_schema: dict, argv=None, environ=None) -> str:
 def export_site(site: dict, environ=None) -> None:
     """Hand the resolved site to jobs and to the scheduler commands (they inherit this process's environment)."""
     environ = os.environ if environ is None else environ
-    environ[SITE_ENV] = json.dumps(site, sort_keys=True, separators=(",", ":"))
+    environ[SITE_ENV] = dump_site(site)
 
 
 # Gadi mounts /g/data/<project> and /scratch/<project> in a job only when `-l storage` names them.
@@ -128,10 +127,7 @@ def check_storage(site: dict, paths: list[tuple[str, str]]) -> list[str]:
 def check_experiment(name: str, ft: dict, infer: dict, site: dict) -> list[str]:
     """What stops experiment `name` from running on `site`, each with what to change."""
     where = f"experiment '{name}'"
-    problems = []
-    bad = batch_arithmetic(ft)
-    if bad:
-        problems.append(f"{where}: {bad}")
+    problems = []  # batch arithmetic over devices x num_nodes is refused earlier, by llmhpc.config.check
     model = (site.get("gpu_model") or "").upper()
     if "V100" in model and ft["precision"].startswith("bf16"):
         problems.append(f"{where}: finetune.precision {ft['precision']} on {site['gpu_model']}, which has no bf16"

@@ -94,7 +94,8 @@ def write_tiny_model(out_dir: Path, model_name: str, vocab_size: int, seed: int,
     # through the default dtype, which transformers 4 and 5 both honour.
     # Shapes of billions of parameters are initialised on the GPU where there is one (a 7B model: seconds
     # instead of minutes on 16 cores); the seed then gives the same weights on the same kind of device.
-    device = "cuda" if torch.cuda.is_available() and _parameters(config) > 1e9 else "cpu"
+    parameters = _parameters(config)
+    device = "cuda" if torch.cuda.is_available() and parameters > 1e9 else "cpu"
     previous = torch.get_default_dtype()
     torch.set_default_dtype(getattr(torch, dtype))
     try:
@@ -122,7 +123,7 @@ def write_tiny_model(out_dir: Path, model_name: str, vocab_size: int, seed: int,
         "architecture": model_name,
         "family": config.model_type,
         "dtype": dtype,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": parameters,
         "tokenizer_vocab": tok.get_vocab_size(),
         "seed": seed,
         "initialised_on": device,

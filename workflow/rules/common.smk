@@ -33,7 +33,8 @@ RUN_ARGS = run_args(workflow.config_settings.configfiles, workflow.config_settin
 
 
 def check_local_data():
-    """Datasets given as local paths are checked record by record now, not in a queued job."""
+    """Datasets given as local paths are checked record by record now, not in a queued job (once, by the main
+    process: every cluster job re-reads the workflow)."""
     ft = config["data"]["finetune"]
     if ft["source"] == "path":
         for name in ("train.json", "val.json"):
@@ -43,7 +44,8 @@ def check_local_data():
         read_hellaswag(ev["path"])
 
 
-check_local_data()
+if workflow.is_main_process:
+    check_local_data()
 
 
 wildcard_constraints:

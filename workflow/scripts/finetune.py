@@ -18,6 +18,5 @@ finetune.run_stage(
     settings=snakemake.params.settings,
     peak_override=snakemake.params.peak_tflops,
     threads=snakemake.threads,
-    launcher=launch_plan["prefix"],
+    launch=launch_plan,
 )
-launch.record(snakemake.output.summary, launch_plan)
