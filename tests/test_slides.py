@@ -21,16 +21,17 @@ import matplotlib.image as mpimg
 import matplotlib.pyplot as plt
 import pytest
 import yaml
-from conftest import REPO, copy_repo, default_config, snakemake
+from conftest import REPO, SCHEMA, copy_repo, default_config, snakemake
 
-from llmhpc import slides
+from llmhpc import PLOT_NAMES, slides
+from llmhpc.config import check, load_schema
 
 DATA = REPO / "tests/data/slides"
 TEMPLATES = REPO / "workflow/templates"
 
 
 # --- a results tree --------------------------------------------------------------------------------------------
-def make_plots(plots_dir: Path, names=slides.PLOTS) -> None:
+def make_plots(plots_dir: Path, names=PLOT_NAMES) -> None:
     """Real PNGs at the plots stage's fixed names (the plots stage itself is tested in test_plots.py)."""
     plots_dir.mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(names):
@@ -64,6 +65,7 @@ def results_tree(root: Path, rows_edit=None, manifest_edit=None) -> Path:
 
 def build(res: Path, cfg=None, **kw) -> dict:
     cfg = cfg or default_config()
+    check(cfg, load_schema(SCHEMA))  # defaults filled, as the workflow passes them
     presentation = {**cfg["presentation"], **kw.pop("presentation", {})}
     return slides.build_deck(res / "summary.csv", res / "env/manifest.json", presentation,
                              kw.pop("experiments", cfg["experiments"]), cfg["run_name"], res / "plots",

@@ -411,7 +411,10 @@ def register_dry_run_plan(workflow, site: dict) -> None:
             if not workflow.dryrun:
                 return
             dag = workflow.dag
-            props = [json.loads(job.properties()) for job in dag.jobs if dag.needrun(job) and not job.is_local]
+            # not job.is_local: a dry run executes locally, so Snakemake calls every job local then
+            local = getattr(workflow, "_localrules", set())
+            props = [json.loads(job.properties()) for job in dag.jobs
+                     if dag.needrun(job) and job.rule.name not in local and not job.rule.norun]
         except Exception:  # no DAG (an error before it was built): Snakemake has reported that already
             return
         out = sys.stderr

@@ -23,26 +23,28 @@ from pathlib import Path
 
 import pandas as pd
 
-from llmhpc import PLOT_NAMES as PLOTS
+from llmhpc.profiles import available as available_profiles
+from llmhpc.summary import COLUMNS
+
 NOT_MEASURED = "not measured yet"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 SUMMARY_FILE = "results/summary.csv"
 MANIFEST_FILE = "results/env/manifest.json"
 
-# How a number is shown, by the unit the summary table gives it: scale, decimals, prefix, suffix, signed.
+# How a number is shown, by the unit the summary table gives it: scale, decimals, suffix, signed.
 FORMATS = {
-    "s": (1, 1, "", " s", False),
-    "tokens/s": (1, 0, "", " tokens/s", False),
-    "items/s": (1, 1, "", " items/s", False),
-    "GB": (1, 2, "", " GB", False),
-    "fraction": (100, 1, "", "%", False),
-    "pp": (100, 1, "", " pp", True),  # a change, in percentage points
-    "pp_abs": (100, 1, "", " pp", False),
-    "ratio": (1, 2, "", "×", False),
-    "count": (1, 0, "", "", False),
-    "samples": (1, 0, "", "", False),
-    "nats": (1, 3, "", "", False),
-    "TFLOP/s": (1, 1, "", " TFLOP/s", False),
+    "s": (1, 1, " s", False),
+    "tokens/s": (1, 0, " tokens/s", False),
+    "items/s": (1, 1, " items/s", False),
+    "GB": (1, 2, " GB", False),
+    "fraction": (100, 1, "%", False),
+    "pp": (100, 1, " pp", True),  # a change, in percentage points
+    "pp_abs": (100, 1, " pp", False),
+    "ratio": (1, 2, "×", False),
+    "count": (1, 0, "", False),
+    "samples": (1, 0, "", False),
+    "nats": (1, 3, "", False),
+    "TFLOP/s": (1, 1, " TFLOP/s", False),
 }
 
 
@@ -91,11 +93,11 @@ def plain(segments) -> str:
 def format_value(value, unit: str) -> tuple[str, float, int | None]:
     if unit not in FORMATS or not isinstance(value, (int, float)) or isinstance(value, bool):
         return str(value), 1, None
-    scale, decimals, prefix, suffix, signed = FORMATS[unit]
+    scale, decimals, suffix, signed = FORMATS[unit]
     shown = round(value * scale, decimals)
     number = f"{abs(shown):,.{decimals}f}"
     sign = ("+" if shown > 0 else "−" if shown < 0 else "±") if signed else ("−" if shown < 0 else "")
-    return f"{prefix}{sign}{number}{suffix}", scale, decimals
+    return f"{sign}{number}{suffix}", scale, decimals
 
 
 def _number(text):
@@ -112,10 +114,10 @@ class DeckBuilder:
     def __init__(self, summary: pd.DataFrame, manifest: dict, presentation: dict, experiments: list[dict],
                  run_name: str, plots_dir, summary_path=SUMMARY_FILE, manifest_path=MANIFEST_FILE,
                  run_args: str = "", profiles=(), model_name: str | None = None):
-        missing = [c for c in ("experiment", "stage", "metric", "value", "unit", "source") if c not in summary.columns]
+        missing = [c for c in COLUMNS if c not in summary.columns]
         if missing:
             raise ValueError(f"{summary_path}: missing column(s) {', '.join(missing)}; expected the summary table "
-                             "(run, experiment, stage, metric, value, unit, source)")
+                             f"({', '.join(COLUMNS)})")
         if not experiments:
             raise ValueError("experiments: at least one experiment is needed (the first is the baseline)")
         self.summary = summary
@@ -132,14 +134,19 @@ class DeckBuilder:
         self.profiles = list(profiles)
         self.model_name = model_name
         self.figures: list[Figure] = []
+        self._figure_ids: dict[tuple, int] = {}
         self.slides: list[Slide] = []
         self._rows = {(r.experiment, r.stage, r.metric): r for r in summary.itertuples(index=False)}
 
     # --- figures -----------------------------------------------------------------------------------------------
     def _add(self, **kw) -> Figure:
-        f = Figure(id=len(self.figures), **kw)
-        self.figures.append(f)
-        return f
+        """A figure, the same one when the same number from the same place is asked for again (slides that
+        show one number, such as an accuracy check, share its figure)."""
+        key = (kw["kind"], json.dumps(kw["ref"], sort_keys=True), kw["label"], kw["text"])
+        if key not in self._figure_ids:
+            self._figure_ids[key] = len(self.figures)
+            self.figures.append(Figure(id=len(self.figures), **kw))
+        return self.figures[self._figure_ids[key]]
 
     def value(self, experiment, stage, metric):
         row = self._rows.get((experiment, stage, metric))
@@ -147,9 +154,9 @@ class DeckBuilder:
 
     def measured(self, experiment, stage, metric, unit=None) -> Figure | None:
         row = self._rows.get((experiment, stage, metric))
-        if row is None or _number(row.value) is None:
+        value = None if row is None else _number(row.value)
+        if value is None:
             return None
-        value = _number(row.value)
         text, scale, decimals = format_value(value, unit or row.unit)
         return self._add(text=text, value=value, kind="summary", scale=scale, decimals=decimals,
                          ref={"experiment": experiment, "stage": stage, "metric": metric}, source=str(row.source),
@@ -519,10 +526,9 @@ def _relative_to_cwd(path) -> str:
 
 
 def cluster_profiles(profiles_dir) -> list[str]:
-    """Profiles shipped with the workflow (profiles/<site>/config.yaml), for the reproduce slide; `default` is the
-    local one that plain `snakemake` loads anyway."""
-    found = sorted(p.parent.name for p in Path(profiles_dir).glob("*/config.yaml"))
-    return [f"profiles/{name}" for name in found if name != "default"]
+    """Cluster profiles shipped with the workflow, for the reproduce slide (not `default`, the local one that
+    plain `snakemake` loads anyway)."""
+    return [f"profiles/{name}" for name in available_profiles(Path(profiles_dir))]
 
 
 def _segments(s) -> list[dict]:
@@ -537,17 +543,16 @@ def _segments(s) -> list[dict]:
 
 def build_deck(summary_csv, manifest_json, presentation: dict, experiments: list[dict], run_name: str,
                plots_dir, run_args: str = "", profiles=(), model_name: str | None = None) -> dict:
-    """The slide model (a dict, written as slides.json). experiments: the config's list (name, notes, finetune);
-    the first is the baseline."""
+    """The slide model (a dict, written as slides.json). presentation: the config's section, defaults filled by
+    the config check (workflow/schemas/config.schema.yaml holds them); experiments: the config's list (name,
+    notes, finetune); the first is the baseline."""
     summary_csv, manifest_json = Path(summary_csv), Path(manifest_json)
     for path, what in ((summary_csv, "the summary table"), (manifest_json, "the environment manifest")):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: {what} is missing; run the summary and env stages first")
     summary = pd.read_csv(summary_csv, dtype={"value": str}, keep_default_na=False, na_values=[""])
     manifest = json.loads(manifest_json.read_text())
-    p = {"team": "Our team", "members": [], "title": "LLM fine-tuning on HPC", "event": "", "workload": [],
-         "narrative": [], "did_not_work": [], "accuracy_tolerance": 0.01, **(presentation or {})}
-    return DeckBuilder(summary, manifest, p, experiments, run_name, plots_dir,
+    return DeckBuilder(summary, manifest, presentation, experiments, run_name, plots_dir,
                        summary_path=_rel(summary_csv), manifest_path=_rel(manifest_json), run_args=run_args,
                        profiles=profiles, model_name=model_name).build()
 
