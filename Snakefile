@@ -1,5 +1,5 @@
 # LLM fine-tune and evaluation on an HPC cluster, as one reproducible command.
-# Stages: env -> weights -> convert -> data -> finetune -> infer -> summary (one rule file each).
+# Stages: env -> weights -> convert -> data -> finetune -> evaluate -> summary (one rule file each).
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -17,7 +17,7 @@ include: "workflow/rules/weights.smk"
 include: "workflow/rules/convert.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/finetune.smk"
-include: "workflow/rules/infer.smk"
+include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/summary.smk"
 include: "workflow/rules/plots.smk"
 include: "workflow/rules/slides.smk"

@@ -6,7 +6,6 @@
 
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,7 @@ def main() -> None:
         noop, out = timed([sys.executable, "-m", "snakemake"], repo)
         assert "Nothing to be done" in out, out[-2000:]
         summaries = {p.parent.name: json.loads(p.read_text()) for p in repo.glob("results/finetune/*/summary.json")}
-        infer = {p.parent.name: json.loads(p.read_text()) for p in repo.glob("results/infer/*/metrics.json")}
+        evaluate = {p.parent.name: json.loads(p.read_text()) for p in repo.glob("results/evaluate/*/metrics.json")}
     print(f"cores: {os.cpu_count()}")
     print(f"{'what':<40}{'seconds':>10}")
     print(f"{'snakemake (whole embedded default)':<40}{full:>10.1f}")
@@ -50,8 +49,8 @@ def main() -> None:
     for name, s in sorted(summaries.items()):
         print(f"{'finetune ' + name + ' stage wall':<40}{s['stage_wall_s']:>10.1f}")
         print(f"{'finetune ' + name + ' training (litgpt)':<40}{s['training_time_s']:>10.1f}")
-    for name, m in sorted(infer.items()):
-        print(f"{'infer ' + name + ' wall (acc ' + format(m['acc'], '.3f') + ')':<40}{m['wall_s']:>10.1f}")
+    for name, m in sorted(evaluate.items()):
+        print(f"{'evaluate ' + name + ' wall (acc ' + format(m['acc'], '.3f') + ')':<40}{m['wall_s']:>10.1f}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # also where llmhpc is not pip-installed
-from llmhpc import embedded  # noqa: E402
+from llmhpc.sources import embedded  # noqa: E402
 
 
 def words() -> list[str]:

@@ -21,7 +21,8 @@ from conftest import copy_repo, snakemake
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from llmhpc import bundle  # noqa: E402
+from llmhpc.outputs import bundle  # noqa: E402
+from llmhpc.stages import submission  # noqa: E402
 
 # A finished run of the embedded default (its small files; no weights, data or checkpoints).
 SAMPLE = Path(__file__).parent / "data/run"
@@ -68,7 +69,7 @@ def run(tmp_path, monkeypatch):
 
 
 def make(out="results/submission/test.tar.gz", max_file_mb=5.0, environ=None, log=None):
-    members = bundle.collect(bundle.layout(EXPERIMENTS), bundle.runtime_dirs(),
+    members = bundle.collect(submission.layout(EXPERIMENTS), submission.runtime_dirs(),
                              generated={"README.txt": b"generated\n"})
     return bundle.build(members, out, max_file_mb, environ=environ or {}, log=log or (lambda line: None))
 
@@ -131,10 +132,10 @@ def test_manifest_lists_every_member_with_its_size_and_hash(run):
     # What the competitions ask for, where the README says it is.
     for expected in ["scripts/build/build_venv.sh", "scripts/build/cpu.txt", "scripts/run/profiles/default/config.yaml",
                      "scripts/run/jobs/finetune/baseline.sh", "scripts/workflow/Snakefile",
-                     "scripts/workflow/workflow/rules/submission.smk", "scripts/workflow/src/llmhpc/bundle.py",
+                     "scripts/workflow/workflow/rules/submission.smk", "scripts/workflow/src/llmhpc/outputs/bundle.py",
                      "configs/config.yaml", "configs/litgpt/baseline.yaml", "configs/litgpt/mbs16.yaml",
                      "outputs/summary.csv", "outputs/env/manifest.json", "outputs/finetune/mbs16/finetune.stdout",
-                     "outputs/finetune/baseline/metrics.csv", "outputs/infer/base/metrics.json",
+                     "outputs/finetune/baseline/metrics.csv", "outputs/evaluate/base/metrics.json",
                      "outputs/logs/finetune/baseline.log", "outputs/logs/scheduler/finetune/4242.out",
                      "slides/deck.pdf", "README.txt"]:
         assert expected in files, expected
@@ -196,7 +197,7 @@ def test_secret_environment_values_and_readme_of_a_local_run():
     found = bundle.secret_env_values({"HF_TOKEN": "abc", "WANDB_API_KEY": key, "HOME": "/root/" + key[:20],
                                       "SLURM_JOB_ID": "123456789"})
     assert found == {"WANDB_API_KEY": key}  # too short to be a token: not searched (it would match words)
-    readme = bundle.readme_text("sub", "run1", "abc123", ["baseline"], 5, ["configs/config.yaml", "outputs/logs/a"])
+    readme = submission.readme_text("sub", "run1", "abc123", ["baseline"], 5, ["configs/config.yaml", "outputs/logs/a"])
     assert "no jobs/: this run submitted no job scripts" in readme and "no logs/scheduler/" in readme
     assert "configfiles/" not in readme and "sha256sum -c sub.sha256" in readme
 
@@ -246,8 +247,8 @@ def test_weights_and_oversize_files_are_refused_by_name(run):
 
 
 def test_missing_input_is_named(run):
-    (run / "results/infer/mbs16/metrics.json").unlink()
-    with pytest.raises(bundle.BundleError, match=r"results/infer/mbs16/metrics.json \(for outputs/infer/mbs16"):
+    (run / "results/evaluate/mbs16/metrics.json").unlink()
+    with pytest.raises(bundle.BundleError, match=r"results/evaluate/mbs16/metrics.json \(for outputs/evaluate/mbs16"):
         make()
 
 

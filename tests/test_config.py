@@ -1,6 +1,5 @@
 """Config refusals: every mistake names its key and what was expected, before any job is built."""
 
-import copy
 import os
 import subprocess
 import sys
@@ -27,7 +26,7 @@ def test_default_config_is_accepted_and_defaults_filled():
     assert experiments["mbs16"]["finetune"]["micro_batch_size"] == 16
     assert experiments["baseline"]["finetune"]["micro_batch_size"] == cfg["finetune"]["micro_batch_size"]
     assert cfg["finetune"]["weight_decay"] == 0.0  # filled from the schema's default
-    assert cfg["infer"]["precision"] == "32-true"
+    assert cfg["evaluate"]["precision"] == "32-true"
 
 
 def test_empty_config_gets_every_default():

@@ -5,9 +5,9 @@ import json
 import pytest
 import yaml
 
-from conftest import REPO, default_config, snakemake
-from llmhpc import embedded
-from llmhpc.data import DataError, check_alpaca, read_hellaswag
+from conftest import default_config, snakemake
+from llmhpc.sources import embedded
+from llmhpc.stages.data import DataError, check_alpaca, read_hellaswag
 
 
 def test_shipped_sets_are_what_the_generator_makes(tmp_path):

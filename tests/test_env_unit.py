@@ -5,7 +5,7 @@ import importlib.metadata as md
 import yaml
 
 from conftest import REPO
-from llmhpc.envinfo import read_pins, verify
+from llmhpc.stages.env import read_pins, verify
 
 
 def test_read_pins_handles_extras_and_comments(tmp_path):

@@ -5,13 +5,13 @@ import json
 import pytest
 
 from conftest import SCHEMA, default_config
-from llmhpc import finetune
 from llmhpc.config import check, load_schema
-from llmhpc.data import prepare_finetune
-from llmhpc.embedded import shipped_dir
-from llmhpc.hellaswag import evaluate
-from llmhpc.tiny import write_tiny_model
-from llmhpc.weights import convert
+from llmhpc.sources.embedded import shipped_dir
+from llmhpc.sources.tiny import write_tiny_model
+from llmhpc.stages import finetune
+from llmhpc.stages.data import prepare_finetune
+from llmhpc.stages.evaluate import evaluate
+from llmhpc.stages.weights import convert
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_lora_finetune_runs_and_its_model_scores(checkpoint, tmp_path):
     assert summary["method"] == "lora" and summary["steps"] == 3
     assert summary["trainable_parameters"] < 14_067_712 / 10  # only the adapters train
     assert json.loads((tmp_path / "summary.json").read_text())["exit_code"] == 0
-    # litgpt merges the adapters into out/final/lit_model.pth, which the infer stage scores like any checkpoint
+    # litgpt merges the adapters into out/final/lit_model.pth, which the evaluate stage scores like any checkpoint
     metrics = evaluate(out / "final", shipped_dir() / "hellaswag.jsonl", tmp_path / "p.jsonl", tmp_path / "m.json",
                        precision="32-true", batch_size=16, add_bos=False, device="cpu", log=lambda *a: None)
     assert metrics["items"] == 192

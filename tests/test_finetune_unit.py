@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from conftest import SCHEMA, default_config
-from llmhpc import finetune
 from llmhpc.config import check, load_schema
+from llmhpc.stages import finetune
 
 
 def settings(**over):
@@ -46,7 +46,6 @@ def test_litgpt_cli_accepts_the_yaml(tmp_path, method):
 
 
 def test_parse_stdout_reads_litgpts_own_report():
-    import torch
     from litgpt.utils import create_finetuning_performance_report
 
     counts = {"raw_tokens": 1000, "raw_tokens_plus_prompt_template": 1500,

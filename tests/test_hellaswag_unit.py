@@ -1,6 +1,6 @@
 """HellaSwag preprocessing and request building as lm-evaluation-harness defines them."""
 
-from llmhpc.hellaswag import doc_to_request, encode_pair, preprocess
+from llmhpc.eval.hellaswag import doc_to_request, encode_pair, preprocess
 
 
 def test_preprocess_rules():

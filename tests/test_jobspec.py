@@ -1,6 +1,6 @@
-"""What GPU jobs ask their scheduler for (llmhpc.jobspec), from the site's node shape."""
+"""What GPU jobs ask their scheduler for (llmhpc.cluster.resources), from the site's node shape."""
 
-from llmhpc import jobspec
+from llmhpc.cluster import resources as jobspec
 
 GADI = {"scheduler": "pbs", "gpus_per_node": 4, "cpus_per_node": 48}
 SLURM_KNOWN = {"scheduler": "slurm", "gpus_per_node": 8, "cpus_per_node": 112}
@@ -35,7 +35,7 @@ def test_gres_only_on_slurm_sites_with_gpus():
 
 
 def test_scoring_needs_a_gpu_unless_told_cpu():
-    assert jobspec.infer_gpus({"device": "auto"}, GADI) == 1
-    assert jobspec.infer_gpus({"device": "cuda"}, SLURM_KNOWN) == 1
-    assert jobspec.infer_gpus({"device": "cpu"}, GADI) == 0
-    assert jobspec.infer_gpus({"device": "auto"}, LOCAL) == 0
+    assert jobspec.evaluate_gpus({"device": "auto"}, GADI) == 1
+    assert jobspec.evaluate_gpus({"device": "cuda"}, SLURM_KNOWN) == 1
+    assert jobspec.evaluate_gpus({"device": "cpu"}, GADI) == 0
+    assert jobspec.evaluate_gpus({"device": "auto"}, LOCAL) == 0

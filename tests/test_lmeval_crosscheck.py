@@ -28,8 +28,8 @@ EMBEDDED = Path(__file__).resolve().parents[1] / "src" / "llmhpc" / "embedded" /
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """A tiny HF GPT-NeoX model and its LitGPT conversion (once per module: ~30 s)."""
-    from llmhpc.tiny import write_tiny_model
-    from llmhpc.weights import convert
+    from llmhpc.sources.tiny import write_tiny_model
+    from llmhpc.stages.weights import convert
 
     root = tmp_path_factory.mktemp("crosscheck_model")
     hf_dir, lit_dir = root / "hf", root / "lit"
@@ -48,7 +48,7 @@ def eval_file(tmp_path_factory):
 
 
 def run_ours(lit_dir: Path, eval_file: Path, out_dir: Path) -> tuple[list[dict], dict]:
-    from llmhpc.hellaswag import evaluate
+    from llmhpc.stages.evaluate import evaluate
 
     preds, metrics_path = out_dir / "predictions.jsonl", out_dir / "metrics.json"
     metrics = evaluate(lit_dir, eval_file, preds, metrics_path, precision="32-true", batch_size=8,
@@ -110,7 +110,7 @@ def run_lmeval(hf_dir: Path, eval_file: Path, work_dir: Path, monkeypatch):
 
 
 def test_hellaswag_matches_lm_eval(models, eval_file, tmp_path, monkeypatch):
-    from llmhpc.hellaswag import doc_to_request
+    from llmhpc.eval.hellaswag import doc_to_request
 
     hf_dir, lit_dir = models
     docs = [json.loads(line) for line in eval_file.read_text(encoding="utf-8").splitlines()]

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from conftest import REPO, SCHEMA, copy_repo, default_config, snakemake
-from llmhpc import launch, pbs, preflight
+from llmhpc.cluster import launch, pbs, pbs_status, preflight
 from llmhpc.config import ConfigError, check, load_schema
 
 EMULATOR = REPO / "tests/pbs_emulator"
@@ -90,9 +90,9 @@ def test_cpu_job_goes_to_the_cpu_queue_with_its_threads():
 
 
 def test_standard_gpu_resource_and_internet_jobs():
-    infer = {"type": "single", "rule": "infer", "jobid": 9, "wildcards": {"model": "base"}, "threads": 2,
+    evaluate = {"type": "single", "rule": "evaluate", "jobid": 9, "wildcards": {"model": "base"}, "threads": 2,
              "resources": {"gpu": 1, "mem_mb": 8000, "runtime": 60}}
-    assert "ngpus=1,ncpus=12," in " ".join(pbs.qsub_options(infer, GADI))
+    assert "ngpus=1,ncpus=12," in " ".join(pbs.qsub_options(evaluate, GADI))
     download = {"type": "single", "rule": "weights", "jobid": 1, "wildcards": {}, "threads": 1,
                 "resources": {"internet": 1, "runtime": 30}}
     assert pbs.qsub_options(download, GADI)[4:6] == ["-q", "copyq"]
@@ -220,15 +220,15 @@ def test_submit_reports_qsub_refusals(tmp_path, pbs_env):
     ({"job_state": "F"}, "failed"),
 ])
 def test_state_mapping(job, answer):
-    assert pbs.map_state(job)[0] == answer
+    assert pbs_status.map_state(job)[0] == answer
 
 
 def test_state_mapping_says_why():
-    assert "walltime 00:01:00" in pbs.map_state({"job_state": "F", "Exit_status": 271,
+    assert "walltime 00:01:00" in pbs_status.map_state({"job_state": "F", "Exit_status": 271,
                                                  "Resource_List": {"walltime": "00:01:00"}})[1]
-    assert "walltime" in pbs.map_state({"job_state": "F", "Exit_status": -29})[1]
-    assert "signal 9" in pbs.map_state({"job_state": "F", "Exit_status": 265})[1]
-    assert pbs.map_state({"job_state": "F", "Exit_status": 2})[1] == "exited with 2"
+    assert "walltime" in pbs_status.map_state({"job_state": "F", "Exit_status": -29})[1]
+    assert "signal 9" in pbs_status.map_state({"job_state": "F", "Exit_status": 265})[1]
+    assert pbs_status.map_state({"job_state": "F", "Exit_status": 2})[1] == "exited with 2"
 
 
 def submit_raw(tmp_path: Path, name: str, body: str, walltime="00:10:00") -> str:
@@ -246,7 +246,7 @@ def test_status_of_finished_failed_and_walltime_killed_jobs(tmp_path, pbs_env):
     slow = submit_raw(tmp_path, "slow", "sleep 60", walltime="00:00:01")
     messages = []
     for job, answer in ((ok, "success"), (bad, "failed"), (slow, "failed")):
-        assert wait_for(lambda: (s := pbs.status(job, state, cache_seconds=0, log=messages.append)) != "running"
+        assert wait_for(lambda: (s := pbs_status.status(job, state, cache_seconds=0, log=messages.append)) != "running"
                         and s) == answer
     assert any(f"{bad} (bad) exited with 3" in m for m in messages)
     assert any(f"{slow} (slow) killed for exceeding its walltime 00:00:01 (Exit_status 271)" in m for m in messages)
@@ -258,7 +258,7 @@ def test_newer_pbs_walltime_exit_code_is_a_failure_too(tmp_path, pbs_env, monkey
     monkeypatch.setenv("PBS_EMULATOR_WALLTIME_EXIT", "-29")
     slow = submit_raw(tmp_path, "slow", "sleep 60", walltime="00:00:01")
     messages = []
-    assert wait_for(lambda: (s := pbs.status(slow, tmp_path / "st", cache_seconds=0, log=messages.append))
+    assert wait_for(lambda: (s := pbs_status.status(slow, tmp_path / "st", cache_seconds=0, log=messages.append))
                     != "running" and s) == "failed"
     assert "Exit_status -29" in messages[-1]
 
@@ -270,14 +270,14 @@ def test_transient_qstat_failure_is_not_a_failed_job(tmp_path, pbs_env, fault):
     wait_for(lambda: emulated_job(pbs_env, job)["job_state"] == "F")
     (pbs_env / "qstat_faults").write_text(json.dumps([fault]))
     messages = []
-    assert pbs.status(job, state, cache_seconds=0, log=messages.append) == "running"
+    assert pbs_status.status(job, state, cache_seconds=0, log=messages.append) == "running"
     assert "qstat failed" in messages[0]
-    assert pbs.status(job, state, cache_seconds=0, log=messages.append) == "success"  # the next qstat works
+    assert pbs_status.status(job, state, cache_seconds=0, log=messages.append) == "success"  # the next qstat works
 
 
 def test_unknown_job_is_failed(tmp_path, pbs_env):
     messages = []
-    assert pbs.status("424242.emu-pbs", tmp_path / "state", cache_seconds=0, log=messages.append) == "failed"
+    assert pbs_status.status("424242.emu-pbs", tmp_path / "state", cache_seconds=0, log=messages.append) == "failed"
     assert "does not know job 424242.emu-pbs" in messages[0]
 
 
@@ -304,7 +304,7 @@ def test_many_status_calls_share_a_few_qstat(tmp_path, pbs_env):
 def test_cancel_runs_qdel_in_batches(tmp_path, pbs_env):
     ids = [submit_raw(tmp_path, f"long{i}", "sleep 120") for i in range(7)]
     wait_for(lambda: all(emulated_job(pbs_env, j)["job_state"] == "R" for j in ids))
-    assert pbs.cancel(ids, batch=3) == [ids[:3], ids[3:6], ids[6:]]
+    assert pbs_status.cancel(ids, batch=3) == [ids[:3], ids[3:6], ids[6:]]
     # the batches run side by side: compare them as a set
     wait_for(lambda: len(calls(pbs_env, "qdel")) == 3)
     assert sorted(calls(pbs_env, "qdel")) == [ids[:3], ids[3:6], ids[6:]]
@@ -561,17 +561,17 @@ def test_embedded_default_through_the_gadi_profile(tmp_path, pbs_env):
            f" -l ngpus=1,ncpus=12,mem=95500MB,walltime=02:00:00 -j n {jobs}/finetune/finetune.baseline.pbs" in lines
     assert f"cd {logs} && qsub -N convert -P ab12 -q normal -l ncpus=1,mem=8GB,walltime=01:00:00 -j n" \
            f" {jobs}/convert/convert.pbs" in lines
-    assert len(lines) == 6 and not calls(pbs_env, "qsub")  # convert, 2 finetunes, 3 infers; nothing submitted
+    assert len(lines) == 6 and not calls(pbs_env, "qsub")  # convert, 2 finetunes, 3 evaluations; nothing submitted
 
     run_profile(repo, "gadi")
     submitted = calls(pbs_env, "qsub")
     assert sorted(submitted) == sorted(shlex.split(ln.split(" && qsub ", 1)[1]) for ln in lines)
     assert len(calls(pbs_env, "qstat")) < 3 * len(submitted) + 30  # one qstat per cache window, not per call
     assert (repo / "results/summary.csv").exists()
-    for name in ("finetune/finetune.baseline.pbs", "finetune/finetune.mbs16.pbs", "infer/infer.base.pbs",
+    for name in ("finetune/finetune.baseline.pbs", "finetune/finetune.mbs16.pbs", "evaluate/evaluate.base.pbs",
                  "convert/convert.pbs"):
         assert (jobs / name).read_text().startswith("#!/bin/bash\n#PBS -N ")
-    assert len(list(logs.glob("finetune.baseline.o*"))) == 1 and len(list(logs.glob("infer.mbs16.e*"))) == 1
+    assert len(list(logs.glob("finetune.baseline.o*"))) == 1 and len(list(logs.glob("evaluate.mbs16.e*"))) == 1
     record = json.loads((repo / "results/finetune/baseline/summary.json").read_text())["launch"]
     assert record["site"] == "gadi" and record["env"] == {"NCCL_SHM_DISABLE": "1", "OMP_NUM_THREADS": "12"}
     assert re.fullmatch(r"\d+\.emu-pbs", record["job_id"])

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, copy_repo, snakemake
-from llmhpc import plots
+from llmhpc.parsetime import PLOT_NAMES
+from llmhpc.stages import plots
 
 # A real run of the embedded default (summary table, both experiments' LitGPT metrics.csv, the env manifest
 # without its package list).
@@ -46,7 +47,7 @@ def make_all(tmp_path, table=None, metrics=None, man=None, experiments=EXPERIMEN
         plots.plot_time_breakdown(table, experiments, out),
         plots.plot_memory(table, experiments, manifest() if man is None else man, out),
         plots.plot_eval_accuracy(table, experiments, out),
-        plots.plot_infer_tradeoff(table, experiments, tolerance, out),
+        plots.plot_eval_tradeoff(table, experiments, tolerance, out),
     ]
 
 
@@ -59,8 +60,8 @@ def add_rows(table, rows):
 def test_every_plot_is_a_png_and_an_svg_that_shows_something(tmp_path):
     made = plots.make_all(DATA / "summary.csv", real_inputs()[1], DATA / "manifest.json", EXPERIMENTS, 0.05,
                           tmp_path / "plots")
-    assert list(made) == list(plots.PLOT_NAMES)
-    for name in plots.PLOT_NAMES:
+    assert list(made) == list(PLOT_NAMES)
+    for name in PLOT_NAMES:
         png, svg = tmp_path / f"plots/{name}.png", tmp_path / f"plots/{name}.svg"
         assert made[name].files == [png, svg]
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -123,7 +124,7 @@ def test_nothing_measured_yet_still_gives_every_plot(tmp_path):
     empty = pd.DataFrame(columns=["run", "experiment", "stage", "metric", "value", "unit", "source"])
     made = plots.make_all(tmp_path / "none.csv", {e: None for e in EXPERIMENTS}, tmp_path / "none.json",
                           EXPERIMENTS, 0.05, tmp_path / "plots")
-    assert made.keys() == set(plots.PLOT_NAMES)
+    assert made.keys() == set(PLOT_NAMES)
     for plot in made.values():
         assert all(f.is_file() for f in plot.files)
         assert not plot.drawn and plot.missing
@@ -169,11 +170,11 @@ def test_time_breakdown_other_is_the_rest_of_the_job(tmp_path):
 
 def test_tolerance_band_is_around_the_baseline_accuracy(tmp_path):
     table, _ = real_inputs()
-    acc = plots.value(table, "baseline", "infer", "acc")
-    plot = plots.plot_infer_tradeoff(table, EXPERIMENTS, 0.02, tmp_path)
+    acc = plots.value(table, "baseline", "evaluate", "acc")
+    plot = plots.plot_eval_tradeoff(table, EXPERIMENTS, 0.02, tmp_path)
     assert plot.labels["band"] == f"{acc - 0.02:.4f}..{acc + 0.02:.4f}"
-    assert "baseline acc ± 0.02 (allowed)" in svg_texts(tmp_path / "infer_tradeoff.svg")
-    plot = plots.plot_infer_tradeoff(table[table["experiment"] != "baseline"], EXPERIMENTS, 0.02, tmp_path)
+    assert "baseline acc ± 0.02 (allowed)" in svg_texts(tmp_path / "eval_tradeoff.svg")
+    plot = plots.plot_eval_tradeoff(table[table["experiment"] != "baseline"], EXPERIMENTS, 0.02, tmp_path)
     assert "band" not in plot.labels and any("tolerance band" in m for m in plot.missing)
 
 
@@ -199,7 +200,7 @@ def test_plots_rule_and_snakemake_report(tmp_path):
     for e in EXPERIMENTS:
         (results / f"finetune/{e}").mkdir(parents=True)
         shutil.copy(DATA / f"metrics-{e}.csv", results / f"finetune/{e}/metrics.csv")
-    targets = [f"results/plots/{n}.{ext}" for n in plots.PLOT_NAMES for ext in ("png", "svg")]
+    targets = [f"results/plots/{n}.{ext}" for n in PLOT_NAMES for ext in ("png", "svg")]
     snakemake(repo, "--allowed-rules", "plots", "--cores", "1", *targets)
     assert sorted(p.name for p in (results / "plots").iterdir()) == sorted(Path(t).name for t in targets)
     log = (results / "logs/plots.log").read_text()
@@ -211,8 +212,8 @@ def test_plots_rule_and_snakemake_report(tmp_path):
     assert sorted(categories["Fine-tune"]["Other"]) == [f"results/plots/{n}.png" for n in
                                                          ["loss", "memory", "throughput", "time_breakdown"]]
     assert sorted(categories["Evaluation"]["Other"]) == ["results/plots/eval_accuracy.png",
-                                                          "results/plots/infer_tradeoff.png"]
-    for name in plots.PLOT_NAMES:
+                                                          "results/plots/eval_tradeoff.png"]
+    for name in PLOT_NAMES:
         caption = (REPO / f"workflow/report/{name}.rst").read_text()
         first_words = " ".join(caption.split()[:8])
         assert first_words in " ".join(html.split()), f"caption of {name} not in the report"

@@ -1,4 +1,4 @@
-"""`python -m llmhpc.profiles install`: cluster profiles where Snakemake looks bare profile names up."""
+"""`python -m llmhpc.cluster.profiles install`: cluster profiles where Snakemake looks bare profile names up."""
 
 import os
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from conftest import REPO
-from llmhpc import profiles
+from llmhpc.cluster import profiles
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ def test_cli_installs_where_snakemake_finds_the_bare_name(source, tmp_path):
     """With XDG_CONFIG_HOME set, `install` puts the profiles where Snakemake's own lookup finds `slurm`."""
     home = tmp_path / "home"
     env = dict(os.environ, HOME=str(home), XDG_CONFIG_HOME=str(home / "xdg"))
-    cli = [sys.executable, "-m", "llmhpc.profiles"]
+    cli = [sys.executable, "-m", "llmhpc.cluster.profiles"]
     where = subprocess.run([*cli, "where"], env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert where == str(home / "xdg/snakemake")
     out = subprocess.run([*cli, "install", "--from", str(source)], env=env, capture_output=True, text=True,

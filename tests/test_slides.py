@@ -21,10 +21,16 @@ import matplotlib.image as mpimg
 import matplotlib.pyplot as plt
 import pytest
 import yaml
-from conftest import REPO, SCHEMA, copy_repo, default_config, snakemake
 
-from llmhpc import PLOT_NAMES, slides
+from conftest import REPO, SCHEMA, copy_repo, default_config, snakemake
+from llmhpc import parsetime
 from llmhpc.config import check, load_schema
+from llmhpc.outputs.slides import figures
+from llmhpc.outputs.slides import html as deck_html
+from llmhpc.outputs.slides import model as slides
+from llmhpc.outputs.slides import pdf as deck_pdf
+from llmhpc.outputs.slides import pptx as deck_pptx
+from llmhpc.parsetime import PLOT_NAMES
 
 DATA = REPO / "tests/data/slides"
 TEMPLATES = REPO / "workflow/templates"
@@ -101,7 +107,7 @@ def shown_number(text: str) -> float:
 
 
 def recompute(figure, figures, rows, manifest, cfg):
-    """A figure's value from its source, computed here independently of llmhpc.slides."""
+    """A figure's value from its source, computed here independently of llmhpc.stages.slides."""
     ref = figure["ref"]
     if figure["kind"] == "summary":
         row = rows[(ref["experiment"], ref["stage"], ref["metric"])]
@@ -178,56 +184,56 @@ def test_the_deck_follows_the_summary_table(tmp_path):
 
     deck = build(results_tree(tmp_path, edit))
     opt = next(s for s in deck["slides"] if s["key"] == "experiment:mbs16")
-    text = " ".join(slides.plain(b) for b in opt["bullets"])
+    text = " ".join(figures.plain(b) for b in opt["bullets"])
     assert "→ 41.2 s" in text or "→ 41.3 s" in text
-    assert slides.plain(opt["stats"][0]["value"]) == "3.24×"
+    assert figures.plain(opt["stats"][0]["value"]) == "3.24×"
     best = next(s for s in deck["slides"] if s["key"] == "optimizations")
-    assert "mbs16, training 3.24× faster" in slides.plain(best["bullets"][0])
+    assert "mbs16, training 3.24× faster" in figures.plain(best["bullets"][0])
 
 
 def test_config_text_is_merged_into_the_slides(tree):
     deck = build(tree, presentation={"team": "Team Kestrel", "members": ["Ada", "Linus"], "event": "APAC HPC-AI",
                                      "narrative": ["Bigger micro batches"], "did_not_work": ["FP16 diverged"]})
     by_key = {s["key"]: s for s in deck["slides"]}
-    title = [slides.plain(b) for b in by_key["title"]["bullets"]]
+    title = [figures.plain(b) for b in by_key["title"]["bullets"]]
     assert title[:3] == ["Team Kestrel", "Ada, Linus", "APAC HPC-AI"]
-    assert ["Bigger micro batches"] in [[slides.plain(b)] for b in by_key["optimizations"]["bullets"]]
-    assert slides.plain(by_key["did_not_work"]["bullets"][0]) == "FP16 diverged"
+    assert ["Bigger micro batches"] in [[figures.plain(b)] for b in by_key["optimizations"]["bullets"]]
+    assert figures.plain(by_key["did_not_work"]["bullets"][0]) == "FP16 diverged"
     # Per-experiment notes from the config, on that experiment's slide.
     notes = next(e["notes"] for e in default_config()["experiments"] if e["name"] == "mbs16")
-    assert slides.plain(by_key["experiment:mbs16"]["bullets"][0]) == notes
+    assert figures.plain(by_key["experiment:mbs16"]["bullets"][0]) == notes
 
 
 def test_accuracy_outside_tolerance_is_said_in_words(tmp_path):
     def edit(rows):  # mbs16 loses 12 points of acc against the baseline and runs slower
-        set_value(rows, "mbs16", "infer", "acc", 0.25)
+        set_value(rows, "mbs16", "evaluate", "acc", 0.25)
         set_value(rows, "mbs16", "finetune", "speedup_vs_baseline", 0.8)
 
     deck = build(results_tree(tmp_path, edit), presentation={"accuracy_tolerance": 0.05})
     by_key = {s["key"]: s for s in deck["slides"]}
     acc = by_key["accuracy"]
     assert acc["title"] == "Accuracy: not all within tolerance"
-    row = next(r for r in acc["table"]["rows"] if slides.plain(r[0]) == "mbs16")
-    assert slides.plain(row[3]) == "−12.0 pp" and slides.plain(row[4]) == "OUTSIDE"
-    assert "Outside the tolerance of 5.0 pp: mbs16" == slides.plain(acc["bullets"][0])
-    failed = [slides.plain(b) for b in by_key["did_not_work"]["bullets"]]
+    row = next(r for r in acc["table"]["rows"] if figures.plain(r[0]) == "mbs16")
+    assert figures.plain(row[3]) == "−12.0 pp" and figures.plain(row[4]) == "OUTSIDE"
+    assert "Outside the tolerance of 5.0 pp: mbs16" == figures.plain(acc["bullets"][0])
+    failed = [figures.plain(b) for b in by_key["did_not_work"]["bullets"]]
     assert "mbs16: slower than the baseline, 0.80× its training speed" in failed
     assert "mbs16: accuracy changed by −12.0 pp, more than the tolerance of 5.0 pp" in failed
-    assert slides.plain(by_key["optimizations"]["bullets"][0]) == \
+    assert figures.plain(by_key["optimizations"]["bullets"][0]) == \
         "No experiment beat the baseline within the accuracy tolerance"
 
 
 def test_within_tolerance(deck):
     acc = next(s for s in deck["slides"] if s["key"] == "accuracy")
     assert acc["title"] == "Accuracy kept within tolerance"
-    row = next(r for r in acc["table"]["rows"] if slides.plain(r[0]) == "mbs16")
-    assert slides.plain(row[3]) == "−1.0 pp" and slides.plain(row[4]) == "within"
+    row = next(r for r in acc["table"]["rows"] if figures.plain(r[0]) == "mbs16")
+    assert figures.plain(row[3]) == "−1.0 pp" and figures.plain(row[4]) == "within"
 
 
 def test_scaling_slide_only_when_world_sizes_differ(tmp_path, deck):
     assert "scaling" not in [s["key"] for s in deck["slides"]]
     hardware = next(s for s in deck["slides"] if s["key"] == "hardware")
-    assert "single device only" in slides.plain(hardware["bullets"][0])
+    assert "single device only" in figures.plain(hardware["bullets"][0])
 
     def edit(rows):  # a third experiment on 4 devices: copy mbs16's rows
         for r in [dict(r) for r in rows if r["experiment"] == "mbs16"]:
@@ -240,7 +246,7 @@ def test_scaling_slide_only_when_world_sizes_differ(tmp_path, deck):
     experiments = cfg["experiments"] + [{"name": "fsdp4", "notes": "Four devices.", "finetune": {"devices": 4}}]
     deck = build(results_tree(tmp_path, edit), experiments=experiments)
     scaling = next(s for s in deck["slides"] if s["key"] == "scaling")
-    rows = {slides.plain(r[0]): [slides.plain(c) for c in r] for r in scaling["table"]["rows"]}
+    rows = {figures.plain(r[0]): [figures.plain(c) for c in r] for r in scaling["table"]["rows"]}
     assert rows["fsdp4"][1] == "4"
     assert rows["fsdp4"][4] == f"{376.7 / 300.26 * 100:.1f}%"  # per-device throughput against the 1-device run
     assert rows["baseline"][4] == "100.0%"
@@ -252,15 +258,15 @@ def test_missing_plot_says_not_measured_yet(tmp_path):
     deck = build(res)
     memory = next(s for s in deck["slides"] if s["key"] == "memory")
     assert memory["image"] == {"name": "memory", "path": str(res / "plots/memory.png"), "exists": False}
-    html = slides.render_html(deck, TEMPLATES)
-    assert html.count(slides.NOT_MEASURED) == 1
+    html = deck_html.render_html(deck, TEMPLATES)
+    assert html.count(figures.NOT_MEASURED) == 1
     out = tmp_path / "deck.pptx"
-    slides.render_pptx(deck, out)
+    deck_pptx.render_pptx(deck, out)
     from pptx import Presentation
 
     texts = [sh.text_frame.text for sh in Presentation(out).slides[deck["slides"].index(memory)].shapes
              if sh.has_text_frame]
-    assert f"memory: {slides.NOT_MEASURED}" in texts
+    assert f"memory: {figures.NOT_MEASURED}" in texts
 
 
 def test_bad_inputs_name_the_file(tmp_path):
@@ -275,18 +281,18 @@ def test_bad_inputs_name_the_file(tmp_path):
 def test_run_args_and_profiles(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tests").mkdir()
-    assert slides.run_args([tmp_path / "tests/quick.yaml"], ["run_name=x y"]) == \
+    assert parsetime.run_args([tmp_path / "tests/quick.yaml"], ["run_name=x y"]) == \
         "--configfiles tests/quick.yaml --config 'run_name=x y'"
-    assert slides.run_args([], []) == ""
+    assert parsetime.run_args([], []) == ""
     for name in ("default", "gadi", "slurm"):
         (tmp_path / "profiles" / name).mkdir(parents=True)
         (tmp_path / "profiles" / name / "config.yaml").write_text("cores: 1\n")
-    assert slides.cluster_profiles(tmp_path / "profiles") == ["profiles/gadi", "profiles/slurm"]
+    assert parsetime.cluster_profiles(tmp_path / "profiles") == ["profiles/gadi", "profiles/slurm"]
 
 
 # --- renderings ------------------------------------------------------------------------------------------------
 def test_html_is_self_contained(deck):
-    html = slides.render_html(deck, TEMPLATES)
+    html = deck_html.render_html(deck, TEMPLATES)
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//|url\(\s*["']?(https?:)?//|@import""", html)
     assert html.count('src="data:image/png;base64,') == sum(1 for s in deck["slides"] if s["image"])
     assert html.count('<section class="slide') == len(deck["slides"])
@@ -300,9 +306,9 @@ def test_pptx_has_the_same_titles_as_the_html(tmp_path, deck):
     from pptx.util import Inches
 
     out = tmp_path / "deck.pptx"
-    slides.render_pptx(deck, out)
+    deck_pptx.render_pptx(deck, out)
     prs = Presentation(out)
-    html = slides.render_html(deck, TEMPLATES)
+    html = deck_html.render_html(deck, TEMPLATES)
     html_titles = re.findall(r'<section class="slide[^"]*"[^>]*data-title="([^"]*)"', html)
     assert [s.shapes.title.text for s in prs.slides] == [t.replace("&amp;", "&") for t in html_titles]
     assert [s.shapes.title.text for s in prs.slides] == [s["title"] for s in deck["slides"]]
@@ -333,7 +339,7 @@ def test_pdf_matplotlib_fallback_one_page_per_slide(tmp_path, deck, monkeypatch)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no browser to be found, as on a login node
     monkeypatch.delenv("CHROMIUM", raising=False)
     said = []
-    assert slides.render_pdf(deck, tmp_path / "unused.html", tmp_path / "deck.pdf", log=said.append) == "matplotlib"
+    assert deck_pdf.render_pdf(deck, tmp_path / "unused.html", tmp_path / "deck.pdf", log=said.append) == "matplotlib"
     assert "no Chromium found" in said[0]
     reader = PdfReader(tmp_path / "deck.pdf")
     assert len(reader.pages) == len(deck["slides"])
@@ -344,7 +350,7 @@ def test_pdf_matplotlib_fallback_one_page_per_slide(tmp_path, deck, monkeypatch)
 # --- in a real browser -----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def chromium():
-    found = slides.find_chromium()
+    found = deck_pdf.find_chromium()
     if found:
         return found
     if os.environ.get("CI") == "true":
@@ -355,7 +361,7 @@ def chromium():
 
 def dump_dom(chromium, html_path: Path) -> str:
     with tempfile.TemporaryDirectory() as profile:
-        proc = subprocess.run(slides.chromium_cmd(chromium, profile, "--window-size=1280,720", "--dump-dom",
+        proc = subprocess.run(deck_pdf.chromium_cmd(chromium, profile, "--window-size=1280,720", "--dump-dom",
                                                   html_path.resolve().as_uri()),
                               capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -369,7 +375,7 @@ def body_data(dom: str) -> dict:
 
 def screenshot(chromium, html_path: Path, n: int, out: Path) -> None:
     with tempfile.TemporaryDirectory() as profile:
-        proc = subprocess.run(slides.chromium_cmd(chromium, profile, "--window-size=1280,720", f"--screenshot={out}",
+        proc = subprocess.run(deck_pdf.chromium_cmd(chromium, profile, "--window-size=1280,720", f"--screenshot={out}",
                                                   f"{html_path.resolve().as_uri()}#{n}"),
                               capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and out.is_file(), proc.stderr[-2000:]
@@ -377,7 +383,7 @@ def screenshot(chromium, html_path: Path, n: int, out: Path) -> None:
 
 def test_every_slide_in_chromium_is_drawn_and_fits(tmp_path, deck, chromium):
     html = tmp_path / "deck.html"
-    html.write_text(slides.render_html(deck, TEMPLATES))
+    html.write_text(deck_html.render_html(deck, TEMPLATES))
     data = body_data(dump_dom(chromium, html))
     assert data["ready"] == 1 and data["slides"] == len(deck["slides"])
     assert data["overflow"] == [], f"slides that overflow: {data['overflow']}"
@@ -396,15 +402,15 @@ def test_every_slide_in_chromium_is_drawn_and_fits(tmp_path, deck, chromium):
 def test_overflow_is_detected(tmp_path, deck, chromium):
     """A slide whose text cannot fit, and one with an unbreakable table cell, are reported; a slide that is
     slightly too long is shrunk to fit."""
-    long_text = [[slides.seg(f"Point {'word ' * 30}", "config")] for _ in range(30)]
-    wide_cell = {"header": ["Key", "Value"], "rows": [[[slides.seg("k")], [slides.seg("x" * 400, "code")]]]}
-    bit_long = [[slides.seg("A point that takes a line of its own on the slide", "config")] for _ in range(14)]
+    long_text = [[figures.seg(f"Point {'word ' * 30}", "config")] for _ in range(30)]
+    wide_cell = {"header": ["Key", "Value"], "rows": [[[figures.seg("k")], [figures.seg("x" * 400, "code")]]]}
+    bit_long = [[figures.seg("A point that takes a line of its own on the slide", "config")] for _ in range(14)]
     base = next(s for s in deck["slides"] if s["key"] == "did_not_work")
     extra = [{**base, "key": "tall", "bullets": long_text}, {**base, "key": "wide", "bullets": [], "table": wide_cell},
              {**base, "key": "bit_long", "bullets": bit_long}]
     test_deck = {**deck, "slides": deck["slides"][:2] + extra}
     html = tmp_path / "deck.html"
-    html.write_text(slides.render_html(test_deck, TEMPLATES))
+    html.write_text(deck_html.render_html(test_deck, TEMPLATES))
     data = body_data(dump_dom(chromium, html))
     assert data["overflow"] == [3, 4]
     assert data["fit"][4] < 1  # shrunk, and then it fits
@@ -423,7 +429,7 @@ def cdp_session(chromium, url):
         os.dup2(events_out, 4)
 
     # close_fds=False keeps 3 and 4 (dup2 makes them inheritable; every other descriptor of ours is not).
-    proc = subprocess.Popen(slides.chromium_cmd(chromium, profile, "--remote-debugging-pipe", "--window-size=1280,720",
+    proc = subprocess.Popen(deck_pdf.chromium_cmd(chromium, profile, "--remote-debugging-pipe", "--window-size=1280,720",
                                                 "about:blank"), preexec_fn=fds, close_fds=False,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.close(to_chrome_r)
@@ -463,7 +469,7 @@ def cdp_session(chromium, url):
 
 def test_keyboard_navigation(tmp_path, deck, chromium):
     html = tmp_path / "deck.html"
-    html.write_text(slides.render_html(deck, TEMPLATES))
+    html.write_text(deck_html.render_html(deck, TEMPLATES))
     call, close = cdp_session(chromium, html.resolve().as_uri())
     try:
         def js(expr):
@@ -508,9 +514,9 @@ def test_pdf_from_chromium_one_page_per_slide(tmp_path, deck, chromium):
     from pypdf import PdfReader
 
     html = tmp_path / "deck.html"
-    html.write_text(slides.render_html(deck, TEMPLATES))
+    html.write_text(deck_html.render_html(deck, TEMPLATES))
     said = []
-    assert slides.render_pdf(deck, html, tmp_path / "deck.pdf", log=said.append) == "chromium"
+    assert deck_pdf.render_pdf(deck, html, tmp_path / "deck.pdf", log=said.append) == "chromium"
     assert chromium in said[0]
     reader = PdfReader(tmp_path / "deck.pdf")
     assert len(reader.pages) == len(deck["slides"])
@@ -561,7 +567,7 @@ def test_rule_renders_all_four_and_a_template_edit_reruns_only_the_slides(tmp_pa
     assert jobs_of(first) == {"slides"}
     out = repo / "results/slides"
     model = json.loads((out / "slides.json").read_text())
-    assert model["pdf_renderer"] == ("chromium" if slides.find_chromium() else "matplotlib")
+    assert model["pdf_renderer"] == ("chromium" if deck_pdf.find_chromium() else "matplotlib")
     assert {p.name for p in out.iterdir()} == {"deck.html", "deck.pdf", "deck.pptx", "slides.json"}
     assert "PDF: " in (repo / "results/logs/slides.log").read_text()  # which renderer, in the job's log
     from pptx import Presentation
@@ -581,7 +587,7 @@ def test_rule_renders_all_four_and_a_template_edit_reruns_only_the_slides(tmp_pa
     assert jobs_of(snakemake(repo, target, "-n")) == {"slides"}
     planned = jobs_of(snakemake(repo, "-n"))
     assert not planned & {"env", "weights", "convert", "data_finetune", "data_eval", "finetune_config", "finetune",
-                          "infer", "summary"}, planned
+                          "evaluate", "summary"}, planned
     second = snakemake(repo, target)
     assert jobs_of(second) == {"slides"}
     assert "#b4236d" in (out / "deck.html").read_text()

@@ -93,7 +93,7 @@ def test_compute_stages_ran_as_slurm_jobs(slurm_run):
     rules = sorted(rule_of(j) for j in jobs.values())
     # convert, one fine-tune per experiment, scoring of the base model and of every fine-tune; downloads, the
     # environment check, configs and the summary are local rules and stay on the login node.
-    assert rules == sorted(["convert", *["finetune"] * len(experiments), *["infer"] * (len(experiments) + 1)])
+    assert rules == sorted(["convert", *["finetune"] * len(experiments), *["evaluate"] * (len(experiments) + 1)])
     for slurm_id, job in jobs.items():
         assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", (slurm_id, job)
         assert job["NodeList"] == job["BatchHost"] != ""
@@ -107,7 +107,7 @@ def test_results_and_summary_exist(slurm_run):
     summary = pd.read_csv(repo / "results/summary.csv")
     assert {"baseline", "mbs16"} <= set(summary["experiment"])
     for model in ("base", "baseline", "mbs16"):
-        assert (repo / f"results/infer/{model}/metrics.json").is_file()
+        assert (repo / f"results/evaluate/{model}/metrics.json").is_file()
 
 
 def test_finetune_job_asks_slurm_for_its_nodes_and_gpus(slurm_run):
@@ -132,7 +132,7 @@ def test_finetune_job_asks_slurm_for_its_nodes_and_gpus(slurm_run):
 
 def test_scoring_jobs_ask_slurm_for_one_gpu(slurm_run):
     repo, out, jobs = slurm_run
-    scoring = [j for j in jobs.values() if rule_of(j) == "infer"]
+    scoring = [j for j in jobs.values() if rule_of(j) == "evaluate"]
     assert len(scoring) == 3
     for job in scoring:
         assert job.get("TresPerNode") == "gres:gpu:1", job
@@ -185,7 +185,7 @@ def test_profile_by_bare_name_after_install(cluster, tmp_path):
     before = subprocess.run(snakemake_cmd("--profile", "slurm", "-n"), cwd=repo, env=env, capture_output=True,
                             text=True, timeout=300)
     assert before.returncode != 0 and "profile directory given (slurm)" in before.stderr
-    install = subprocess.run([sys.executable, "-m", "llmhpc.profiles", "install"], cwd=repo, env=env,
+    install = subprocess.run([sys.executable, "-m", "llmhpc.cluster.profiles", "install"], cwd=repo, env=env,
                              capture_output=True, text=True, timeout=120)
     assert install.returncode == 0, install.stderr
     installed = home / ".config/snakemake/slurm"
@@ -205,9 +205,9 @@ def test_unknown_node_shape_leaves_cpus_to_slurm(cluster, tmp_path):
     repo = copy_repo(tmp_path / "repo")
     (repo / "tests/slurm_site.yaml").write_text(yaml.safe_dump({"site": {"gpus_per_node": FAKE_GPUS}}))
     out = run(cluster, repo, snakemake_cmd("--profile", "profiles/slurm", *FAST_STATUS, "--verbose",
-                                           "results/infer/base/metrics.json"))
+                                           "results/evaluate/base/metrics.json"))
     calls = re.findall(r"sbatch call: (sbatch .*)", out)
-    scoring = [c for c in calls if "rule_infer" in c]
+    scoring = [c for c in calls if "rule_evaluate" in c]
     assert len(scoring) == 1, out[-4000:]
     assert "--cpus-per-task" not in scoring[0] and "--gres" in scoring[0], scoring[0]
     assert any("rule_convert" in c and "--cpus-per-task" in c for c in calls)  # CPU jobs keep their threads

@@ -10,7 +10,7 @@ import dataclasses
 import pytest
 import torch
 
-from llmhpc import tiny
+from llmhpc.sources import tiny
 
 SMALL_LLAMA = "llmhpc-test-llama"
 
@@ -18,7 +18,6 @@ SMALL_LLAMA = "llmhpc-test-llama"
 @pytest.fixture
 def small_llama(monkeypatch):
     import litgpt.config
-
     from litgpt import Config
 
     base = dataclasses.asdict(Config.from_name("Llama-2-7b-hf"))

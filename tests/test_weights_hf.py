@@ -2,7 +2,7 @@
 
 Source `hf` runs against tests/hf_hub_emulator.py (an emulator of the Hub's HTTP API, the real Hub being out of
 reach here), in a subprocess with HF_ENDPOINT set (huggingface_hub reads it at import time) and HF_HOME isolated,
-just as the workflow's script would run `llmhpc.weights.fetch`.
+just as the workflow's script would run `llmhpc.stages.weights.fetch`.
 """
 
 import json
@@ -18,8 +18,8 @@ import pytest
 
 from conftest import REPO
 from hf_hub_emulator import HubEmulator, HubRepo
-from llmhpc import weights
-from llmhpc.tiny import write_tiny_model
+from llmhpc.sources.tiny import write_tiny_model
+from llmhpc.stages import weights
 
 REPO_ID = "org/tiny-gated"
 MODEL_NAME = "pythia-14m"
@@ -58,7 +58,7 @@ def _spy(*args, **kwargs):
     return path
 
 huggingface_hub.snapshot_download = _spy
-from llmhpc.weights import fetch
+from llmhpc.stages.weights import fetch
 fetch(json.loads(sys.argv[1]), sys.argv[2])
 '''
 

@@ -47,12 +47,12 @@ def test_every_stage_leaves_its_outputs(done):
         assert "Training Time" in (d / "finetune.stdout").read_text()
         assert (r / "logs/finetune" / f"{exp}.log").is_file()
     for model in ("base", "baseline", "mbs16"):
-        rows = [json.loads(line) for line in (r / "infer" / model / "predictions.jsonl").read_text().splitlines()]
+        rows = [json.loads(line) for line in (r / "evaluate" / model / "predictions.jsonl").read_text().splitlines()]
         assert len(rows) == 192 and all(len(row["loglikelihoods"]) == 4 for row in rows)
 
 
 def test_fine_tuning_raises_accuracy(done):
-    acc = {m: json.loads((done / f"results/infer/{m}/metrics.json").read_text())["acc"]
+    acc = {m: json.loads((done / f"results/evaluate/{m}/metrics.json").read_text())["acc"]
            for m in ("base", "baseline", "mbs16")}
     print(acc)
     assert acc["baseline"] > acc["base"] + 0.1
@@ -62,7 +62,7 @@ def test_fine_tuning_raises_accuracy(done):
 def test_summary_table_covers_every_experiment_and_stage(done):
     table = pd.read_csv(done / "results/summary.csv")
     assert list(table.columns) == ["run", "experiment", "stage", "metric", "value", "unit", "source"]
-    assert set(table.stage) == {"env", "data", "finetune", "infer"}
+    assert set(table.stage) == {"env", "data", "finetune", "evaluate"}
     assert set(table.experiment) == {"all", "baseline", "mbs16", "base"}
     row = table[(table.experiment == "mbs16") & (table.metric == "tokens_per_s")].iloc[0]
     assert row.unit == "tokens/s" and row.source == "results/finetune/mbs16/summary.json"
@@ -80,16 +80,16 @@ def test_second_run_has_nothing_to_do(done):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
-def test_forcerun_infer_reruns_only_infer_and_downstream(done):
-    planned = jobs_planned(snakemake(done, "-n", "--forcerun", "infer"))
-    assert planned == {"infer": 3, "summary": 1, "plots": 1, "slides": 1, "submission": 1, "all": 1}
+def test_forcerun_evaluate_reruns_only_evaluate_and_downstream(done):
+    planned = jobs_planned(snakemake(done, "-n", "--forcerun", "evaluate"))
+    assert planned == {"evaluate": 3, "summary": 1, "plots": 1, "slides": 1, "submission": 1, "all": 1}
 
 
 def test_until_and_single_target(done):
     planned = jobs_planned(snakemake(done, "-n", "--forcerun", "finetune", "--until", "finetune"))
     assert planned == {"finetune": 2}
-    planned = jobs_planned(snakemake(done, "-n", "--force", "results/infer/base/metrics.json"))
-    assert planned == {"infer": 1}
+    planned = jobs_planned(snakemake(done, "-n", "--force", "results/evaluate/base/metrics.json"))
+    assert planned == {"evaluate": 1}
 
 
 def test_adding_an_experiment_adds_only_its_jobs(done):
@@ -97,13 +97,13 @@ def test_adding_an_experiment_adds_only_its_jobs(done):
     cfg["experiments"].append({"name": "lr-low", "finetune": {"learning_rate": 0.001}})
     (done / "more.yaml").write_text(yaml.safe_dump(cfg))
     planned = jobs_planned(snakemake(done, "-n", "--configfile", "more.yaml"))
-    assert planned == {"finetune_config": 1, "finetune": 1, "infer": 1, "summary": 1, "plots": 1, "slides": 1,
+    assert planned == {"finetune_config": 1, "finetune": 1, "evaluate": 1, "summary": 1, "plots": 1, "slides": 1,
                        "submission": 1, "all": 1}
 
 
 def test_the_run_leaves_plots_slides_and_a_verifiable_submission(done):
     r = done / "results"
-    for name in ("loss", "throughput", "time_breakdown", "memory", "eval_accuracy", "infer_tradeoff"):
+    for name in ("loss", "throughput", "time_breakdown", "memory", "eval_accuracy", "eval_tradeoff"):
         assert (r / f"plots/{name}.png").stat().st_size > 10_000 and (r / f"plots/{name}.svg").is_file()
     model = json.loads((r / "slides/slides.json").read_text())
     titles = [slide["title"] for slide in model["slides"]]

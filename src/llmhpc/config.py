@@ -131,10 +131,10 @@ def canonical(value):
 
 
 def experiment_settings(config: dict, schema: dict, index: int) -> dict:
-    """The full finetune and infer settings of experiment `index`: the shared ones with its overrides."""
+    """The full finetune and evaluate settings of experiment `index`: the shared ones with its overrides."""
     exp = config["experiments"][index]
     out = {"name": exp["name"], "notes": exp.get("notes", "")}
-    for section in ("finetune", "infer"):
+    for section in ("finetune", "evaluate"):
         merged = copy.deepcopy(config[section])
         merged.update(copy.deepcopy(exp.get(section) or {}))
         out[section] = canonical(merged)
@@ -156,7 +156,7 @@ def check(config: dict, schema: dict) -> dict:
         raise ConfigError("config refused:\n  " + "\n  ".join(problems))
 
     experiments = {}
-    section_schemas = {s: schema["properties"][s] for s in ("finetune", "infer")}
+    section_schemas = {s: schema["properties"][s] for s in ("finetune", "evaluate")}
     for i, exp in enumerate(config["experiments"]):
         name = exp["name"]
         settings = experiment_settings(config, schema, i)

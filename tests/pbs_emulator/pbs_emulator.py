@@ -266,7 +266,7 @@ def qsub(argv: list[str]) -> int:
         try:
             script = script_path.read_text()
         except OSError:
-            raise QsubError(f"qsub: script file:: No such file or directory", 2) from None
+            raise QsubError("qsub: script file:: No such file or directory", 2) from None
         from_script, _ = parse_options(directives(script))
         merged = {**from_script, **{k: v for k, v in opts.items() if k not in ("l", "W", "v")}}
         resources = parse_resources(from_script["l"])

@@ -5,14 +5,15 @@ from pathlib import Path
 # The workflow's logic lives in src/llmhpc; make it importable here and in every job's script, also where it
 # is not pip-installed (a conda env, a cluster venv): jobs inherit this process's environment.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from llmhpc.rulelog import export_pythonpath
+from llmhpc.parsetime import PLOT_NAMES, export_pythonpath, run_args
 
 export_pythonpath(Path(workflow.basedir) / "src")
 
-from llmhpc import PLOT_NAMES, jobspec, pbs, preflight
+from llmhpc.cluster import resources as jobspec
+from llmhpc.cluster import pbs
+from llmhpc.cluster import preflight
 from llmhpc.config import check, load_schema
-from llmhpc.data import check_alpaca, read_hellaswag
-from llmhpc.slides import run_args
+from llmhpc.stages.data import check_alpaca, read_hellaswag
 
 SCHEMA = load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 # The site (scheduler, nodes, project, NCCL/MPI settings) comes from the cluster profile's site.yaml.
@@ -63,22 +64,22 @@ def finetune_gres(wildcards):
 
 
 # Threads of the GPU jobs: every local core without a scheduler (one GPU job at a time here), else the CPUs of
-# one GPU for each of the job's processes (llmhpc.jobspec says why).
+# one GPU for each of the job's processes (llmhpc.cluster.resources says why).
 GPU_JOB_THREADS = jobspec.gpu_job_threads(config["site"], workflow.cores)
 SLURM_CPUS_PER_TASK = jobspec.slurm_cpus_per_task(config["site"])
 
 
-def infer_gpus(wildcards):
-    return jobspec.infer_gpus(infer_settings(wildcards), config["site"])
+def evaluate_gpus(wildcards):
+    return jobspec.evaluate_gpus(evaluate_settings(wildcards), config["site"])
 
 
-def infer_gres(wildcards):
-    return jobspec.slurm_gres(config["site"], infer_gpus(wildcards))
+def evaluate_gres(wildcards):
+    return jobspec.slurm_gres(config["site"], evaluate_gpus(wildcards))
 
 
-def infer_settings(wildcards):
+def evaluate_settings(wildcards):
     name = wildcards.model
-    return config["infer"] if name == "base" else EXPERIMENTS[name]["infer"]
+    return config["evaluate"] if name == "base" else EXPERIMENTS[name]["evaluate"]
 
 
 def finetune_data_input(wildcards):
@@ -100,7 +101,7 @@ def eval_data_input(wildcards):
 
 
 def checkpoint_for(wildcards):
-    """The LitGPT checkpoint directory that infer scores: the base model or an experiment's fine-tune."""
+    """The LitGPT checkpoint directory that evaluate scores: the base model or an experiment's fine-tune."""
     if wildcards.model == "base":
         return "results/checkpoints/base"
     return f"results/finetune/{wildcards.model}/out"

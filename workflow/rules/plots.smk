@@ -39,9 +39,9 @@ rule plots:
             category="Evaluation",
             labels={"figure": "accuracy"},
         ),
-        infer_tradeoff=report(
-            "results/plots/infer_tradeoff.png",
-            caption="../report/infer_tradeoff.rst",
+        eval_tradeoff=report(
+            "results/plots/eval_tradeoff.png",
+            caption="../report/eval_tradeoff.rst",
             category="Evaluation",
             labels={"figure": "accuracy against time"},
         ),

@@ -1,6 +1,6 @@
 # The interview slide deck, from the summary table, the environment manifest, the plots and the config's
 # `presentation` section. The templates are inputs, so editing one re-renders the slides and nothing upstream.
-from llmhpc.slides import cluster_profiles
+from llmhpc.parsetime import cluster_profiles
 
 
 SLIDE_TEMPLATES = sorted(str(p) for p in Path(workflow.basedir, "workflow/templates").glob("*") if p.is_file())

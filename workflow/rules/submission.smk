@@ -1,10 +1,10 @@
 # The submission bundle the competitions ask for: build, setup and run scripts, LitGPT configs, output texts and
-# the slides as PDF in one reproducible tar.gz with a MANIFEST; never weights, never secrets (llmhpc.bundle).
+# the slides as PDF in one reproducible tar.gz with a MANIFEST; never weights, never secrets (llmhpc.stages.submission).
 import hashlib
 
 import yaml
 
-from llmhpc.bundle import layout
+from llmhpc.stages.submission import layout
 from llmhpc.config import canonical
 
 SUBMISSION_NAME = config["submission"]["name"] or config["run_name"]

@@ -5,7 +5,7 @@ rule summary:
     input:
         manifest=ENV_MANIFEST,
         finetune=expand("results/finetune/{experiment}/summary.json", experiment=EXPERIMENTS),
-        infer=expand("results/infer/{model}/metrics.json", model=["base", *EXPERIMENTS]),
+        evaluate=expand("results/evaluate/{model}/metrics.json", model=["base", *EXPERIMENTS]),
         train="results/data/finetune/train.json",
         val="results/data/finetune/val.json",
         eval="results/data/eval/hellaswag.jsonl",

@@ -1,5 +1,5 @@
-from llmhpc import weights
 from llmhpc.rulelog import to_log
+from llmhpc.stages import weights
 
 to_log(snakemake.log[0])
 weights.convert(snakemake.input.weights, snakemake.output[0], snakemake.params.model_name)

@@ -1,10 +1,10 @@
-import sys
 import subprocess
+import sys
 from pathlib import Path
 
-from llmhpc import envinfo
-from llmhpc.finetune import write_json
 from llmhpc.rulelog import to_log
+from llmhpc.stages import env as envinfo
+from llmhpc.stages.finetune import write_json
 
 to_log(snakemake.log[0])
 env = snakemake.params.env
@@ -14,7 +14,7 @@ if env["mode"] == "build":
     cmd = ["bash", snakemake.input.build_script, env["venv"], str(requirements), *env["modules"]]
     print("running:", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, stdout=sys.stdout, stderr=sys.stdout)
-    probe = subprocess.run([f"{env['venv']}/bin/python", "-m", "llmhpc.envinfo", str(requirements)],
+    probe = subprocess.run([f"{env['venv']}/bin/python", "-m", "llmhpc.stages.env", str(requirements)],
                            capture_output=True, text=True)
     print(probe.stdout, probe.stderr)
     if probe.returncode:

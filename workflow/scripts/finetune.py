@@ -1,7 +1,8 @@
 import os
 
-from llmhpc import finetune, launch
+from llmhpc.cluster import launch
 from llmhpc.rulelog import to_log
+from llmhpc.stages import finetune
 
 to_log(snakemake.log[0])
 # The site (from the cluster profile) says how to start one process per GPU on every node and with which

@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from llmhpc.plots import make_all
 from llmhpc.rulelog import to_log
+from llmhpc.stages.plots import make_all
 
 to_log(snakemake.log[0])
 experiments = snakemake.params.experiments

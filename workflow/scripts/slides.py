@@ -1,7 +1,8 @@
 from pathlib import Path
 
+from llmhpc.outputs.slides.model import build_deck
 from llmhpc.rulelog import to_log
-from llmhpc.slides import build_deck, render_all
+from llmhpc.stages.slides import render_all
 
 to_log(snakemake.log[0])
 deck = build_deck(

@@ -1,5 +1,5 @@
 from llmhpc.rulelog import to_log
-from llmhpc.summary import build
+from llmhpc.stages.summary import build
 
 to_log(snakemake.log[0])
 table = build(
@@ -7,7 +7,7 @@ table = build(
     experiments=snakemake.params.experiments,
     manifest=snakemake.input.manifest,
     finetune=dict(zip(snakemake.params.experiments, snakemake.input.finetune)),
-    infer=dict(zip(["base", *snakemake.params.experiments], snakemake.input.infer)),
+    evaluate=dict(zip(["base", *snakemake.params.experiments], snakemake.input.evaluate)),
     data={"train": snakemake.input.train, "val": snakemake.input.val, "eval": snakemake.input.eval},
 )
 table.to_csv(snakemake.output[0], index=False)

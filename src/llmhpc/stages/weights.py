@@ -24,7 +24,7 @@ def fetch(model: dict, out_dir, log=print) -> dict:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     if model["source"] == "tiny":
-        from llmhpc.tiny import write_tiny_model
+        from llmhpc.sources.tiny import write_tiny_model
 
         info = write_tiny_model(out_dir, model["name"], model["tiny_vocab_size"], model["seed"],
                                 model["tiny_dtype"])
@@ -105,7 +105,7 @@ def check_loadable(checkpoint_dir: Path, log=print) -> dict:
     """Load the checkpoint strictly and run one forward pass; return what was checked."""
     import torch
 
-    from llmhpc.hellaswag import load_litgpt
+    from llmhpc.eval.checkpoint import load_litgpt
 
     model, tokenizer = load_litgpt(checkpoint_dir, None, "cpu")  # strict: every tensor present and shaped right
     info = {"parameters": sum(p.numel() for p in model.parameters()), "forward": False}

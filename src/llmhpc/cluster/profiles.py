@@ -6,9 +6,9 @@ folders (`~/.config/snakemake` or `$XDG_CONFIG_HOME/snakemake` on Linux), never 
 from anywhere; a link (not a copy) means that `git pull` updates the installed profiles too. Paths such as
 `--profile profiles/gadi` keep working without it.
 
-    python -m llmhpc.profiles install            # every cluster profile in profiles/
-    python -m llmhpc.profiles install gadi       # only this one
-    python -m llmhpc.profiles where              # the folder Snakemake searches
+    python -m llmhpc.cluster.profiles install            # every cluster profile in profiles/
+    python -m llmhpc.cluster.profiles install gadi       # only this one
+    python -m llmhpc.cluster.profiles where              # the folder Snakemake searches
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def user_profile_dir() -> Path:
 
 def repo_profiles_dir() -> Path:
     """`profiles/` of the checkout this package is in (src/llmhpc/ -> repository root), else of the cwd."""
-    for candidate in (Path(__file__).resolve().parents[2] / "profiles", Path.cwd() / "profiles"):
+    for candidate in (Path(__file__).resolve().parents[3] / "profiles", Path.cwd() / "profiles"):
         if candidate.is_dir():
             return candidate
     raise ProfileError("no profiles/ folder found next to the llmhpc package or in the current directory; "
@@ -109,7 +109,7 @@ def install(source: Path, dest: Path, names: list[str] | None = None, *, copy: b
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llmhpc.profiles", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m llmhpc.cluster.profiles", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     inst = sub.add_parser("install", help="link the repository's cluster profiles where Snakemake finds them")
     inst.add_argument("names", nargs="*", help="profiles to install (default: all but the workflow's own)")

@@ -1,8 +1,8 @@
-"""The submission bundle: what the competitions ask for, as one reproducible tar.gz.
+"""A reproducible, checked tar.gz: the mechanics under the submission stage.
 
 The competitions want the build and setup scripts, the run scripts (job scripts as submitted), the LitGPT
 config files and the output texts (stdout, scheduler output files, metrics), plus the slides, and never the
-model files. This module
+model files. This module (the submission stage, llmhpc.stages.submission, says which files)
 
 - collects the files: an explicit list of (source, archive path) pairs, plus whatever exists at run time under
   optional folders (``results/jobs``, ``results/logs``);
@@ -109,50 +109,6 @@ def tree(directory, arc_prefix: str, exclude: Iterable = ()) -> list[tuple[Path,
         if path.is_file() and not _skipped(rel) and path.resolve() not in excluded:
             pairs.append((path, f"{arc_prefix}/{rel}"))
     return pairs
-
-
-def layout(experiments: Iterable[str], repo=".", results="results", slides="results/slides/deck.pdf",
-           configfiles: Iterable = ()) -> list[tuple[Path, str]]:
-    """The files every bundle of this workflow carries, as (source, archive path), mirroring what the
-    competitions ask for: scripts/ (build, run, the workflow itself), configs/, outputs/, slides/.
-    results/jobs and results/logs are not here: they are collected at run time (see `runtime_dirs`)."""
-    repo, results = Path(repo), Path(results)
-    experiments = list(experiments)
-    pairs: list[tuple[Path, str]] = []
-    # Build and setup: the venv build script, the pins, the conda environment.
-    pairs += tree(repo / "envs", "scripts/build")
-    # Run: the cluster profiles (how Snakemake submits each job); the job scripts come from results/jobs.
-    for profile in sorted(p for p in (repo / "profiles").glob("*") if p.is_dir()):
-        pairs += tree(profile, f"scripts/run/profiles/{profile.name}")
-    # The workflow itself, so the run scripts can be read with what they call.
-    pairs.append((repo / "Snakefile", "scripts/workflow/Snakefile"))
-    pairs += tree(repo / "workflow", "scripts/workflow/workflow")
-    pairs += [(p, f"scripts/workflow/{a}") for p, a in tree(repo / "src/llmhpc", "src/llmhpc") if p.suffix == ".py"]
-    pairs.append((repo / "pyproject.toml", "scripts/workflow/pyproject.toml"))
-    # Configs: the workflow's and this run's config files, and LitGPT's config of each fine-tune.
-    pairs.append((repo / "config/config.yaml", "configs/config.yaml"))
-    for extra in configfiles:
-        extra = Path(extra)
-        if extra.resolve() != (repo / "config/config.yaml").resolve():
-            pairs.append((extra, f"configs/configfiles/{extra.name}"))
-    pairs += [(results / "finetune" / exp / "litgpt.yaml", f"configs/litgpt/{exp}.yaml") for exp in experiments]
-    # Output texts: the summary, the environment manifest, each fine-tune's stdout and metrics, each evaluation.
-    pairs.append((results / "summary.csv", "outputs/summary.csv"))
-    pairs.append((results / "env/manifest.json", "outputs/env/manifest.json"))
-    for exp in experiments:
-        for name in ("finetune.stdout", "metrics.csv", "summary.json"):
-            pairs.append((results / "finetune" / exp / name, f"outputs/finetune/{exp}/{name}"))
-    for model in ["base", *experiments]:
-        pairs.append((results / "infer" / model / "metrics.json", f"outputs/infer/{model}/metrics.json"))
-    pairs.append((Path(slides), "slides/deck.pdf"))
-    return pairs
-
-
-def runtime_dirs(results="results") -> list[tuple[Path, str]]:
-    """Folders whose content is only known when the bundle is made: the job scripts exactly as the cluster
-    profiles submitted them, and every job's log (with the scheduler's output files under logs/scheduler/)."""
-    results = Path(results)
-    return [(results / "jobs", "scripts/run/jobs"), (results / "logs", "outputs/logs")]
 
 
 def collect(pairs: Iterable[tuple], optional_dirs: Iterable[tuple] = (), exclude: Iterable = (),
@@ -413,49 +369,3 @@ def build(members: list[Member], path, max_file_mb: float, root: str | None = No
     return summary
 
 
-def readme_text(name: str, run_name: str, git_commit: str, experiments: Iterable[str], max_file_mb: float,
-                arcnames: Iterable[str]) -> str:
-    """README.txt of the archive: what is where (of what `arcnames` holds) and how it was produced. No time
-    stamp, so that it stays reproducible."""
-    arcnames = list(arcnames)
-
-    def has(prefix: str) -> bool:
-        return any(a.startswith(prefix) for a in arcnames)
-
-    jobs = ("jobs/ holds the job scripts exactly as submitted" if has("scripts/run/jobs/")
-            else "no jobs/: this run submitted no job scripts (it ran without a scheduler)")
-    scheduler = ("logs/scheduler/ holds the scheduler's output files" if has("outputs/logs/scheduler/")
-                 else "no logs/scheduler/: this run used no scheduler")
-    configfiles = ("configfiles/ (the --configfile files of this run), " if has("configs/configfiles/") else "")
-    return f"""Submission bundle {name}
-
-Run: {run_name}
-Workflow commit: {git_commit}
-Experiments: {', '.join(experiments)}
-Made by the Snakemake rule `submission` (scripts/workflow/workflow/rules/submission.smk) from this run's results.
-
-What is where
-  scripts/build/     build and setup scripts: build_venv.sh (a virtual environment from the site's modules and
-                     the pinned requirements), the pins (*.txt), conda.yaml
-  scripts/run/       run scripts: profiles/<name>/ (how Snakemake submits each job to the scheduler);
-                     {jobs}
-  scripts/workflow/  the workflow the run scripts drive: Snakefile, workflow/ (rules, rule scripts, schema,
-                     report captions), src/llmhpc/ (its Python package), pyproject.toml
-  configs/           config.yaml (the workflow's config), {configfiles}config.effective.yaml (what the run
-                     used, every default filled in), litgpt/<experiment>.yaml (LitGPT's config of each fine-tune)
-  outputs/           summary.csv (every figure with its unit and source file), env/manifest.json (hardware and
-                     software), finetune/<experiment>/ (finetune.stdout, metrics.csv, summary.json),
-                     infer/<model>/metrics.json (HellaSwag-style accuracy), logs/ (every job's log);
-                     {scheduler}
-  slides/deck.pdf    the interview slides
-  MANIFEST           every file with its size and sha256; files where a secret was redacted are marked
-
-Not included: model weights (*{', *'.join(WEIGHT_SUFFIXES)}) and files over {max_file_mb:g} MB are refused;
-secrets (the values of HF_TOKEN and similar variables, token-like strings) are replaced by [REDACTED:<kind>].
-
-To reproduce: check out the workflow commit above (or lay out scripts/workflow/ as the repository, with
-scripts/build/ as envs/, scripts/run/profiles/ as profiles/ and configs/config.yaml as config/config.yaml),
-build the environment with `bash envs/build_venv.sh VENV envs/<pins>.txt [MODULE ...]` and run
-`snakemake --configfile configs/config.effective.yaml [--profile profiles/<site>]`.
-The archive is byte-identical when remade from the same inputs: `sha256sum -c {name}.sha256` next to it checks it.
-"""

@@ -2,27 +2,27 @@
 # experiment's fine-tuned model; {model} is `base` or an experiment name.
 
 
-rule infer:
+rule evaluate:
     input:
         ENV_MANIFEST,
         checkpoint=checkpoint_for,
         eval="results/data/eval/hellaswag.jsonl",
     output:
-        predictions="results/infer/{model}/predictions.jsonl",
-        metrics="results/infer/{model}/metrics.json",
+        predictions="results/evaluate/{model}/predictions.jsonl",
+        metrics="results/evaluate/{model}/metrics.json",
     params:
-        settings=infer_settings,
+        settings=evaluate_settings,
     threads: GPU_JOB_THREADS
     resources:
-        # One GPU unless infer.device is cpu (qsub -l ngpus / sbatch --gres on GPU sites).
-        gpus_per_node=infer_gpus,
-        gres=infer_gres,
+        # One GPU unless evaluate.device is cpu (qsub -l ngpus / sbatch --gres on GPU sites).
+        gpus_per_node=evaluate_gpus,
+        gres=evaluate_gres,
         cpus_per_task=SLURM_CPUS_PER_TASK,
     log:
-        "results/logs/infer/{model}.log",
+        "results/logs/evaluate/{model}.log",
     message:
         "Scoring {input.eval} with the {wildcards.model} model"
     conda:
         "../../envs/conda.yaml"
     script:
-        "../scripts/infer.py"
+        "../scripts/evaluate.py"

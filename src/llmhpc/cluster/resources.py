@@ -7,7 +7,7 @@ Snakemake's `threads` of a job means different things by where it runs:
   them never share the GPU and each scores or trains with every core.
 - under a scheduler: what one process of the job gets. Both GPU rules run one process per GPU (the fine-tune
   through srun/mpirun/torchrun, scoring on one GPU), so it is the CPUs of a GPU: cpus_per_node / gpus_per_node.
-  Slurm asks for it as --cpus-per-task of each task; PBS sizes GPU jobs from the site itself (llmhpc.pbs).
+  Slurm asks for it as --cpus-per-task of each task; PBS sizes GPU jobs from the site itself (llmhpc.cluster.pbs).
   Using the login node's core count there asked Slurm for CPUs the compute nodes may not have.
 
 Where the site does not say how many cores a node has, a Slurm job asks for no CPUs at all (the partition's
@@ -64,8 +64,8 @@ def slurm_gres(site: dict, gpus_per_node: int) -> str:
     return f"gpu:{gpus_per_node}"
 
 
-def infer_gpus(infer: dict, site: dict) -> int:
+def evaluate_gpus(evaluate: dict, site: dict) -> int:
     """GPUs the scoring job needs: one, unless it is told to score on CPU or the site has no GPUs."""
-    if infer.get("device") == "cpu" or not site.get("gpus_per_node"):
+    if evaluate.get("device") == "cpu" or not site.get("gpus_per_node"):
         return 0
     return 1

@@ -269,7 +269,7 @@ def write_json(path: Path, data: dict) -> None:
 def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, summary_path, settings: dict,
               peak_override: float | None, threads: int, launch: dict | None = None, log=print) -> dict:
     """Run the fine-tune of one experiment and write its stdout, metrics.csv and summary JSON. `launch` is
-    llmhpc.launch.plan's answer (its command prefix starts the processes; the whole plan is recorded in the
+    llmhpc.cluster.launch.plan's answer (its command prefix starts the processes; the whole plan is recorded in the
     summary). A failed fine-tune still leaves its stdout, then raises."""
     import shutil
 

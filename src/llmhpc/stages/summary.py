@@ -27,7 +27,7 @@ def _read(path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def build(run_name: str, experiments: list[str], manifest, finetune: dict, infer: dict, data: dict) -> pd.DataFrame:
+def build(run_name: str, experiments: list[str], manifest, finetune: dict, evaluate: dict, data: dict) -> pd.DataFrame:
     """data: {"train": train.json, "val": val.json, "eval": hellaswag.jsonl}."""
     rows = []
 
@@ -51,10 +51,10 @@ def build(run_name: str, experiments: list[str], manifest, finetune: dict, infer
         add(name, "finetune", "device", ft["device"], "text", finetune[name])
         add(name, "finetune", "precision", ft["precision"], "text", finetune[name])
 
-    for name, path in infer.items():
+    for name, path in evaluate.items():
         scores = _read(path)
         for metric, unit in INFER_METRICS.items():
-            add(name, "infer", metric, scores[metric], unit, path)
+            add(name, "evaluate", metric, scores[metric], unit, path)
 
     # Ratios against the first experiment, the baseline: the figure competitions score.
     base = experiments[0]
@@ -64,7 +64,7 @@ def build(run_name: str, experiments: list[str], manifest, finetune: dict, infer
         if b.get("training_time_s") and d.get("training_time_s"):
             add(name, "finetune", f"speedup_vs_{base}", round(b["training_time_s"] / d["training_time_s"], 4),
                 "ratio", f"{finetune[base]} {finetune[name]}")
-        a0, a1 = _read(infer["base"]), _read(infer[name])
-        add(name, "infer", "acc_gain_vs_base", round(a1["acc"] - a0["acc"], 4), "fraction",
-            f"{infer['base']} {infer[name]}")
+        a0, a1 = _read(evaluate["base"]), _read(evaluate[name])
+        add(name, "evaluate", "acc_gain_vs_base", round(a1["acc"] - a0["acc"], 4), "fraction",
+            f"{evaluate['base']} {evaluate[name]}")
     return pd.DataFrame(rows, columns=COLUMNS)

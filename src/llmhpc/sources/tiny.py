@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from llmhpc import embedded
+from llmhpc.sources import embedded
 
 SPECIAL = "<|endoftext|>"
 

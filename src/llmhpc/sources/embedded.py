@@ -7,7 +7,7 @@ other activities or the right step with its words shuffled, so a model that has 
 fine-tune set scores above chance and a random-initialised one does not. Some items carry WikiHow-style
 ``[header]``/``[title]`` tags, as HellaSwag's do, so that the preprocessing is exercised.
 
-`python -m llmhpc.embedded DIR` rewrites the shipped files; a test checks that they are what this makes.
+`python -m llmhpc.sources.embedded DIR` rewrites the shipped files; a test checks that they are what this makes.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def write(directory: Path) -> None:
 
 
 def shipped_dir() -> Path:
-    return Path(__file__).parent / "embedded"
+    return Path(__file__).parent.parent / "embedded"
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from llmhpc.cluster.resources import SITE_ENV, dump_site, load_site
 from llmhpc.config import ConfigError, _validate
-from llmhpc.jobspec import SITE_ENV, dump_site, load_site
 
 SITE_FILE = "site.yaml"
 
@@ -124,7 +124,7 @@ def check_storage(site: dict, paths: list[tuple[str, str]]) -> list[str]:
     return problems
 
 
-def check_experiment(name: str, ft: dict, infer: dict, site: dict) -> list[str]:
+def check_experiment(name: str, ft: dict, evaluate: dict, site: dict) -> list[str]:
     """What stops experiment `name` from running on `site`, each with what to change."""
     where = f"experiment '{name}'"
     problems = []  # batch arithmetic over devices x num_nodes is refused earlier, by llmhpc.config.check
@@ -132,8 +132,8 @@ def check_experiment(name: str, ft: dict, infer: dict, site: dict) -> list[str]:
     if "V100" in model and ft["precision"].startswith("bf16"):
         problems.append(f"{where}: finetune.precision {ft['precision']} on {site['gpu_model']}, which has no bf16"
                         f" tensor cores: use 16-mixed (pure 16-true full fine-tuning is known to diverge)")
-    if "V100" in model and infer["precision"].startswith("bf16"):
-        problems.append(f"{where}: infer.precision {infer['precision']} on {site['gpu_model']}, which has no"
+    if "V100" in model and evaluate["precision"].startswith("bf16"):
+        problems.append(f"{where}: evaluate.precision {evaluate['precision']} on {site['gpu_model']}, which has no"
                         f" bf16: use 16-true or 32-true")
     gpus = site["gpus_per_node"]
     if gpus and ft["devices"] > gpus:
@@ -170,7 +170,7 @@ def preflight(config: dict, experiments: dict, workdir, finetune_overrides: dict
         problems.append(f"site '{site['name']}' (PBS) has no project code: set site.project in the profile's"
                         f" {SITE_FILE} or in your config (site: {{project: ab12}}); qsub -P charges it")
     for name, settings in experiments.items():
-        problems += check_experiment(name, settings["finetune"], settings["infer"], site)
+        problems += check_experiment(name, settings["finetune"], settings["evaluate"], site)
         problems += check_requested(name, settings["finetune"], finetune_overrides or {})
     if site["scheduler"] == "pbs" and site["pbs_resources"] == "gadi":
         problems += check_storage(site, config_paths(config, workdir))

@@ -21,7 +21,6 @@ from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
-from llmhpc import PLOT_NAMES  # noqa: E402
 CHANCE = 0.25  # HellaSwag: four endings per item
 
 # Large type and a 16:9 canvas, so that a figure placed full-width on a slide is readable from the back.
@@ -372,7 +371,7 @@ def plot_eval_accuracy(table: pd.DataFrame, experiments: list[str], out_dir) -> 
         fig, ax = plt.subplots()
         drawn = False
         for i, name in enumerate(models):
-            scores = {m: value(table, name, "infer", m) for m in ("acc", "acc_norm")}
+            scores = {m: value(table, name, "evaluate", m) for m in ("acc", "acc_norm")}
             if all(v is None for v in scores.values()):
                 plot.missing.append(f"{name} (not scored yet)")
                 ax.text(i, 0.02, "not scored", ha="center", va="bottom", color=NOTE_COLOUR, rotation=90)
@@ -402,10 +401,10 @@ def plot_eval_accuracy(table: pd.DataFrame, experiments: list[str], out_dir) -> 
         return _save(fig, plot, out_dir)
 
 
-def plot_infer_tradeoff(table: pd.DataFrame, experiments: list[str], tolerance: float, out_dir) -> Plot:
+def plot_eval_tradeoff(table: pd.DataFrame, experiments: list[str], tolerance: float, out_dir) -> Plot:
     """Accuracy against inference wall time, one point per scored model, with the baseline experiment's
     accuracy +- the allowed tolerance as a band."""
-    plot = Plot("infer_tradeoff")
+    plot = Plot("eval_tradeoff")
     models = ["base", *experiments]
     baseline = experiments[0]
     palette = colours(experiments)
@@ -413,7 +412,7 @@ def plot_infer_tradeoff(table: pd.DataFrame, experiments: list[str], tolerance: 
         fig, ax = plt.subplots()
         points = {}
         for name in models:
-            acc, wall = value(table, name, "infer", "acc"), value(table, name, "infer", "wall_s")
+            acc, wall = value(table, name, "evaluate", "acc"), value(table, name, "evaluate", "wall_s")
             if acc is None or wall is None:
                 plot.missing.append(f"{name} (not scored yet)")
             else:
@@ -435,7 +434,7 @@ def plot_infer_tradeoff(table: pd.DataFrame, experiments: list[str], tolerance: 
             ax.set_xlim(0, max(walls) * 1.3)
             accs = [a for _, a in points.values()] + ([lo, hi] if ref else [])
             ax.set_ylim(max(0.0, min(accs) - 0.05), min(1.0, max(accs) + 0.05))
-            items = {value(table, name, "infer", "items") for name in points}
+            items = {value(table, name, "evaluate", "items") for name in points}
             ax.set_xlabel("inference wall time (s" + (f", {items.pop():.0f} items)" if len(items) == 1 else ")"))
             ax.set_ylabel("accuracy (acc)")
             if ref:
@@ -459,6 +458,6 @@ def make_all(summary_csv, metrics: dict[str, Path | None], manifest_path, experi
         plot_time_breakdown(table, experiments, out_dir),
         plot_memory(table, experiments, manifest, out_dir),
         plot_eval_accuracy(table, experiments, out_dir),
-        plot_infer_tradeoff(table, experiments, tolerance, out_dir),
+        plot_eval_tradeoff(table, experiments, tolerance, out_dir),
     ]
     return {p.name: p for p in plots}

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import torch
 
-from llmhpc.hellaswag import evaluate
 from llmhpc.rulelog import to_log
+from llmhpc.stages.evaluate import evaluate
 
 to_log(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

@@ -5,14 +5,11 @@
   environment, then Snakemake's own command) and qsubs it from results/logs/scheduler/, so that PBS leaves its
   `<job name>.o<id>` / `.e<id>` files there. The qsub options come from the job's standard resources
   (runtime, mem_mb, gpu, threads) plus `nodes`/`gpus_per_node`, written Gadi style or as PBS Pro select chunks.
-- status: one `qstat -x -f -F json` for every job of the run, cached for a few seconds under a lock, so that
-  Snakemake asking about hundreds of jobs one by one runs a handful of qstat; finished jobs map to success or
-  failed by Exit_status; a qstat that fails or prints garbage is not a failed job (the answer is `running`).
-- cancel: qdel in batches.
+- status and cancel: llmhpc.cluster.pbs_status (one cached qstat for every job; qdel in batches).
 
-Entry points: the console scripts llmhpc-pbs-submit, -status and -cancel (pyproject.toml), and
+Entry points: the console script llmhpc-pbs-submit (pyproject.toml), and
 `register_dry_run_plan` for `-n`. The site (project, queues, node shape, modules, env) comes from $LLMHPC_SITE,
-set by the workflow (llmhpc.jobspec).
+set by the workflow (llmhpc.cluster.resources).
 """
 
 from __future__ import annotations
@@ -25,22 +22,15 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from llmhpc.jobspec import SITE_ENV, cpus_per_gpu, dump_site, load_site
+from llmhpc.cluster.resources import SITE_ENV, cpus_per_gpu, dump_site, load_site
 
 JOBS_DIR = Path("results/jobs")
 SCHEDULER_LOGS = Path("results/logs/scheduler")
 STATE_DIR = Path(".snakemake/llmhpc-pbs")
 MAX_JOB_NAME = 236  # PBS Pro's PBS_MAXJOBNAME
-CACHE_SECONDS = 10.0  # one qstat answers every status call within this window
-QSTAT_TIMEOUT = 60
-GIVE_UP_AFTER = 1800.0  # qstat failing this long is no longer transient: stop the run with an error
-CANCEL_BATCH = 50
-WALLTIME_EXITS = {-29, 271}  # JOB_EXEC_KILL_WALLTIME (PBS Pro 2020+); 256 + SIGTERM (older moms)
-RUNNING_STATES = set("QHWTRESUBM")  # queued, held, waiting, transit, running, exiting, suspended, ..., moved
 
 
 class PBSError(RuntimeError):
@@ -102,7 +92,7 @@ def requested(props: dict, site: dict) -> dict:
         raise PBSError(f"job {name}: {gpn} GPUs per node asked, a {site.get('name')} node has {site_gpus}")
     threads = _int(props.get("threads"), 1, "threads", name)
     cpus_node = site.get("cpus_per_node")
-    if gpn:  # threads of a GPU job are per process (llmhpc.jobspec), one process per GPU
+    if gpn:  # threads of a GPU job are per process (llmhpc.cluster.resources), one process per GPU
         cpus = gpn * (cpus_per_gpu(site) or threads)
     else:
         cpus = min(threads, cpus_node) if cpus_node else threads
@@ -206,7 +196,7 @@ def render_script(props: dict, site: dict, jobscript_text: str, command_line: st
         lines.append("#PBS " + " ".join(shlex.quote(a) for a in site["qsub_args"]))
     wildcards = ", ".join(f"{k}={v}" for k, v in (props.get("wildcards") or {}).items())
     lines += [f"# Snakemake job {props.get('jobid')}: rule {props.get('rule')}" + (f" ({wildcards})" if wildcards else ""),
-              f"# Rendered by llmhpc.pbs for site '{site.get('name')}'; submitted with:",
+              f"# Rendered by llmhpc.cluster.pbs for site '{site.get('name')}'; submitted with:",
               f"#   {command_line}"]
     if site.get("modules"):  # stop here, not later with an obscure CUDA or MPI error
         lines.append("module load " + " ".join(shlex.quote(m) for m in site["modules"]) +
@@ -266,133 +256,6 @@ def submit(jobscript: str | Path, site: dict, root: Path = Path("."), state_dir:
     return job_id
 
 
-# -------------------------------------------------------------------------------------------------- status
-
-def map_state(job: dict | None) -> tuple[str, str | None]:
-    """(running | success | failed, why) for one job's qstat -f -F json attributes."""
-    if job is None:
-        return "running", None
-    state = job.get("job_state")
-    if state in ("F", "X"):
-        code = job.get("Exit_status")
-        if code is None:
-            return "failed", "finished without an exit status (deleted before it ran?)"
-        code = int(code)
-        if code == 0:
-            return "success", None
-        if code in WALLTIME_EXITS:
-            limit = (job.get("Resource_List") or {}).get("walltime")
-            return "failed", (f"killed for exceeding its walltime{f' {limit}' if limit else ''} (Exit_status {code}):"
-                              f" raise the rule's runtime resource")
-        if code > 256:
-            return "failed", f"killed by signal {code - 256} (Exit_status {code})"
-        if code < 0:
-            return "failed", f"PBS could not run it (Exit_status {code})"
-        return "failed", f"exited with {code}"
-    return "running", None
-
-
-def _read_json(path: Path, default):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return default
-
-
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-
-
-def _submitted(state_dir: Path) -> list[str]:
-    try:
-        return [ln.split("\t")[0] for ln in (state_dir / "jobs").read_text().splitlines() if ln.strip()]
-    except OSError:
-        return []
-
-
-def query(job_ids: list[str], timeout: float = QSTAT_TIMEOUT) -> tuple[dict | None, set[str], str]:
-    """One `qstat -x -f -F json` for job_ids: (jobs by id or None when the answer is unusable, ids PBS says
-    it does not know, error text)."""
-    try:
-        proc = subprocess.run(["qstat", "-x", "-f", "-F", "json", *job_ids], capture_output=True, text=True,
-                              timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, set(), f"qstat could not run: {exc}"
-    unknown = set(re.findall(r"Unknown Job Id:? (\S+)", proc.stderr))
-    try:
-        data = json.loads(proc.stdout)
-        jobs = data["Jobs"] if "Jobs" in data else {}
-        if not isinstance(jobs, dict):
-            raise ValueError("'Jobs' is not a mapping")
-    except (ValueError, TypeError, KeyError) as exc:
-        if unknown and not proc.stdout.strip():
-            return {}, unknown, proc.stderr.strip()
-        return None, unknown, f"qstat exited {proc.returncode}, unreadable output ({exc}): {proc.stderr.strip()[:300]}"
-    return jobs, unknown, proc.stderr.strip()
-
-
-def _same_job(wanted: str, known: str) -> bool:
-    # qstat may answer with the full server name (1234.gadi-pbs) for a short id (1234) and the reverse
-    return wanted == known or wanted.split(".")[0] == known.split(".")[0]
-
-
-def status(job_id: str, state_dir: Path = STATE_DIR, cache_seconds: float = CACHE_SECONDS, log=None) -> str:
-    """running, success or failed for job_id, from a shared cache refreshed by at most one qstat per window."""
-    log = log or (lambda msg: print(msg, file=sys.stderr))
-    with locked(state_dir):
-        cache_path = state_dir / "qstat.json"
-        cache = _read_json(cache_path, {"attempt": 0.0, "jobs": {}, "unknown": [], "failing_since": None})
-        fresh = time.time() - cache["attempt"] < cache_seconds
-        if not (fresh and (job_id in cache["jobs"] or job_id in cache["unknown"] or cache["failing_since"])):
-            # jobs already finished (or unknown to PBS) are not asked about again, unless asked for
-            settled = {j for j, attrs in cache["jobs"].items() if map_state(attrs)[0] != "running"}
-            settled |= set(cache["unknown"])
-            ids = [j for j in dict.fromkeys([job_id, *_submitted(state_dir)]) if j == job_id or j not in settled]
-            jobs, unknown, error = query(ids)
-            cache["attempt"] = time.time()
-            if jobs is None:
-                cache["failing_since"] = cache["failing_since"] or time.time()
-                if time.time() - cache["failing_since"] > GIVE_UP_AFTER:
-                    _write_json(cache_path, cache)
-                    raise PBSError(f"qstat has failed for {GIVE_UP_AFTER / 60:.0f} minutes: {error}")
-                log(f"llmhpc.pbs: qstat failed, treating job {job_id} as running and asking again later: {error}")
-            else:
-                cache["failing_since"] = None
-                for known, attrs in jobs.items():
-                    match = next((j for j in ids if _same_job(j, known)), known)
-                    cache["jobs"][match] = {k: attrs.get(k) for k in
-                                            ("job_state", "Exit_status", "Resource_List", "Error_Path", "Job_Name")}
-                newly_unknown = {j for j in ids if any(_same_job(j, u) for u in unknown)}
-                cache["unknown"] = sorted((set(cache["unknown"]) | newly_unknown) - set(cache["jobs"]))
-            _write_json(cache_path, cache)
-        if job_id in cache["unknown"]:
-            log(f"llmhpc.pbs: PBS does not know job {job_id} (not even in its history)")
-            return "failed"
-        answer, why = map_state(cache["jobs"].get(job_id))
-        if answer == "failed":
-            attrs = cache["jobs"][job_id]
-            log(f"llmhpc.pbs: job {job_id} ({attrs.get('Job_Name')}) {why}; its stderr: {attrs.get('Error_Path')}")
-        return answer
-
-
-# -------------------------------------------------------------------------------------------------- cancel
-
-def cancel(job_ids: list[str], batch: int = CANCEL_BATCH, wait: float = 0.5) -> list[list[str]]:
-    """qdel the jobs, `batch` ids per qdel. Each qdel runs in its own session, so that it finishes even when
-    Snakemake stops waiting for this command (it allows 2 s); returns the batches."""
-    batches = [job_ids[i:i + batch] for i in range(0, len(job_ids), batch)]
-    procs = [subprocess.Popen(["qdel", *chunk], start_new_session=True) for chunk in batches]
-    deadline = time.monotonic() + wait
-    for proc in procs:
-        try:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
-    return batches
-
-
 # ---------------------------------------------------------------------------------------------- dry-run plan
 
 def plan_lines(jobs_properties: list[dict], site: dict) -> list[str]:
@@ -439,7 +302,7 @@ def _one_argument_command(name: str, usage: str, action, argv) -> int:
     try:
         print(action(argv[0]))
     except PBSError as exc:
-        print(f"llmhpc.pbs {name}: {exc}", file=sys.stderr)
+        print(f"llmhpc.cluster.pbs {name}: {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -447,13 +310,3 @@ def _one_argument_command(name: str, usage: str, action, argv) -> int:
 def submit_main(argv=None) -> int:
     return _one_argument_command("submit", "llmhpc-pbs-submit JOBSCRIPT",
                                  lambda jobscript: submit(jobscript, site_from_env()), argv)
-
-
-def status_main(argv=None) -> int:
-    return _one_argument_command("status", "llmhpc-pbs-status JOBID", status, argv)
-
-
-def cancel_main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    cancel(argv)
-    return 0

@@ -12,7 +12,7 @@ from the scheduler and are checked against the experiment's num_nodes and device
 - srun: one Slurm task per GPU inside the allocation (Lightning's SLURMEnvironment reads the SLURM_* ranks).
 - pernode: one `torchrun --nnodes N --node-rank r --nproc-per-node D --master-addr <first host>` per node,
   started here for node 0 and through the site's remote_shell (ssh, pbs_tmrsh) on the others
-  (`python -m llmhpc.launch pernode`); Lightning detects torchrun. With site.nodes_on_one_host every node's
+  (`python -m llmhpc.cluster.launch pernode`); Lightning detects torchrun. With site.nodes_on_one_host every node's
   torchrun runs here on its own slice of the GPUs, to test the multi-node path on one machine.
 """
 
@@ -31,7 +31,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from llmhpc.jobspec import SITE_ENV, cpus_per_gpu
+from llmhpc.cluster.resources import SITE_ENV, cpus_per_gpu
 
 # Forwarded to other nodes' torchrun by pernode: what modules and the venv put into this job's environment.
 FORWARDED = ("PATH", "LD_LIBRARY_PATH", "LIBRARY_PATH", "PYTHONPATH", "CPATH", "CUDA_HOME", "HF_HOME", SITE_ENV)
@@ -114,7 +114,7 @@ def plan(site: dict, ft: dict, environ=None, tmpdir: str | None = None) -> dict:
             hosts = ["127.0.0.1"] * nodes
         else:
             hosts = pbs_hosts(environ, ft, kind)
-        prefix = [sys.executable, "-m", "llmhpc.launch", "pernode", "--nproc-per-node", str(devices),
+        prefix = [sys.executable, "-m", "llmhpc.cluster.launch", "pernode", "--nproc-per-node", str(devices),
                   "--hosts", ",".join(hosts), "--master-port", str(free_port()),
                   "--remote-shell", json.dumps(site.get("remote_shell") or ["ssh"]),
                   "--forward", ",".join(sorted(env))]
@@ -198,7 +198,7 @@ def run_nodes(commands: list[tuple[list[str], dict]], out=sys.stdout) -> int:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m llmhpc.launch")
+    parser = argparse.ArgumentParser(prog="python -m llmhpc.cluster.launch")
     sub = parser.add_subparsers(dest="mode", required=True)
     pn = sub.add_parser("pernode", help="one torchrun per node of the job")
     pn.add_argument("--nproc-per-node", type=int, required=True)

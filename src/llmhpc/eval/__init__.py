@@ -1,0 +1,1 @@
+"""HellaSwag: the task as lm-evaluation-harness defines it, the reference scorer and the fast scorer."""

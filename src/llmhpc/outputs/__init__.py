@@ -1,0 +1,1 @@
+"""What a run leaves for people: plots, the slide deck, the submission archive."""

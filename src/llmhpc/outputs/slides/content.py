@@ -1,0 +1,264 @@
+"""The slides themselves: what each slide shows, from the figures the deck model keeps."""
+
+from __future__ import annotations
+
+from llmhpc.outputs.slides.figures import NOT_MEASURED, Figure, Slide, format_value, seg
+
+
+class SlideContent:
+    """The deck's slides, in order; mixed into DeckBuilder, which keeps the figures they cite."""
+
+    def title_slide(self):
+        bullets = [[seg(self.p["team"], "config")]]
+        if self.p.get("members"):
+            bullets.append([seg(", ".join(self.p["members"]), "config")])
+        if self.p.get("event"):
+            bullets.append([seg(self.p["event"], "config")])
+        bullets.append([seg("Run "), seg(self.run_name, "name")])
+        self.add(Slide("title", self.p["title"], layout="title", bullets=bullets,
+                       notes="\n".join(self.p.get("narrative", []))))
+
+    def hardware_slide(self):
+        rows = []
+
+        def row(label, f):
+            if f is not None:
+                rows.append([[seg(label)], [self.num(f)]])
+
+        gpus = self.manifest.get("gpus") or []
+        row("Host", self.measured("all", "env", "host") or self.from_manifest("host", "host name"))
+        row("Platform", self.from_manifest("platform", "operating system and architecture"))
+        row("CPU cores", self.from_manifest("cpu_count", "CPU cores seen by Python", "count"))
+        if gpus:
+            row("GPU", self.measured("all", "env", "gpu_model") or self.from_manifest("gpu_model", "GPU model"))
+            gpu_count = self._add(text=str(len(gpus)), value=len(gpus), kind="manifest",
+                                  ref={"key": "gpus", "len": True}, source=self.manifest_path,
+                                  label="number of GPUs", decimals=0)
+            row("GPUs per node", gpu_count)
+            mem = gpus[0].get("memory_gb")
+            if mem is not None:
+                text, scale, dec = format_value(mem, "GB")
+                row("GPU memory", self._add(text=text, value=mem, kind="manifest", ref={"key": "gpus.0.memory_gb"},
+                                            source=self.manifest_path, label="memory of GPU 0", scale=scale,
+                                            decimals=dec))
+        else:
+            rows.append([[seg("GPU")], [seg("none (CPU run)")]])
+        for label, key in (("Python", "python"), ("PyTorch", "torch"), ("LitGPT", "litgpt"), ("CUDA", "cuda")):
+            row(label, self.measured("all", "env", key) or self.from_manifest(key, f"{label} version"))
+        for label, key in (("Lightning", "lightning"), ("Snakemake", "snakemake"), ("NCCL", "nccl")):
+            row(label, self.from_manifest(key, f"{label} version"))
+        bullets = [[seg("Devices per fine-tune (world size): ")]]
+        sizes = [(n, self.measured(n, "finetune", "world_size")) for n in self.names]
+        distinct = {f.value for _, f in sizes if f is not None}
+        if len(distinct) == 1:
+            bullets[0].append(self.num(sizes[0][1]))
+            bullets[0].append(seg(" in every experiment: single device only, no scaling measured" if distinct == {1}
+                                  else " in every experiment"))
+        else:
+            for i, (n, f) in enumerate(sizes):
+                bullets[0] += ([seg(", ")] if i else []) + [seg(n, "name"), seg(" "), self.num(f)]
+        self.add(Slide("hardware", "Hardware and software", layout="text", bullets=bullets,
+                       table={"header": ["Component", "Measured"], "rows": rows},
+                       notes="Read from the environment manifest written by the env stage before any other job."))
+
+    def workload_slide(self):
+        bullets = [[seg(w, "config")] for w in self.p.get("workload", [])]
+        model = [seg("Model: ")]
+        if self.model_name:
+            model.append(seg(self.model_name, "name"))
+        precision = self.measured(self.base, "finetune", "precision")
+        if precision is not None:
+            model += [seg(", precision "), self.num(precision)]
+        bullets.append(model)
+        bullets.append([seg("Fine-tune set: "), self.num(self.measured("all", "data", "train_records")),
+                        seg(" training and "), self.num(self.measured("all", "data", "val_records")),
+                        seg(" validation records")])
+        bullets.append([seg("Evaluation: "), self.num(self.measured("all", "data", "eval_items")),
+                        seg(" items, scored as lm-evaluation-harness scores HellaSwag (acc, acc_norm)")])
+        bullets.append([seg("Rule kept: accuracy may drop at most "), self.num(self.tolerance()),
+                        seg(" below the baseline experiment")])
+        self.add(Slide("workload", "The workload and its rules", layout="text", bullets=bullets))
+
+    def baseline_slide(self):
+        b = self.base
+        notes = self.experiments[0].get("notes", "")
+        bullets = [[seg(notes, "config")]] if notes else []
+        mem_metric, where = self.memory_metric(b)
+        bullets += [
+            [seg("Training time: "), self.num(self.measured(b, "finetune", "training_time_s"))],
+            [seg("Throughput: "), self.num(self.measured(b, "finetune", "tokens_per_s_per_device")),
+             seg(" per device")],
+            [seg(f"Peak {where} memory: "), self.num(self.measured(b, "finetune", mem_metric))],
+            [seg("Final loss: training "), self.num(self.measured(b, "finetune", "final_loss")),
+             seg(", validation "), self.num(self.measured(b, "finetune", "final_val_loss"))],
+            [seg("Accuracy after fine-tuning: "), self.num(self.measured(b, "evaluate", "acc")),
+             seg(" (base model "), self.num(self.measured("base", "evaluate", "acc")), seg(")")],
+        ]
+        self.add(Slide("baseline", f"Baseline: {b}", bullets=bullets, image=self.image("loss"), notes=notes))
+
+    def best(self) -> tuple[str | None, Figure | None]:
+        """The fastest experiment whose accuracy stays within tolerance."""
+        best, best_fig = None, None
+        for n in self.names[1:]:
+            sp = self.value(n, "finetune", f"speedup_vs_{self.base}")
+            _, ok = self.accuracy_check(n)
+            if isinstance(sp, float) and ok and (best_fig is None or sp > best_fig.value):
+                best, best_fig = n, self.measured(n, "finetune", f"speedup_vs_{self.base}")
+        return best, best_fig
+
+    def optimizations_slide(self):
+        rows = []
+        for n in self.names:
+            rows.append([[seg(n, "name")],
+                         [self.num(self.measured(n, "finetune", "training_time_s"))],
+                         [self.num(self.measured(n, "finetune", "tokens_per_s_per_device"))],
+                         [self.num(self.measured(n, "finetune", f"speedup_vs_{self.base}"))],
+                         [self.num(self.measured(n, "evaluate", "acc"))]])
+        bullets = [[seg(t, "config")] for t in self.p.get("narrative", [])]
+        best, fig = self.best()
+        if best:
+            bullets.insert(0, [seg("Best within the accuracy tolerance: "), seg(best, "name"), seg(", training "),
+                               self.num(fig), seg(" faster than the baseline (ratio of training times)")])
+        elif len(self.names) > 1:
+            bullets.insert(0, [seg("No experiment beat the baseline within the accuracy tolerance")])
+        self.add(Slide("optimizations", "From baseline to best", bullets=bullets, image=self.image("throughput"),
+                       table={"header": ["Experiment", "Training", "Per device", "Time ratio", "acc"], "rows": rows},
+                       notes="\n".join(self.p.get("narrative", []))))
+
+    def experiment_slide(self, e: dict):
+        n, b = e["name"], self.base
+        speed = self.measured(n, "finetune", f"speedup_vs_{b}")
+        delta, ok = self.accuracy_check(n)
+        tps = self.measured(n, "finetune", "tokens_per_s_per_device")
+        stats = [{"label": f"faster training than {b} (time ratio)", "value": [self.num(speed)]},
+                 {"label": "tokens/s per device", "value": [self.num(tps)]},
+                 {"label": f"acc vs {b}", "value": [self.num(delta)]}]
+        bullets = [[seg(e["notes"], "config")]] if e.get("notes") else []
+        overrides = e.get("finetune") or {}
+        if overrides:
+            bullets.append([seg("Changed: ")] + [seg(", ".join(f"{k} = {v}" for k, v in overrides.items()), "config")])
+        for label, metric in (("Training time", "training_time_s"),
+                              ("Throughput per device", "tokens_per_s_per_device")):
+            bullets.append([seg(f"{label}: "), self.num(self.measured(b, "finetune", metric)), seg(" → "),
+                            self.num(self.measured(n, "finetune", metric))])
+        mem_metric, where = self.memory_metric(n)
+        bullets.append([seg(f"Peak {where} memory: "), self.num(self.measured(b, "finetune", mem_metric)),
+                        seg(" → "), self.num(self.measured(n, "finetune", mem_metric))])
+        acc = [seg("Accuracy: "), self.num(self.measured(b, "evaluate", "acc")), seg(" → "),
+               self.num(self.measured(n, "evaluate", "acc"))]
+        if ok is not None:
+            acc += [seg(", within the tolerance of " if ok else ", OUTSIDE the tolerance of "),
+                    self.num(self.tolerance())]
+        bullets.append(acc)
+        self.add(Slide(f"experiment:{n}", f"Optimization: {n}", layout="text", stats=stats, bullets=bullets,
+                       notes=e.get("notes", "")))
+
+    def accuracy_slide(self):
+        tol = self.tolerance()
+        rows, outside = [], []
+        for n in ["base", *self.names]:
+            r = [[seg(n, "name")],
+                 [self.num(self.measured(n, "evaluate", "acc"))], [self.num(self.measured(n, "evaluate", "acc_norm"))]]
+            if n == "base":
+                r += [[seg("not fine-tuned")], [seg("")]]
+            elif n == self.base:
+                r += [[seg("reference")], [seg("")]]
+            else:
+                delta, ok = self.accuracy_check(n)
+                r += [[self.num(delta)], [seg("within" if ok else "OUTSIDE" if ok is not None else NOT_MEASURED)]]
+                if ok is False:
+                    outside.append(n)
+            rows.append(r)
+        verdict = ([seg("Every experiment is within the tolerance of "), self.num(tol),
+                    seg(" below the baseline's acc")] if not outside else
+                   [seg("Outside the tolerance of "), self.num(tol), seg(": ")] +
+                   [s for i, n in enumerate(outside) for s in ([seg(", ")] if i else []) + [seg(n, "name")]])
+        title = "Accuracy kept within tolerance" if not outside else "Accuracy: not all within tolerance"
+        self.add(Slide("accuracy", title, bullets=[verdict], image=self.image("eval_accuracy"),
+                       table={"header": ["Model", "acc", "acc_norm", f"Δ acc vs {self.base}", "Tolerance"],
+                              "rows": rows}))
+
+    def inference_slide(self):
+        rows = [[[seg(n, "name")],
+                 [self.num(self.measured(n, "evaluate", "wall_s"))], [self.num(self.measured(n, "evaluate", "items_per_s"))],
+                 [self.num(self.measured(n, "evaluate", "acc"))]] for n in ["base", *self.names]]
+        self.add(Slide("inference", "Evaluation: accuracy against time", image=self.image("eval_tradeoff"),
+                       table={"header": ["Model", "Wall time", "Speed", "acc"], "rows": rows},
+                       bullets=[[seg("Wall time covers loading the checkpoint and scoring every item")]]))
+
+    def time_slide(self):
+        extra = [m for m in ("load_s", "save_s") if any(self.value(n, "finetune", m) is not None for n in self.names)]
+        header = ["Experiment", "Stage", "Training", *[{"load_s": "Load", "save_s": "Save"}[m] for m in extra], "Other"]
+        rows = []
+        for n in self.names:
+            wall = self.measured(n, "finetune", "stage_wall_s")
+            parts = [self.measured(n, "finetune", "training_time_s")] + [self.measured(n, "finetune", m) for m in extra]
+            other = self.derived("remainder", [wall, *parts], "s", f"stage wall time of {n} minus its measured parts")
+            rows.append([[seg(n, "name")], [self.num(wall)], *[[self.num(p)] for p in parts], [self.num(other)]])
+        self.add(Slide("time", "Where the time goes", image=self.image("time_breakdown"),
+                       table={"header": header, "rows": rows},
+                       bullets=[[seg("Stage: the whole fine-tune job, from launch to the last file written")]]))
+
+    def memory_slide(self):
+        bullets = []
+        for n in self.names:
+            metric, where = self.memory_metric(n)
+            bullets.append([seg(n, "name"), seg(f": peak {where} memory "),
+                            self.num(self.measured(n, "finetune", metric))])
+        self.add(Slide("memory", "Memory", image=self.image("memory"), bullets=bullets))
+
+    def scaling_slide(self):
+        """Only where experiments ran on different numbers of devices: one world size measures no scaling (the
+        hardware slide says "single device only" then)."""
+        sizes = {n: self.value(n, "finetune", "world_size") for n in self.names}
+        if len({v for v in sizes.values() if v is not None}) < 2:
+            return
+        ref = min((n for n in self.names if sizes[n] is not None), key=lambda n: sizes[n])
+        ref_tps = self.measured(ref, "finetune", "tokens_per_s_per_device")
+        rows = []
+        for n in sorted((n for n in self.names if sizes[n] is not None), key=lambda n: (sizes[n], self.names.index(n))):
+            per_dev = self.measured(n, "finetune", "tokens_per_s_per_device")
+            eff = self.derived("ratio", [per_dev, ref_tps], "fraction",
+                               f"tokens/s per device of {n} over that of {ref}")
+            rows.append([[seg(n, "name")], [self.num(self.measured(n, "finetune", "world_size"))],
+                         [self.num(self.measured(n, "finetune", "tokens_per_s"))], [self.num(per_dev)],
+                         [self.num(eff)]])
+        self.add(Slide("scaling", "Scaling", layout="text",
+                       bullets=[[seg("Efficiency: tokens/s per device against the smallest run, "), seg(ref, "name")]],
+                       table={"header": ["Experiment", "Devices", "Tokens/s", "Per device", "Efficiency"],
+                              "rows": rows}))
+
+    def did_not_work_slide(self):
+        bullets = [[seg(t, "config")] for t in self.p.get("did_not_work", [])]
+        for n in self.names[1:]:
+            sp = self.measured(n, "finetune", f"speedup_vs_{self.base}")
+            if sp is not None and isinstance(sp.value, float) and sp.value < 1:
+                bullets.append([seg(n, "name"), seg(": slower than the baseline, "), self.num(sp),
+                                seg(" its training speed")])
+            delta, ok = self.accuracy_check(n)
+            if ok is False:
+                bullets.append([seg(n, "name"), seg(": accuracy changed by "), self.num(delta),
+                                seg(", more than the tolerance of "), self.num(self.tolerance())])
+        if not bullets:
+            bullets = [[seg("Nothing recorded: every experiment was at least as fast as the baseline and within "
+                            "the accuracy tolerance")]]
+        self.add(Slide("did_not_work", "What did not work", layout="text", bullets=bullets))
+
+    def reproduce_slide(self):
+        requirements = self.manifest.get("requirements") or "envs/cpu.txt"
+        args = f" {self.run_args}" if self.run_args else ""
+        code = [f"python3 -m venv .venv && .venv/bin/pip install -r {requirements} -e .   # set up",
+                f". .venv/bin/activate && snakemake{args}   # every stage, this deck included"]
+        code += [f"snakemake --profile {p}{args}   # on the cluster" for p in self.profiles]
+        code += [f"snakemake --forcerun finetune{args}   # redo the fine-tunes and what follows",
+                 f"snakemake --forcerun slides{args}   # re-render the slides only"]
+        commit = self.measured("all", "env", "git_commit") or self.from_manifest("git_commit", "git commit")
+        bullets = [[seg("Git commit: "), self.num(commit)],
+                   [seg("Every measured number in this deck is a row of "), seg(self.summary_path, "name"),
+                    seg(" (which names the file it came from) or of the environment manifest; the speaker notes "
+                        "give each number's source")]]
+        self.add(Slide("reproduce", "How to reproduce", layout="text", code=code, bullets=bullets,
+                       notes="The commands, in order: set up the environment, run everything, run on a cluster "
+                             "profile, rerun the fine-tunes (and what follows), re-render the slides only."))
+
+

@@ -1,0 +1,1 @@
+"""The workflow stages, one module per rule file of the same name (workflow/rules/<stage>.smk)."""

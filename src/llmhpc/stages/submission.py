@@ -1,0 +1,125 @@
+"""The submission stage: which files the competitions ask for (build and setup scripts, job scripts, LitGPT
+configs, stdout and scheduler output, metrics, the slides as PDF; never weights), bundled by llmhpc.outputs.bundle
+into one reproducible, checked tar.gz with its sha256."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+import yaml
+
+from llmhpc.config import canonical
+from llmhpc.outputs.bundle import WEIGHT_SUFFIXES, BundleError, Member, build, collect, tree
+
+
+def layout(experiments: Iterable[str], repo=".", results="results", slides="results/slides/deck.pdf",
+           configfiles: Iterable = ()) -> list[tuple[Path, str]]:
+    """The files every bundle of this workflow carries, as (source, archive path), mirroring what the
+    competitions ask for: scripts/ (build, run, the workflow itself), configs/, outputs/, slides/.
+    results/jobs and results/logs are not here: they are collected at run time (see `runtime_dirs`)."""
+    repo, results = Path(repo), Path(results)
+    experiments = list(experiments)
+    pairs: list[tuple[Path, str]] = []
+    # Build and setup: the venv build script, the pins, the conda environment.
+    pairs += tree(repo / "envs", "scripts/build")
+    # Run: the cluster profiles (how Snakemake submits each job); the job scripts come from results/jobs.
+    for profile in sorted(p for p in (repo / "profiles").glob("*") if p.is_dir()):
+        pairs += tree(profile, f"scripts/run/profiles/{profile.name}")
+    # The workflow itself, so the run scripts can be read with what they call.
+    pairs.append((repo / "Snakefile", "scripts/workflow/Snakefile"))
+    pairs += tree(repo / "workflow", "scripts/workflow/workflow")
+    pairs += [(p, f"scripts/workflow/{a}") for p, a in tree(repo / "src/llmhpc", "src/llmhpc") if p.suffix == ".py"]
+    pairs.append((repo / "pyproject.toml", "scripts/workflow/pyproject.toml"))
+    # Configs: the workflow's and this run's config files, and LitGPT's config of each fine-tune.
+    pairs.append((repo / "config/config.yaml", "configs/config.yaml"))
+    for extra in configfiles:
+        extra = Path(extra)
+        if extra.resolve() != (repo / "config/config.yaml").resolve():
+            pairs.append((extra, f"configs/configfiles/{extra.name}"))
+    pairs += [(results / "finetune" / exp / "litgpt.yaml", f"configs/litgpt/{exp}.yaml") for exp in experiments]
+    # Output texts: the summary, the environment manifest, each fine-tune's stdout and metrics, each evaluation.
+    pairs.append((results / "summary.csv", "outputs/summary.csv"))
+    pairs.append((results / "env/manifest.json", "outputs/env/manifest.json"))
+    for exp in experiments:
+        for name in ("finetune.stdout", "metrics.csv", "summary.json"):
+            pairs.append((results / "finetune" / exp / name, f"outputs/finetune/{exp}/{name}"))
+    for model in ["base", *experiments]:
+        pairs.append((results / "evaluate" / model / "metrics.json", f"outputs/evaluate/{model}/metrics.json"))
+    pairs.append((Path(slides), "slides/deck.pdf"))
+    return pairs
+
+
+def runtime_dirs(results="results") -> list[tuple[Path, str]]:
+    """Folders whose content is only known when the bundle is made: the job scripts exactly as the cluster
+    profiles submitted them, and every job's log (with the scheduler's output files under logs/scheduler/)."""
+    results = Path(results)
+    return [(results / "jobs", "scripts/run/jobs"), (results / "logs", "outputs/logs")]
+
+
+def readme_text(name: str, run_name: str, git_commit: str, experiments: Iterable[str], max_file_mb: float,
+                arcnames: Iterable[str]) -> str:
+    """README.txt of the archive: what is where (of what `arcnames` holds) and how it was produced. No time
+    stamp, so that it stays reproducible."""
+    arcnames = list(arcnames)
+
+    def has(prefix: str) -> bool:
+        return any(a.startswith(prefix) for a in arcnames)
+
+    jobs = ("jobs/ holds the job scripts exactly as submitted" if has("scripts/run/jobs/")
+            else "no jobs/: this run submitted no job scripts (it ran without a scheduler)")
+    scheduler = ("logs/scheduler/ holds the scheduler's output files" if has("outputs/logs/scheduler/")
+                 else "no logs/scheduler/: this run used no scheduler")
+    configfiles = ("configfiles/ (the --configfile files of this run), " if has("configs/configfiles/") else "")
+    return f"""Submission bundle {name}
+
+Run: {run_name}
+Workflow commit: {git_commit}
+Experiments: {', '.join(experiments)}
+Made by the Snakemake rule `submission` (scripts/workflow/workflow/rules/submission.smk) from this run's results.
+
+What is where
+  scripts/build/     build and setup scripts: build_venv.sh (a virtual environment from the site's modules and
+                     the pinned requirements), the pins (*.txt), conda.yaml
+  scripts/run/       run scripts: profiles/<name>/ (how Snakemake submits each job to the scheduler);
+                     {jobs}
+  scripts/workflow/  the workflow the run scripts drive: Snakefile, workflow/ (rules, rule scripts, schema,
+                     report captions), src/llmhpc/ (its Python package), pyproject.toml
+  configs/           config.yaml (the workflow's config), {configfiles}config.effective.yaml (what the run
+                     used, every default filled in), litgpt/<experiment>.yaml (LitGPT's config of each fine-tune)
+  outputs/           summary.csv (every figure with its unit and source file), env/manifest.json (hardware and
+                     software), finetune/<experiment>/ (finetune.stdout, metrics.csv, summary.json),
+                     evaluate/<model>/metrics.json (HellaSwag-style accuracy), logs/ (every job's log);
+                     {scheduler}
+  slides/deck.pdf    the interview slides
+  MANIFEST           every file with its size and sha256; files where a secret was redacted are marked
+
+Not included: model weights (*{', *'.join(WEIGHT_SUFFIXES)}) and files over {max_file_mb:g} MB are refused;
+secrets (the values of HF_TOKEN and similar variables, token-like strings) are replaced by [REDACTED:<kind>].
+
+To reproduce: check out the workflow commit above (or lay out scripts/workflow/ as the repository, with
+scripts/build/ as envs/, scripts/run/profiles/ as profiles/ and configs/config.yaml as config/config.yaml),
+build the environment with `bash envs/build_venv.sh VENV envs/<pins>.txt [MODULE ...]` and run
+`snakemake --configfile configs/config.effective.yaml [--profile profiles/<site>]`.
+The archive is byte-identical when remade from the same inputs: `sha256sum -c {name}.sha256` next to it checks it.
+"""
+
+
+def make(archive, checksum, manifest, config: dict, experiments: list[str], configfiles, name: str, run_name: str,
+         max_file_mb: float, exclude=(), log=print) -> None:
+    """Collect, check and write the submission archive and its checksum file; a refusal exits naming every file."""
+    git_commit = json.loads(Path(manifest).read_text()).get("git_commit") or "unknown"
+    files = layout(experiments, configfiles=configfiles)
+    try:
+        members = collect(files, runtime_dirs("results"), exclude=exclude, generated={
+            "configs/config.effective.yaml": yaml.safe_dump(canonical(config)).encode()})
+        readme = readme_text(name=name, run_name=run_name, git_commit=git_commit, experiments=experiments,
+                             max_file_mb=max_file_mb, arcnames=[m.arcname for m in members])
+        members.append(Member("README.txt", data=readme.encode()))
+        summary = build(members, archive, max_file_mb)
+    except BundleError as exc:
+        raise SystemExit(str(exc)) from None
+    Path(checksum).write_text(summary.sha256_line())
+    for arcname in sorted(m.arcname for m in members):
+        log("   " + arcname)

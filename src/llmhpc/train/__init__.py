@@ -1,0 +1,1 @@
+"""Fine-tune engines: stock LitGPT (the reference) and the fast engine."""
