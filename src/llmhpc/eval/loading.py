@@ -1,0 +1,132 @@
+"""Checkpoint and tokenizer for the fast scorer: a LitGPT checkpoint read in part (a pipeline stage's blocks)
+straight from the memory-mapped file to the device, several tensors at a time; the BOS decision as
+lm-evaluation-harness 0.4.13 makes it (follow the tokenizer); a batch tokenizer equal to LitGPT's per-string
+`encode(text, bos=False)`."""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+DTYPES = {"32-true": torch.float32, "16-true": torch.float16, "bf16-true": torch.bfloat16}
+
+
+def default_precision(device: str) -> str:
+    if not device.startswith("cuda"):
+        return "32-true"
+    return "bf16-true" if torch.cuda.is_bf16_supported() else "16-true"  # V100: fp16
+
+
+def prefetch(checkpoint_dir: Path) -> None:
+    """Ask the kernel to start reading the weights now (read-ahead), while Python imports and tokenises."""
+    path = Path(checkpoint_dir) / "lit_model.pth"
+    if not hasattr(os, "posix_fadvise") or not path.is_file():
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    finally:
+        os.close(fd)
+
+
+def _wanted(name: str, first: int, last: int, n_layer: int) -> bool:
+    if name.startswith("transformer.h."):
+        return first <= int(name.split(".")[2]) < last
+    if name.startswith("transformer.wte."):
+        return first == 0
+    return last == n_layer  # final norm and output head
+
+
+def load_model_part(checkpoint_dir: Path, precision: str | None, device, first_block: int = 0,
+                    last_block: int | None = None, threads: int = 8):
+    """LitGPT's GPT with only blocks [first_block, last_block) (plus the embedding on the first stage, the final
+    norm and head on the last) on `device`; everything else stays on the meta device and is never used.
+    Returns (model, parameter count of the whole model)."""
+    from litgpt import GPT, Config
+
+    checkpoint_dir = Path(checkpoint_dir)
+    config = Config.from_file(checkpoint_dir / "model_config.yaml")
+    with torch.device("meta"):
+        model = GPT(config)
+    n_params = sum(p.numel() for p in model.parameters())
+    last = config.n_layer if last_block is None else last_block
+    state = torch.load(checkpoint_dir / "lit_model.pth", mmap=True, weights_only=True, map_location="cpu")
+    state = state.get("model", state)
+    dtype = DTYPES[precision] if precision else None
+    names = [k for k in state if _wanted(k, first_block, last, config.n_layer)]
+
+    def move(name: str) -> torch.Tensor:
+        t = state[name].to(device)
+        return t.to(dtype) if dtype is not None and t.is_floating_point() else t
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        part = dict(zip(names, pool.map(move, names)))
+    missing, unexpected = model.load_state_dict(part, strict=False, assign=True)
+    assert not unexpected, unexpected
+    absent = [k for k in missing if _wanted(k, first_block, last, config.n_layer)]
+    if absent:
+        raise KeyError(f"{checkpoint_dir / 'lit_model.pth'} lacks {absent[:5]}")
+    cos, sin = model.rope_cache(device=torch.device(device))
+    rope_dtype = dtype or next(iter(part.values())).dtype
+    model.cos, model.sin = cos.to(rope_dtype), sin.to(rope_dtype)
+    model.max_seq_length = config.block_size
+    return model.eval(), n_params
+
+
+def load_tokenizer(checkpoint_dir: Path):
+    from litgpt import Tokenizer
+
+    return Tokenizer(Path(checkpoint_dir))
+
+
+def resolve_bos(tokenizer, checkpoint_dir: Path, mode: str = "auto") -> tuple[int | None, str]:
+    """(BOS id to prepend or None, why). auto follows the tokenizer as lm-eval's HF model does (it leaves
+    add_bos_token unset): tokenizer_config.json's add_bos_token when present, else whether the tokenizer's own
+    encoding starts with BOS (Llama-2's adds it), else LitGPT's reading of the tokenizer class."""
+    if mode not in ("auto", "true", "false"):
+        raise ValueError(f"bos must be auto, true or false, not {mode!r}")
+    bos_id = tokenizer.bos_id
+    if mode == "false":
+        return None, "bos=false"
+    if mode == "true":
+        if bos_id is None:
+            raise ValueError(f"bos=true but the tokenizer in {checkpoint_dir} has no BOS token")
+        return bos_id, "bos=true"
+    cfg_path = Path(checkpoint_dir) / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+    if "add_bos_token" in cfg:
+        use, why = bool(cfg["add_bos_token"]), "tokenizer_config.json add_bos_token"
+    elif tokenizer.backend == "huggingface":
+        ids = tokenizer.processor.encode("a").ids
+        use, why = bool(ids) and ids[0] == bos_id, "tokenizer.json's encoding"
+    else:
+        use, why = bool(tokenizer.use_bos), "tokenizer class"
+    if use and bos_id is None:
+        raise ValueError(f"the tokenizer in {checkpoint_dir} asks for BOS but has no BOS token")
+    return (bos_id if use else None), f"auto: {why} -> {'BOS' if use else 'no BOS'}"
+
+
+def batch_encoder(tokenizer):
+    """list[str] -> list[list[int]], the same tokens as tokenizer.encode(text, bos=False).tolist() each: a
+    leading BOS and a trailing EOS that the processor adds are dropped. The Hugging Face backend encodes the
+    whole list in one call (parallel, outside the GIL)."""
+    if tokenizer.backend != "huggingface":
+        return lambda texts: [tokenizer.encode(t, bos=False).tolist() for t in texts]
+    proc, bos, eos = tokenizer.processor, tokenizer.bos_id, tokenizer.eos_id
+
+    def encode_batch(texts: list[str]) -> list[list[int]]:
+        out = []
+        for enc in proc.encode_batch(texts):
+            ids = enc.ids
+            if ids and ids[0] == bos:
+                ids = ids[1:]
+            if ids and ids[-1] == eos:
+                ids = ids[:-1]
+            out.append(ids)
+        return out
+
+    return encode_batch

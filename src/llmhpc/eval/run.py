@@ -1,0 +1,243 @@
+"""The fast HellaSwag scorer as a program, one process or many (torchrun):
+
+    python -m llmhpc.eval.run --checkpoint DIR --eval-file F --predictions P --metrics M \
+        [--precision auto|bf16-true|16-true|32-true] [--bos auto|true|false] [--token-budget N] \
+        [--pipeline-stages S] [--max-memory-gib G] [--limit N] [--reference-metrics R --tolerance-pt 0.5]
+    torchrun --nproc_per_node 4 -m llmhpc.eval.run ...                        # 4 data-parallel ranks
+    torchrun --nproc_per_node 4 -m llmhpc.eval.run --pipeline-stages 4 ...    # one model over 4 GPUs
+
+The weights load while a thread reads, tokenises and schedules the items; each rank scores its share and
+appends finished items to its part file (store.py: a killed run resumes); rank 0 writes predictions.jsonl and
+metrics.json (evaluate()'s keys plus the scorer, the BOS decision, the timing phases and the throughput)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+T0 = time.perf_counter()
+
+import torch  # noqa: E402
+
+from llmhpc.eval import parallel, store  # noqa: E402
+from llmhpc.eval.fast import DEFAULT_TOKEN_BUDGET, Collector, Stage, plan, run_stage  # noqa: E402
+from llmhpc.eval.loading import (  # noqa: E402
+    batch_encoder, default_precision, load_model_part, load_tokenizer, prefetch, resolve_bos)
+from llmhpc.eval.schedule import schedule_stats, shard_items, tokenize_items  # noqa: E402
+
+SCORER = "fast"
+
+
+def process_age() -> float:
+    """Seconds since this process started (Linux), so metrics can time the whole run, imports included."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - T0
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", required=True, type=Path, help="LitGPT checkpoint directory")
+    ap.add_argument("--eval-file", required=True, type=Path, help="HellaSwag items (.jsonl or .json)")
+    ap.add_argument("--predictions", required=True, type=Path)
+    ap.add_argument("--metrics", required=True, type=Path)
+    ap.add_argument("--precision", default="auto", help="auto (bf16-true on GPU, 16-true without bf16, "
+                    "32-true on CPU), bf16-true, 16-true, 32-true")
+    ap.add_argument("--bos", default="auto", choices=["auto", "true", "false"],
+                    help="prepend BOS: auto follows the tokenizer as lm-eval 0.4.13 does")
+    ap.add_argument("--device", default="auto", help="auto, cuda or cpu")
+    ap.add_argument("--token-budget", type=int, default=0, help="tokens per batch, rows x longest row "
+                    f"(default {DEFAULT_TOKEN_BUDGET['cuda']} on GPU, {DEFAULT_TOKEN_BUDGET['cpu']} on CPU)")
+    ap.add_argument("--pipeline-stages", type=int, default=1, help="GPUs one model is split over")
+    ap.add_argument("--max-memory-gib", type=float, default=0.0, help="cap each process's GPU memory")
+    ap.add_argument("--limit", type=int, default=0, help="score only the first N items")
+    ap.add_argument("--no-resume", action="store_true", help="ignore part files of an earlier run")
+    ap.add_argument("--reference-metrics", type=Path, help="fail when acc/acc_norm differ from these")
+    ap.add_argument("--tolerance-pt", type=float, default=0.5)
+    ap.add_argument("--peak-tflops", type=float, default=0.0, help="per device, for MFU in the metrics")
+    ap.add_argument("--load-threads", type=int, default=8)
+    ap.add_argument("--quiet", action="store_true")
+    return ap.parse_args(argv)
+
+
+def read_docs(path: Path, limit: int) -> list[dict]:
+    try:
+        from llmhpc.stages.data import read_hellaswag
+    except ImportError:  # older layout
+        from llmhpc.data import read_hellaswag
+    docs = read_hellaswag(path)
+    return docs[:limit] if limit else docs
+
+
+def prepare(args, topo, docs, done: set, max_len: int, budget: int, pin: bool, out: dict) -> None:
+    """Tokenizer, BOS decision, this rank's items and batches (run in a thread while the weights load)."""
+    try:
+        t = time.perf_counter()
+        tokenizer = load_tokenizer(args.checkpoint)
+        bos_id, why = resolve_bos(tokenizer, args.checkpoint, args.bos)
+        todo = [i for i in range(len(docs)) if i not in done]
+        items = tokenize_items([docs[i] for i in todo], batch_encoder(tokenizer), bos_id, indices=todo)
+        t_tok = time.perf_counter()
+        mine = shard_items(items, topo.data_parallel, topo.pipeline)
+        row_batches, batches = plan(mine, max_len, budget, pin=pin)
+        out.update(items=mine, batches=batches, bos_id=bos_id, bos_why=why,
+                   stats=schedule_stats(mine, row_batches), tokenize_s=t_tok - t,
+                   schedule_s=time.perf_counter() - t_tok, unique_tokens=sum(it.unique_tokens for it in mine))
+    except BaseException as err:  # re-raised in the main thread
+        out["error"] = err
+
+
+def score(args, topo, stage, prep: dict) -> tuple[list[dict], float]:
+    writer = store.PartWriter(args.predictions, topo.rank) if stage.is_last else None
+    collect = Collector(prep["items"], on_item=writer)
+
+    def on_result(t, ll):
+        collect(t, ll)
+        writer.flush()
+
+    transport = parallel.Transport(topo) if topo.stages > 1 else None
+    parallel.barrier(topo)
+    t = time.perf_counter()
+    run_stage(stage, prep["batches"], on_result, transport)
+    if stage.device.type == "cuda":
+        torch.cuda.synchronize(stage.device)
+    elapsed = time.perf_counter() - t
+    if writer is not None:
+        writer.close()
+    return collect.rows, elapsed
+
+
+def setup_device(args, topo) -> tuple[str, str]:
+    kind = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.split(":")[0]
+    device = f"cuda:{topo.local_rank}" if kind == "cuda" else "cpu"
+    if kind == "cuda":
+        torch.cuda.set_device(device)
+        if args.max_memory_gib:
+            total = torch.cuda.get_device_properties(device).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, args.max_memory_gib * 2**30 / total), device)
+    precision = default_precision(device) if args.precision == "auto" else args.precision
+    return device, precision
+
+
+def resume(args, topo, docs, precision) -> list[dict]:
+    """Rank 0 reads the rows of an earlier run of the same evaluation; every rank learns which are done."""
+    from llmhpc.eval.hellaswag import doc_to_request
+
+    fingerprint = {"checkpoint": str(args.checkpoint.resolve()), "eval_file": str(args.eval_file.resolve()),
+                   "precision": precision, "bos": args.bos, "items": len(docs)}
+    resumed = []
+    if topo.rank == 0:
+        if args.no_resume:
+            store.remove_parts(args.predictions)
+        queries = [doc_to_request(d)[0] for d in docs]
+        resumed = store.read_parts(args.predictions, fingerprint, queries)
+    return resumed
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    t = {"start": time.perf_counter()}
+    prefetch(args.checkpoint)
+    kind = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.split(":")[0]
+    topo = parallel.init_distributed(args.pipeline_stages, kind)
+    device, precision = setup_device(args, topo)
+    docs = read_docs(args.eval_file, args.limit)
+    resumed = resume(args, topo, docs, precision)
+    done = parallel.broadcast_object({r["index"] for r in resumed}, topo)
+    parallel.barrier(topo)  # nobody appends before rank 0 has read the parts
+
+    from litgpt import Config
+    config = Config.from_file(args.checkpoint / "model_config.yaml")
+    first, last = parallel.block_ranges(config.n_layer, topo.stages)[topo.stage]
+    budget = args.token_budget or DEFAULT_TOKEN_BUDGET[kind if kind == "cuda" else "cpu"]
+    prep: dict = {}
+    worker = threading.Thread(target=prepare, args=(args, topo, docs, done, config.block_size, budget,
+                                                    kind == "cuda", prep))
+    worker.start()
+    t["load"] = time.perf_counter()
+    model, n_params = load_model_part(args.checkpoint, precision, device, first, last, args.load_threads)
+    if kind == "cuda":
+        torch.cuda.synchronize(device)
+    t["loaded"] = time.perf_counter()
+    worker.join()
+    if "error" in prep:
+        raise prep["error"]
+    t["ready"] = time.perf_counter()
+    log(f"[rank {topo.rank}] blocks {first}-{last - 1} loaded in {t['loaded'] - t['load']:.1f} s; "
+        f"{len(prep['items'])} items, {len(prep['batches'])} batches; {prep['bos_why']}")
+    rows, score_s = score(args, topo, Stage(model, device, first, last), prep)
+    mine = {"rows": rows, "score_s": score_s, "load_s": t["loaded"] - t["load"], "stats": prep["stats"],
+            "phases": {"python_start_s": process_age() - (time.perf_counter() - T0), "imports_s": t["start"] - T0,
+                       "setup_s": t["load"] - t["start"], "load_s": t["loaded"] - t["load"],
+                       "tokenize_s": prep["tokenize_s"], "schedule_s": prep["schedule_s"],
+                       "wait_for_schedule_s": t["ready"] - t["loaded"], "score_s": score_s},
+            "unique_tokens": prep["unique_tokens"] if topo.stage == 0 else 0}
+    everyone = parallel.gather_to_rank0(mine, topo)
+    failure = None
+    if topo.rank == 0:
+        failure = write_results(args, topo, everyone, resumed, prep, precision, device, n_params, budget, log)
+    parallel.barrier(topo)
+    parallel.shutdown(topo)
+    if failure:
+        print(failure, file=sys.stderr)
+        return 1
+    return 0
+
+
+def write_results(args, topo, everyone, resumed, prep, precision, device, n_params, budget, log) -> str | None:
+    """Predictions and metrics (rank 0); the accuracy guard's message when it fails, else None."""
+    t_w = time.perf_counter()
+    rows = resumed + [r for part in everyone for r in part["rows"]]
+    store.write_predictions(args.predictions, rows)
+    store.remove_parts(args.predictions)
+    n = len(rows)
+    score_s = max(p["score_s"] for p in everyone)
+    unique = sum(p["unique_tokens"] for p in everyone)
+    tflops = 2 * n_params * unique / score_s / 1e12 if score_s else 0.0
+    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
+    phases = {k: round(v, 3) for k, v in everyone[0]["phases"].items()}
+    phases["score_s"] = round(score_s, 3)
+    phases["load_s"] = round(max(p["load_s"] for p in everyone), 3)
+    metrics = {
+        "checkpoint": str(args.checkpoint), "eval_file": str(args.eval_file), "items": n,
+        "acc": sum(r["acc"] for r in rows) / n, "acc_norm": sum(r["acc_norm"] for r in rows) / n,
+        "load_s": phases["load_s"], "score_s": phases["score_s"], "wall_s": None,
+        "items_per_s": round((n - len(resumed)) / score_s, 3) if score_s else None,
+        "bos_prepended": prep["bos_id"] is not None, "precision": precision,
+        "device": f"{topo.world} x {name}", "batch_size": None, "token_budget": budget,
+        "scorer": SCORER, "bos": {"mode": args.bos, "id": prep["bos_id"], "decision": prep["bos_why"]},
+        "world_size": topo.world, "data_parallel": topo.data_parallel, "pipeline_stages": topo.stages,
+        "resumed_items": len(resumed), "parameters": n_params, "unique_tokens_scored": unique,
+        "scoring_tflops": round(tflops, 2),
+        "mfu": round(tflops / (args.peak_tflops * topo.world), 4) if args.peak_tflops else None,
+        "phases_s": phases, "schedule": [p["stats"] for p in everyone if p["stats"]["items"]],
+    }
+    failure = None
+    if args.reference_metrics:
+        from llmhpc.eval.guard import AccuracyGuardError, check_metrics
+        try:
+            metrics["accuracy_guard"] = check_metrics(metrics, args.reference_metrics, args.tolerance_pt)
+        except AccuracyGuardError as err:
+            failure = str(err)
+            metrics["accuracy_guard"] = {"ok": False, "error": failure}
+    phases["write_s"] = round(time.perf_counter() - t_w, 3)
+    metrics["wall_s"] = round(process_age(), 3)  # process start to metrics written
+    args.metrics.parent.mkdir(parents=True, exist_ok=True)
+    args.metrics.write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
+    log(f"scored {n} items ({len(resumed)} resumed) from {args.eval_file}: acc {metrics['acc']:.4f} "
+        f"acc_norm {metrics['acc_norm']:.4f}; load {phases['load_s']} s, score {score_s:.1f} s, "
+        f"whole {metrics['wall_s']} s")
+    return failure
+
+
+if __name__ == "__main__":
+    sys.exit(main())
