@@ -1,0 +1,117 @@
+"""The run's settings: the LitGPT YAML that `litgpt finetune_full --config` reads, plus the engine's switches.
+
+The YAML is parsed here without jsonargparse (start-up time); its sections become litgpt's own `TrainArgs`,
+`EvalArgs` and data module, so the same keys mean the same things as for stock LitGPT.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CHOICES = {
+    "activation_checkpointing": ("auto", "on", "off"),
+    "sharding": ("auto", "full", "grad_op", "none", "hybrid"),
+    "cross_entropy": ("fused", "chunked"),
+    "loss_weighting": ("micro_batch", "token"),
+    "attention": ("auto", "flex", "sdpa"),
+}
+
+
+@dataclass
+class EngineArgs:
+    """The `engine:` mapping of the YAML. Defaults are the fast settings; each switch turns one method off."""
+
+    packing: bool = True  # pack each optimizer step's samples into rows of max_seq_length (document-masked)
+    micro_rows: int | str = "auto"  # rows (packed) per micro batch per GPU; auto: from a memory estimate
+    activation_checkpointing: str = "auto"  # off / on / auto (on only where the memory estimate says it must)
+    sharding: str = "auto"  # full (FSDP2) / grad_op (no reshard after forward) / none (DDP) / hybrid; auto:
+    #                         grad_op on one node, hybrid (shard in a node, replicate across nodes) on several
+    compile: bool = True  # torch.compile of each transformer block
+    fused_adamw: bool = True  # AdamW(fused=True) on CUDA
+    cross_entropy: str = "fused"  # fused: liger-kernel's fused linear cross-entropy; chunked: lm_head + CE in chunks
+    loss_weighting: str = "micro_batch"  # micro_batch: stock's objective exactly; token: mean over the step's tokens
+    prefetch: bool = True  # build, pin and copy the next micro batches in a background thread
+    fast_save: bool = True  # final checkpoint written by a background thread while validation runs
+    attention: str = "auto"  # auto: flex_attention on CUDA, SDPA with an explicit mask elsewhere
+    memory_fraction: float = 0.85  # share of the GPU's memory the estimate may plan for
+
+    def __post_init__(self) -> None:
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool):  # YAML reads on/off as booleans
+                value = "on" if value else "off"
+                setattr(self, name, value)
+            if value not in allowed:
+                raise ValueError(f"engine.{name}: {value!r} is not one of {', '.join(allowed)}")
+        if self.micro_rows != "auto" and (not isinstance(self.micro_rows, int) or self.micro_rows < 1):
+            raise ValueError(f"engine.micro_rows: {self.micro_rows!r} is neither 'auto' nor a positive integer")
+
+
+@dataclass
+class RunArgs:
+    """What `litgpt finetune_full` takes, with litgpt's own argument classes."""
+
+    checkpoint_dir: Path
+    out_dir: Path
+    precision: str
+    devices: int
+    num_nodes: int
+    data: Any  # a litgpt DataModule
+    train: Any  # litgpt.args.TrainArgs
+    eval: Any  # litgpt.args.EvalArgs
+    optimizer: dict
+    seed: int
+    logger_name: str
+    engine: EngineArgs = field(default_factory=EngineArgs)
+    litgpt_yaml: dict = field(default_factory=dict)  # the YAML without `engine:` (saved as stock would)
+
+
+def instantiate(spec: dict | str) -> Any:
+    """A `class_path` + `init_args` mapping as jsonargparse would build it (str fields typed Path become Paths)."""
+    if isinstance(spec, str):
+        spec = {"class_path": spec if "." in spec else f"litgpt.data.{spec}"}
+    module, _, name = spec["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    kwargs = dict(spec.get("init_args") or {})
+    if dataclasses.is_dataclass(cls):
+        for f in dataclasses.fields(cls):
+            if f.name in kwargs and isinstance(kwargs[f.name], str) and "Path" in str(f.type):
+                kwargs[f.name] = Path(kwargs[f.name])
+    return cls(**kwargs)
+
+
+def load(path: str | Path) -> RunArgs:
+    from litgpt.args import EvalArgs, TrainArgs
+
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    engine = EngineArgs(**(raw.pop("engine", None) or {}))
+    if raw.get("resume") not in (None, False):
+        raise ValueError("resume: the fast engine starts from checkpoint_dir only (resume: false)")
+    if raw.get("devices") in ("auto", -1):
+        import torch
+
+        raw["devices"] = max(1, torch.cuda.device_count())
+    optimizer = raw.get("optimizer", "AdamW")
+    if isinstance(optimizer, str):
+        optimizer = {"class_path": f"torch.optim.{optimizer}", "init_args": {}}
+    return RunArgs(
+        checkpoint_dir=Path(raw["checkpoint_dir"]),
+        out_dir=Path(raw.get("out_dir", "out/finetune/full")),
+        precision=raw.get("precision") or "bf16-true",
+        devices=int(raw.get("devices", 1)),
+        num_nodes=int(raw.get("num_nodes", 1)),
+        data=instantiate(raw.get("data") or "Alpaca"),
+        train=TrainArgs(**(raw.get("train") or {})),
+        eval=EvalArgs(**(raw.get("eval") or {})),
+        optimizer=optimizer,
+        seed=int(raw.get("seed", 1337)),
+        logger_name=raw.get("logger_name", "csv"),
+        engine=engine,
+        litgpt_yaml=raw,
+    )

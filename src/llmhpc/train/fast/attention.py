@@ -1,0 +1,89 @@
+"""Attention over packed rows: each token sees only the earlier tokens of its own sample.
+
+Two backends compute the same mask (document id equal and key position <= query position):
+- flex: `torch.nn.attention.flex_attention` with a `BlockMask` built from the per-token document ids; on CUDA
+  it skips fully masked 128x128 tiles, so packing costs no attention over padding or other samples.
+- sdpa: an explicit boolean (B, 1, T, T) mask through LitGPT's own `scaled_dot_product_attention` (PyTorch's
+  SDPA). It runs everywhere (CPU, where flex has no backward; V100) and is the reference the tests compare with.
+Rows without document ids (packing off) use LitGPT's plain causal path.
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+
+try:
+    from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+except ImportError:  # torch < 2.5
+    BlockMask = create_block_mask = flex_attention = None
+
+_compiled_flex = None
+
+
+def backend(choice: str, device: torch.device) -> str:
+    if choice == "auto":
+        return "flex" if device.type == "cuda" and flex_attention is not None else "sdpa"
+    if choice == "flex" and flex_attention is None:
+        raise RuntimeError("engine.attention: flex needs torch >= 2.5")
+    return choice
+
+
+def dense_mask(documents: torch.Tensor) -> torch.Tensor:
+    """(B, 1, T, T) boolean: same document and causal."""
+    T = documents.size(1)
+    same = documents[:, :, None] == documents[:, None, :]
+    causal = torch.ones(T, T, dtype=torch.bool, device=documents.device).tril()
+    return (same & causal).unsqueeze(1)
+
+
+def block_mask(documents: torch.Tensor):
+    B, T = documents.shape
+
+    def mask_mod(b, h, q, kv):
+        return (documents[b, q] == documents[b, kv]) & (q >= kv)
+
+    return create_block_mask(mask_mod, B, None, T, T, device=documents.device, _compile=True)
+
+
+def make_mask(documents: torch.Tensor | None, kind: str):
+    """What the blocks receive as `mask`: None (causal), a BlockMask (flex) or a boolean tensor (sdpa)."""
+    if documents is None:
+        return None
+    return block_mask(documents) if kind == "flex" else dense_mask(documents)
+
+
+def _flex(self, q, k, v, mask=None):
+    """CausalSelfAttention.scaled_dot_product_attention for a BlockMask; otherwise LitGPT's own method."""
+    if BlockMask is None or not isinstance(mask, BlockMask):
+        return type(self).scaled_dot_product_attention(self, q, k, v, mask)
+    global _compiled_flex
+    if _compiled_flex is None:  # eager flex_attention materialises the scores; compiled it is one fused kernel
+        _compiled_flex = torch.compile(flex_attention)
+    attend = flex_attention if torch.compiler.is_compiling() else _compiled_flex  # inside a compiled block: as is
+    scale = 1.0 / ((self.config.attention_scores_scalar or self.config.head_size) ** 0.5)
+    scale = scale * self.mscale * self.mscale
+    return attend(q, k, v, block_mask=mask, scale=scale).transpose(1, 2)
+
+
+def check_supported(config, packing: bool) -> None:
+    """LitGPT paths that would replace or ignore a packed mask."""
+    if not packing:
+        return
+    problems = [name for name, bad in (
+        ("sliding-window attention", config.sliding_window_size is not None),
+        ("attention logit softcapping", config.attention_logit_softcapping is not None),
+        ("latent attention", getattr(config, "latent_attention", None)),
+    ) if bad]
+    if problems:
+        raise ValueError(f"engine.packing: {', '.join(problems)} of {config.name} is not supported; "
+                         "set engine.packing: false")
+
+
+def install(model, kind: str) -> None:
+    """Route BlockMask masks of every attention module to flex_attention (sdpa needs no change)."""
+    if kind != "flex":
+        return
+    for block in model.transformer.h:
+        block.attn.scaled_dot_product_attention = types.MethodType(_flex, block.attn)

@@ -1,0 +1,112 @@
+"""Loading `checkpoint_dir/lit_model.pth` into the (sharded) model, and writing what stock writes to
+`out_dir/final`: lit_model.pth ({"model": state dict}, as Fabric saves it), the model and tokenizer files,
+hyperparameters.yaml and prompt_style.yaml."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from torch.distributed.tensor import DTensor, distribute_tensor
+
+
+def read_state(checkpoint_dir: Path) -> dict:
+    """Memory-mapped: every process of a node reads the same pages of the page cache."""
+    state = torch.load(Path(checkpoint_dir) / "lit_model.pth", mmap=True, weights_only=True, map_location="cpu")
+    return state.get("model", state)
+
+
+@torch.no_grad()
+def load_into(gpt, state: dict) -> None:
+    """Copy the full tensors into the model's parameters; a sharded (DTensor) parameter takes only its shard."""
+    params = dict(gpt.named_parameters())
+    missing = sorted(set(params) - set(state))
+    unexpected = sorted(set(state) - set(params))
+    if missing or unexpected:
+        raise KeyError(f"checkpoint does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    for name, param in params.items():
+        full = state[name].to(param.device if not isinstance(param, DTensor) else param.device_mesh.device_type,
+                              dtype=param.dtype)
+        if isinstance(param, DTensor):
+            local = distribute_tensor(full, param.device_mesh, param.placements, src_data_rank=None).to_local()
+            param.to_local().copy_(local)
+        else:
+            param.copy_(full)
+
+
+@torch.no_grad()
+def gather(gpt, main: bool) -> dict:
+    """The full state dict on the CPU of the main process (every process takes part in the all-gathers)."""
+    out = {}
+    for name, tensor in gpt.state_dict().items():
+        if isinstance(tensor, DTensor):
+            tensor = tensor.full_tensor()
+        if main:
+            out[name] = tensor.to("cpu", non_blocking=True)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return out
+
+
+def write(state: dict, path: Path, fast: bool) -> float:
+    """torch.save as stock's Fabric does; fast skips the zip CRC32 (torch.load does not need it)."""
+    t0 = time.perf_counter()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    config = getattr(getattr(torch.serialization, "config", None), "save", None)
+    previous = getattr(config, "compute_crc32", None)
+    if fast and config is not None:
+        config.compute_crc32 = False
+    try:
+        torch.save({"model": state}, tmp)
+    finally:
+        if fast and config is not None:
+            config.compute_crc32 = previous
+    tmp.replace(path)
+    return time.perf_counter() - t0
+
+
+def write_in_background(state: dict, path: Path, fast: bool) -> threading.Thread:
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("s", write(state, path, fast)), daemon=False)
+    thread.result = result
+    thread.start()
+    return thread
+
+
+def side_files(run, final_dir: Path) -> None:
+    """Stock's companions of lit_model.pth: config and tokenizer files, hyperparameters, prompt style."""
+    from litgpt.prompts import save_prompt_style
+    from litgpt.utils import copy_config_files
+
+    final_dir.mkdir(parents=True, exist_ok=True)
+    copy_config_files(Path(run.checkpoint_dir), final_dir)
+    save_prompt_style(run.data.prompt_style, final_dir)
+    save_hyperparameters(run.litgpt_yaml, final_dir)
+
+
+def save_hyperparameters(litgpt_yaml: dict, final_dir: Path) -> None:
+    """litgpt's save_hyperparameters over the YAML without `engine:` (what `litgpt finetune_full` would have
+    been given), so the file is exactly stock's; a plain copy of that YAML where jsonargparse is missing."""
+    stripped = final_dir / "finetune_config.yaml"
+    stripped.write_text(yaml.safe_dump(litgpt_yaml, sort_keys=False))
+    try:
+        from litgpt.finetune.full import setup
+        from litgpt.parser_config import save_hyperparameters as litgpt_save
+    except ImportError:
+        (final_dir / "hyperparameters.yaml").write_text(stripped.read_text())
+        return
+    argv = sys.argv
+    sys.argv = [argv[0], "--config", str(stripped)]
+    try:
+        litgpt_save(setup, final_dir)
+    except Exception as exc:  # noqa: BLE001 - a plain copy beats no record
+        print(f"hyperparameters.yaml: litgpt's writer failed ({exc}); writing the YAML as given")
+        (final_dir / "hyperparameters.yaml").write_text(stripped.read_text())
+    finally:
+        sys.argv = argv
+        stripped.unlink()

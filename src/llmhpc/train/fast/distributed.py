@@ -1,0 +1,96 @@
+"""Process group set-up for whichever launcher started us: torchrun, `srun`, `mpirun`, or a plain process.
+
+Lightning's cluster environments (the ones `litgpt finetune_full` relies on through Fabric) read the ranks and
+the main address: torchelastic (torchrun), SLURM, MPI (via mpi4py: rank 0 broadcasts its host and a free port).
+A plain process asked for several devices re-executes itself under torchrun on this node, as LitGPT's own
+launcher would start its processes itself.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class World:
+    rank: int = 0
+    local_rank: int = 0
+    size: int = 1
+    nodes: int = 1
+    device: torch.device = torch.device("cpu")
+    launcher: str = "single"
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def cluster_environment():
+    """The first Lightning cluster environment that detects this process, or None."""
+    from lightning.fabric.plugins.environments import MPIEnvironment, SLURMEnvironment, TorchElasticEnvironment
+
+    if TorchElasticEnvironment.detect():
+        return "torchrun", TorchElasticEnvironment()
+    if SLURMEnvironment.detect() and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        return "srun", SLURMEnvironment()
+    if MPIEnvironment.detect():
+        return "mpirun", MPIEnvironment()
+    return None
+
+
+def respawn_under_torchrun(devices: int) -> None:
+    """Replace this process with `torchrun --standalone --nproc-per-node devices -m llmhpc.train.fast ...`."""
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={devices}",
+            "-m", "llmhpc.train.fast", *sys.argv[1:]]
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)
+
+
+def init(devices: int, num_nodes: int) -> World:
+    """Join (or create) the process group; check the world against devices x num_nodes."""
+    found = cluster_environment()
+    if found is None:
+        if devices * num_nodes > 1 and num_nodes == 1 and os.environ.get("LLMHPC_FAST_NO_RESPAWN") != "1":
+            respawn_under_torchrun(devices)
+        if num_nodes > 1:
+            raise RuntimeError(f"num_nodes {num_nodes}: start one process per GPU with torchrun, srun or mpirun")
+        return World(device=_device(0))
+    launcher, env = found
+    rank, size, local_rank = env.global_rank(), env.world_size(), env.local_rank()
+    if size != devices * num_nodes:
+        raise RuntimeError(f"{launcher} started {size} processes but devices x num_nodes = {devices} x {num_nodes}")
+    os.environ.setdefault("MASTER_ADDR", env.main_address)
+    os.environ.setdefault("MASTER_PORT", str(env.main_port))
+    device = _device(local_rank)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    kwargs = {"device_id": device} if device.type == "cuda" else {}
+    dist.init_process_group(backend, rank=rank, world_size=size, **kwargs)
+    return World(rank=rank, local_rank=local_rank, size=size, nodes=num_nodes, device=device, launcher=launcher)
+
+
+def _device(local_rank: int) -> torch.device:
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def all_sum(value: torch.Tensor, world: World) -> torch.Tensor:
+    if world.size > 1:
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value
+
+
+def barrier(world: World) -> None:
+    if world.size > 1:
+        dist.barrier()
+
+
+def close(world: World) -> None:
+    if world.size > 1 and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,74 @@
+"""Compile, shard and materialise the model: FSDP2 `fully_shard` per block and at the root, DDP, or nothing."""
+
+from __future__ import annotations
+
+import torch
+
+from llmhpc.train.fast import checkpoint, model
+
+RESHARD_AFTER_FORWARD = {"full": True, "grad_op": False, "hybrid": False}
+
+
+def resolve_sharding(choice: str, world) -> str:
+    if world.size == 1:
+        return "none"
+    if choice == "auto":
+        return "hybrid" if world.nodes > 1 else "grad_op"
+    if choice == "hybrid" and world.nodes == 1:
+        return "grad_op"  # one node: hybrid sharding is plain sharding without resharding
+    return choice
+
+
+def shards(sharding: str, world) -> int:
+    """Over how many GPUs parameters, gradients and optimizer states are split."""
+    if sharding == "none" or world.size == 1:
+        return 1
+    return world.size // world.nodes if sharding == "hybrid" else world.size
+
+
+def wrap(trainee: model.Trainee, sharding: str, world, compile_blocks: bool):
+    """Compile each block (LitGPT's Block code, unchanged), then shard. Returns the module to call."""
+    blocks = trainee.gpt.transformer.h
+    if compile_blocks:
+        for block in blocks:
+            block.compile()
+    if world.size == 1 or sharding == "none":
+        return trainee
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = None
+    if sharding == "hybrid":
+        from torch.distributed.device_mesh import init_device_mesh
+
+        mesh = init_device_mesh(world.device.type, (world.nodes, world.size // world.nodes),
+                                mesh_dim_names=("replicate", "shard"))
+    reshard = RESHARD_AFTER_FORWARD[sharding]
+    for block in blocks:
+        fully_shard(block, mesh=mesh, reshard_after_forward=reshard)
+    fully_shard(trainee, mesh=mesh, reshard_after_forward=reshard)
+    return trainee
+
+
+def materialise(trainee: model.Trainee, state: dict, run, world, sharding: str, max_seq_length: int):
+    """Allocate the sharded parameters on the device, copy the checkpoint in, build the RoPE cache; DDP last
+    (it broadcasts rank 0's parameters)."""
+    trainee.to_empty(device=world.device)
+    checkpoint.load_into(trainee.gpt, state)
+    model.rope(trainee.gpt, max_seq_length, run.precision, world.device)
+    if world.size > 1 and sharding == "none":
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [world.device] if world.device.type == "cuda" else None
+        return DistributedDataParallel(trainee, device_ids=ids)
+    return trainee
+
+
+def grad_scaler(precision: str, sharding: str, world):
+    """Loss scaling for fp16 mixed precision (the V100 path); None otherwise."""
+    if precision != "16-mixed":
+        return None
+    if world.size > 1 and sharding != "none":
+        from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+        return ShardedGradScaler()
+    return torch.amp.GradScaler(world.device.type)
