@@ -8,7 +8,12 @@ import pytest
 import yaml
 
 from conftest import REPO, SCHEMA, default_config, snakemake
-from llmhpc.config import ConfigError, batch_arithmetic, check, load_schema
+from llmhpc.config import ConfigError, check, load_schema
+from llmhpc.settings import FinetuneSettings
+
+
+def batch_arithmetic(ft: dict) -> str | None:
+    return FinetuneSettings.from_dict(ft).batch_problem()
 
 SCHEMA_DICT = load_schema(SCHEMA)
 

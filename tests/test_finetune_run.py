@@ -12,6 +12,7 @@ from llmhpc.stages import finetune
 from llmhpc.stages.data import prepare_finetune
 from llmhpc.stages.evaluate import evaluate
 from llmhpc.stages.weights import convert
+from llmhpc.train import litgpt
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def test_lora_finetune_runs_and_its_model_scores(checkpoint, tmp_path):
     prepare_finetune({"source": "embedded"}, data, shipped_dir(), log=lambda *a: None)
     yaml_path = tmp_path / "litgpt.yaml"
     out = tmp_path / "out"
-    finetune.write_litgpt_config(yaml_path, ft, checkpoint, data, out, experiment="lora")
+    litgpt.write_litgpt_config(yaml_path, ft, checkpoint, data, out, experiment="lora")
     summary = finetune.run_stage(yaml_path, checkpoint, out, tmp_path / "ft.stdout", tmp_path / "metrics.csv",
                                  tmp_path / "summary.json", ft, None, 2, log=lambda *a: None)
     assert summary["method"] == "lora" and summary["steps"] == 3
@@ -47,7 +48,7 @@ def test_failed_finetune_keeps_its_stdout_and_says_why(checkpoint, tmp_path):
     cfg = default_config()
     ft = check(cfg, load_schema(SCHEMA))["baseline"]["finetune"]
     yaml_path = tmp_path / "litgpt.yaml"
-    finetune.write_litgpt_config(yaml_path, ft, checkpoint, tmp_path / "no-such-data", tmp_path / "out", "x")
+    litgpt.write_litgpt_config(yaml_path, ft, checkpoint, tmp_path / "no-such-data", tmp_path / "out", "x")
     with pytest.raises(RuntimeError, match=r"litgpt finetune_full exited with 1; last lines of"):
         finetune.run_stage(yaml_path, checkpoint, tmp_path / "out", tmp_path / "ft.stdout", tmp_path / "m.csv",
                            tmp_path / "s.json", ft, None, 2, log=lambda *a: None)

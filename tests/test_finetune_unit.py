@@ -9,6 +9,7 @@ import yaml
 from conftest import SCHEMA, default_config
 from llmhpc.config import check, load_schema
 from llmhpc.stages import finetune
+from llmhpc.train import litgpt, metrics
 
 
 def settings(**over):
@@ -21,7 +22,7 @@ def settings(**over):
 def test_litgpt_yaml_has_config_hub_layout_and_our_values(tmp_path):
     ft = settings(micro_batch_size=4, extra={"train": {"save_interval": 5}, "eval": {"interval": 3}})
     path = tmp_path / "litgpt.yaml"
-    finetune.write_litgpt_config(path, ft, "ckpt", "data", "out", experiment="x")
+    litgpt.write_litgpt_config(path, ft, "ckpt", "data", "out", experiment="x")
     cfg = yaml.safe_load(path.read_text())
     assert cfg["train"]["micro_batch_size"] == 4
     assert cfg["train"]["global_batch_size"] == ft["global_batch_size"]
@@ -35,7 +36,7 @@ def test_litgpt_yaml_has_config_hub_layout_and_our_values(tmp_path):
 def test_litgpt_cli_accepts_the_yaml(tmp_path, method):
     """litgpt's own argument parser reads the file (jsonargparse --print_config parses without training)."""
     path = tmp_path / "litgpt.yaml"
-    finetune.write_litgpt_config(path, settings(method=method), tmp_path, tmp_path, tmp_path / "out", experiment="x")
+    litgpt.write_litgpt_config(path, settings(method=method), tmp_path, tmp_path, tmp_path / "out", experiment="x")
     proc = subprocess.run([sys.executable, "-m", "litgpt", f"finetune_{method}", "--config", str(path),
                            "--print_config"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -52,7 +53,7 @@ def test_parse_stdout_reads_litgpts_own_report():
               "raw_tokens_plus_prompt_template_and_padding": 2000}
     report = create_finetuning_performance_report(12.5, counts, "cpu")
     text = "Number of trainable parameters: 14,067,712\n" + report + "Final evaluation | val loss: 2.251 | val ppl: 9.5\n"
-    got = finetune.parse_stdout(text)
+    got = litgpt.parse_stdout(text)
     assert got == {"training_time_s": 12.5, "tokens_per_s": 160.0, "input_tokens": 1000,
                    "tokens_with_prompt": 1500, "tokens_with_padding": 2000,
                    "trainable_parameters": 14067712, "final_val_loss": 2.251}
@@ -66,19 +67,19 @@ def test_mfu_against_known_peak():
               "| - Tok/sec :  4135.00 tok/s\n| - Total Tokens (w/ Padding) :  342378\n")
     rows = [{"loss": 1.0, "iter": 128.0, "step": 16.0}]
     facts = {"n_layer": 32, "n_embd": 4096}
-    s = finetune.summarise(stdout, rows, ft, 150.0, 0, facts, "NVIDIA H200", None, 1.0)
+    s = metrics.summarise(stdout, rows, ft, 150.0, 0, facts, "NVIDIA H200", None, 1.0)
     seq = 342378 / (128 * 4 * 2)
     expected = (6 * 6_738_415_616 + 12 * 32 * 4096 * seq) * 4135 / 2 / 1e12 / 790
     assert s["mfu"] == pytest.approx(expected, abs=1e-4)
     assert s["tokens_per_s_per_device"] == pytest.approx(2067.5)
-    assert finetune.summarise(stdout, rows, ft, 150.0, 0, facts, None, None, 1.0)["mfu"] is None  # CPU: unknown peak
+    assert metrics.summarise(stdout, rows, ft, 150.0, 0, facts, None, None, 1.0)["mfu"] is None  # CPU: unknown peak
 
 
 def test_peak_lookup():
-    assert finetune.peak_tflops("Tesla V100-SXM2-32GB", "16-mixed", None) == 125.0
-    assert finetune.peak_tflops("NVIDIA A100-SXM4-80GB", "32-true", None) == 19.5
-    assert finetune.peak_tflops("NVIDIA A100", "bf16-true", 250.0) == 250.0
-    assert finetune.peak_tflops(None, "bf16-true", None) is None
+    assert metrics.peak_tflops("Tesla V100-SXM2-32GB", "16-mixed", None) == 125.0
+    assert metrics.peak_tflops("NVIDIA A100-SXM4-80GB", "32-true", None) == 19.5
+    assert metrics.peak_tflops("NVIDIA A100", "bf16-true", 250.0) == 250.0
+    assert metrics.peak_tflops(None, "bf16-true", None) is None
 
 
 # A stand-in for litgpt's process with known phase lengths: start-up, training, litgpt's own report (made here
@@ -111,9 +112,9 @@ def test_phase_times_from_a_real_process(tmp_path):
     cmd = [sys.executable, "-c", _PHASED, str(final), report]
     code, wall, _ = finetune.run(cmd, tmp_path / "stdout", lambda m: None, marks)
     assert code == 0
-    training = finetune.parse_stdout((tmp_path / "stdout").read_text())["training_time_s"]
+    training = litgpt.parse_stdout((tmp_path / "stdout").read_text())["training_time_s"]
     assert training == 0.5
-    times = finetune.phase_times(marks, training, final)
+    times = metrics.phase_times(marks, training, final)
     # load = start-up + 0.6 s; save = the 0.6 s of sleeps between the last line and the last file
     assert 0.6 <= times["load_s"] < 0.6 + 3
     assert 0.6 <= times["save_s"] < 0.6 + 0.5
@@ -122,15 +123,15 @@ def test_phase_times_from_a_real_process(tmp_path):
 
 def test_phase_times_without_marks_or_files(tmp_path):
     final = tmp_path / "final"
-    assert finetune.phase_times({}, 10.0, final) == {"load_s": None, "save_s": None}
+    assert metrics.phase_times({}, 10.0, final) == {"load_s": None, "save_s": None}
     final.mkdir()
     (final / "lit_model.pth").write_bytes(b"w")
     mtime = (final / "lit_model.pth").stat().st_mtime
     # no final validation: the save starts when training ends
-    got = finetune.phase_times({"start": mtime - 20, "train_end": mtime - 3}, 12.0, final)
+    got = metrics.phase_times({"start": mtime - 20, "train_end": mtime - 3}, 12.0, final)
     assert got == {"load_s": 5.0, "save_s": 3.0}
     # a node whose clock runs behind: no negative spans
-    got = finetune.phase_times({"start": mtime - 5, "train_end": mtime + 3}, 12.0, final)
+    got = metrics.phase_times({"start": mtime - 5, "train_end": mtime + 3}, 12.0, final)
     assert got == {"load_s": None, "save_s": None}
 
 
@@ -147,19 +148,19 @@ def test_parameter_count_from_litgpts_report_is_the_models_own(tmp_path):
     (tmp_path / "model_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config)))
     with torch.device("meta"):
         built = sum(p.numel() for p in GPT(config).parameters())
-    facts = finetune.model_facts(tmp_path)
+    facts = metrics.model_facts(tmp_path)
     assert facts == {"n_layer": 6, "n_embd": 128, "name": "pythia-14m"}
     ft = {"devices": 1, "num_nodes": 1, "micro_batch_size": 4, "method": "full", "precision": "32-true",
           "global_batch_size": 16}
     full = f"Number of trainable parameters: {built:,}\n"
     lora = f"Number of trainable parameters: 1,000\nNumber of non-trainable parameters: {built - 1000:,}\n"
     for stdout in (full, lora):
-        assert finetune.summarise(stdout, [], ft, 1.0, 0, facts, None, None, 1.0)["parameters"] == built
+        assert metrics.summarise(stdout, [], ft, 1.0, 0, facts, None, None, 1.0)["parameters"] == built
 
 
 def test_gpu_name_without_a_visible_gpu(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
-    assert finetune.gpu_name() is None
+    assert metrics.gpu_name() is None
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     monkeypatch.setenv("PATH", "/nonexistent")  # no nvidia-smi: a CPU node
-    assert finetune.gpu_name() is None
+    assert metrics.gpu_name() is None

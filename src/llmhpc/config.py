@@ -15,6 +15,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from llmhpc.settings import FinetuneSettings
+
 
 class ConfigError(ValueError):
     """The config cannot run; the message says which key and what to change."""
@@ -89,37 +91,6 @@ def _validate(instance: Any, schema: dict, prefix=()) -> list[str]:
     return messages
 
 
-def batch_arithmetic(ft: dict) -> str | None:
-    """LitGPT >= 0.5.8 splits the global batch over devices * num_nodes and asserts that at least one
-    micro batch fits; return what is wrong, or None."""
-    ranks = ft["devices"] * ft["num_nodes"]
-    per_rank = ft["global_batch_size"] // ranks
-    if per_rank == 0 or per_rank // ft["micro_batch_size"] == 0:
-        need = ranks * ft["micro_batch_size"]
-        return (
-            f"global_batch_size {ft['global_batch_size']} over devices {ft['devices']} x num_nodes {ft['num_nodes']}"
-            f" = {ranks} ranks gives {per_rank} sample(s) per rank, fewer than micro_batch_size"
-            f" {ft['micro_batch_size']}: litgpt would stop on `assert gradient_accumulation_iters > 0`."
-            f" Raise global_batch_size to at least {need} or lower micro_batch_size to {max(per_rank, 1)} or less"
-        )
-    if ft["global_batch_size"] % (ranks * ft["micro_batch_size"]):
-        used = per_rank // ft["micro_batch_size"] * ft["micro_batch_size"] * ranks
-        return (
-            f"global_batch_size {ft['global_batch_size']} is not a multiple of devices x num_nodes x"
-            f" micro_batch_size = {ranks * ft['micro_batch_size']}: litgpt would silently step every {used}"
-            f" samples. Make it a multiple of {ranks * ft['micro_batch_size']}"
-        )
-    return None
-
-
-def warmup_vs_steps(ft: dict) -> str | None:
-    """litgpt's cosine schedule runs for max_steps - lr_warmup_steps steps: zero or less divides by zero."""
-    if ft["max_steps"] is not None and ft["lr_warmup_steps"] >= ft["max_steps"]:
-        return (f"lr_warmup_steps {ft['lr_warmup_steps']} must be below max_steps {ft['max_steps']}: litgpt's"
-                f" cosine schedule would have no steps left (ZeroDivisionError in the scheduler)")
-    return None
-
-
 def canonical(value):
     """Dicts with sorted keys, recursively: Snakemake compares rule params by their serialisation, so a
     reordered config must not look like a changed one and rerun jobs."""
@@ -165,7 +136,8 @@ def check(config: dict, schema: dict) -> dict:
             problems += _validate(settings[section], sub, prefix=src)
         if not problems:
             where = f"experiments[{i}].finetune" if exp.get("finetune") else "finetune"
-            for bad in (batch_arithmetic(settings["finetune"]), warmup_vs_steps(settings["finetune"])):
+            ft = FinetuneSettings.from_dict(settings["finetune"])
+            for bad in (ft.batch_problem(), ft.warmup_problem()):
                 if bad:
                     problems.append(f"config '{where}' (experiment '{name}'): {bad}")
         experiments[name] = settings

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from llmhpc.rulelog import to_log
-from llmhpc.stages.finetune import write_litgpt_config
+from llmhpc.train.litgpt import write_litgpt_config
 
 to_log(snakemake.log[0])
 experiment = snakemake.wildcards.experiment

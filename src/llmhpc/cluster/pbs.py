@@ -115,8 +115,8 @@ def memory(mb: float) -> str:
 
 
 def resource_options(req: dict, site: dict) -> list[tuple[str, str]]:
-    """qsub -l options, as (flag, value) pairs. Gadi: one job-wide list; a GPU job of whole nodes (all a node's GPUs, or more than one
-    node, which Gadi requires to be whole) takes whole nodes' CPUs and memory: ngpus a multiple of 4, 12 CPUs per
+    """qsub -l options, as (flag, value) pairs. Gadi: one job-wide list; a GPU job of whole nodes (all a node's GPUs,
+    or more than one node, which Gadi requires to be whole) takes whole nodes' CPUs and memory: ngpus a multiple of 4, 12 CPUs per
     GPU. select: one chunk per node, with one MPI rank per GPU, scattered over distinct nodes."""
     nodes, gpn = req["nodes"], req["gpus_per_node"]
     if site["pbs_resources"] == "gadi":

@@ -21,6 +21,8 @@ from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
+from llmhpc.settings import FinetuneSettings  # noqa: E402
+
 CHANCE = 0.25  # HellaSwag: four endings per item
 
 # Large type and a 16:9 canvas, so that a figure placed full-width on a slide is readable from the back.
@@ -146,7 +148,7 @@ def _accumulation(table: pd.DataFrame, experiment: str) -> int | None:
     w = value(table, experiment, "finetune", "world_size")
     if not (g and m and w):
         return None
-    return max(1, int(g // w // m))
+    return max(1, FinetuneSettings(global_batch_size=int(g), micro_batch_size=int(m), devices=int(w)).accumulation)
 
 
 def plot_loss(table: pd.DataFrame, metrics: dict[str, Path | None], experiments: list[str], out_dir) -> Plot:

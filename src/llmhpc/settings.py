@@ -1,0 +1,152 @@
+"""Typed settings: what the config check turns each section into, once, and what the stages read.
+
+The config travels between Snakemake and the jobs as plain dicts (rule params must serialise the same way on every
+parse); every module that computes with it builds one of these frozen dataclasses from that dict with
+`from_dict`, which refuses a key the dataclass does not know. The batch arithmetic lives here and nowhere else:
+the refusal in llmhpc.config, the LitGPT YAML, the fine-tune summary and the plots all call it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _from_dict(cls, data: dict, section: str):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise KeyError(f"{section}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """One experiment's fine-tune (workflow/schemas/config.schema.yaml, section `finetune`, describes each key)."""
+
+    method: str = "full"
+    precision: str = "32-true"
+    devices: int = 1
+    num_nodes: int = 1
+    global_batch_size: int = 16
+    micro_batch_size: int = 4
+    epochs: int = 1
+    max_steps: int | None = None
+    max_seq_length: int = 512
+    learning_rate: float = 2e-4
+    min_lr: float = 6e-5
+    weight_decay: float = 0.0
+    lr_warmup_steps: int = 25
+    seed: int = 1337
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] = ("query", "value")
+    betas: tuple[float, ...] = (0.9, 0.95)
+    max_norm: float | None = None
+    log_interval: int = 1
+    save_interval: int = 1_000_000
+    eval_interval: int = 25
+    eval_max_iters: int = 100
+    eval_max_new_tokens: int = 100
+    initial_validation: bool = False
+    final_validation: bool = True
+    prompt_style: str = "alpaca"
+    mask_prompt: bool = False
+    ignore_index: int = -100
+    data_seed: int = 42
+    data_num_workers: int = 4
+    launch_env: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FinetuneSettings:
+        return _from_dict(cls, data, "finetune")
+
+    # --- batch arithmetic (LitGPT >= 0.5.8: the global batch is split over devices * num_nodes) ---------------
+    @property
+    def world_size(self) -> int:
+        return self.devices * self.num_nodes
+
+    @property
+    def per_rank(self) -> int:
+        """Samples each rank contributes to one optimizer step."""
+        return self.global_batch_size // self.world_size
+
+    @property
+    def accumulation(self) -> int:
+        """Micro batches per optimizer step on each rank (litgpt's gradient_accumulation_iters)."""
+        return self.per_rank // self.micro_batch_size
+
+    @property
+    def samples_per_step(self) -> int:
+        """Samples that actually make one optimizer step (the global batch, when the arithmetic is exact)."""
+        return self.accumulation * self.micro_batch_size * self.world_size
+
+    def batch_problem(self) -> str | None:
+        """What LitGPT would do wrong with this batch arithmetic, or None."""
+        ranks, mbs = self.world_size, self.micro_batch_size
+        if self.per_rank == 0 or self.accumulation == 0:
+            return (
+                f"global_batch_size {self.global_batch_size} over devices {self.devices} x num_nodes {self.num_nodes}"
+                f" = {ranks} ranks gives {self.per_rank} sample(s) per rank, fewer than micro_batch_size {mbs}:"
+                f" litgpt would stop on `assert gradient_accumulation_iters > 0`. Raise global_batch_size to at"
+                f" least {ranks * mbs} or lower micro_batch_size to {max(self.per_rank, 1)} or less"
+            )
+        if self.global_batch_size % (ranks * mbs):
+            return (
+                f"global_batch_size {self.global_batch_size} is not a multiple of devices x num_nodes x"
+                f" micro_batch_size = {ranks * mbs}: litgpt would silently step every {self.samples_per_step}"
+                f" samples. Make it a multiple of {ranks * mbs}"
+            )
+        return None
+
+    def warmup_problem(self) -> str | None:
+        """litgpt's cosine schedule runs for max_steps - lr_warmup_steps steps: zero or less divides by zero."""
+        if self.max_steps is not None and self.lr_warmup_steps >= self.max_steps:
+            return (f"lr_warmup_steps {self.lr_warmup_steps} must be below max_steps {self.max_steps}: litgpt's"
+                    f" cosine schedule would have no steps left (ZeroDivisionError in the scheduler)")
+        return None
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """How a checkpoint is scored (section `evaluate`)."""
+
+    precision: str = "32-true"
+    batch_size: int = 16
+    add_bos: bool = False
+    device: str = "auto"
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EvaluateSettings:
+        return _from_dict(cls, data, "evaluate")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A named experiment: its full fine-tune and evaluate settings (the shared ones with its overrides)."""
+
+    name: str
+    notes: str
+    finetune: FinetuneSettings
+    evaluate: EvaluateSettings
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Experiment:
+        return cls(name=data["name"], notes=data.get("notes", ""),
+                   finetune=FinetuneSettings.from_dict(data["finetune"]),
+                   evaluate=EvaluateSettings.from_dict(data["evaluate"]))
+
+
+def as_dict(settings: Any) -> dict:
+    """A settings object as the plain dict that Snakemake params carry (tuples as lists)."""
+    def plain(value):
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+    return {f.name: plain(getattr(settings, f.name)) for f in dataclasses.fields(settings)}

@@ -1,0 +1,128 @@
+"""A fine-tune's summary, whichever engine ran it: times, throughput per device, memory, MFU against the
+device's peak."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from llmhpc.settings import FinetuneSettings
+from llmhpc.train.litgpt import parse_stdout
+
+# Dense peak TFLOP/s of one device, by GPU name fragment and precision class ("16" = bf16/fp16 tensor cores,
+# "32" = fp32 without TF32). H100/H200: measured on the device machine (a large bf16 matrix product, see
+# REFERENCE.md); the others: vendor datasheets. MFU is reported only where the device is found here.
+PEAK_TFLOPS = {
+    "H200": {"16": 790.0, "32": 67.0},
+    "H100": {"16": 790.0, "32": 67.0},
+    "A100": {"16": 312.0, "32": 19.5},
+    "V100": {"16": 125.0, "32": 15.7},
+}
+
+
+def phase_times(marks: dict, training_time_s: float | None, final_dir: Path) -> dict:
+    """load_s: launch to start of training (start-up, data, model, checkpoint) = arrival of litgpt's
+    performance report minus its training time. save_s: end of the final validation (or of training) to the
+    last file written into out/final. None where a mark is missing or the clocks disagree (a negative span)."""
+    times = {"load_s": None, "save_s": None}
+    if "start" in marks and "train_end" in marks and training_time_s is not None:
+        load = marks["train_end"] - marks["start"] - training_time_s
+        times["load_s"] = round(load, 3) if load >= 0 else None
+    save_start = marks.get("final_val_end", marks.get("train_end"))
+    written = [p.stat().st_mtime for p in Path(final_dir).glob("*") if p.is_file()] if Path(final_dir).is_dir() else []
+    if save_start is not None and written:
+        save = max(written) - save_start
+        times["save_s"] = round(save, 3) if save >= 0 else None
+    return times
+
+
+def peak_tflops(gpu_name: str | None, precision: str, override: float | None) -> float | None:
+    if override:
+        return override
+    if not gpu_name:
+        return None
+    cls = "32" if precision.startswith("32") else "16"
+    for key, peaks in PEAK_TFLOPS.items():
+        if key in gpu_name:
+            return peaks[cls]
+    return None
+
+
+def flops_per_token(n_params: int, n_layer: int, n_embd: int, seq_len: float) -> float:
+    """Training FLOPs per token: 6 N for the weights (forward + backward) plus 12 L d T for attention scores."""
+    return 6 * n_params + 12 * n_layer * n_embd * seq_len
+
+
+def summarise(stdout_text: str, metrics_rows: list[dict], ft: dict, wall_s: float, exit_code: int,
+              model_config: dict, gpu_name: str | None, peak_override: float | None, peak_rss_gb: float) -> dict:
+    rep = parse_stdout(stdout_text)
+    settings = FinetuneSettings.from_dict(ft)
+    world, accumulation = settings.world_size, max(1, settings.accumulation)
+    train_rows = [r for r in metrics_rows if r.get("loss") is not None]
+    val_rows = [r for r in metrics_rows if r.get("val_loss") is not None]
+    summary = {
+        "exit_code": exit_code,
+        "method": ft["method"],
+        "precision": ft["precision"],
+        "devices": ft["devices"],
+        "num_nodes": ft["num_nodes"],
+        "world_size": world,
+        "global_batch_size": ft["global_batch_size"],
+        "micro_batch_size": ft["micro_batch_size"],
+        "stage_wall_s": round(wall_s, 3),
+        "training_time_s": rep.get("training_time_s"),
+        "tokens_per_s": rep.get("tokens_per_s"),
+        "tokens_per_s_per_device": round(rep["tokens_per_s"] / world, 2) if "tokens_per_s" in rep else None,
+        "peak_memory_gb": rep.get("peak_memory_gb"),
+        "peak_host_memory_gb": round(peak_rss_gb, 3),
+        "input_tokens": rep.get("input_tokens"),
+        "tokens_with_padding": rep.get("tokens_with_padding"),
+        "trainable_parameters": rep.get("trainable_parameters"),
+        # every parameter of the model: litgpt reports the trainable and (LoRA) the frozen ones
+        "parameters": (rep["trainable_parameters"] + rep.get("non_trainable_parameters", 0)
+                       if "trainable_parameters" in rep else None),
+        "iters": int(max(r["iter"] for r in train_rows)) if train_rows else None,
+        # litgpt logs its optimizer step count as "step", but Lightning's CSV logger overwrites that column
+        # with the logging step (the iteration), so optimizer steps come from the accumulation arithmetic
+        "steps": int(max(r["iter"] for r in train_rows)) // accumulation if train_rows else None,
+        "final_loss": train_rows[-1]["loss"] if train_rows else None,
+        "final_val_loss": rep.get("final_val_loss", val_rows[-1]["val_loss"] if val_rows else None),
+        "device": gpu_name or "cpu",
+        "mfu": None,
+        "peak_tflops_per_device": None,
+    }
+    peak = peak_tflops(gpu_name, ft["precision"], peak_override)
+    n_params = summary["parameters"]
+    if peak and n_params and summary["tokens_per_s"] and summary["iters"] and summary["tokens_with_padding"]:
+        sequences = summary["iters"] * ft["micro_batch_size"] * world
+        seq_len = summary["tokens_with_padding"] / sequences
+        achieved = flops_per_token(n_params, model_config["n_layer"], model_config["n_embd"], seq_len)
+        achieved *= summary["tokens_per_s"] / world / 1e12
+        summary["mfu"] = round(achieved / peak, 4)
+        summary["peak_tflops_per_device"] = peak
+    return summary
+
+
+def model_facts(checkpoint_dir: Path) -> dict:
+    """Shape of the checkpoint's architecture, from its model_config.yaml (no litgpt import: that costs the job
+    seconds, 12 s on a 2-core node). The parameter count comes from litgpt's own report (see summarise)."""
+    config = yaml.safe_load((Path(checkpoint_dir) / "model_config.yaml").read_text())
+    return {"n_layer": config["n_layer"], "n_embd": config["n_embd"], "name": config.get("name")}
+
+
+def gpu_name() -> str | None:
+    """Name of this job's first GPU from nvidia-smi (no CUDA context in this process: litgpt's own
+    processes hold the GPUs); None without NVIDIA GPUs."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip()
+    if visible in ("", "-1"):
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", visible or "0"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    name = out.stdout.strip().splitlines()[0].strip() if out.returncode == 0 and out.stdout.strip() else ""
+    return name or None
