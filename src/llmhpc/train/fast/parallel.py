@@ -30,6 +30,11 @@ def wrap(trainee: model.Trainee, sharding: str, world, compile_blocks: bool):
     """Compile each block (LitGPT's Block code, unchanged), then shard. Returns the module to call."""
     blocks = trainee.gpt.transformer.h
     if compile_blocks:
+        import torch._dynamo
+
+        for name in ("recompile_limit", "cache_size_limit"):  # one entry per block and shape
+            if hasattr(torch._dynamo.config, name):
+                setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 64))
         for block in blocks:
             block.compile()
     if world.size == 1 or sharding == "none":
