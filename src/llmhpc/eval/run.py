@@ -69,10 +69,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def read_docs(path: Path, limit: int) -> list[dict]:
+    """Items checked record by record by the data stage's reader (plain JSON lines where it is absent)."""
     try:
         from llmhpc.stages.data import read_hellaswag
-    except ImportError:  # older layout
-        from llmhpc.data import read_hellaswag
+    except ImportError:
+        try:
+            from llmhpc.data import read_hellaswag  # older layout
+        except ImportError:
+            def read_hellaswag(p):
+                with open(p, encoding="utf-8") as fh:
+                    return [json.loads(line) for line in fh if line.strip()]
     docs = read_hellaswag(path)
     return docs[:limit] if limit else docs
 
