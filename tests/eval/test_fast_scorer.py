@@ -1,0 +1,181 @@
+"""The fast HellaSwag scorer in this process: the same rows as the reference scorer (tiny LitGPT models in fp32),
+its packed rows, mask, schedule, sharding, BOS decision, batch tokenizer, part files and accuracy guard."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from llmhpc.eval.schedule import Item, build_rows, encode_batch_from, make_batches, shard_items, tokenize_items
+
+pytestmark = [pytest.mark.unit]
+LL_TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from llmhpc.sources.tiny import train_tokenizer
+    return train_tokenizer(512)
+
+
+@pytest.fixture(scope="module")
+def docs():
+    from llmhpc.sources import embedded
+    return embedded.eval_records()[:40]
+
+
+def tiny_gpt(family: str, block_size: int = 256):
+    from litgpt import GPT, Config
+    shape = dict(block_size=block_size, vocab_size=512, padded_vocab_size=512, n_layer=2, n_head=4, n_embd=64,
+                 intermediate_size=128)
+    if family == "llama":
+        shape.update(mlp_class_name="LLaMAMLP", norm_class_name="RMSNorm", bias=False, parallel_residual=False,
+                     n_query_groups=2)
+    else:
+        shape.update(rotary_percentage=0.25)
+    torch.manual_seed(0)
+    model = GPT(Config(name=f"tiny-{family}", **shape)).eval()
+    model.max_seq_length = block_size
+    return model
+
+
+def assert_same_rows(ref: list[dict], fast: list[dict]) -> float:
+    assert len(ref) == len(fast)
+    worst = 0.0
+    for r, f in zip(ref, fast):
+        assert {k: v for k, v in r.items() if k != "loglikelihoods"} == \
+            {k: v for k, v in f.items() if k != "loglikelihoods"}, r["index"]
+        diff = max(abs(a - b) for a, b in zip(r["loglikelihoods"], f["loglikelihoods"]))
+        assert diff <= LL_TOL, (r["index"], r["loglikelihoods"], f["loglikelihoods"])
+        worst = max(worst, diff)
+    return worst
+
+
+@pytest.mark.litgpt
+@pytest.mark.parametrize("family,block_size,budget,bos", [
+    ("llama", 256, 400, 0),      # every item one packed row, many batches (item lengths 60-120 tokens)
+    ("neox", 256, 100000, None),  # one batch, no BOS, partial rotary and parallel residual
+    ("llama", 40, 300, 0),       # context + endings longer than the model: items split over rows
+    ("llama", 22, 64, 0),        # a request longer than the model: left-truncated as lm-eval does
+])
+def test_same_rows_as_reference(tokenizer, docs, family, block_size, budget, bos):
+    from llmhpc.eval.fast import score_items_fast
+    from llmhpc.eval.reference import score_items
+
+    model = tiny_gpt(family, block_size)
+    encode = lambda s: tokenizer.encode(s).ids  # noqa: E731
+    ref = score_items(model, encode, docs, 8, bos, "cpu")
+    fast = score_items_fast(model, encode, docs, bos, "cpu", token_budget=budget)
+    assert_same_rows(ref, fast)
+
+
+def test_packed_row_layout():
+    item = Item(7, "q", ["a", "bb"], 1, context=[1, 2, 3], continuations=[[4, 5], [6]])
+    (row,) = build_rows([item], max_len=64)
+    assert row.tokens == [1, 2, 3, 4]  # the last token of each ending is only a target
+    assert row.positions == [0, 1, 2, 3]
+    assert row.segments == [0, 0, 0, 1]
+    assert row.targets == [(0, [2, 3], [4, 5]), (1, [2], [6])]
+
+
+def test_mask_keeps_endings_apart():
+    from llmhpc.eval.fast import attention_mask
+
+    seg = torch.tensor([[0, 0, 1, 1, 2, 2, -1]])
+    allowed = attention_mask(seg, torch.float32)[0, 0] == 0
+    assert allowed[3].tolist() == [True, True, True, True, False, False, False]
+    assert allowed[5].tolist() == [True, True, False, False, True, True, False]
+    assert allowed[6, :2].all() and not allowed[6, 2:6].any()  # padding sees the context only (and itself)
+    assert not allowed.triu(1).any()  # causal
+
+
+def test_schedule_budget_and_long_rows():
+    items = [Item(i, "q", ["a"], 0, [1] * n, [[2, 3]]) for i, n in enumerate([5, 50, 7, 7, 30, 6, 200])]
+    batches = make_batches(build_rows(items, max_len=512), token_budget=64)
+    rows = [r for b in batches for r in b]
+    assert sorted(r.item for r in rows) == list(range(len(items)))
+    for b in batches:
+        assert len(b) == 1 or len(b) * len(b[0]) <= 64
+        assert all(len(r) <= len(b[0]) for r in b)
+    assert [len(b[0]) for b in batches][0] == 201  # longer than the budget: a batch of its own
+
+
+def test_shards_are_disjoint_complete_and_balanced():
+    items = [Item(i, "q", ["a"], 0, [1] * (10 + i % 37), [[2]]) for i in range(101)]
+    shards = [shard_items(items, 3, s) for s in range(3)]
+    assert sorted(it.index for sh in shards for it in sh) == list(range(101))
+    work = [sum(it.unique_tokens for it in sh) for sh in shards]
+    assert max(work) - min(work) <= 47
+
+
+def test_tokenize_items_moves_trailing_space_like_encode_pair():
+    from llmhpc.eval.hellaswag import encode_pair
+
+    enc = lambda s: [ord(c) for c in s]  # noqa: E731
+    doc = {"activity_label": "A", "ctx_a": "b", "ctx_b": "", "endings": ["x", "yy"], "label": "1"}
+    (item,) = tokenize_items([doc], encode_batch_from(enc), bos_id=9)
+    ctx, cont = encode_pair(enc, item.query, " " + "x")
+    assert item.context == [9] + ctx and item.continuations[0] == cont
+
+
+def test_batch_encoder_and_bos(tmp_path, tokenizer):
+    from litgpt import Tokenizer
+
+    from llmhpc.eval.loading import batch_encoder, resolve_bos
+
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    cfg = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "tokenizer_class": "PreTrainedTokenizerFast"}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(cfg))
+    tok = Tokenizer(tmp_path)
+    texts = ["Making tea: a man", " boils water.", "", "<|endoftext|> x <|endoftext|>"]
+    assert batch_encoder(tok)(texts) == [tok.encode(t, bos=False).tolist() for t in texts]
+    assert resolve_bos(tok, tmp_path, "auto")[0] is None  # the tokenizer adds no BOS
+    assert resolve_bos(tok, tmp_path, "true")[0] == 0
+    assert resolve_bos(tok, tmp_path, "false")[0] is None
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({**cfg, "add_bos_token": True}))
+    bos_id, why = resolve_bos(Tokenizer(tmp_path), tmp_path, "auto")
+    assert bos_id == 0 and "add_bos_token" in why
+
+
+def test_block_ranges():
+    from llmhpc.eval.parallel import block_ranges
+
+    assert block_ranges(60, 4) == [(0, 15), (15, 30), (30, 45), (45, 60)]
+    assert block_ranges(10, 4) == [(0, 2), (2, 5), (5, 8), (8, 10)]
+    assert block_ranges(3, 1) == [(0, 3)]
+
+
+def test_parts_resume_and_fingerprint(tmp_path):
+    from llmhpc.eval import store
+
+    preds = tmp_path / "p.jsonl"
+    fp = {"checkpoint": "c", "items": 3}
+    assert store.read_parts(preds, fp) == []
+    w = store.PartWriter(preds, 1)
+    w({"index": 2, "query": "q2"})
+    w({"index": 0, "query": "q0"})
+    w.close()
+    with open(store.part_path(preds, 1), "a") as fh:
+        fh.write('{"index": 1, "que')  # the line a kill cut off
+    assert [r["index"] for r in store.read_parts(preds, fp, ["q0", "q1", "q2"])] == [0, 2]
+    assert [r["index"] for r in store.read_parts(preds, fp, ["q0", "q1", "changed"])] == [0]
+    assert store.read_parts(preds, {"checkpoint": "other", "items": 3}) == []  # another evaluation's parts go
+    assert not store.part_path(preds, 1).exists()
+
+
+def test_accuracy_guard(tmp_path):
+    from llmhpc.eval.guard import AccuracyGuardError, agreement, check_metrics
+
+    ref = tmp_path / "ref.json"
+    ref.write_text(json.dumps({"acc": 0.60, "acc_norm": 0.80}))
+    report = check_metrics({"acc": 0.604, "acc_norm": 0.797}, ref)
+    assert report["ok"] and report["acc_norm"]["delta_pt"] == pytest.approx(-0.3)
+    with pytest.raises(AccuracyGuardError, match=r"acc_norm 79\.00 vs reference 80\.00 \(-1\.00 pt\)"):
+        check_metrics({"acc": 0.60, "acc_norm": 0.79}, ref)
+    a = [{"index": i, "pred": i % 2, "pred_norm": 0, "loglikelihoods": [-1.0, -2.0]} for i in range(4)]
+    b = [dict(r, pred=0, loglikelihoods=[-1.0, -2.5]) for r in a]
+    got = agreement(a, b)
+    assert got["items"] == 4 and got["pred_agreement"] == 0.5 and got["pred_norm_agreement"] == 1.0
+    assert got["max_abs_loglikelihood_diff"] == 0.5 and got["differing_items"] == [1, 3]
