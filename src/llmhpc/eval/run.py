@@ -133,18 +133,22 @@ def setup_device(args, topo) -> tuple[str, str]:
     return device, precision
 
 
+def fingerprint(args, precision: str, n_items: int) -> dict:
+    """What part files must match to be resumed: same checkpoint, eval file, precision, BOS mode, items."""
+    return {"checkpoint": str(args.checkpoint.resolve()), "eval_file": str(args.eval_file.resolve()),
+            "precision": precision, "bos": args.bos, "items": n_items}
+
+
 def resume(args, topo, docs, precision) -> list[dict]:
     """Rank 0 reads the rows of an earlier run of the same evaluation; every rank learns which are done."""
     from llmhpc.eval.hellaswag import doc_to_request
 
-    fingerprint = {"checkpoint": str(args.checkpoint.resolve()), "eval_file": str(args.eval_file.resolve()),
-                   "precision": precision, "bos": args.bos, "items": len(docs)}
     resumed = []
     if topo.rank == 0:
         if args.no_resume:
             store.remove_parts(args.predictions)
         queries = [doc_to_request(d)[0] for d in docs]
-        resumed = store.read_parts(args.predictions, fingerprint, queries)
+        resumed = store.read_parts(args.predictions, fingerprint(args, precision, len(docs)), queries)
     return resumed
 
 

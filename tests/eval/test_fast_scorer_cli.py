@@ -1,0 +1,126 @@
+"""The fast scorer's program (python -m llmhpc.eval.run) on a tiny LitGPT checkpoint on CPU: the reference
+scorer's predictions, evaluate()'s metric keys, resuming from part files, and 2 processes (torchrun, gloo) as
+2 data-parallel ranks and as 2 pipeline stages giving the predictions of 1."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = [pytest.mark.litgpt]
+N_ITEMS = 36
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from llmhpc.eval.tinyckpt import write_tiny_litgpt
+    from llmhpc.sources import embedded
+
+    root = tmp_path_factory.mktemp("fast_cli")
+    ckpt = write_tiny_litgpt(root / "ckpt", n_layer=3, add_bos=True)
+    eval_file = root / "items.jsonl"
+    eval_file.write_text("".join(json.dumps(d) + "\n" for d in embedded.eval_records()[:N_ITEMS]))
+    return ckpt, eval_file
+
+
+def args(ckpt, eval_file, out, *extra) -> list[str]:
+    return ["--checkpoint", str(ckpt), "--eval-file", str(eval_file), "--predictions", str(out / "p.jsonl"),
+            "--metrics", str(out / "m.json"), "--device", "cpu", "--token-budget", "700", "--quiet", *extra]
+
+
+def rows(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "p.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def single(setup, tmp_path_factory):
+    from llmhpc.eval.run import main
+
+    out = tmp_path_factory.mktemp("single")
+    assert main(args(*setup, out)) == 0
+    return out
+
+
+def test_matches_reference_and_writes_evaluate_metrics(setup, single):
+    from llmhpc.eval.checkpoint import load_litgpt
+    from llmhpc.eval.reference import score_items
+    from llmhpc.stages.data import read_hellaswag
+
+    ckpt, eval_file = setup
+    model, tok = load_litgpt(ckpt, "32-true", "cpu")
+    ref = score_items(model, lambda s: tok.encode(s, bos=False).tolist(), read_hellaswag(eval_file), 8,
+                      tok.bos_id, "cpu")
+    fast = rows(single)
+    assert [r["index"] for r in fast] == list(range(N_ITEMS))
+    for r, f in zip(ref, fast):
+        assert (r["pred"], r["pred_norm"], r["acc"], r["acc_norm"]) == (f["pred"], f["pred_norm"], f["acc"],
+                                                                        f["acc_norm"])
+        assert max(abs(a - b) for a, b in zip(r["loglikelihoods"], f["loglikelihoods"])) <= 1e-4
+    m = json.loads((single / "m.json").read_text())
+    for key in ("checkpoint", "eval_file", "items", "acc", "acc_norm", "load_s", "score_s", "wall_s",
+                "items_per_s", "bos_prepended", "precision", "device", "batch_size"):
+        assert key in m, key
+    assert m["scorer"] == "fast" and m["bos_prepended"] is True and m["bos"]["id"] == tok.bos_id
+    assert m["items"] == N_ITEMS and m["acc"] == sum(r["acc"] for r in ref) / N_ITEMS
+    assert {"load_s", "tokenize_s", "score_s"} <= set(m["phases_s"])
+    assert not list(single.glob("p.jsonl.part*"))
+
+
+def test_resumes_after_a_kill(setup, single, tmp_path):
+    """Part files as a killed run leaves them (some items, a cut line): the next run scores only the rest."""
+    from llmhpc.eval import run, store
+
+    out = tmp_path
+    argv = args(*setup, out, "--reference-metrics", str(single / "m.json"))
+    a = run.parse_args(argv)
+    store.read_parts(a.predictions, run.fingerprint(a, "32-true", N_ITEMS))  # what a started run writes first
+    done = rows(single)[:: 3]
+    with open(store.part_path(a.predictions, 0), "w") as fh:
+        fh.write("".join(json.dumps(r) + "\n" for r in done) + '{"index": 5, "qu')
+    assert run.main(argv) == 0
+    m = json.loads((out / "m.json").read_text())
+    assert m["resumed_items"] == len(done) and m["accuracy_guard"]["ok"]
+    assert [(r["index"], r["pred"], r["pred_norm"]) for r in rows(out)] == \
+        [(r["index"], r["pred"], r["pred_norm"]) for r in rows(single)]
+
+
+WORKER = textwrap.dedent("""
+    import sys
+    from llmhpc.eval.run import main
+    common, out_dp, out_pp = sys.argv[1:-2], sys.argv[-2], sys.argv[-1]
+    def with_out(out):
+        return common + ["--predictions", out + "/p.jsonl", "--metrics", out + "/m.json"]
+    assert main(with_out(out_dp)) == 0
+    assert main(with_out(out_pp) + ["--pipeline-stages", "2"]) == 0
+""")
+
+
+@pytest.mark.distributed
+def test_two_ranks_and_two_stages_match_one(setup, single, tmp_path):
+    ckpt, eval_file = setup
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER)
+    out_dp, out_pp = tmp_path / "dp", tmp_path / "pp"
+    common = ["--checkpoint", str(ckpt), "--eval-file", str(eval_file), "--device", "cpu", "--token-budget",
+              "700", "--quiet"]
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(worker), *common, str(out_dp), str(out_pp)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = rows(single)
+    for out, layout in ((out_dp, (2, 2, 1)), (out_pp, (2, 1, 2))):
+        m = json.loads((out / "m.json").read_text())
+        assert (m["world_size"], m["data_parallel"], m["pipeline_stages"]) == layout
+        got = rows(out)
+        assert [(r["index"], r["pred"], r["pred_norm"]) for r in got] == \
+            [(r["index"], r["pred"], r["pred_norm"]) for r in one]
+        assert max(abs(a - b) for r, s in zip(got, one) for a, b in zip(r["loglikelihoods"], s["loglikelihoods"])) \
+            <= 1e-4
