@@ -1,3 +1,4 @@
+import functools
 import os
 import shutil
 import subprocess
@@ -11,11 +12,12 @@ REPO = Path(__file__).resolve().parent.parent
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
 
 
-def repo_files() -> list[str]:
+@functools.cache
+def repo_files() -> tuple[str, ...]:
     """Files a clean clone would have: tracked plus untracked-but-not-ignored (work in progress)."""
     out = subprocess.run(["git", "-C", str(REPO), "ls-files", "--cached", "--others", "--exclude-standard"],
                          capture_output=True, text=True, check=True).stdout
-    return [f for f in out.splitlines() if (REPO / f).is_file()]
+    return tuple(f for f in out.splitlines() if (REPO / f).is_file())
 
 
 def copy_repo(dest: Path) -> Path:
@@ -42,3 +44,62 @@ def default_config() -> dict:
 @pytest.fixture
 def repo_copy(tmp_path):
     return copy_repo(tmp_path / "repo")
+
+
+EMULATOR = REPO / "tests/pbs_emulator"
+CONSOLE_SCRIPTS = ("llmhpc-pbs-submit", "llmhpc-pbs-status", "llmhpc-pbs-cancel")
+
+
+@pytest.fixture
+def pbs_env(tmp_path, monkeypatch):
+    """The PBS emulator and this environment's console scripts on PATH, a fresh emulated server."""
+    monkeypatch.setenv("PATH", os.pathsep.join([str(EMULATOR), str(Path(sys.executable).parent),
+                                                os.environ["PATH"]]))
+    home = tmp_path / "pbs-server"
+    monkeypatch.setenv("PBS_EMULATOR_HOME", str(home))
+    monkeypatch.setenv("PBS_EMULATOR_QUEUES", "gpuvolta,normal,copyq")
+    monkeypatch.setenv("PBS_EMULATOR_KILL_DELAY", "0.5")
+    monkeypatch.setenv("PBS_EMULATOR_QUEUE_DELAY", "0.1")
+    missing = [c for c in CONSOLE_SCRIPTS if shutil.which(c) is None]
+    assert not missing, f"console scripts {missing} not installed: `pip install -e .` (pyproject [project.scripts])"
+    return home
+
+
+# --------------------------------------------------------------------------------------------------- tiers
+# A test says what it needs with a marker (pyproject.toml lists them). One with none of them is a unit test:
+# pure Python in this process. The guard below makes that a checked fact rather than a hope, so that
+# `pytest -m unit` stays the fast tier.
+NEEDS = ("litgpt", "distributed", "snakemake", "browser", "slurm", "plots", "e2e", "subprocess")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "pbs_env" in getattr(item, "fixturenames", ()):  # the PBS emulator's qsub/qstat/qdel are programs
+            item.add_marker(pytest.mark.subprocess)
+        if "chromium" in getattr(item, "fixturenames", ()):  # the fixture finds the real browser
+            item.add_marker(pytest.mark.browser)
+        if not any(item.get_closest_marker(name) for name in NEEDS):
+            item.add_marker(pytest.mark.unit)
+
+
+class SubprocessInUnitTest(AssertionError):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process(request, monkeypatch):
+    if request.node.get_closest_marker("unit") is None:
+        return
+
+    def refuse(*args, **kwargs):
+        raise SubprocessInUnitTest(f"{request.node.nodeid} is a unit test but starts a process ({args[:1]}): mark it"
+                                   f" with what it needs ({', '.join(NEEDS)})")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    monkeypatch.setattr(os, "system", refuse)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _repo_files_listed_once():
+    """`git ls-files` once per session, before any unit test's guard is up (copy_repo reads it)."""
+    repo_files()

@@ -113,6 +113,7 @@ def test_hf_source_needs_pinned_revision():
     assert "'model.revision': required when model.source is 'hf'" in refused(cfg)
 
 
+@pytest.mark.snakemake
 def test_snakemake_refuses_bad_config_before_any_job(repo_copy):
     cfg = default_config()
     cfg["finetune"]["global_batch_size"] = 4
@@ -131,6 +132,7 @@ def test_warmup_longer_than_max_steps_is_refused():
     assert "config 'finetune' (experiment 'baseline'): lr_warmup_steps 3 must be below max_steps 3" in msg
 
 
+@pytest.mark.snakemake
 @pytest.mark.parametrize("example", sorted((REPO / "config/examples").glob("*.yaml")), ids=lambda p: p.name)
 def test_example_configs_are_accepted(example, repo_copy):
     """Every shipped example config passes the checks as `snakemake --configfile` would apply it."""

@@ -7,13 +7,13 @@ rule convert:
         weights="results/weights/hf",
     output:
         directory("results/checkpoints/base"),
-    params:
-        model_name=config["model"]["name"],
     log:
         "results/logs/convert.log",
-    message:
-        "Converting {input.weights} to a LitGPT checkpoint ({params.model_name})"
     conda:
         "../../envs/conda.yaml"
+    params:
+        model_name=config["model"]["name"],
+    message:
+        "Converting {input.weights} to a LitGPT checkpoint ({params.model_name})"
     script:
         "../scripts/convert.py"

@@ -9,16 +9,16 @@ rule data_finetune:
     output:
         train="results/data/finetune/train.json",
         val="results/data/finetune/val.json",
-    params:
-        source=config["data"]["finetune"],
-        embedded=EMBEDDED,
     log:
         "results/logs/data_finetune.log",
-    message:
-        "Preparing the fine-tune set ({params.source[source]})"
     localrule: True
     conda:
         "../../envs/conda.yaml"
+    params:
+        source=config["data"]["finetune"],
+        embedded=EMBEDDED,
+    message:
+        "Preparing the fine-tune set ({params.source[source]})"
     script:
         "../scripts/data_finetune.py"
 
@@ -29,15 +29,15 @@ rule data_eval:
         eval_data_input,
     output:
         "results/data/eval/hellaswag.jsonl",
-    params:
-        source=config["data"]["eval"],
-        embedded=EMBEDDED / "hellaswag.jsonl",
     log:
         "results/logs/data_eval.log",
-    message:
-        "Preparing the evaluation set ({params.source[source]})"
     localrule: True
     conda:
         "../../envs/conda.yaml"
+    params:
+        source=config["data"]["eval"],
+        embedded=EMBEDDED / "hellaswag.jsonl",
+    message:
+        "Preparing the evaluation set ({params.source[source]})"
     script:
         "../scripts/data_eval.py"

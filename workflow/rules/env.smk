@@ -6,15 +6,17 @@ rule env:
         requirements=config["env"]["requirements"],
         build_script="envs/build_venv.sh",
     output:
-        manifest=report(ENV_MANIFEST, caption="../report/manifest.rst", category="Environment", labels={"file": "manifest"}),
-    params:
-        env=config["env"],
+        manifest=report(
+            ENV_MANIFEST, caption="../report/manifest.rst", category="Environment", labels={"file": "manifest"}
+        ),
     log:
         "results/logs/env.log",
-    message:
-        "Checking the environment against {input.requirements} ({params.env[mode]})"
     localrule: True
     conda:
         "../../envs/conda.yaml"
+    params:
+        env=config["env"],
+    message:
+        "Checking the environment against {input.requirements} ({params.env[mode]})"
     script:
         "../scripts/env.py"

@@ -10,19 +10,19 @@ rule evaluate:
     output:
         predictions="results/evaluate/{model}/predictions.jsonl",
         metrics="results/evaluate/{model}/metrics.json",
-    params:
-        settings=evaluate_settings,
+    log:
+        "results/logs/evaluate/{model}.log",
+    conda:
+        "../../envs/conda.yaml"
     threads: GPU_JOB_THREADS
     resources:
         # One GPU unless evaluate.device is cpu (qsub -l ngpus / sbatch --gres on GPU sites).
         gpus_per_node=evaluate_gpus,
         gres=evaluate_gres,
         cpus_per_task=SLURM_CPUS_PER_TASK,
-    log:
-        "results/logs/evaluate/{model}.log",
+    params:
+        settings=evaluate_settings,
     message:
         "Scoring {input.eval} with the {wildcards.model} model"
-    conda:
-        "../../envs/conda.yaml"
     script:
         "../scripts/evaluate.py"

@@ -7,15 +7,15 @@ rule finetune_config:
         ENV_MANIFEST,
     output:
         "results/finetune/{experiment}/litgpt.yaml",
-    params:
-        settings=finetune_settings,
     log:
         "results/logs/finetune_config/{experiment}.log",
-    message:
-        "Writing the LitGPT config of experiment {wildcards.experiment}"
     localrule: True
     conda:
         "../../envs/conda.yaml"
+    params:
+        settings=finetune_settings,
+    message:
+        "Writing the LitGPT config of experiment {wildcards.experiment}"
     script:
         "../scripts/finetune_config.py"
 
@@ -44,9 +44,10 @@ rule finetune:
             subcategory="Per experiment",
             labels={"experiment": "{experiment}", "file": "summary.json"},
         ),
-    params:
-        settings=finetune_settings,
-        peak_tflops=config["hardware"]["peak_tflops"],
+    log:
+        "results/logs/finetune/{experiment}.log",
+    conda:
+        "../../envs/conda.yaml"
     threads: GPU_JOB_THREADS
     resources:
         # What the job needs from a scheduler; the cluster profiles turn these into qsub/sbatch options.
@@ -56,11 +57,10 @@ rule finetune:
         gres=finetune_gres,
         # -1: no --cpus-per-task where the site does not give its node shape (the partition's default applies).
         cpus_per_task=SLURM_CPUS_PER_TASK,
-    log:
-        "results/logs/finetune/{experiment}.log",
+    params:
+        settings=finetune_settings,
+        peak_tflops=config["hardware"]["peak_tflops"],
     message:
         "Fine-tuning experiment {wildcards.experiment} with LitGPT"
-    conda:
-        "../../envs/conda.yaml"
     script:
         "../scripts/finetune.py"

@@ -49,15 +49,15 @@ rule plots:
             "results/plots/{name}.svg",
             name=PLOT_NAMES,
         ),
-    params:
-        experiments=list(EXPERIMENTS),
-        tolerance=config["presentation"]["accuracy_tolerance"],
     log:
         "results/logs/plots.log",
-    message:
-        "Drawing the plots into results/plots/"
     localrule: True
     conda:
         "../../envs/conda.yaml"
+    params:
+        experiments=list(EXPERIMENTS),
+        tolerance=config["presentation"]["accuracy_tolerance"],
+    message:
+        "Drawing the plots into results/plots/"
     script:
         "../scripts/plots.py"

@@ -7,16 +7,16 @@ rule report:
         get_final_output(),
     output:
         "results/report.html",
-    params:
-        python=sys.executable,
-        args=RUN_ARGS,
     log:
         "results/logs/report.log",
-    message:
-        "Building the Snakemake report {output}"
     localrule: True
     conda:
         "../../envs/conda.yaml"
+    params:
+        python=sys.executable,
+        args=RUN_ARGS,
+    message:
+        "Building the Snakemake report {output}"
     shell:
         # --nolock: this run holds the working directory's lock; the report only reads its metadata.
         "{params.python:q} -m snakemake --report {output} --nolock {params.args} > {log} 2>&1"

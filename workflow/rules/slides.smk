@@ -2,7 +2,6 @@
 # `presentation` section. The templates are inputs, so editing one re-renders the slides and nothing upstream.
 from llmhpc.parsetime import cluster_profiles
 
-
 SLIDE_TEMPLATES = sorted(str(p) for p in Path(workflow.basedir, "workflow/templates").glob("*") if p.is_file())
 
 
@@ -13,14 +12,29 @@ rule slides:
         plots=expand("results/plots/{plot}.png", plot=PLOT_NAMES),
         templates=SLIDE_TEMPLATES,
     output:
-        html=report("results/slides/deck.html", caption="../report/slides.rst", category="Slides",
-                    labels={"format": "HTML deck"}),
-        pdf=report("results/slides/deck.pdf", caption="../report/slides.rst", category="Slides",
-                   labels={"format": "PDF"}),
-        pptx=report("results/slides/deck.pptx", caption="../report/slides.rst", category="Slides",
-                    labels={"format": "PPTX"}),
-        model=report("results/slides/slides.json", caption="../report/slides.rst", category="Slides",
-                     labels={"format": "slide model (JSON)"}),
+        html=report(
+            "results/slides/deck.html",
+            caption="../report/slides.rst",
+            category="Slides",
+            labels={"format": "HTML deck"},
+        ),
+        pdf=report(
+            "results/slides/deck.pdf", caption="../report/slides.rst", category="Slides", labels={"format": "PDF"}
+        ),
+        pptx=report(
+            "results/slides/deck.pptx", caption="../report/slides.rst", category="Slides", labels={"format": "PPTX"}
+        ),
+        model=report(
+            "results/slides/slides.json",
+            caption="../report/slides.rst",
+            category="Slides",
+            labels={"format": "slide model (JSON)"},
+        ),
+    log:
+        "results/logs/slides.log",
+    localrule: True
+    conda:
+        "../../envs/conda.yaml"
     params:
         presentation=config["presentation"],
         experiments=[
@@ -31,12 +45,7 @@ rule slides:
         model_name=config["model"]["name"],
         run_args=RUN_ARGS,
         profiles=cluster_profiles(Path(workflow.basedir, "profiles")),
-    log:
-        "results/logs/slides.log",
     message:
         "Rendering the interview slides (HTML, PDF, PPTX) from {input.summary}"
-    localrule: True
-    conda:
-        "../../envs/conda.yaml"
     script:
         "../scripts/slides.py"

@@ -30,6 +30,11 @@ rule submission:
             labels={"file": f"{SUBMISSION_NAME}.tar.gz"},
         ),
         checksum=f"results/submission/{SUBMISSION_NAME}.sha256",
+    log:
+        "results/logs/submission.log",
+    localrule: True
+    conda:
+        "../../envs/conda.yaml"
     params:
         name=SUBMISSION_NAME,
         run_name=config["run_name"],
@@ -39,12 +44,7 @@ rule submission:
         config_sha256=SUBMISSION_CONFIG_SHA256,
         # The report rule runs after the bundle: its log would describe the previous run.
         exclude=["results/logs/report.log"],
-    log:
-        "results/logs/submission.log",
     message:
         "Packing the submission bundle {output.archive}"
-    localrule: True
-    conda:
-        "../../envs/conda.yaml"
     script:
         "../scripts/submission.py"

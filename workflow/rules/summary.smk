@@ -11,15 +11,15 @@ rule summary:
         eval="results/data/eval/hellaswag.jsonl",
     output:
         report("results/summary.csv", caption="../report/summary.rst", category="Summary", labels={"table": "summary"}),
-    params:
-        run_name=config["run_name"],
-        experiments=list(EXPERIMENTS),
     log:
         "results/logs/summary.log",
-    message:
-        "Collecting every experiment's figures into {output}"
     localrule: True
     conda:
         "../../envs/conda.yaml"
+    params:
+        run_name=config["run_name"],
+        experiments=list(EXPERIMENTS),
+    message:
+        "Collecting every experiment's figures into {output}"
     script:
         "../scripts/summary.py"

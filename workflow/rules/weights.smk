@@ -7,14 +7,14 @@ rule weights:
         ENV_MANIFEST,
     output:
         directory("results/weights/hf"),
-    params:
-        model=config["model"],
     log:
         "results/logs/weights.log",
-    message:
-        "Getting the {params.model[source]} weights of {params.model[name]}"
     localrule: True
     conda:
         "../../envs/conda.yaml"
+    params:
+        model=config["model"],
+    message:
+        "Getting the {params.model[source]} weights of {params.model[name]}"
     script:
         "../scripts/weights.py"

@@ -6,9 +6,6 @@ figure what is missing, so that a half-finished campaign still gets its slides."
 from __future__ import annotations
 
 import json
-import math
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -17,138 +14,23 @@ matplotlib.use("Agg")  # files only; a cluster's compute node has no display
 
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.colors import to_hex  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch, Rectangle  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
-from llmhpc.settings import FinetuneSettings  # noqa: E402
-
-CHANCE = 0.25  # HellaSwag: four endings per item
-
-# Large type and a 16:9 canvas, so that a figure placed full-width on a slide is readable from the back.
-STYLE = {
-    "figure.figsize": (10, 5.6),
-    "figure.dpi": 100,
-    "savefig.dpi": 160,
-    "font.size": 16,
-    "axes.titlesize": 20,
-    "axes.titleweight": "bold",
-    "axes.labelsize": 17,
-    "xtick.labelsize": 15,
-    "ytick.labelsize": 15,
-    "legend.fontsize": 14,
-    "legend.frameon": False,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "axes.axisbelow": True,
-    "grid.alpha": 0.3,
-    "lines.linewidth": 2.5,
-    "lines.markersize": 8,
-    "svg.fonttype": "none",  # text stays text in the SVG: searchable, editable, and checkable by tests
-    "svg.hashsalt": "llmhpc",  # stable ids, so an unchanged input gives an unchanged SVG
-}
-# Colour-blind-safe (Okabe-Ito) colours for experiments in config order; the base model is grey.
-PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
-BASE_COLOUR = "#8C8C8C"
-NOTE_COLOUR = "#B00020"
-
-
-@contextmanager
-def style():
-    with matplotlib.rc_context(STYLE):
-        yield
-
-
-def colours(experiments: list[str]) -> dict[str, str]:
-    """Colour of each model: experiments by their place in the config (baseline first), `base` grey."""
-    out = {"base": BASE_COLOUR}
-    for i, name in enumerate(experiments):
-        out[name] = PALETTE[i % len(PALETTE)]
-    return out
-
-
-@dataclass
-class Plot:
-    """What a plot function drew: its files, what it could not draw and why, the texts written on the bars
-    and the colour each model was drawn in (read back from the artists)."""
-
-    name: str
-    files: list[Path] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    labels: dict[str, str] = field(default_factory=dict)
-    drawn: dict[str, str] = field(default_factory=dict)
-
-
-def value(table: pd.DataFrame, experiment: str, stage: str, metric: str) -> float | None:
-    """A number from the long summary table, or None where the row is absent or empty."""
-    rows = table[(table["experiment"] == experiment) & (table["stage"] == stage) & (table["metric"] == metric)]
-    if rows.empty:
-        return None
-    try:
-        number = float(rows["value"].iloc[-1])
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else number
-
-
-def read_table(path) -> pd.DataFrame:
-    # values are mixed (numbers, versions, paths): keep them as text and convert per metric
-    return pd.read_csv(path, dtype={"value": str})
-
-
-def _record(plot: Plot, model: str, artist) -> None:
-    """Note the colour `model` was drawn in, from the artist itself (a line, a bar or a scatter)."""
-    if isinstance(artist, Line2D):
-        colour = artist.get_color()
-    elif isinstance(artist, Rectangle):
-        colour = artist.get_facecolor()
-    else:
-        colour = artist.get_facecolors()[0]
-    plot.drawn.setdefault(model, to_hex(colour, keep_alpha=False))
-
-
-def _note(ax, plot: Plot) -> None:
-    """Say in the figure what is missing, under the axes, in a colour that stands out."""
-    if plot.missing:
-        text = "Missing: " + "; ".join(plot.missing)
-        ax.figure.text(0.01, 0.01, text, color=NOTE_COLOUR, fontsize=13, ha="left", va="bottom", wrap=True)
-
-
-def _empty(ax, message: str) -> None:
-    """Nothing to draw: one message in place of the axes (and of any per-experiment "not run" marks)."""
-    for text in list(ax.texts):
-        text.remove()
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.grid(False)
-    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=20, color=NOTE_COLOUR, wrap=True,
-            transform=ax.transAxes)
-
-
-def _save(fig, plot: Plot, out_dir: Path) -> Plot:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # room under the axes for the note on what is missing: about 110 characters a line at this size
-    note_lines = math.ceil(len("Missing: " + "; ".join(plot.missing)) / 110) if plot.missing else 0
-    fig.tight_layout(rect=(0, 0.045 * note_lines + (0.01 if note_lines else 0), 1, 1))
-    for ext in ("png", "svg"):
-        path = out_dir / f"{plot.name}.{ext}"
-        # no creation date in the metadata: an unchanged input gives an unchanged file
-        fig.savefig(path, metadata={"Date": None} if ext == "svg" else {"Software": None})
-        plot.files.append(path)
-    plt.close(fig)
-    return plot
-
-
-def _accumulation(table: pd.DataFrame, experiment: str) -> int | None:
-    """Micro batches per optimizer step (LitGPT's gradient accumulation), from the summary table."""
-    g = value(table, experiment, "finetune", "global_batch_size")
-    m = value(table, experiment, "finetune", "micro_batch_size")
-    w = value(table, experiment, "finetune", "world_size")
-    if not (g and m and w):
-        return None
-    return max(1, FinetuneSettings(global_batch_size=int(g), micro_batch_size=int(m), devices=int(w)).accumulation)
+from llmhpc.outputs.charts import (  # noqa: E402
+    CHANCE,
+    NOTE_COLOUR,
+    Plot,
+    _accumulation,
+    _bar_axis,
+    _empty,
+    _note,
+    _record,
+    _save,
+    colours,
+    read_table,
+    style,
+    value,
+)
 
 
 def plot_loss(table: pd.DataFrame, metrics: dict[str, Path | None], experiments: list[str], out_dir) -> Plot:
@@ -191,12 +73,6 @@ def plot_loss(table: pd.DataFrame, metrics: dict[str, Path | None], experiments:
         ax.set_title("Training and validation loss")
         _note(ax, plot)
         return _save(fig, plot, out_dir)
-
-
-def _bar_axis(ax, names: list[str]) -> None:
-    ax.set_xticks(range(len(names)), names)
-    ax.set_xlim(-0.6, len(names) - 0.4)  # fixed, so that labels placed at the right edge stay inside
-    ax.grid(axis="x", visible=False)
 
 
 def plot_throughput(table: pd.DataFrame, experiments: list[str], out_dir) -> Plot:

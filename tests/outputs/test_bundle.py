@@ -16,7 +16,7 @@ from pathlib import Path
 import matplotlib
 import pytest
 
-from conftest import copy_repo, snakemake
+from conftest import REPO, copy_repo, snakemake
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -25,7 +25,7 @@ from llmhpc.outputs import bundle  # noqa: E402
 from llmhpc.stages import submission  # noqa: E402
 
 # A finished run of the embedded default (its small files; no weights, data or checkpoints).
-SAMPLE = Path(__file__).parent / "data/run"
+SAMPLE = REPO / "tests/data/run"
 EXPERIMENTS = ["baseline", "mbs16"]
 ALNUM = string.ascii_letters + string.digits
 
@@ -252,6 +252,7 @@ def test_missing_input_is_named(run):
         make()
 
 
+@pytest.mark.subprocess
 def test_sha256_file_checks_with_sha256sum(run):
     summary = make()
     sums = Path(summary.path).with_suffix("").with_suffix(".sha256")
@@ -279,6 +280,7 @@ rule all:
 """
 
 
+@pytest.mark.snakemake
 def test_snakemake_rule_makes_a_verifiable_reproducible_bundle(tmp_path, monkeypatch):
     """The real rule in a repo copy: a Snakefile with only common.smk and submission.smk, the upstream results
     laid down as source files."""

@@ -18,6 +18,8 @@ import yaml
 from conftest import copy_repo
 from slurm_cluster import FAKE_GPUS, SlurmCluster, missing_binaries
 
+pytestmark = [pytest.mark.slurm, pytest.mark.snakemake]
+
 pytestmark = pytest.mark.e2e
 
 # The test node's shape for the workflow's site (profiles/slurm/site.yaml describes a generic GPU cluster).

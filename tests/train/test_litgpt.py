@@ -32,6 +32,7 @@ def test_litgpt_yaml_has_config_hub_layout_and_our_values(tmp_path):
     assert cfg["data"]["class_path"] == "litgpt.data.JSON"
 
 
+@pytest.mark.litgpt
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_litgpt_cli_accepts_the_yaml(tmp_path, method):
     """litgpt's own argument parser reads the file (jsonargparse --print_config parses without training)."""
@@ -101,6 +102,7 @@ time.sleep(0.3)                      # exit: neither load nor save
 """
 
 
+@pytest.mark.subprocess
 def test_phase_times_from_a_real_process(tmp_path):
     from litgpt.utils import create_finetuning_performance_report
 
@@ -158,6 +160,7 @@ def test_parameter_count_from_litgpts_report_is_the_models_own(tmp_path):
         assert metrics.summarise(stdout, [], ft, 1.0, 0, facts, None, None, 1.0)["parameters"] == built
 
 
+@pytest.mark.subprocess
 def test_gpu_name_without_a_visible_gpu(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
     assert metrics.gpu_name() is None

@@ -19,10 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import REPO
+
+pytestmark = [pytest.mark.litgpt]
+
 N_ITEMS = 40
 LL_ABS_TOL = 1e-3  # both sides run in float32 on CPU
 TASK_NAME = "hellaswag_llmhpc_crosscheck"
-EMBEDDED = Path(__file__).resolve().parents[1] / "src" / "llmhpc" / "embedded" / "hellaswag.jsonl"
+EMBEDDED = REPO / "src" / "llmhpc" / "embedded" / "hellaswag.jsonl"
 
 
 @pytest.fixture(scope="module")

@@ -536,6 +536,7 @@ def jobs_of(proc) -> set[str]:
     return {line.split()[0] for line in table.splitlines()[3:] if line.strip() and line.split()[0] != "total"}
 
 
+@pytest.mark.snakemake
 def test_rule_renders_all_four_and_a_template_edit_reruns_only_the_slides(tmp_path):
     repo = copy_repo(tmp_path / "repo")
     snakefile = repo / "Snakefile"

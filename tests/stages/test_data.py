@@ -60,6 +60,7 @@ def test_hellaswag_bad_label_and_endings(tmp_path):
         read_hellaswag(path)
 
 
+@pytest.mark.snakemake
 def test_bad_record_in_a_configured_path_stops_snakemake_before_any_job(repo_copy):
     data = repo_copy / "mydata"
     data.mkdir()

@@ -14,6 +14,8 @@ from llmhpc.stages.evaluate import evaluate
 from llmhpc.stages.weights import convert
 from llmhpc.train import litgpt
 
+pytestmark = [pytest.mark.litgpt]
+
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):

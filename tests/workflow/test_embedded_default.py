@@ -12,6 +12,8 @@ import yaml
 
 from conftest import copy_repo, default_config, snakemake
 
+pytestmark = [pytest.mark.snakemake]
+
 pytestmark = pytest.mark.e2e
 
 

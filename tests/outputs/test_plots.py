@@ -57,6 +57,7 @@ def add_rows(table, rows):
     return pd.concat([table, extra], ignore_index=True)
 
 
+@pytest.mark.plots
 def test_every_plot_is_a_png_and_an_svg_that_shows_something(tmp_path):
     made = plots.make_all(DATA / "summary.csv", real_inputs()[1], DATA / "manifest.json", EXPERIMENTS, 0.05,
                           tmp_path / "plots")
@@ -95,6 +96,7 @@ def test_speedup_on_each_bar_is_the_ratio_of_the_inputs(tmp_path):
     assert "×0.75" in svg_texts(tmp_path / "throughput.svg")
 
 
+@pytest.mark.plots
 def test_an_experiment_keeps_its_colour_in_every_plot(tmp_path):
     made = make_all(tmp_path)
     for model in ["base", *EXPERIMENTS]:
@@ -108,6 +110,7 @@ def test_an_experiment_keeps_its_colour_in_every_plot(tmp_path):
     assert alone.drawn["baseline"] == firsts["baseline"]
 
 
+@pytest.mark.plots
 def test_an_experiment_not_run_yet_is_said_in_every_plot(tmp_path):
     table, metrics = real_inputs()
     table = table[table["experiment"] != "mbs16"]
@@ -120,6 +123,7 @@ def test_an_experiment_not_run_yet_is_said_in_every_plot(tmp_path):
         assert "baseline" in plot.drawn, f"{plot.name} dropped the experiment that did run"
 
 
+@pytest.mark.plots
 def test_nothing_measured_yet_still_gives_every_plot(tmp_path):
     empty = pd.DataFrame(columns=["run", "experiment", "stage", "metric", "value", "unit", "source"])
     made = plots.make_all(tmp_path / "none.csv", {e: None for e in EXPERIMENTS}, tmp_path / "none.json",
@@ -178,6 +182,7 @@ def test_tolerance_band_is_around_the_baseline_accuracy(tmp_path):
     assert "band" not in plot.labels and any("tolerance band" in m for m in plot.missing)
 
 
+@pytest.mark.plots
 def test_same_inputs_give_the_same_files(tmp_path):
     table, metrics = real_inputs()
     first = plots.plot_loss(table, metrics, EXPERIMENTS, tmp_path / "a").files
@@ -186,6 +191,7 @@ def test_same_inputs_give_the_same_files(tmp_path):
         assert a.read_bytes() == b.read_bytes(), a.name
 
 
+@pytest.mark.snakemake
 def test_plots_rule_and_snakemake_report(tmp_path):
     """The real rule in a copy of the workflow, on the stored inputs (only the plots rule may run), then
     `snakemake --report`: every plot is in it, in its category, with its caption."""

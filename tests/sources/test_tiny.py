@@ -12,6 +12,8 @@ import torch
 
 from llmhpc.sources import tiny
 
+pytestmark = [pytest.mark.litgpt]
+
 SMALL_LLAMA = "llmhpc-test-llama"
 
 

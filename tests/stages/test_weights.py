@@ -187,6 +187,7 @@ def test_hf_token_is_written_nowhere(downloaded):
     assert not (downloaded["out_dir"] / ".cache").exists()
 
 
+@pytest.mark.litgpt
 def test_hf_download_converts(downloaded, tmp_path):
     lines = []
     info = weights.convert(downloaded["out_dir"], tmp_path / "lit", MODEL_NAME, log=lines.append)
@@ -202,6 +203,7 @@ def test_hf_download_converts(downloaded, tmp_path):
 # --- source hf, failures ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.litgpt
 def test_hf_gated_repo_without_token_fails(hub, tmp_path):
     proc, _, _ = run_fetch(hub, hf_model(), tmp_path / "hf", tmp_path, token=None)
     assert proc.returncode != 0
@@ -221,6 +223,7 @@ def test_hf_gated_repo_without_token_fails(hub, tmp_path):
     assert not any(name.endswith(weights.WEIGHT_SUFFIXES) for name in left), sorted(left)
 
 
+@pytest.mark.litgpt
 def test_hf_token_without_access_fails(hub, tmp_path):
     proc, _, _ = run_fetch(hub, hf_model(), tmp_path / "hf", tmp_path, token=OTHER_TOKEN)
     assert proc.returncode != 0
@@ -232,6 +235,7 @@ def test_hf_token_without_access_fails(hub, tmp_path):
     assert all(r.headers.get("authorization") == f"Bearer {OTHER_TOKEN}" for r in hub.requests_to("hub"))
 
 
+@pytest.mark.litgpt
 def test_hf_unknown_revision_fails(hub, tmp_path):
     unknown = secrets.token_hex(20)
     proc, _, _ = run_fetch(hub, hf_model(revision=unknown), tmp_path / "hf", tmp_path, token=TOKEN)
@@ -246,6 +250,7 @@ def test_hf_unknown_revision_fails(hub, tmp_path):
     assert not (tmp_path / "hf").exists() or files_under(tmp_path / "hf") == {}
 
 
+@pytest.mark.litgpt
 def test_hf_unknown_repo_fails(hub, tmp_path):
     proc, _, _ = run_fetch(hub, hf_model(repo_id="org/no-such-model"), tmp_path / "hf", tmp_path, token=TOKEN)
     assert proc.returncode != 0
@@ -257,6 +262,7 @@ def test_hf_unknown_repo_fails(hub, tmp_path):
 # --- source path ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.litgpt
 def test_path_source_links_and_converts(source_repo, tmp_path):
     """A pre-staged copy (what `hf download` leaves: the model files and a README) is linked, not copied."""
     staged = tmp_path / "shared" / "pythia-14m"
@@ -278,6 +284,7 @@ def test_path_source_links_and_converts(source_repo, tmp_path):
     assert all(p.is_file() for p in staged.iterdir()) and set(files_under(staged)) == set(got)  # untouched
 
 
+@pytest.mark.litgpt
 def test_path_source_with_pickles_beside_safetensors_converts_from_safetensors(source_repo, tmp_path):
     out_dir = tmp_path / "weights" / "hf"
     info = weights.fetch({"source": "path", "path": str(source_repo), "name": MODEL_NAME}, out_dir, log=print)

@@ -94,6 +94,7 @@ def test_unknown_profile_is_named_with_the_available_ones(source, tmp_path):
         profiles.install(source, tmp_path / "snakemake", ["pbs"])
 
 
+@pytest.mark.subprocess
 def test_cli_installs_where_snakemake_finds_the_bare_name(source, tmp_path):
     """With XDG_CONFIG_HOME set, `install` puts the profiles where Snakemake's own lookup finds `slurm`."""
     home = tmp_path / "home"

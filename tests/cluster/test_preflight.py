@@ -1,0 +1,92 @@
+"""Preflight: what cannot run on the site is refused before anything is queued."""
+
+
+import pytest
+
+from conftest import SCHEMA, default_config
+from llmhpc.cluster import preflight
+from llmhpc.config import ConfigError, check, load_schema
+from pbs_helpers import ASPIRE, GADI, site_of
+
+# -------------------------------------------------------------------------------------------------- preflight
+
+def experiments_for(**finetune) -> tuple[dict, dict]:
+    cfg = default_config()
+    cfg["finetune"].update(finetune)
+    cfg["experiments"] = [{"name": "baseline"}]
+    return cfg, check(cfg, load_schema(SCHEMA))
+
+
+def refusal(cfg, experiments, site, workdir="/home/user/run", overrides=None) -> str:
+    cfg["site"] = site
+    with pytest.raises(ConfigError) as err:
+        preflight.preflight(cfg, experiments, workdir, overrides)
+    return str(err.value)
+
+
+
+def test_preflight_passes_the_seed_workload_on_both_sites():
+    cfg, exps = experiments_for(devices=4, num_nodes=2, precision="16-mixed", global_batch_size=256,
+                                micro_batch_size=32)
+    for site in (GADI, ASPIRE):
+        cfg["site"] = site
+        preflight.preflight(cfg, exps, "/scratch/ab12/run")
+
+
+def test_preflight_refuses_bf16_on_v100():
+    cfg, exps = experiments_for(precision="bf16-true")
+    assert "finetune.precision bf16-true on V100, which has no bf16 tensor cores: use 16-mixed" in \
+        refusal(cfg, exps, GADI)
+    cfg["site"] = ASPIRE
+    preflight.preflight(cfg, exps, "/home/user/run")  # A100 has bf16
+
+
+def test_preflight_refuses_more_devices_than_a_node_has():
+    cfg, exps = experiments_for(devices=8, global_batch_size=64, micro_batch_size=4)
+    assert "finetune.devices 8 per node, but a gadi node has 4 GPUs: set devices to 4 or less and raise num_nodes" \
+        in refusal(cfg, exps, GADI)
+
+
+def test_batch_arithmetic_for_the_total_gpu_count_is_refused_before_preflight():
+    # the organisers' settings: global 128 over 2 x 4 GPUs leaves 16 per rank, below micro batch 32; the config
+    # check (which runs before preflight, on every site) refuses it, so preflight need not check it again
+    with pytest.raises(ConfigError) as err:
+        experiments_for(devices=4, num_nodes=2, global_batch_size=128, micro_batch_size=32)
+    assert "= 8 ranks gives 16 sample(s) per rank, fewer than micro_batch_size 32" in str(err.value)
+
+
+def test_preflight_refuses_a_missing_project():
+    cfg, exps = experiments_for()
+    assert "site 'gadi' (PBS) has no project code: set site.project in the profile's site.yaml" in \
+        refusal(cfg, exps, {**GADI, "project": None})
+
+
+def test_preflight_refuses_gadi_paths_outside_the_storage_list(tmp_path):
+    cfg, exps = experiments_for()
+    cfg["model"]["path"] = "/g/data/xy12/models/llama-2-7b"
+    text = refusal(cfg, exps, GADI, workdir="/scratch/zz99/me/run")
+    assert "model.path /g/data/xy12/models/llama-2-7b is on gdata/xy12, which the jobs would not mount" in text
+    assert "working directory /scratch/zz99/me/run is on scratch/zz99" in text
+    assert "add 'gdata/xy12' to site.storage" in text
+    cfg["site"] = {**GADI, "storage": ["gdata/ab12", "scratch/ab12", "gdata/xy12", "scratch/zz99"]}
+    preflight.preflight(cfg, exps, "/scratch/zz99/me/run")
+
+
+def test_preflight_refuses_multi_node_without_a_multi_node_launcher():
+    cfg, exps = experiments_for(devices=4, num_nodes=2, precision="16-mixed", global_batch_size=64)
+    assert "finetune.num_nodes 2 with site.launcher 'local'" in refusal(cfg, exps, {**GADI, "launcher": "local"})
+
+
+def test_preflight_refuses_resources_that_disagree_with_litgpt():
+    cfg, exps = experiments_for(devices=4, num_nodes=2, precision="16-mixed", global_batch_size=64)
+    text = refusal(cfg, exps, GADI, workdir="/scratch/ab12/run", overrides={"nodes": 1})
+    assert "--set-resources finetune:nodes=1 disagrees with finetune devices 4 x num_nodes 2 (expected 2)" in text
+
+
+def test_preflight_has_nothing_to_say_locally():
+    cfg, exps = experiments_for(precision="bf16-true", devices=8, global_batch_size=64)
+    cfg["site"] = site_of("gadi") | {"scheduler": "local"}
+    preflight.preflight(cfg, exps, "/anywhere")
+
+
+# ------------------------------------------------------------------------------------------ multi-node launch

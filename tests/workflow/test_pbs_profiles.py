@@ -1,0 +1,112 @@
+"""The shipped PBS profiles (Gadi, Aspire 2A) end to end: real Snakemake with the cluster-generic executor
+against the PBS emulator."""
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import copy_repo, snakemake
+from pbs_helpers import calls
+
+pytestmark = [pytest.mark.snakemake]
+
+# ---------------------------------------------------------------------------- the workflow through the profiles
+
+def cluster_repo(tmp_path: Path, **site) -> Path:
+    """A copy of the repository and a config file of test-site keys (no environment modules on this machine;
+    status checks every 2 s instead of 30)."""
+    repo = copy_repo(tmp_path / "repo")
+    (repo / "test-site.yaml").write_text(yaml.safe_dump({"site": {"modules": [], "jobfs_gb": None, **site}}))
+    return repo
+
+
+def run_profile(repo: Path, profile: str, *args, check=True, timeout=900):
+    return snakemake(repo, "--profile", f"profiles/{profile}", "--configfile", "tests/quick.yaml", "test-site.yaml",
+                     "--seconds-between-status-checks", "2", *args, check=check, timeout=timeout)
+
+
+def qsub_lines(output: str) -> list[str]:
+    start = output.index("PBS submissions of this dry run")
+    return [ln.strip() for ln in output[start:].splitlines()[1:] if ln.strip().startswith("cd ")]
+
+
+
+def test_shipped_gadi_profile_refuses_before_queueing_until_a_project_is_set(tmp_path, pbs_env):
+    repo = copy_repo(tmp_path / "repo")
+    proc = snakemake(repo, "--profile", "profiles/gadi", "-n", check=False, timeout=300)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "preflight for site 'gadi' refused:" in output
+    assert "site 'gadi' (PBS) has no project code: set site.project in the profile's site.yaml" in output
+    assert not calls(pbs_env, "qsub")
+
+
+@pytest.mark.e2e
+def test_embedded_default_through_the_gadi_profile(tmp_path, pbs_env):
+    repo = cluster_repo(tmp_path, project="ab12", env={"NCCL_SHM_DISABLE": "1"})
+    dry = run_profile(repo, "gadi", "-n")
+    lines = qsub_lines(dry.stdout + dry.stderr)
+    logs, jobs = repo / "results/logs/scheduler", repo / "results/jobs"
+    assert f"cd {logs} && qsub -N finetune.baseline -P ab12 -q gpuvolta" \
+           f" -l ngpus=1,ncpus=12,mem=95500MB,walltime=02:00:00 -j n {jobs}/finetune/finetune.baseline.pbs" in lines
+    assert f"cd {logs} && qsub -N convert -P ab12 -q normal -l ncpus=1,mem=8GB,walltime=01:00:00 -j n" \
+           f" {jobs}/convert/convert.pbs" in lines
+    assert len(lines) == 6 and not calls(pbs_env, "qsub")  # convert, 2 finetunes, 3 evaluations; nothing submitted
+
+    run_profile(repo, "gadi")
+    submitted = calls(pbs_env, "qsub")
+    assert sorted(submitted) == sorted(shlex.split(ln.split(" && qsub ", 1)[1]) for ln in lines)
+    assert len(calls(pbs_env, "qstat")) < 3 * len(submitted) + 30  # one qstat per cache window, not per call
+    assert (repo / "results/summary.csv").exists()
+    for name in ("finetune/finetune.baseline.pbs", "finetune/finetune.mbs16.pbs", "evaluate/evaluate.base.pbs",
+                 "convert/convert.pbs"):
+        assert (jobs / name).read_text().startswith("#!/bin/bash\n#PBS -N ")
+    assert len(list(logs.glob("finetune.baseline.o*"))) == 1 and len(list(logs.glob("evaluate.mbs16.e*"))) == 1
+    record = json.loads((repo / "results/finetune/baseline/summary.json").read_text())["launch"]
+    assert record["site"] == "gadi" and record["env"] == {"NCCL_SHM_DISABLE": "1", "OMP_NUM_THREADS": "12"}
+    assert re.fullmatch(r"\d+\.emu-pbs", record["job_id"])
+
+
+@pytest.mark.e2e
+def test_embedded_default_through_the_aspire2a_profile(tmp_path, pbs_env):
+    repo = cluster_repo(tmp_path, project="12345678")
+    run_profile(repo, "aspire2a")
+    submitted = calls(pbs_env, "qsub")
+    finetune = next(a for a in submitted if a[1] == "finetune.baseline")
+    assert finetune[:finetune.index("-j")] == ["-N", "finetune.baseline", "-P", "12345678", "-q", "normal", "-l",
+                                              "select=1:ncpus=16:ngpus=1:mpiprocs=1:mem=110GB", "-l",
+                                              "walltime=02:00:00"]
+    assert (repo / "results/summary.csv").exists() and len(submitted) == 6
+
+
+@pytest.mark.e2e
+def test_failed_and_walltime_killed_jobs_fail_the_run_and_keep_their_logs(tmp_path, pbs_env, monkeypatch):
+    monkeypatch.setenv("PBS_EMULATOR_TIME_SCALE", "0.05")  # one emulated minute of walltime lasts 3 s
+    repo = cluster_repo(tmp_path, project="ab12")
+    quick = yaml.safe_load((repo / "tests/quick.yaml").read_text())
+    # `broken` passes the checks but litgpt refuses its config: the job exits non-zero
+    quick["experiments"] = [{"name": "slow"},
+                            {"name": "broken", "finetune": {"extra": {"train": {"no_such_key": 1}}}}]
+    (repo / "tests/quick.yaml").write_text(yaml.safe_dump(quick))
+    # one emulated minute for `slow`, an hour for `broken` (resource values are expressions of the wildcards)
+    runtime = "finetune:runtime=1 if wildcards.experiment == 'slow' else 60"
+    proc = run_profile(repo, "gadi", "--keep-going", "--set-resources", runtime,
+                       "--", "results/finetune/slow/summary.json", "results/finetune/broken/summary.json", check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert re.search(r"job \d+\.emu-pbs \(finetune\.slow\) killed for exceeding its walltime 00:01:00"
+                     r" \(Exit_status 271\)", output)
+    assert re.search(r"job \d+\.emu-pbs \(finetune\.broken\) exited with 1", output)
+    assert "Error in rule finetune" in output
+    logs = repo / "results/logs/scheduler"
+    (slow_e,) = logs.glob("finetune.slow.e*")
+    assert "=>> PBS: job killed: walltime" in slow_e.read_text()
+    (broken_e,) = logs.glob("finetune.broken.e*")
+    assert broken_e.stat().st_size > 0
+    # Snakemake removes a failed job's outputs; its log says why
+    rule_log = (repo / "results/logs/finetune/broken.log").read_text()
+    assert "litgpt finetune_full exited with 2" in rule_log and "no_such_key" in rule_log
