@@ -100,6 +100,8 @@ def _unit_tests_start_no_process(request, monkeypatch):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _repo_files_listed_once():
-    """`git ls-files` once per session, before any unit test's guard is up (copy_repo reads it)."""
+def _processes_started_once_before_the_unit_guard():
+    """What starts a process once per session, done before any unit test's guard is up: `git ls-files` (copy_repo
+    reads it) and importing snakemake.cli, whose executor plugins load then (the slurm one runs `which sacct`)."""
     repo_files()
+    import snakemake.cli  # noqa: F401

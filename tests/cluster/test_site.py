@@ -4,35 +4,34 @@
 import pytest
 
 from conftest import REPO
-from llmhpc.cluster import preflight
+from llmhpc.cluster import site as sites
 from llmhpc.config import ConfigError
 from pbs_helpers import SITE_SCHEMA
 
 
-@pytest.mark.subprocess  # resolving the slurm profile imports its executor plugin, which runs `which sacct`
 def test_site_comes_from_the_profile_and_config_keys_override_it(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     cfg = {"site": {"project": "xy99"}}
-    source = preflight.apply_site(cfg, SITE_SCHEMA, argv=["snakemake", "--profile", "profiles/gadi"], environ={})
+    source = sites.apply_site(cfg, SITE_SCHEMA, argv=["snakemake", "--profile", "profiles/gadi"], environ={})
     assert source.endswith("profiles/gadi/site.yaml")
     assert cfg["site"]["name"] == "gadi" and cfg["site"]["project"] == "xy99" and cfg["site"]["queue"] == "gpuvolta"
     cfg = {}
-    preflight.apply_site(cfg, SITE_SCHEMA, argv=["snakemake", "--profile=profiles/aspire2a"], environ={})
+    sites.apply_site(cfg, SITE_SCHEMA, argv=["snakemake", "--profile=profiles/aspire2a"], environ={})
     assert cfg["site"]["name"] == "aspire2a"
     cfg = {}
-    preflight.apply_site(cfg, SITE_SCHEMA, argv=["snakemake"], environ={"SNAKEMAKE_PROFILE": "profiles/gadi"})
+    sites.apply_site(cfg, SITE_SCHEMA, argv=["snakemake"], environ={"SNAKEMAKE_PROFILE": "profiles/gadi"})
     assert cfg["site"]["name"] == "gadi"
     cfg = {}  # the default workflow profile has no site: the local default
-    assert preflight.apply_site(cfg, SITE_SCHEMA, argv=["snakemake"], environ={}) == "config"
+    assert sites.apply_site(cfg, SITE_SCHEMA, argv=["snakemake"], environ={}) == "config"
     assert cfg["site"] == {}
 
 
 def test_jobs_get_the_site_from_the_environment():
     site = {"name": "gadi", "scheduler": "pbs", "project": "ab12"}
     env = {}
-    preflight.export_site(site, env)
+    sites.export_site(site, env)
     cfg = {"site": {"project": "ab12"}}
-    assert preflight.apply_site(cfg, SITE_SCHEMA, argv=["snakemake", "--mode", "remote"], environ=env) == "$LLMHPC_SITE"
+    assert sites.apply_site(cfg, SITE_SCHEMA, argv=["snakemake", "--mode", "remote"], environ=env) == "$LLMHPC_SITE"
     assert cfg["site"] == site
 
 
@@ -42,7 +41,7 @@ def test_bad_site_file_is_refused_naming_the_file(tmp_path):
     (profile / "config.yaml").write_text("jobs: 1\n")
     (profile / "site.yaml").write_text("name: x\nsheduler: pbs\ngpus_per_node: four\n")
     with pytest.raises(ConfigError) as err:
-        preflight.apply_site({}, SITE_SCHEMA, argv=["snakemake", "--profile", str(profile)], environ={})
+        sites.apply_site({}, SITE_SCHEMA, argv=["snakemake", "--profile", str(profile)], environ={})
     text = str(err.value)
     assert f"site file {profile / 'site.yaml'} refused" in text
     assert "config key 'site.sheduler': unknown key (did you mean 'scheduler'?)" in text

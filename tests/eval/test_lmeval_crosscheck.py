@@ -33,7 +33,7 @@ EMBEDDED = REPO / "src" / "llmhpc" / "embedded" / "hellaswag.jsonl"
 def models(tmp_path_factory):
     """A tiny HF GPT-NeoX model and its LitGPT conversion (once per module: ~30 s)."""
     from llmhpc.sources.tiny import write_tiny_model
-    from llmhpc.stages.weights import convert
+    from llmhpc.stages.convert import convert
 
     root = tmp_path_factory.mktemp("crosscheck_model")
     hf_dir, lit_dir = root / "hf", root / "lit"

@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO
 from hf_hub_emulator import HubEmulator, HubRepo
 from llmhpc.sources.tiny import write_tiny_model
-from llmhpc.stages import weights
+from llmhpc.stages import convert, weights
 
 REPO_ID = "org/tiny-gated"
 MODEL_NAME = "pythia-14m"
@@ -190,7 +190,7 @@ def test_hf_token_is_written_nowhere(downloaded):
 @pytest.mark.litgpt
 def test_hf_download_converts(downloaded, tmp_path):
     lines = []
-    info = weights.convert(downloaded["out_dir"], tmp_path / "lit", MODEL_NAME, log=lines.append)
+    info = convert.convert(downloaded["out_dir"], tmp_path / "lit", MODEL_NAME, log=lines.append)
     assert info["forward"] and info["parameters"] > 0
     lit = tmp_path / "lit"
     assert (lit / "lit_model.pth").is_file() and (lit / "model_config.yaml").is_file()
@@ -279,7 +279,7 @@ def test_path_source_links_and_converts(source_repo, tmp_path):
         assert path.is_symlink() and path.resolve() == (staged / name).resolve(), name
         assert os.path.samefile(path, staged / name)
     assert (out_dir / "model.safetensors").lstat().st_size < 1024  # a link, not 100s of kB of weights
-    assert weights.convert(out_dir, tmp_path / "lit", MODEL_NAME, log=lines.append)["forward"]
+    assert convert.convert(out_dir, tmp_path / "lit", MODEL_NAME, log=lines.append)["forward"]
     assert (tmp_path / "lit" / "lit_model.pth").is_file()
     assert all(p.is_file() for p in staged.iterdir()) and set(files_under(staged)) == set(got)  # untouched
 
@@ -290,7 +290,7 @@ def test_path_source_with_pickles_beside_safetensors_converts_from_safetensors(s
     info = weights.fetch({"source": "path", "path": str(source_repo), "name": MODEL_NAME}, out_dir, log=print)
     assert {"pytorch_model.bin", "model.safetensors"} <= set(info["files"])
     # the pickles beside the safetensors are left out: litgpt would otherwise unpickle and load them too
-    assert weights.convert(out_dir, tmp_path / "lit", MODEL_NAME, log=lambda msg: None)["forward"]
+    assert convert.convert(out_dir, tmp_path / "lit", MODEL_NAME, log=lambda msg: None)["forward"]
 
 
 def test_path_source_must_be_a_directory(tmp_path):

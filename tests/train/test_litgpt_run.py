@@ -9,9 +9,9 @@ from llmhpc.config import check, load_schema
 from llmhpc.sources.embedded import shipped_dir
 from llmhpc.sources.tiny import write_tiny_model
 from llmhpc.stages import finetune
+from llmhpc.stages.convert import convert
 from llmhpc.stages.data import prepare_finetune
 from llmhpc.stages.evaluate import evaluate
-from llmhpc.stages.weights import convert
 from llmhpc.train import litgpt
 
 pytestmark = [pytest.mark.litgpt]

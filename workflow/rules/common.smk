@@ -9,21 +9,20 @@ from llmhpc.parsetime import PLOT_NAMES, export_pythonpath, run_args
 
 export_pythonpath(Path(workflow.basedir) / "src")
 
-from llmhpc.cluster import resources as jobspec
-from llmhpc.cluster import pbs
-from llmhpc.cluster import preflight
+from llmhpc.cluster import pbs, preflight, resources
+from llmhpc.cluster import site as cluster_site
 from llmhpc.config import check, load_schema
 from llmhpc.stages.data import check_alpaca, read_hellaswag
 
 SCHEMA = load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 # The site (scheduler, nodes, project, NCCL/MPI settings) comes from the cluster profile's site.yaml.
-preflight.apply_site(config, SCHEMA["properties"]["site"])
+cluster_site.apply_site(config, SCHEMA["properties"]["site"])
 # Validate, fill defaults and check the batch arithmetic before any job is built: a wrong config stops here.
 EXPERIMENTS = check(config, SCHEMA)
 if workflow.is_main_process:
     # Refuse what cannot run on the site before anything is queued; jobs and the PBS commands inherit the site.
     preflight.preflight(config, EXPERIMENTS, Path.cwd(), preflight.set_resources_of(workflow, "finetune"))
-    preflight.export_site(config["site"])
+    cluster_site.export_site(config["site"])
     if config["site"]["scheduler"] == "pbs":
         pbs.register_dry_run_plan(workflow, config["site"])  # `-n` lists the qsub lines
 EMBEDDED = Path(workflow.basedir) / "src/llmhpc/embedded"
@@ -60,21 +59,21 @@ def finetune_settings(wildcards):
 
 def finetune_gres(wildcards):
     """sbatch --gres of the fine-tune: the experiment's devices as GPUs on each node ("" without Slurm GPUs)."""
-    return jobspec.slurm_gres(config["site"], finetune_settings(wildcards)["devices"])
+    return resources.slurm_gres(config["site"], finetune_settings(wildcards)["devices"])
 
 
 # Threads of the GPU jobs: every local core without a scheduler (one GPU job at a time here), else the CPUs of
 # one GPU for each of the job's processes (llmhpc.cluster.resources says why).
-GPU_JOB_THREADS = jobspec.gpu_job_threads(config["site"], workflow.cores)
-SLURM_CPUS_PER_TASK = jobspec.slurm_cpus_per_task(config["site"])
+GPU_JOB_THREADS = resources.gpu_job_threads(config["site"], workflow.cores)
+SLURM_CPUS_PER_TASK = resources.slurm_cpus_per_task(config["site"])
 
 
 def evaluate_gpus(wildcards):
-    return jobspec.evaluate_gpus(evaluate_settings(wildcards), config["site"])
+    return resources.evaluate_gpus(evaluate_settings(wildcards), config["site"])
 
 
 def evaluate_gres(wildcards):
-    return jobspec.slurm_gres(config["site"], evaluate_gpus(wildcards))
+    return resources.slurm_gres(config["site"], evaluate_gpus(wildcards))
 
 
 def evaluate_settings(wildcards):

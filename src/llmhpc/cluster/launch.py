@@ -31,7 +31,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-from llmhpc.cluster.resources import SITE_ENV, cpus_per_gpu
+from llmhpc.cluster.resources import cpus_per_gpu
+from llmhpc.cluster.site import SITE_ENV
 
 # Forwarded to other nodes' torchrun by pernode: what modules and the venv put into this job's environment.
 FORWARDED = ("PATH", "LD_LIBRARY_PATH", "LIBRARY_PATH", "PYTHONPATH", "CPATH", "CUDA_HOME", "HF_HOME", SITE_ENV)

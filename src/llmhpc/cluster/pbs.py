@@ -25,7 +25,8 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from llmhpc.cluster.resources import SITE_ENV, cpus_per_gpu, dump_site, load_site
+from llmhpc.cluster.resources import cpus_per_gpu
+from llmhpc.cluster.site import SITE_ENV, dump_site, load_site
 
 JOBS_DIR = Path("results/jobs")
 SCHEDULER_LOGS = Path("results/logs/scheduler")

@@ -16,21 +16,9 @@ default, e.g. DefCpuPerGPU, applies) and its processes use one thread each.
 
 from __future__ import annotations
 
-import json
 
 # The resolved site reaches jobs (which re-read the workflow without --profile) and the PBS commands through
 # this environment variable, as JSON.
-SITE_ENV = "LLMHPC_SITE"
-
-
-def dump_site(site: dict) -> str:
-    return json.dumps(site, sort_keys=True, separators=(",", ":"))
-
-
-def load_site(text: str) -> dict:
-    return json.loads(text)
-
-
 def on_scheduler(site: dict) -> bool:
     return site.get("scheduler", "local") != "local"
 
