@@ -231,7 +231,8 @@ def cmd_profile(a) -> None:
     dt = time.perf_counter() - t0
     print(f"PROFILE {len(mid)} batches, {tokens} padded tokens in {dt:.3f} s (profiled): "
           f"{2 * n_params * tokens / dt / 1e12:.0f} TFLOP/s on padded tokens", flush=True)
-    print(prof.key_averages().table(sort_by=f"{'cuda' if dev == 'cuda' else 'cpu'}_time_total", row_limit=a.rows, max_name_column_width=60))
+    key = f"{'cuda' if dev == 'cuda' else 'cpu'}_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=a.rows, max_name_column_width=60))
 
 
 def main() -> None:

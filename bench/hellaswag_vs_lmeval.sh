@@ -35,12 +35,15 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 left() { awk -v s="$T_START" -v b="$BUDGET_S" -v n="$(now)" 'BEGIN { x = int(s + b - n); print (x < 30 ? 30 : x) }'; }
 mkdir -p "$OUT" "$HS"
 
-if [ "${SKIP_WHEELS:-0}" != "1" ]; then
-  SITE=/tmp/hsb_site
+SITE=/tmp/hsb_site
+if [ "${SKIP_WHEELS:-0}" != "1" ] && [ -f "$SITE/.done" ]; then
+  export PYTHONPATH="$SITE:$REPO/src${PYTHONPATH:+:$PYTHONPATH}"   # same machine, earlier call: reuse
+elif [ "${SKIP_WHEELS:-0}" != "1" ]; then
   rm -rf "$SITE"
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --disable-pip-version-check --target "$SITE" \
     "$REPO"/.whl/*.whl || { echo "FATAL: wheels"; exit 2; }
   $PY -c "import requests" 2>/dev/null || $PY -m pip install -q --no-index --no-deps --target "$SITE" "$REPO"/.whl/fallback/*.whl
+  touch "$SITE/.done"
   export PYTHONPATH="$SITE:$REPO/src${PYTHONPATH:+:$PYTHONPATH}"
 else
   export PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}"
@@ -50,8 +53,13 @@ nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader 2>/dev/null
 
 # ---- items, tokenizer (the kit's generator: HellaSwag's length distribution; BPE 32000 that prepends BOS) ----
 t=$(now)
-$PY "$KIT/hs_prep.py" data --out-dir "$HS" --n "$N_ITEMS" >/dev/null && \
-  $PY "$KIT/hs_prep.py" tokenizer --corpus "$HS/corpus.txt" --out "$HS/tok" | tail -1 || { echo "FATAL: prep"; exit 3; }
+if [ "$(cat "$HS/.items" 2>/dev/null)" = "$N_ITEMS" ] && [ -f "$HS/tok/tokenizer.json" ]; then
+  echo "(items and tokenizer of an earlier call on this machine reused)"
+else
+  $PY "$KIT/hs_prep.py" data --out-dir "$HS" --n "$N_ITEMS" >/dev/null && \
+    $PY "$KIT/hs_prep.py" tokenizer --corpus "$HS/corpus.txt" --out "$HS/tok" | tail -1 || { echo "FATAL: prep"; exit 3; }
+  echo "$N_ITEMS" > "$HS/.items"
+fi
 mkdir -p "$HS/task" && cp "$KIT/task/utils.py" "$HS/task/" && \
   sed "s#HS_DATA_FILE#$HS/hellaswag_val.jsonl#" "$KIT/task/hellaswag_synth.yaml" > "$HS/task/hellaswag_synth.yaml"
 echo "=== items + tokenizer in $(since "$t") s"
@@ -94,9 +102,9 @@ print("    phases", m["phases_s"], "| tflops", m["scoring_tflops"], "mfu", m["mf
 EOF
 }
 
-SHAPE=$MODE; DEV=cuda:0; FAST_DEV=(); PEAK=0
+SHAPE=$MODE; DEV=cuda:0; FAST_DEV=(); PEAK=0; NGPU=4
 if [ "${CPU_SMOKE:-0}" = "1" ]; then
-  SHAPE=tiny; DEV=cpu; FAST_DEV=(--device cpu)
+  SHAPE=tiny; DEV=cpu; FAST_DEV=(--device cpu); NGPU=2
 else
   PEAK=$(CUDA_VISIBLE_DEVICES=3 $PY "$BENCH" peak | tee /dev/stderr | sed -n 's/.*tflops=\([0-9.]*\).*/\1/p')
 fi
@@ -114,7 +122,7 @@ if [ "$MODE" = "7b" ]; then
     --eval-file "$HS/hellaswag_val.jsonl" > "$OUT/profile_7b.txt" 2>&1 &
   wait
   grep -A 24 PROFILE "$OUT/profile_7b.txt" | cut -c1-180
-  run_fast 4gpu 0,1,2,3 "$([ "$DEV" = cpu ] && echo 2 || echo 4)" "$HS/lit"
+  run_fast 4gpu 0,1,2,3 "$NGPU" "$HS/lit"
   $PY "$BENCH" agree --label "lm-eval auto vs ours 1 GPU" --lmeval-out "$OUT/lm_auto" --predictions "$OUT/fast_1gpu.jsonl"
   $PY -m llmhpc.eval.guard --predictions "$OUT/fast_4gpu.jsonl" --reference-predictions "$OUT/fast_1gpu.jsonl" \
     | tr -d '\n' | cut -c1-300; echo
@@ -127,9 +135,9 @@ else
   CUDA_VISIBLE_DEVICES=0 $PY "$BENCH" build --shape "${SHAPE/7b/30b}" --hf-out "$HS/model30" --lit-out "$HS/lit30" --tokenizer "$HS/tok" \
     || { echo "FATAL: build"; exit 4; }
   echo "=== model written in $(since "$t") s"
-  run_fast pp4-subset 0,1,2,3 4 "$HS/lit30" --pipeline-stages 4 --max-memory-gib "$MAX_GIB" --limit "$LIMIT" \
+  run_fast pp4-subset 0,1,2,3 "$NGPU" "$HS/lit30" --pipeline-stages "$NGPU" --max-memory-gib "$MAX_GIB" --limit "$LIMIT" \
     --token-budget 8192
-  run_fast pp4-full 0,1,2,3 4 "$HS/lit30" --pipeline-stages 4 --max-memory-gib "$MAX_GIB" --token-budget 8192
+  run_fast pp4-full 0,1,2,3 "$NGPU" "$HS/lit30" --pipeline-stages "$NGPU" --max-memory-gib "$MAX_GIB" --token-budget 8192
   LM_LIMIT=$LIMIT run_lmeval par 0,1,2,3 16 \
     "pretrained=$HS/model30,dtype=bfloat16,parallelize=True,max_memory_per_gpu=${MAX_GIB}GB" --limit "$LIMIT" --log_samples
   $PY "$BENCH" agree --label "lm-eval parallelize vs ours pp4" --lmeval-out "$OUT/lm_par" --predictions "$OUT/fast_pp4-subset.jsonl"

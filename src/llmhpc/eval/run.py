@@ -26,8 +26,7 @@ import torch  # noqa: E402
 
 from llmhpc.eval import parallel, store  # noqa: E402
 from llmhpc.eval.fast import DEFAULT_TOKEN_BUDGET, Collector, Stage, plan, run_stage  # noqa: E402
-from llmhpc.eval.loading import (  # noqa: E402
-    batch_encoder, default_precision, load_model_part, load_tokenizer, prefetch, resolve_bos)
+from llmhpc.eval.loading import batch_encoder, default_precision, load_model_part, load_tokenizer, prefetch, resolve_bos  # noqa: E402
 from llmhpc.eval.schedule import schedule_stats, shard_items, tokenize_items  # noqa: E402
 
 SCORER = "fast"
@@ -167,6 +166,8 @@ def main(argv=None) -> int:
 
     from litgpt import Config
     config = Config.from_file(args.checkpoint / "model_config.yaml")
+    if config.n_layer < topo.stages:
+        raise ValueError(f"{config.n_layer} blocks cannot be split over {topo.stages} pipeline stages")
     first, last = parallel.block_ranges(config.n_layer, topo.stages)[topo.stage]
     budget = args.token_budget or DEFAULT_TOKEN_BUDGET[kind if kind == "cuda" else "cpu"]
     prep: dict = {}
@@ -247,6 +248,25 @@ def write_results(args, topo, everyone, resumed, prep, precision, device, n_para
         f"acc_norm {metrics['acc_norm']:.4f}; load {phases['load_s']} s, score {score_s:.1f} s, "
         f"whole {metrics['wall_s']} s")
     return failure
+
+
+def score_file(checkpoint_dir, eval_file, predictions_path, metrics_path, precision: str = "auto",
+               bos: str = "auto", device: str = "auto", token_budget: int = 0, pipeline_stages: int = 1,
+               reference_metrics=None, tolerance_pt: float = 0.5, limit: int = 0, quiet: bool = True) -> dict:
+    """The program as a function (the evaluate stage's entry in one process, or in each torchrun rank):
+    returns the metrics; raises guard.AccuracyGuardError when a reference is given and missed."""
+    argv = ["--checkpoint", str(checkpoint_dir), "--eval-file", str(eval_file), "--predictions",
+            str(predictions_path), "--metrics", str(metrics_path), "--precision", precision, "--bos", bos,
+            "--device", device, "--token-budget", str(token_budget), "--pipeline-stages", str(pipeline_stages),
+            "--tolerance-pt", str(tolerance_pt), "--limit", str(limit)]
+    argv += ["--reference-metrics", str(reference_metrics)] if reference_metrics else []
+    argv += ["--quiet"] if quiet else []
+    rc = main(argv)
+    metrics = json.loads(Path(metrics_path).read_text(encoding="utf-8")) if Path(metrics_path).is_file() else {}
+    if rc:
+        from llmhpc.eval.guard import AccuracyGuardError
+        raise AccuracyGuardError(metrics.get("accuracy_guard", {}).get("error", "accuracy guard failed"))
+    return metrics
 
 
 if __name__ == "__main__":
