@@ -1,220 +1,34 @@
-"""The fast fine-tune engine: `python -m llmhpc.train.fast --config <litgpt finetune_full YAML>`.
+"""`python -m llmhpc.train.fast --config <litgpt finetune_full YAML>`: the fast fine-tune engine (engine.py).
 
-Same model (LitGPT's GPT from checkpoint_dir), same data, samples per step, optimizer, LR schedule and precision
-as stock `litgpt finetune_full`; what differs is how the work is laid out (see the `engine:` switches in
-args.py). Started once per GPU by torchrun, srun or mpirun, or as one plain process (which starts `devices`
-processes itself on one node, as LitGPT does). Reads top to bottom: setup, main, fit (loop.py), save.
+A plain process asked for several devices on one node re-executes itself under torchrun before anything heavy
+is imported (as LitGPT starts its own processes); under torchrun, srun or mpirun it runs as one rank.
 """
 
-from __future__ import annotations
-
-import argparse
-import copy
 import os
-import time
-from pathlib import Path
+import sys
 
-import torch
+import yaml
 
-from llmhpc.train.fast import args as args_mod
-from llmhpc.train.fast import attention, checkpoint, data, distributed, loop, model, parallel
+LAUNCHED = ("TORCHELASTIC_RUN_ID", "LOCAL_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
 
 
-def setup(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m llmhpc.train.fast", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, type=Path, help="the YAML of `litgpt finetune_full --config`")
-    opts = parser.parse_args(argv)
-    t_start = time.perf_counter()
-    run = args_mod.load(opts.config)
-    world = distributed.init(run.devices, run.num_nodes)
-    try:
-        main(run, world, t_start)
-    finally:
-        distributed.close(world)
-
-
-def main(run, world, t_start: float) -> None:
-    from litgpt import Config, Tokenizer
-    from litgpt.finetune.full import get_lr_scheduler, validate_args
-
-    validate_args(run.train, run.eval)
-    torch.manual_seed(run.seed)
-    config = Config.from_file(run.checkpoint_dir / "model_config.yaml")
-    tokenizer = Tokenizer(run.checkpoint_dir)
-    samples, datamodule = data.load_samples(run.data, tokenizer, run.train)
-    ignore = getattr(datamodule, "ignore_index", -100)
-    state = {"world": world, "precision": run.precision, "samples": samples, "ignore": ignore,
-             "val_samples": val_samples(datamodule, ignore)}
-    longest = max(len(s.input_ids) for s in samples + state["val_samples"])
-    max_seq_length = min(longest, run.train.max_seq_length or longest)
-    row_len = run.train.max_seq_length or longest
-    layout = plan_layout(run, world, config, row_len)
-    state["attention"] = attention.backend(run.engine.attention, world.device)
-    attention.check_supported(config, run.engine.packing)
-    steps = data.plan(samples, run.train, world.size, run.engine.packing, row_len, layout["micro_rows"],
-                      datamodule.seed, ignore, run.engine.loss_weighting)
-    _, lr_max_steps = data.steps_total(len(samples), run.train)
-
-    trainee = build_model(run, world, config, layout, ignore, max_seq_length)
-    state.update(model=trainee, scaler=parallel.grad_scaler(run.precision, layout["sharding"], world))
-    state["optimizer"] = make_optimizer(run, trainee, world)
-    state["scheduler"] = get_lr_scheduler(state["optimizer"], warmup_steps=run.train.lr_warmup_steps,
-                                          max_steps=lr_max_steps)
-    report_settings(run, world, layout, state, steps, longest, max_seq_length, trainee)
-
-    build = lambda step, rows: data.to_device(  # noqa: E731
-        data.collate(rows, samples, step.weight, run.engine.packing, row_len, ignore), world.device)
-    shape = lambda rows: data.shape(rows, samples, run.engine.packing, row_len)  # noqa: E731
-    warm = loop.warm_up(state, steps, build, shape, passes=2 if layout["compile"] else 1)
-    distributed.barrier(world)
-    print_main(world, f"Start-up to training: {time.perf_counter() - t_start:.2f} s (compile and warm-up {warm:.2f} s)")
-
-    logger = make_logger(run, world)
-    stream = data.batches(steps, world.rank, samples, run.engine.packing, row_len, ignore, world.device,
-                          run.engine.prefetch)
-    t0 = time.perf_counter()
-    loop.fit(state, steps, stream, run, logger, per_epoch=-(-len(samples) // run.train.micro_batch_size))
-    training_time = time.perf_counter() - t0
-    report_training(world, steps, samples, run, row_len, training_time)
-    finish(state, run, world, logger, t_start)
-
-
-def plan_layout(run, world, config, row_len: int) -> dict:
-    """Sharding, activation checkpointing and rows per micro batch, from the switches and a memory estimate."""
-    engine = run.engine
-    sharding = parallel.resolve_sharding(engine.sharding, world)
-    with torch.device("meta"):
-        from litgpt import GPT
-
-        n_params = model.n_parameters(GPT(config))
-    total = (torch.cuda.get_device_properties(world.device).total_memory if world.device.type == "cuda"
-             else 64e9)
-    checkpointing, rows = model.plan_memory(config, n_params, run.precision, sharding,
-                                            parallel.shards(sharding, world), row_len, total,
-                                            engine.memory_fraction, engine.activation_checkpointing)
-    micro_rows = rows if engine.micro_rows == "auto" else engine.micro_rows
-    cross_entropy = engine.cross_entropy
-    if cross_entropy == "fused" and not fused_ce_available(world.device):
-        cross_entropy = "chunked"
-    return {"sharding": sharding, "checkpointing": checkpointing, "micro_rows": micro_rows,
-            "n_params": n_params, "cross_entropy": cross_entropy,
-            "compile": engine.compile and world.device.type == "cuda"
-            or engine.compile and os.environ.get("LLMHPC_FAST_COMPILE_CPU") == "1"}
-
-
-def fused_ce_available(device: torch.device) -> bool:
-    if device.type != "cuda":
-        return False
-    try:
-        import liger_kernel.transformers.fused_linear_cross_entropy  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def build_model(run, world, config, layout: dict, ignore: int, max_seq_length: int):
-    gpt = model.build(config, run.precision, world.device)
-    attention.install(gpt, attention.backend(run.engine.attention, world.device))
-    trainee = model.Trainee(gpt, layout["checkpointing"], layout["cross_entropy"], ignore)
-    trainee = parallel.wrap(trainee, layout["sharding"], world, layout["compile"])
-    state = checkpoint.read_state(run.checkpoint_dir)
-    trainee = parallel.materialise(trainee, state, run, world, layout["sharding"], max_seq_length)
-    trainee.train()
-    return trainee
-
-
-def make_optimizer(run, trainee, world):
-    from litgpt.utils import instantiate_torch_optimizer
-
-    extra = {"fused": True} if run.engine.fused_adamw and world.device.type == "cuda" else {}
-    return instantiate_torch_optimizer(copy.deepcopy(run.optimizer), trainee.parameters(), **extra)
-
-
-def val_samples(datamodule, ignore: int) -> list:
-    out = []
-    for i in range(len(datamodule.test_dataset)):
-        item = datamodule.test_dataset[i]
-        targets = torch.cat([item["labels"][1:], torch.tensor([ignore], dtype=item["labels"].dtype)])
-        out.append(data.Sample(item["input_ids"], targets, int(item["token_counts"]["raw"])))
-    return out
-
-
-def make_logger(run, world):
-    if not world.main or run.logger_name != "csv":
-        return None
-    from lightning.fabric.loggers import CSVLogger
-
-    return CSVLogger(root_dir=run.out_dir / "logs", name="csv", flush_logs_every_n_steps=run.train.log_interval)
-
-
-def print_main(world, text: str) -> None:
-    if world.main:
-        print(text, flush=True)
-
-
-def report_settings(run, world, layout, state, steps, longest, max_seq_length, trainee) -> None:
-    engine = run.engine
-    on = lambda flag: "on" if flag else "off"  # noqa: E731
-    rows = sorted({len(r) for s in steps for r in s.micros[0]})
-    print_main(world, f"Number of trainable parameters: {layout['n_params']:,}")
-    print_main(world, f"The longest sequence length in the train data is {longest}, the model's maximum sequence "
-                      f"length is {max_seq_length} and context length is {trainee.gpt.config.block_size}")
-    print_main(world, (
-        f"Engine fast | packing={on(engine.packing)} micro_rows={layout['micro_rows']} (rows per micro batch: "
-        f"{rows}) activation_checkpointing={on(layout['checkpointing'])} ({engine.activation_checkpointing}) "
-        f"sharding={layout['sharding']} compile={on(layout['compile'])} "
-        f"fused_adamw={on(engine.fused_adamw and world.device.type == 'cuda')} "
-        f"cross_entropy={layout['cross_entropy']} loss_weighting={engine.loss_weighting} "
-        f"prefetch={on(engine.prefetch)} fast_save={on(engine.fast_save)} attention={state['attention']} | "
-        f"precision {run.precision} | {world.size} process(es) via {world.launcher} on {world.device.type} | "
-        f"{len(steps)} optimizer steps of {run.train.global_batch_size} samples"))
-
-
-def report_training(world, steps, samples, run, row_len: int, training_time: float) -> None:
-    from litgpt.utils import create_finetuning_performance_report
-
-    counts = data.token_counts(steps, samples, run.engine.packing, row_len)
-    print_main(world, create_finetuning_performance_report(training_time, counts, world.device.type))
-    useful = counts["raw_tokens_plus_prompt_template"] / training_time
-    print_main(world, f"Useful tokens (w/ prompt, no padding) per second: {useful:.2f} tok/s, "
-                      f"per device {useful / world.size:.2f} tok/s")
-
-
-def finish(state, run, world, logger, t_start: float) -> None:
-    """Final checkpoint (written in the background with fast_save, while the final validation runs), then the
-    files stock writes beside it."""
-    final = run.out_dir / "final"
-    t0 = time.perf_counter()
-    writer = None
-    if run.engine.fast_save:
-        full = checkpoint.gather(unwrap(state["model"]), world.main)
-        if world.main:
-            writer = checkpoint.write_in_background(full, final / "lit_model.pth", fast=True)
-        del full
-    if run.eval.final_validation:
-        val = loop.validate(state, run).item()
-        print_main(world, f"Final evaluation | val loss: {val:.3f} | val ppl: {torch.exp(torch.tensor(val)):.3f}")
-        if logger is not None:
-            logger.log_metrics({"val_loss": val, "val_ppl": float(torch.exp(torch.tensor(val)))},
-                               step=len(state["samples"]))
-    if not run.engine.fast_save:
-        full = checkpoint.gather(unwrap(state["model"]), world.main)
-        if world.main:
-            checkpoint.write(full, final / "lit_model.pth", fast=False)
-    if world.main:
-        checkpoint.side_files(run, final)
-        if writer is not None:
-            writer.join()
-        if logger is not None:
-            logger.finalize("success")
-        print(f"Saved the final checkpoint to {final} in {time.perf_counter() - t0:.2f} s; "
-              f"stage {time.perf_counter() - t_start:.2f} s in this process", flush=True)
-    distributed.barrier(world)
-
-
-def unwrap(module):
-    return module.module.gpt if hasattr(module, "module") else module.gpt
+def respawn_if_needed(argv: list[str]) -> None:
+    """exec torchrun for `devices` processes when no launcher started this one and the YAML asks for several."""
+    if any(k in os.environ for k in LAUNCHED) or int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        return
+    if "--config" not in argv or os.environ.get("LLMHPC_FAST_NO_RESPAWN") == "1":
+        return
+    cfg = yaml.safe_load(open(argv[argv.index("--config") + 1])) or {}
+    devices, nodes = cfg.get("devices", 1), int(cfg.get("num_nodes", 1))
+    if isinstance(devices, int) and devices > 1 and nodes == 1:
+        os.environ.setdefault("LLMHPC_FAST_LAUNCH_TIME", repr(__import__("time").time()))
+        os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                  f"--nproc-per-node={devices}", "-m", "llmhpc.train.fast", *argv[1:]])
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("LLMHPC_FAST_LAUNCH_TIME", repr(__import__("time").time()))
+    respawn_if_needed(sys.argv)
+    from llmhpc.train.fast.engine import setup
+
     setup()

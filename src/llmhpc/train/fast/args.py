@@ -34,7 +34,8 @@ class EngineArgs:
     #                         grad_op on one node, hybrid (shard in a node, replicate across nodes) on several
     compile: bool = True  # torch.compile of each transformer block
     fused_adamw: bool = True  # AdamW(fused=True) on CUDA
-    cross_entropy: str = "fused"  # fused: liger-kernel's fused linear cross-entropy; chunked: lm_head + CE in chunks
+    cross_entropy: str = "chunked"  # chunked: lm_head + CE per 4096 tokens, recomputed in backward (never the
+    #                                 full logits); fused: liger-kernel's fused linear cross-entropy
     loss_weighting: str = "micro_batch"  # micro_batch: stock's objective exactly; token: mean over the step's tokens
     prefetch: bool = True  # build, pin and copy the next micro batches in a background thread
     fast_save: bool = True  # final checkpoint written by a background thread while validation runs

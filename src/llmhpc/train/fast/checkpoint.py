@@ -29,13 +29,24 @@ def load_into(gpt, state: dict) -> None:
     if missing or unexpected:
         raise KeyError(f"checkpoint does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     for name, param in params.items():
-        full = state[name].to(param.device if not isinstance(param, DTensor) else param.device_mesh.device_type,
-                              dtype=param.dtype)
         if isinstance(param, DTensor):
-            local = distribute_tensor(full, param.device_mesh, param.placements, src_data_rank=None).to_local()
-            param.to_local().copy_(local)
+            param.to_local().copy_(local_shard(state[name], param))
         else:
-            param.copy_(full)
+            param.copy_(state[name].to(param.device, dtype=param.dtype))
+
+
+def local_shard(full: torch.Tensor, param: DTensor) -> torch.Tensor:
+    """This process's part of a full CPU tensor, cut on the CPU (only it crosses to the GPU)."""
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    shape, offset = compute_local_shape_and_global_offset(full.shape, param.device_mesh, param.placements)
+    local = param.to_local()
+    if tuple(shape) == tuple(local.shape):
+        part = full[tuple(slice(o, o + n) for o, n in zip(offset, shape))]
+        return part.to(local.device, dtype=local.dtype, non_blocking=False)
+    device = param.device_mesh.device_type
+    return distribute_tensor(full.to(device, dtype=param.dtype), param.device_mesh, param.placements,
+                             src_data_rank=None).to_local()
 
 
 @torch.no_grad()

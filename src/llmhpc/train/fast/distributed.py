@@ -2,14 +2,12 @@
 
 Lightning's cluster environments (the ones `litgpt finetune_full` relies on through Fabric) read the ranks and
 the main address: torchelastic (torchrun), SLURM, MPI (via mpi4py: rank 0 broadcasts its host and a free port).
-A plain process asked for several devices re-executes itself under torchrun on this node, as LitGPT's own
-launcher would start its processes itself.
+(A plain process asked for several devices re-executes itself under torchrun first: see __main__.py.)
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -43,20 +41,14 @@ def cluster_environment():
     return None
 
 
-def respawn_under_torchrun(devices: int) -> None:
-    """Replace this process with `torchrun --standalone --nproc-per-node devices -m llmhpc.train.fast ...`."""
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={devices}",
-            "-m", "llmhpc.train.fast", *sys.argv[1:]]
-    sys.stdout.flush()
-    os.execv(sys.executable, argv)
-
-
 def init(devices: int, num_nodes: int) -> World:
     """Join (or create) the process group; check the world against devices x num_nodes."""
     found = cluster_environment()
     if found is None:
-        if devices * num_nodes > 1 and num_nodes == 1 and os.environ.get("LLMHPC_FAST_NO_RESPAWN") != "1":
-            respawn_under_torchrun(devices)
+        if devices * num_nodes > 1 and os.environ.get("LLMHPC_FAST_NO_RESPAWN") != "1":
+            raise RuntimeError(f"devices x num_nodes = {devices} x {num_nodes} but no launcher started this "
+                               "process: run `python -m llmhpc.train.fast` (it starts torchrun on one node) or "
+                               "start one process per GPU with torchrun, srun or mpirun")
         if num_nodes > 1:
             raise RuntimeError(f"num_nodes {num_nodes}: start one process per GPU with torchrun, srun or mpirun")
         return World(device=_device(0))

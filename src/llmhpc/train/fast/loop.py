@@ -65,10 +65,33 @@ def warm_up(state, steps: list[data.Step], build, shape, passes: int) -> float:
         picked.append(picked[0])
     for step, rows, _ in picked:
         forward_backward(state, build(step, rows), last=True)
-    state["optimizer"].zero_grad(set_to_none=True)
+    warm_optimizer(state["optimizer"])
     if state["world"].device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t0
+
+
+@torch.no_grad()
+def warm_optimizer(optimizer) -> None:
+    """Adam(W) only: one step on zero gradients at learning rate 0 allocates the states and warms the kernel,
+    and changes nothing: the states stay zero, the parameters unchanged (update 0, decay factor 1), and the
+    step counts are reset, so the first real step is a fresh one."""
+    if type(optimizer).__name__ not in ("Adam", "AdamW"):
+        optimizer.zero_grad(set_to_none=True)
+        return
+    optimizer.zero_grad(set_to_none=False)
+    rates = [group["lr"] for group in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["lr"] = 0.0
+    optimizer.step()
+    for group, lr in zip(optimizer.param_groups, rates):
+        group["lr"] = lr
+    for per_param in optimizer.state.values():
+        if torch.is_tensor(per_param.get("step")):
+            per_param["step"].zero_()
+        elif "step" in per_param:
+            per_param["step"] = 0
+    optimizer.zero_grad(set_to_none=True)
 
 
 def fit(state, steps: list[data.Step], stream, run, logger, per_epoch: int) -> None:
@@ -80,9 +103,10 @@ def fit(state, steps: list[data.Step], stream, run, logger, per_epoch: int) -> N
     t_step = time.perf_counter()
     for s, micros in enumerate(stream, 1):
         loss = torch.zeros((), device=device)
-        for m, micro in enumerate(micros):
-            loss += forward_backward(state, micro, last=m == len(micros) - 1)
-        optimizer_step(state)
+        with profiled(s == state.get("profile_step"), world):
+            for m, micro in enumerate(micros):
+                loss += forward_backward(state, micro, last=m == len(micros) - 1)
+            optimizer_step(state)
         all_sum(loss, world)
         tokens += sum(len(samples[i].input_ids) for i in steps[s - 1].samples)
         if pending:
@@ -101,6 +125,27 @@ def fit(state, steps: list[data.Step], stream, run, logger, per_epoch: int) -> N
         log_step(*pending, run, world, logger)
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+@contextlib.contextmanager
+def profiled(enabled: bool, world):
+    """Where one step's time goes (LLMHPC_FAST_PROFILE_STEP=N): the main process prints the top CUDA kernels."""
+    if not enabled:
+        yield
+        return
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        yield
+        if world.device.type == "cuda":
+            torch.cuda.synchronize()
+    if world.main:
+        averages = prof.key_averages()
+        try:
+            table = averages.table(sort_by="device_time_total", row_limit=25, max_name_column_width=70)
+        except (AttributeError, KeyError, ValueError):
+            table = averages.table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=70)
+        print(table, flush=True)
 
 
 def log_step(loss: torch.Tensor, metrics: dict, run, world, logger) -> None:
