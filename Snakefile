@@ -5,7 +5,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The embedded default, unless the command names config files: then they alone say what the run is about (keys they
+# leave out take the schema's defaults, config_hub's values), so a real run never inherits the laptop's settings.
+# To change a few keys of the embedded default, name it first: --configfile config/config.yaml mine.yaml
+if not workflow.config_settings.configfiles:
+
+    configfile: "config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"

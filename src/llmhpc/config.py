@@ -145,6 +145,9 @@ def check(config: dict, schema: dict) -> dict:
     problems += _check_sources(config)
     if problems:
         raise ConfigError("config refused:\n  " + "\n  ".join(problems))
+    gpu = site_gpu(config["site"])
+    for section in (config, *experiments.values()):
+        resolve_precision(section, gpu)
     for key in list(config):
         config[key] = canonical(config[key])
     return experiments
@@ -173,3 +176,36 @@ def _check_sources(config: dict) -> list[str]:
     if config["env"]["mode"] == "build" and not config["env"]["venv"]:
         problems.append("config key 'env.venv': required when env.mode is 'build' (where to create the venv)")
     return problems
+
+
+# GPUs without bf16 tensor cores: half precision there is fp16 (16-mixed to train: pure fp16 full fine-tunes diverge).
+NO_BF16 = ("V100", "P100", "T4", "TITAN V", "RTX 20")
+
+
+def site_gpu(site: dict) -> str | None:
+    """The GPU model the jobs will run on: the site's `gpu_model`; on a site without a scheduler, this machine's
+    first GPU (nvidia-smi; its jobs run here); None where there is no GPU."""
+    if site.get("gpu_model"):
+        return site["gpu_model"]
+    if site.get("scheduler", "local") != "local":
+        return "GPU" if site.get("gpus_per_node") else None
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.splitlines()[0].strip() if out else None
+
+
+def resolve_precision(section: dict, gpu: str | None) -> None:
+    """Replace precision `auto` of the finetune and evaluate settings, in place, by the site's: 16-mixed (train) /
+    16-true (score) on GPUs without bf16, bf16-true on other GPUs, 32-true without a GPU."""
+    no_bf16 = gpu is not None and any(name in gpu for name in NO_BF16)
+    for key, half in (("finetune", "16-mixed"), ("evaluate", "16-true")):
+        if section.get(key, {}).get("precision") == "auto":
+            section[key]["precision"] = "32-true" if gpu is None else half if no_bf16 else "bf16-true"

@@ -46,3 +46,27 @@ def test_bad_site_file_is_refused_naming_the_file(tmp_path):
     assert f"site file {profile / 'site.yaml'} refused" in text
     assert "config key 'site.sheduler': unknown key (did you mean 'scheduler'?)" in text
     assert "config key 'site.gpus_per_node': expected a value of type integer, got 'four'" in text
+
+
+def test_a_bare_profile_name_takes_this_checkouts_site(tmp_path, monkeypatch):
+    """An installed profile that links into another clone does not silently give this run that clone's site."""
+    other, here = tmp_path / "other-clone/profiles/gadi", tmp_path / "this-clone/profiles/gadi"
+    for d, project in ((other, "xx99"), (here, "ab12")):
+        d.mkdir(parents=True)
+        (d / "config.yaml").write_text("cores: 1\n")
+        (d / "site.yaml").write_text(f"name: gadi\nscheduler: pbs\nproject: {project}\n")
+    xdg = tmp_path / "config/snakemake"
+    xdg.mkdir(parents=True)
+    (xdg / "gadi").symlink_to(other)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    said = []
+    found = sites.profile_site_file(["snakemake", "--profile", "gadi"], {}, cwd=tmp_path / "this-clone",
+                                    warn=said.append)
+    assert found == (here / "site.yaml").resolve()
+    assert len(said) == 1 and str(other) in said[0] and "this checkout" in said[0]
+    # given as a path, the profile is what it names, with no warning
+    said.clear()
+    assert sites.profile_site_file(["snakemake", "--profile", str(other)], {}, cwd=tmp_path / "this-clone",
+                                   warn=said.append) == (other / "site.yaml").resolve()
+    assert not said

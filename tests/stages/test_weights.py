@@ -211,6 +211,7 @@ def test_hf_gated_repo_without_token_fails(hub, tmp_path):
     # <endpoint>/org/tiny-gated/resolve/<sha>/<file>. Access to model org/tiny-gated is restricted. You must have
     # access to it and be authenticated to access it. Please log in."
     assert "huggingface_hub.errors.GatedRepoError: 401 Client Error." in proc.stderr, proc.stderr
+    assert f"WeightsError: model.repo_id {REPO_ID} is a gated repository and HF_TOKEN is not set" in proc.stderr
     assert "Cannot access gated repo for url" in proc.stderr
     assert f"Access to model {REPO_ID} is restricted. You must have access to it" in proc.stderr
     on_hub = hub.requests_to("hub")
@@ -229,6 +230,7 @@ def test_hf_token_without_access_fails(hub, tmp_path):
     assert proc.returncode != 0
     assert "huggingface_hub.errors.GatedRepoError: 403 Client Error." in proc.stderr, mask(proc.stderr)
     assert "you are not in the authorized list" in proc.stderr
+    assert f"WeightsError: HF_TOKEN has no access to the gated repository {REPO_ID}" in proc.stderr
     leaked = OTHER_TOKEN in proc.stdout + proc.stderr
     assert not leaked, "the token is in the captured stdout/stderr"
     assert token_in_files(tmp_path, OTHER_TOKEN) == []
@@ -244,6 +246,7 @@ def test_hf_unknown_revision_fails(hub, tmp_path):
     #  Invalid rev id: <sha>"
     assert "huggingface_hub.errors.RevisionNotFoundError: 404 Client Error." in proc.stderr, mask(proc.stderr)
     assert f"Invalid rev id: {unknown}" in proc.stderr
+    assert f"WeightsError: model.revision {unknown}: {REPO_ID} has no such revision" in proc.stderr
     leaked = TOKEN in proc.stdout + proc.stderr
     assert not leaked, "the token is in the captured stdout/stderr"
     assert [(r.path, r.status) for r in hub.requests] == [(f"/api/models/{REPO_ID}/revision/{unknown}", 404)]
@@ -255,6 +258,7 @@ def test_hf_unknown_repo_fails(hub, tmp_path):
     proc, _, _ = run_fetch(hub, hf_model(repo_id="org/no-such-model"), tmp_path / "hf", tmp_path, token=TOKEN)
     assert proc.returncode != 0
     assert "huggingface_hub.errors.RepositoryNotFoundError: 404 Client Error." in proc.stderr, mask(proc.stderr)
+    assert "WeightsError: model.repo_id org/no-such-model: no such repository on the Hugging Face hub" in proc.stderr
     leaked = TOKEN in proc.stdout + proc.stderr
     assert not leaked, "the token is in the captured stdout/stderr"
 
@@ -296,3 +300,25 @@ def test_path_source_with_pickles_beside_safetensors_converts_from_safetensors(s
 def test_path_source_must_be_a_directory(tmp_path):
     with pytest.raises(weights.WeightsError, match="is not a directory"):
         weights.fetch({"source": "path", "path": str(tmp_path / "missing"), "name": MODEL_NAME}, tmp_path / "hf")
+
+
+@pytest.mark.subprocess
+def test_no_network_says_where_downloads_run(tmp_path):
+    """A compute node without internet: the hub cannot be reached, and the error says what to do."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: connection refused, as without a route to the hub
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+
+    class Nowhere:
+        endpoint = f"http://127.0.0.1:{closed}"
+
+        def clear(self):
+            pass
+
+    proc, _, _ = run_fetch(Nowhere(), hf_model(), tmp_path / "hf", tmp_path, token=TOKEN)
+    assert proc.returncode != 0
+    assert f"WeightsError: cannot reach the Hugging Face hub to download {REPO_ID}" in proc.stderr, mask(proc.stderr)
+    assert "downloads run on the login node" in proc.stderr
+    assert TOKEN not in proc.stdout + proc.stderr

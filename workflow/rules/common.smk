@@ -9,7 +9,7 @@ from llmhpc.parsetime import PLOT_NAMES, export_pythonpath, run_args
 
 export_pythonpath(Path(workflow.basedir) / "src")
 
-from llmhpc.cluster import pbs, preflight, resources
+from llmhpc.cluster import pbs, preflight, resources, slurm
 from llmhpc.cluster import site as cluster_site
 from llmhpc.config import check, load_schema
 from llmhpc.stages.data import check_alpaca, read_hellaswag
@@ -25,6 +25,8 @@ if workflow.is_main_process:
     cluster_site.export_site(config["site"])
     if config["site"]["scheduler"] == "pbs":
         pbs.register_dry_run_plan(workflow, config["site"])  # `-n` lists the qsub lines
+    elif config["site"]["scheduler"] == "slurm":
+        slurm.register_dry_run_plan(workflow, config["site"])  # `-n` lists the sbatch lines
 EMBEDDED = Path(workflow.basedir) / "src/llmhpc/embedded"
 ENV_MANIFEST = "results/env/manifest.json"
 # This run's --configfiles/--config as shell words: the report (a nested `snakemake --report`) and the slides'

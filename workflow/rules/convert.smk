@@ -11,6 +11,9 @@ rule convert:
         "results/logs/convert.log",
     conda:
         "../../envs/conda.yaml"
+    resources:
+        # sized from the model: a 7B model needs about 24 GB (llmhpc.cluster.resources.convert_mem_mb)
+        mem_mb=resources.convert_mem_mb(config["model"]["name"]),
     params:
         model_name=config["model"]["name"],
     message:

@@ -1,7 +1,7 @@
 // Navigation, scaling to the window, and a layout check that the tests read back with `chromium --dump-dom`.
 (function () {
   const slides = Array.from(document.querySelectorAll(".slide"));
-  const boxes = (s) => [s, ...s.querySelectorAll("header, .content, .cols, .text, .stats, figure")];
+  const boxes = (s) => [s, ...s.querySelectorAll("header, .content, .cols, .text, .stats, figure, .code .line, td")];
   const overflowing = (s) => boxes(s).some((b) => b.scrollHeight > b.clientHeight + 1 || b.scrollWidth > b.clientWidth + 1);
 
   // Shrink a slide's fonts a little where its text does not fit (long config text); report what still does not.

@@ -265,31 +265,11 @@ def plan_lines(jobs_properties: list[dict], site: dict) -> list[str]:
 
 
 def register_dry_run_plan(workflow, site: dict) -> None:
-    """In a dry run (`snakemake --profile gadi -n`) print the qsub line of every job that would be submitted.
-    cluster-generic prints nothing of its submit command in a dry run, and the jobs are known only once the DAG
-    is built, so this runs when Snakemake exits."""
-    import atexit
+    """In a dry run (`snakemake --profile gadi -n`) print the qsub line of every job that would be submitted."""
+    from llmhpc.cluster.dryrun import print_at_exit
 
-    def show():
-        try:
-            if not workflow.dryrun:
-                return
-            dag = workflow.dag
-            # not job.is_local: a dry run executes locally, so Snakemake calls every job local then
-            local = getattr(workflow, "_localrules", set())
-            props = [json.loads(job.properties()) for job in dag.jobs
-                     if dag.needrun(job) and job.rule.name not in local and not job.rule.norun]
-        except Exception:  # no DAG (an error before it was built): Snakemake has reported that already
-            return
-        out = sys.stderr
-        print(f"\nPBS submissions of this dry run (site '{site['name']}'; nothing was submitted):", file=out)
-        try:
-            for line in plan_lines(sorted(props, key=lambda p: p["jobid"]), site):
-                print(f"  {line}", file=out)
-        except PBSError as exc:
-            print(f"  cannot render: {exc}", file=out)
-
-    atexit.register(show)
+    print_at_exit(workflow, f"PBS submissions of this dry run (site '{site['name']}'; nothing was submitted):",
+                  lambda jobs: plan_lines([json.loads(job.properties()) for job in jobs], site))
 
 
 # ------------------------------------------------------------------------------------------------ commands

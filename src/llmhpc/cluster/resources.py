@@ -57,3 +57,25 @@ def evaluate_gpus(evaluate: dict, site: dict) -> int:
     if evaluate.get("device") == "cpu" or not site.get("gpus_per_node"):
         return 0
     return 1
+
+
+def model_parameters(name: str) -> float | None:
+    """Parameters of a model from its LitGPT name (Llama-2-7b-hf: 7e9, pythia-14m: 1.4e7), None if the name says
+    none. Read from the name because importing litgpt at parse time costs seconds."""
+    import re
+
+    found = re.findall(r"(?<![\d.])(\d+(?:\.\d+)?)\s*([bBmM])(?![a-zA-Z])", name)
+    if not found:
+        return None
+    number, unit = found[-1]
+    return float(number) * (1e9 if unit in "bB" else 1e6)
+
+
+def convert_mem_mb(model_name: str) -> int:
+    """Memory for converting a Hugging Face checkpoint to LitGPT's: litgpt loads a whole shard (about 10 GB for
+    Llama-2-7b's .bin files) while it writes the converted weights, so 1.5 x the model's 16-bit weights plus 4 GB;
+    at least 8 GB. Llama-2-7b: 25 GB; a 30B model: 94 GB."""
+    params = model_parameters(model_name)
+    if params is None:
+        return 16000
+    return max(8000, int(params * 2 * 1.5 / 1e6) + 4000)

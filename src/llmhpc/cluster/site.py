@@ -37,16 +37,28 @@ def profile_args(argv: list[str], environ) -> list[str]:
     return [] if found == ["none"] else found
 
 
-def profile_site_file(argv: list[str], environ) -> Path | None:
+def profile_site_file(argv: list[str], environ, cwd: Path | None = None, warn=None) -> Path | None:
     """site.yaml of the last profile on the command line that has one, looked up as Snakemake looks profiles up
-    (a path, else a folder of that name in the current directory or Snakemake's config folders)."""
+    (a path, else a folder of that name in the current directory or Snakemake's config folders). A bare name whose
+    folder this checkout also has (profiles/<name>/site.yaml) takes this checkout's site: the installed profile may
+    be a link into another clone, whose site.yaml this run must not silently use; a warning says so."""
     from snakemake.cli import get_profile_dir
 
+    cwd = Path.cwd() if cwd is None else Path(cwd)
+    warn = warn or (lambda message: print(message, file=sys.stderr))
     site = None
     for name in profile_args(argv, environ):
         entry = get_profile_dir(name)
-        if entry is not None and (Path(entry[0]) / SITE_FILE).is_file():
-            site = (Path(entry[0]) / SITE_FILE).resolve()
+        found = (Path(entry[0]) / SITE_FILE).resolve() if entry is not None else None
+        here = (cwd / "profiles" / name / SITE_FILE).resolve()
+        if "/" not in name and here.is_file():
+            if found is not None and found != here:
+                warn(f"--profile {name}: Snakemake found {found.parent}, from another checkout; this run takes its"
+                     f" site from {here} (this checkout). --profile profiles/{name} uses this checkout's profile"
+                     f" entirely; `python -m llmhpc.cluster.profiles install` here links the profiles to it.")
+            site = here
+        elif found is not None and found.is_file():
+            site = found
     return site
 
 

@@ -40,10 +40,42 @@ def download_hf(repo_id: str, revision: str, out_dir: Path) -> dict:
     from HF_TOKEN by huggingface_hub itself and is never passed on, printed or written."""
     from huggingface_hub import snapshot_download
 
-    path = snapshot_download(repo_id=repo_id, revision=revision, local_dir=str(out_dir),
-                             allow_patterns=HF_PATTERNS, token=os.environ.get("HF_TOKEN") or None)
+    token = os.environ.get("HF_TOKEN") or None
+    try:
+        path = snapshot_download(repo_id=repo_id, revision=revision, local_dir=str(out_dir),
+                                 allow_patterns=HF_PATTERNS, token=token)
+    except Exception as exc:
+        message = hub_error(exc, repo_id, revision, token is not None)
+        if message is None:
+            raise
+        raise WeightsError(message) from exc
     shutil.rmtree(Path(path) / ".cache", ignore_errors=True)  # hub bookkeeping, not part of the model
     return {"repo_id": repo_id, "revision": revision, "files": sorted(p.name for p in Path(path).iterdir())}
+
+
+def hub_error(exc: Exception, repo_id: str, revision: str | None, has_token: bool) -> str | None:
+    """One line that says what to do about a failed hub download, or None for an error it does not know."""
+    from huggingface_hub import errors
+
+    page = f"https://huggingface.co/{repo_id}"
+    if isinstance(exc, errors.GatedRepoError):
+        if not has_token:
+            return (f"model.repo_id {repo_id} is a gated repository and HF_TOKEN is not set: accept its licence at"
+                    f" {page} with your account, then `export HF_TOKEN=<a read token of that account>` on the login"
+                    f" node and run again")
+        return (f"HF_TOKEN has no access to the gated repository {repo_id} (model.repo_id): accept its licence at {page}"
+                f" with the account the token belongs to, or use a token of an account that has")
+    if isinstance(exc, errors.RevisionNotFoundError):
+        return f"model.revision {revision}: {repo_id} has no such revision (a commit hash, branch or tag of {page})"
+    if isinstance(exc, errors.RepositoryNotFoundError):
+        return (f"model.repo_id {repo_id}: no such repository on the Hugging Face hub"
+                f"{'' if has_token else ' (or it is private: set HF_TOKEN)'}")
+    if isinstance(exc, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled, OSError)) or \
+            type(exc).__name__ in ("ConnectError", "ConnectionError", "ConnectTimeout"):
+        return (f"cannot reach the Hugging Face hub to download {repo_id} ({type(exc).__name__}): downloads run on the"
+                f" login node, which has the internet (compute nodes have none); there, or stage the model yourself"
+                f" and set model.source: path")
+    return None
 
 
 def link_path(src: Path, out_dir: Path) -> dict:
