@@ -48,7 +48,8 @@ STYLE = {
 # Colour-blind-safe (Okabe-Ito) colours for experiments in config order; the base model is grey.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
 BASE_COLOUR = "#8C8C8C"
-NOTE_COLOUR = "#B00020"
+NOTE_COLOUR = "#B00020"  # what is missing (an experiment not run yet): it stands out
+REMARK_COLOUR = "#4B5563"  # how a figure was measured (a CPU run, a part counted elsewhere): read, not alarming
 
 
 @contextmanager
@@ -67,12 +68,14 @@ def colours(experiments: list[str]) -> dict[str, str]:
 
 @dataclass
 class Plot:
-    """What a plot function drew: its files, what it could not draw and why, the texts written on the bars
-    and the colour each model was drawn in (read back from the artists)."""
+    """What a plot function drew: its files, what it could not draw and why, remarks on how something was
+    measured, the texts written on the bars and the colour each model was drawn in (read back from the artists)."""
 
     name: str
     files: list[Path] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    remarks: list[str] = field(default_factory=list)
+    crowded: list[str] = field(default_factory=list)  # point names that could only be placed over something
     labels: dict[str, str] = field(default_factory=dict)
     drawn: dict[str, str] = field(default_factory=dict)
 
@@ -105,11 +108,18 @@ def _record(plot: Plot, model: str, artist) -> None:
     plot.drawn.setdefault(model, to_hex(colour, keep_alpha=False))
 
 
+def _footnotes(plot: Plot) -> list[tuple[str, str]]:
+    """The lines under the axes: what is missing (red, it stands out), then remarks (grey, plain sentences)."""
+    out = [("Missing: " + "; ".join(plot.missing), NOTE_COLOUR)] if plot.missing else []
+    return out + [(r, REMARK_COLOUR) for r in plot.remarks]
+
+
 def _note(ax, plot: Plot) -> None:
-    """Say in the figure what is missing, under the axes, in a colour that stands out."""
-    if plot.missing:
-        text = "Missing: " + "; ".join(plot.missing)
-        ax.figure.text(0.01, 0.01, text, color=NOTE_COLOUR, fontsize=13, ha="left", va="bottom", wrap=True)
+    """Say in the figure what is missing and how something was measured, under the axes."""
+    y = 0.01
+    for text, colour in reversed(_footnotes(plot)):
+        ax.figure.text(0.01, y, text, color=colour, fontsize=13, ha="left", va="bottom", wrap=True)
+        y += 0.045 * math.ceil(len(text) / 110)
 
 
 def _empty(ax, message: str) -> None:
@@ -123,12 +133,16 @@ def _empty(ax, message: str) -> None:
             transform=ax.transAxes)
 
 
+def _layout(fig, plot: Plot) -> None:
+    """Tight layout with room under the axes for the footnotes: about 110 characters a line at this size."""
+    note_lines = sum(math.ceil(len(text) / 110) for text, _ in _footnotes(plot))
+    fig.tight_layout(rect=(0, 0.045 * note_lines + (0.01 if note_lines else 0), 1, 1))
+
+
 def _save(fig, plot: Plot, out_dir: Path) -> Plot:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # room under the axes for the note on what is missing: about 110 characters a line at this size
-    note_lines = math.ceil(len("Missing: " + "; ".join(plot.missing)) / 110) if plot.missing else 0
-    fig.tight_layout(rect=(0, 0.045 * note_lines + (0.01 if note_lines else 0), 1, 1))
+    _layout(fig, plot)
     for ext in ("png", "svg"):
         path = out_dir / f"{plot.name}.{ext}"
         # no creation date in the metadata: an unchanged input gives an unchanged file
@@ -152,3 +166,49 @@ def _bar_axis(ax, names: list[str]) -> None:
     ax.set_xticks(range(len(names)), names)
     ax.set_xlim(-0.6, len(names) - 0.4)  # fixed, so that labels placed at the right edge stay inside
     ax.grid(axis="x", visible=False)
+
+
+# Where a point's name may go, in points from the point: right, left, above, below and the diagonals.
+LABEL_PLACES = [((11, 7), "left", "bottom"), ((11, -7), "left", "top"), ((-11, 7), "right", "bottom"),
+                ((-11, -7), "right", "top"), ((0, 13), "center", "bottom"), ((0, -13), "center", "top"),
+                ((16, 0), "left", "center"), ((-16, 0), "right", "center")]
+
+
+def label_points(ax, points: dict[str, tuple[float, float]], marker_area: float, fontsize=16) -> list[str]:
+    """Name each scattered point beside it, on the first side where the name covers no point, no other name
+    and stays inside the axes (points that share a place get their names on different sides). Returns the
+    names that could not be placed without overlap (then they go where they overlap least)."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    radius = (marker_area ** 0.5) / 2 * fig.dpi / 72 + 2  # scatter's s is the marker's area in points²
+    dots = [ax.transData.transform(xy) for xy in points.values()]
+    dot_boxes = [(x - radius, y - radius, x + radius, y + radius) for x, y in dots]
+    frame = ax.get_window_extent(renderer)
+    legend = ax.get_legend()
+    placed, crowded = ([tuple(legend.get_window_extent(renderer).extents)] if legend else []), []
+
+    def overlap(a, b):
+        return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+    def gap(box, xy):  # from a point to a box, in pixels
+        return math.hypot(max(box[0] - xy[0], 0, xy[0] - box[2]), max(box[1] - xy[1], 0, xy[1] - box[3]))
+
+    for i, (name, xy) in enumerate(points.items()):
+        tried = []
+        for j, (offset, ha, va) in enumerate(LABEL_PLACES):
+            text = ax.annotate(name, xy, xytext=offset, textcoords="offset points", ha=ha, va=va, fontsize=fontsize)
+            e = text.get_window_extent(renderer)
+            box = (e.x0, e.y0, e.x1, e.y1)
+            outside = e.x0 < frame.x0 or e.x1 > frame.x1 or e.y0 < frame.y0 or e.y1 > frame.y1
+            cost = sum(overlap(box, d) for d in dot_boxes + placed) + (1e6 if outside else 0)
+            # a name nearer another point than its own reads as that point's name
+            ambiguous = any(gap(box, d) < gap(box, dots[i]) for k, d in enumerate(dots) if k != i)
+            tried.append(((cost, ambiguous, j), text, box))
+        (cost, _, _), text, box = min(tried, key=lambda c: c[0])
+        for _, other, _ in tried:
+            if other is not text:
+                other.remove()
+        placed.append(box)
+        if cost > 0:
+            crowded.append(name)
+    return crowded

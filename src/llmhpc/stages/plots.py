@@ -23,10 +23,12 @@ from llmhpc.outputs.charts import (  # noqa: E402
     _accumulation,
     _bar_axis,
     _empty,
+    _layout,
     _note,
     _record,
     _save,
     colours,
+    label_points,
     read_table,
     style,
     value,
@@ -94,7 +96,7 @@ def plot_throughput(table: pd.DataFrame, experiments: list[str], out_dir) -> Plo
             (bar,) = ax.bar(i, h, color=palette[name], width=0.6)
             _record(plot, name, bar)
             if base:
-                label = f"×{h / base:.2f}"
+                label = f"{h / base:.2f}×"  # the deck's one ratio format
                 plot.labels[name] = label
                 ax.text(i, h, label, ha="center", va="bottom", fontsize=18, fontweight="bold")
             ax.text(i, h / 2, f"{h:,.0f}", ha="center", va="center", color="white", fontsize=15)
@@ -106,8 +108,8 @@ def plot_throughput(table: pd.DataFrame, experiments: list[str], out_dir) -> Plo
             ax.set_ylabel("tokens/s per device")
         else:
             _empty(ax, "No throughput yet: no experiment has been fine-tuned")
-        # ×: tokens/s ratio (litgpt counts padding); the slides' speedup is the training-time ratio
-        ax.set_title(f"Fine-tune throughput (×: tokens/s over {base_name})")
+        # the ratio on a bar is of tokens/s (litgpt counts padding); the slides' speedup is the training-time ratio
+        ax.set_title(f"Fine-tune throughput (ratio: tokens/s over {base_name})")
         _note(ax, plot)
         return _save(fig, plot, out_dir)
 
@@ -161,7 +163,7 @@ def plot_time_breakdown(table: pd.DataFrame, experiments: list[str], out_dir) ->
             ax.text(i, bottom, f"{bottom:.0f} s", ha="center", va="bottom", fontsize=16, fontweight="bold")
             drawn = True
         if unrecorded:
-            plot.missing.append("load/save not recorded for " + ", ".join(unrecorded) + " (counted in other)")
+            plot.remarks.append("Load and save not timed separately for " + ", ".join(unrecorded) + ": counted in other")
         if drawn:
             _bar_axis(ax, experiments)
             ax.set_ylim(0, top * 1.25)
@@ -224,10 +226,12 @@ def plot_memory(table: pd.DataFrame, experiments: list[str], manifest: dict | No
                 ax.axhline(gb, color="black", linestyle="--", linewidth=2)
                 ax.text(len(experiments) - 0.45, gb, f"{label}: {gb:.0f} GB", ha="right", va="bottom", fontsize=15)
             else:
-                what = "GPU (no GPU in the manifest)" if kind == "gpu" else "host RAM (not in the manifest)"
-                plot.missing.append(f"capacity of the {what}")
+                what = "GPU memory" if kind == "gpu" else "Host RAM"
+                plot.remarks.append(f"{what}: capacity not in the environment manifest, so no line for it")
         if "host" in kinds:
-            plot.missing.append("GPU memory (a CPU run?): hatched bars are the host's peak RSS")
+            gpu_run = bool(manifest and manifest.get("gpus"))
+            plot.remarks.append(("GPU memory: not reported for some runs" if gpu_run else
+                                 "GPU memory: not measured on a CPU run") + "; hatched bars are the host's peak RSS")
         if peaks:
             _bar_axis(ax, experiments)
             ax.set_ylim(0, top * 1.15)
@@ -280,8 +284,9 @@ def plot_eval_accuracy(table: pd.DataFrame, experiments: list[str], out_dir) -> 
 
 
 def plot_eval_tradeoff(table: pd.DataFrame, experiments: list[str], tolerance: float, out_dir) -> Plot:
-    """Accuracy against inference wall time, one point per scored model, with the baseline experiment's
-    accuracy +- the allowed tolerance as a band."""
+    """Accuracy against inference wall time, one point per scored model. The rule is one-sided (an experiment's
+    acc may be at most `tolerance` below the baseline experiment's): the allowed region is shaded from that floor
+    up, with the floor as a dashed line. Each point's name goes where it covers no other point."""
     plot = Plot("eval_tradeoff")
     models = ["base", *experiments]
     baseline = experiments[0]
@@ -297,26 +302,28 @@ def plot_eval_tradeoff(table: pd.DataFrame, experiments: list[str], tolerance: f
                 points[name] = (wall, acc)
         ref = points.get(baseline)
         if ref:
-            lo, hi = ref[1] - tolerance, ref[1] + tolerance
-            ax.axhspan(lo, hi, color=palette[baseline], alpha=0.15, linewidth=0,
-                       label=f"{baseline} acc ± {tolerance:g} (allowed)")
-            plot.labels["band"] = f"{lo:.4f}..{hi:.4f}"
+            lo = ref[1] - tolerance
+            ax.axhspan(lo, 1.0, color=palette[baseline], alpha=0.12, linewidth=0,
+                       label=f"allowed: at most {tolerance * 100:g} pp below {baseline}")
+            ax.axhline(lo, color=palette[baseline], linestyle="--", linewidth=2)
+            plot.labels["band"] = f"acc >= {lo:.4f}"
         else:
             plot.missing.append(f"tolerance band: {baseline} has no accuracy yet")
         for name, (wall, acc) in points.items():
             dot = ax.scatter([wall], [acc], s=220, color=palette[name], edgecolor="black", zorder=3)
             _record(plot, name, dot)
-            ax.annotate(name, (wall, acc), xytext=(10, 8), textcoords="offset points", fontsize=16)
         if points:
             walls = [w for w, _ in points.values()]
             ax.set_xlim(0, max(walls) * 1.3)
-            accs = [a for _, a in points.values()] + ([lo, hi] if ref else [])
-            ax.set_ylim(max(0.0, min(accs) - 0.05), min(1.0, max(accs) + 0.05))
+            accs = [a for _, a in points.values()] + ([lo] if ref else [])
+            ax.set_ylim(max(0.0, min(accs) - 0.05), min(1.0, max(accs) + 0.08))
             items = {value(table, name, "evaluate", "items") for name in points}
             ax.set_xlabel("inference wall time (s" + (f", {items.pop():.0f} items)" if len(items) == 1 else ")"))
             ax.set_ylabel("accuracy (acc)")
             if ref:
                 ax.legend(loc="lower right")
+            _layout(fig, plot)  # the layout the names are placed in (saving keeps it)
+            plot.crowded = label_points(ax, points, marker_area=220)
         else:
             _empty(ax, "No inference results yet")
         ax.set_title("Accuracy against inference time")
