@@ -595,10 +595,10 @@ def test_rule_renders_all_four_and_a_template_edit_reruns_only_the_slides(tmp_pa
 
     # The team name from the config: the slides (only) follow a change to it.
     (repo / "team.yaml").write_text(yaml.safe_dump({"presentation": {"team": "Team Kestrel"}}))
-    third = snakemake(repo, target, "--configfile", "team.yaml")
+    third = snakemake(repo, target, "--configfile", "config/config.yaml", "team.yaml")  # over the embedded default
     assert jobs_of(third) == {"slides"}
     model = json.loads((out / "slides.json").read_text())
     assert model["team"] == "Team Kestrel"
     reproduce = next(s for s in model["slides"] if s["key"] == "reproduce")
-    assert ". .venv/bin/activate && snakemake --configfiles team.yaml   # every stage, this deck included" \
+    assert ". .venv/bin/activate && snakemake --configfiles config/config.yaml team.yaml   # every stage, this deck included" \
         in reproduce["code"]

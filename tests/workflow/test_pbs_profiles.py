@@ -25,7 +25,8 @@ def cluster_repo(tmp_path: Path, **site) -> Path:
 
 
 def run_profile(repo: Path, profile: str, *args, check=True, timeout=900):
-    return snakemake(repo, "--profile", f"profiles/{profile}", "--configfile", "tests/quick.yaml", "test-site.yaml",
+    return snakemake(repo, "--profile", f"profiles/{profile}", "--configfile", "config/config.yaml", "tests/quick.yaml",
+                     "test-site.yaml",
                      "--seconds-between-status-checks", "2", *args, check=check, timeout=timeout)
 
 

@@ -57,7 +57,8 @@ def slurm_repo(dest):
 
 
 def snakemake_cmd(*args):
-    return [sys.executable, "-m", "snakemake", "--configfile", "tests/quick.yaml", "tests/slurm_site.yaml", *args]
+    return [sys.executable, "-m", "snakemake", "--configfile", "config/config.yaml", "tests/quick.yaml", "tests/slurm_site.yaml",
+            *args]
 
 
 def run(cluster, repo, cmd, env_extra=None, timeout=1200):
