@@ -30,7 +30,8 @@ def main() -> int:
         if proc.returncode != 0:
             print(proc.stdout[-2000:], proc.stderr[-2000:], file=sys.stderr)
             return proc.returncode
-    print(f"last run said: {(proc.stdout + proc.stderr).strip().splitlines()[-1] if (proc.stdout + proc.stderr).strip() else '(nothing)'}")
+    said = (proc.stdout + proc.stderr).strip().splitlines()
+    print(f"last run said: {said[-1] if said else '(nothing)'}")
     print("runs (s): " + " ".join(f"{t:.2f}" for t in times))
     print(f"snakemake -n on {args.workdir}: median {statistics.median(times):.2f} s, min {min(times):.2f} s")
     return 0
