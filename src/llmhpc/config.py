@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from llmhpc.settings import FinetuneSettings
+from llmhpc.settings import EvaluateSettings, FinetuneSettings
 
 
 class ConfigError(ValueError):
@@ -107,7 +107,10 @@ def experiment_settings(config: dict, schema: dict, index: int) -> dict:
     out = {"name": exp["name"], "notes": exp.get("notes", "")}
     for section in ("finetune", "evaluate"):
         merged = copy.deepcopy(config[section])
-        merged.update(copy.deepcopy(exp.get(section) or {}))
+        own = copy.deepcopy(exp.get(section) or {})
+        if isinstance(own.get("engine_options"), dict) and isinstance(merged.get("engine_options"), dict):
+            own["engine_options"] = {**merged["engine_options"], **own["engine_options"]}  # switch by switch
+        merged.update(own)
         out[section] = canonical(merged)
     return out
 
@@ -137,9 +140,13 @@ def check(config: dict, schema: dict) -> dict:
         if not problems:
             where = f"experiments[{i}].finetune" if exp.get("finetune") else "finetune"
             ft = FinetuneSettings.from_dict(settings["finetune"])
-            for bad in (ft.batch_problem(), ft.warmup_problem()):
+            for bad in (ft.batch_problem(), ft.warmup_problem(), ft.engine_problem()):
                 if bad:
                     problems.append(f"config '{where}' (experiment '{name}'): {bad}")
+            bad = EvaluateSettings.from_dict(settings["evaluate"]).problem()
+            if bad:
+                where = f"experiments[{i}].evaluate" if exp.get("evaluate") else "evaluate"
+                problems.append(f"config '{where}' (experiment '{name}'): {bad}")
         experiments[name] = settings
 
     problems += _check_sources(config)

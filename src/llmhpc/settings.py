@@ -27,10 +27,12 @@ class FinetuneSettings:
     """One experiment's fine-tune (workflow/schemas/config.schema.yaml, section `finetune`, describes each key)."""
 
     method: str = "full"
-    precision: str = "32-true"
+    engine: str = "litgpt"
+    engine_options: dict = field(default_factory=dict)
+    precision: str = "auto"
     devices: int = 1
     num_nodes: int = 1
-    global_batch_size: int = 16
+    global_batch_size: int = 64
     micro_batch_size: int = 4
     epochs: int = 1
     max_steps: int | None = None
@@ -103,6 +105,13 @@ class FinetuneSettings:
             )
         return None
 
+    def engine_problem(self) -> str | None:
+        """What the chosen engine cannot do with these settings, or None."""
+        if self.engine == "fsdp2" and self.method != "full":
+            return (f"engine fsdp2 runs full fine-tunes only (method {self.method!r}): use engine litgpt for"
+                    f" method {self.method}")
+        return None
+
     def warmup_problem(self) -> str | None:
         """litgpt's cosine schedule runs for max_steps - lr_warmup_steps steps: zero or less divides by zero."""
         if self.max_steps is not None and self.lr_warmup_steps >= self.max_steps:
@@ -115,10 +124,30 @@ class FinetuneSettings:
 class EvaluateSettings:
     """How a checkpoint is scored (section `evaluate`)."""
 
-    precision: str = "32-true"
+    precision: str = "auto"
     batch_size: int = 16
-    add_bos: bool = False
+    scorer: str = "reference"
+    bos: str = "auto"
     device: str = "auto"
+    gpus: int = 1
+    pipeline_stages: int = 1
+    token_budget: int = 0
+    reference_metrics: str | None = None
+    tolerance_pt: float = 0.5
+
+    def problem(self) -> str | None:
+        """What cannot run with these settings, or None."""
+        if self.gpus % self.pipeline_stages:
+            return (f"gpus {self.gpus} is not a multiple of pipeline_stages {self.pipeline_stages}: each copy of the"
+                    f" model takes pipeline_stages GPUs")
+        if self.pipeline_stages > 1 and self.scorer != "fast":
+            return f"pipeline_stages {self.pipeline_stages} needs scorer fast (the reference scorer uses one device)"
+        return None
+
+    @property
+    def processes(self) -> int:
+        """Processes the fast scorer starts: one per GPU (data parallel ranks, or stages of a split model)."""
+        return self.gpus if self.scorer == "fast" and self.device != "cpu" else 1
 
     @classmethod
     def from_dict(cls, data: dict) -> EvaluateSettings:

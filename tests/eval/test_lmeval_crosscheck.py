@@ -56,7 +56,7 @@ def run_ours(lit_dir: Path, eval_file: Path, out_dir: Path) -> tuple[list[dict],
 
     preds, metrics_path = out_dir / "predictions.jsonl", out_dir / "metrics.json"
     metrics = evaluate(lit_dir, eval_file, preds, metrics_path, precision="32-true", batch_size=8,
-                       add_bos=False, device="cpu", log=lambda *a, **k: None)
+                       bos="false", device="cpu", log=lambda *a, **k: None)
     rows = [json.loads(line) for line in preds.read_text(encoding="utf-8").splitlines()]
     return rows, metrics
 

@@ -42,7 +42,7 @@ def test_lora_finetune_runs_and_its_model_scores(checkpoint, tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["exit_code"] == 0
     # litgpt merges the adapters into out/final/lit_model.pth, which the evaluate stage scores like any checkpoint
     metrics = evaluate(out / "final", shipped_dir() / "hellaswag.jsonl", tmp_path / "p.jsonl", tmp_path / "m.json",
-                       precision="32-true", batch_size=16, add_bos=False, device="cpu", log=lambda *a: None)
+                       precision="32-true", batch_size=16, bos="false", device="cpu", log=lambda *a: None)
     assert metrics["items"] == 192
 
 

@@ -53,10 +53,11 @@ def slurm_gres(site: dict, gpus_per_node: int) -> str:
 
 
 def evaluate_gpus(evaluate: dict, site: dict) -> int:
-    """GPUs the scoring job needs: one, unless it is told to score on CPU or the site has no GPUs."""
+    """GPUs the scoring job needs: evaluate.gpus for the fast scorer (one for the reference scorer), none where it
+    is told to score on CPU or the site has no GPUs."""
     if evaluate.get("device") == "cpu" or not site.get("gpus_per_node"):
         return 0
-    return 1
+    return int(evaluate.get("gpus", 1)) if evaluate.get("scorer") == "fast" else 1
 
 
 def model_parameters(name: str) -> float | None:

@@ -1,4 +1,6 @@
-"""The evaluate stage: score a LitGPT checkpoint on HellaSwag and write predictions and metrics."""
+"""The evaluate stage: score a LitGPT checkpoint on HellaSwag and write predictions and metrics, with the scorer
+the settings name: the reference (lm-evaluation-harness's loop, here) or the fast one (llmhpc.eval.run: one
+process, or one per GPU under torchrun)."""
 
 from __future__ import annotations
 
@@ -13,17 +15,22 @@ from llmhpc.eval.reference import score_items
 
 
 def evaluate(checkpoint_dir: Path, eval_file: Path, predictions_path: Path, metrics_path: Path,
-             precision: str, batch_size: int, add_bos: bool, device: str, log=print) -> dict:
+             precision: str, batch_size: int, bos: str, device: str, log=print) -> dict:
+    """The reference scorer over the eval file; the metrics record the BOS decision."""
+    from llmhpc.eval.loading import resolve_bos
+
     t0 = time.perf_counter()
     device = resolve_device(device)
     from llmhpc.stages.data import read_hellaswag
 
     docs = read_hellaswag(eval_file)
+    if precision == "auto":
+        from llmhpc.eval.loading import default_precision
+
+        precision = default_precision(device)
     model, tokenizer = load_litgpt(checkpoint_dir, precision, device)
     t_loaded = time.perf_counter()
-    bos_id = tokenizer.bos_id if add_bos else None
-    if add_bos and bos_id is None:
-        raise ValueError(f"evaluate.add_bos is true but the tokenizer in {checkpoint_dir} has no BOS token")
+    bos_id, bos_why = resolve_bos(tokenizer, checkpoint_dir, str(bos).lower())
 
     def encode(text: str) -> list[int]:
         return tokenizer.encode(text, bos=False).tolist()
@@ -45,7 +52,9 @@ def evaluate(checkpoint_dir: Path, eval_file: Path, predictions_path: Path, metr
         "score_s": round(t_scored - t_loaded, 3),
         "wall_s": round(time.perf_counter() - t0, 3),
         "items_per_s": round(n / (t_scored - t_loaded), 3),
-        "bos_prepended": bool(add_bos),
+        "scorer": "reference",
+        "bos_prepended": bos_id is not None,
+        "bos": bos_why,
         "precision": precision,
         "device": device if device == "cpu" else torch.cuda.get_device_name(),
         "batch_size": batch_size,
@@ -54,3 +63,41 @@ def evaluate(checkpoint_dir: Path, eval_file: Path, predictions_path: Path, metr
     log(f"scored {n} items from {eval_file} with {checkpoint_dir}: acc {metrics['acc']:.4f}"
         f" acc_norm {metrics['acc_norm']:.4f} in {metrics['wall_s']} s")
     return metrics
+
+
+def run(settings: dict, checkpoint_dir, eval_file, predictions_path, metrics_path, log=print) -> dict:
+    """Score with the scorer `settings` (the evaluate section, llmhpc.settings.EvaluateSettings) names."""
+    from llmhpc.settings import EvaluateSettings
+
+    s = EvaluateSettings.from_dict(settings)
+    if s.scorer == "reference":
+        metrics = evaluate(checkpoint_dir, eval_file, predictions_path, metrics_path, precision=s.precision,
+                           batch_size=s.batch_size, bos=s.bos, device=s.device, log=log)
+        if s.reference_metrics:
+            from llmhpc.eval.guard import check_metrics
+
+            metrics["accuracy_guard"] = check_metrics(metrics, s.reference_metrics, s.tolerance_pt)
+            Path(metrics_path).write_text(json.dumps(metrics, indent=1) + "\n")
+        return metrics
+    args = ["--checkpoint", str(checkpoint_dir), "--eval-file", str(eval_file), "--predictions",
+            str(predictions_path), "--metrics", str(metrics_path), "--precision", s.precision, "--bos", str(s.bos),
+            "--device", s.device, "--token-budget", str(s.token_budget), "--pipeline-stages", str(s.pipeline_stages),
+            "--tolerance-pt", str(s.tolerance_pt)]
+    args += ["--reference-metrics", s.reference_metrics] if s.reference_metrics else []
+    if s.processes == 1:
+        from llmhpc.eval.run import score_file
+
+        return score_file(checkpoint_dir, eval_file, predictions_path, metrics_path, precision=s.precision,
+                          bos=str(s.bos), device=s.device, token_budget=s.token_budget,
+                          pipeline_stages=s.pipeline_stages, reference_metrics=s.reference_metrics,
+                          tolerance_pt=s.tolerance_pt, quiet=False)
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={s.processes}",
+           "-m", "llmhpc.eval.run", *args]
+    log("running: " + " ".join(cmd))
+    proc = subprocess.run(cmd)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the fast scorer exited with {proc.returncode} (its output is above in this log)")
+    return json.loads(Path(metrics_path).read_text())

@@ -1,5 +1,5 @@
-"""The finetune stage: run an experiment's engine (stock `litgpt finetune_full`/`finetune_lora`) on the YAML that
-its own rule wrote, through the site's launcher, and summarise the run."""
+"""The finetune stage: run an experiment's engine (stock `litgpt finetune_full`/`finetune_lora`, or the fsdp2
+engine, llmhpc.train.fast) on the YAML that its own rule wrote, through the site's launcher, and summarise the run."""
 
 from __future__ import annotations
 
@@ -53,13 +53,15 @@ def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, s
     if out_dir.exists():  # litgpt would otherwise add logs/csv/version_1 beside a stale version_0
         shutil.rmtree(out_dir)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    cmd = command(settings["method"], config_path, (launch or {}).get("prefix"))
+    engine = settings.get("engine", "litgpt")
+    cmd = command(settings["method"], config_path, (launch or {}).get("prefix"), engine=engine)
     marks = {}
     code, wall, peak_rss = run(cmd, Path(stdout_path), log, marks)
     text = Path(stdout_path).read_text(encoding="utf-8", errors="replace")
     if code != 0:
         tail = "\n".join(text.splitlines()[-30:])
-        raise RuntimeError(f"litgpt finetune_{settings['method']} exited with {code}; last lines of"
+        what = "the fsdp2 engine" if engine == "fsdp2" else f"litgpt finetune_{settings['method']}"
+        raise RuntimeError(f"{what} exited with {code}; last lines of"
                            f" {stdout_path}:\n{tail}")
     csv_path = find_metrics_csv(out_dir)
     if csv_path is None:

@@ -67,20 +67,26 @@ def litgpt_config(ft: dict, checkpoint_dir: str, data_dir: str, out_dir: str) ->
         del cfg["resume"]  # finetune_lora has no resume argument
         cfg.update({"lora_r": s.lora_r, "lora_alpha": s.lora_alpha, "lora_dropout": s.lora_dropout})
         cfg.update({f"lora_{t}": t in s.lora_targets for t in LORA_TARGETS})
+    if s.engine == "fsdp2":
+        cfg["engine"] = dict(s.engine_options)  # the fast engine's switches; stock litgpt never reads this file
     return deep_merge(cfg, dict(s.extra))
 
 
 def write_litgpt_config(path: Path, ft: dict, checkpoint_dir, data_dir, out_dir, experiment: str) -> None:
     cfg = litgpt_config(ft, checkpoint_dir, data_dir, out_dir)
+    engine = ft.get("engine", "litgpt")
     header = (f"# LitGPT {ft['method']} fine-tune config for experiment '{experiment}', written by the workflow from"
               f" config/ (layout of litgpt config_hub/finetune/*/full.yaml).\n"
-              f"# Run: litgpt finetune_{ft['method']} --config {path}\n")
+              f"# Run: {' '.join(command(ft['method'], path, engine=engine)[1:])}\n")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(header + yaml.safe_dump(cfg, sort_keys=False))
 
 
-def command(method: str, config_path: Path, launcher: list[str] | None = None) -> list[str]:
-    """`litgpt finetune_<method> --config ...` via this Python, behind an optional launcher (mpirun, srun)."""
+def command(method: str, config_path: Path, launcher: list[str] | None = None, engine: str = "litgpt") -> list[str]:
+    """The engine's command via this Python, behind an optional launcher (mpirun, srun, pernode): stock
+    `litgpt finetune_<method> --config ...`, or the fsdp2 engine's `-m llmhpc.train.fast --config ...` (same YAML)."""
+    if engine == "fsdp2":
+        return [*(launcher or []), sys.executable, "-m", "llmhpc.train.fast", "--config", str(config_path)]
     return [*(launcher or []), sys.executable, "-m", "litgpt", f"finetune_{method}", "--config", str(config_path)]
 
 
