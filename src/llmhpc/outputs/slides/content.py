@@ -62,39 +62,42 @@ class SlideContent:
                        notes="Read from the environment manifest written by the env stage before any other job."))
 
     def workload_slide(self):
-        bullets = [[seg(w, "config")] for w in self.p.get("workload", [])]
-        model = [seg("Model: ")]
+        """The config's words on the workload, then what was fixed, as a table of measured settings."""
+        b = self.base
+        rows = []
         if self.model_name:
-            model.append(seg(self.model_name, "name"))
-        precision = self.measured(self.base, "finetune", "precision")
-        if precision is not None:
-            model += [seg(", precision "), self.num(precision)]
-        bullets.append(model)
-        bullets.append([seg("Fine-tune set: "), self.num(self.measured("all", "data", "train_records")),
-                        seg(" training and "), self.num(self.measured("all", "data", "val_records")),
-                        seg(" validation records")])
-        bullets.append([seg("Evaluation: "), self.num(self.measured("all", "data", "eval_items")),
-                        seg(" items, scored as lm-evaluation-harness scores HellaSwag (acc, acc_norm)")])
-        bullets.append([seg("Rule kept: accuracy may drop at most "), self.num(self.tolerance()),
-                        seg(" below the baseline experiment")])
-        self.add(Slide("workload", "The workload and its rules", layout="text", bullets=bullets))
+            rows.append([[seg("Model")], [seg(self.model_name, "name")]])
+        for label, metric in (("Precision", "precision"), ("Global batch (samples)", "global_batch_size"),
+                              ("Micro batch (samples)", "micro_batch_size")):
+            f = self.measured(b, "finetune", metric)
+            if f is not None:
+                rows.append([[seg(label)], [self.num(f)]])
+        rows += [
+            [[seg("Fine-tune set")], [self.num(self.measured("all", "data", "train_records")), seg(" training, "),
+                                      self.num(self.measured("all", "data", "val_records")), seg(" validation records")]],
+            [[seg("Evaluation")], [self.num(self.measured("all", "data", "eval_items")),
+                                   seg(" items, scored as lm-evaluation-harness scores HellaSwag")]],
+            [[seg("Accuracy rule")], [seg("acc at most "), self.num(self.tolerance()),
+                                      seg(" below the baseline experiment's")]],
+        ]
+        bullets = [[seg(w, "config")] for w in self.p.get("workload", [])]
+        self.add(Slide("workload", "The workload and its rules", layout="text", bullets=bullets,
+                       table={"header": ["Setting", "Value"], "rows": rows}))
 
     def baseline_slide(self):
         b = self.base
         notes = self.experiments[0].get("notes", "")
-        bullets = [[seg(notes, "config")]] if notes else []
         mem_metric, where = self.memory_metric(b)
-        bullets += [
-            [seg("Training time: "), self.num(self.measured(b, "finetune", "training_time_s"))],
-            [seg("Throughput: "), self.num(self.measured(b, "finetune", "tokens_per_s_per_device")),
-             seg(" per device")],
-            [seg(f"Peak {where} memory: "), self.num(self.measured(b, "finetune", mem_metric))],
-            [seg("Final loss: training "), self.num(self.measured(b, "finetune", "final_loss")),
-             seg(", validation "), self.num(self.measured(b, "finetune", "final_val_loss"))],
-            [seg("Accuracy after fine-tuning: "), self.num(self.measured(b, "evaluate", "acc")),
-             seg(" (base model "), self.num(self.measured("base", "evaluate", "acc")), seg(")")],
-        ]
-        self.add(Slide("baseline", f"Baseline: {b}", bullets=bullets, image=self.image("loss"), notes=notes))
+        rows = [("Training time", self.measured(b, "finetune", "training_time_s")),
+                ("Tokens/s per device", self.measured(b, "finetune", "tokens_per_s_per_device")),
+                (f"Peak {where} memory", self.measured(b, "finetune", mem_metric)),
+                ("Final training loss", self.measured(b, "finetune", "final_loss")),
+                ("Final validation loss", self.measured(b, "finetune", "final_val_loss")),
+                ("acc after fine-tuning", self.measured(b, "evaluate", "acc")),
+                ("acc of the base model", self.measured("base", "evaluate", "acc"))]
+        self.add(Slide("baseline", f"Baseline: {b}", bullets=[[seg(notes, "config")]] if notes else [],
+                       image=self.image("loss"), notes=notes,
+                       table={"header": ["Measured", b], "rows": [[[seg(k)], [self.num(f)]] for k, f in rows]}))
 
     def best(self) -> tuple[str | None, Figure | None]:
         """The fastest experiment whose accuracy stays within tolerance."""
@@ -126,32 +129,31 @@ class SlideContent:
                        notes="\n".join(self.p.get("narrative", []))))
 
     def experiment_slide(self, e: dict):
+        """Three big numbers (speed, throughput, accuracy against the baseline), then the baseline and this
+        experiment side by side in a table."""
         n, b = e["name"], self.base
         speed = self.measured(n, "finetune", f"speedup_vs_{b}")
         delta, ok = self.accuracy_check(n)
-        tps = self.measured(n, "finetune", "tokens_per_s_per_device")
+        verdict = "" if ok is None else ": within tolerance" if ok else ": OUTSIDE tolerance"
         stats = [{"label": f"faster training than {b} (time ratio)", "value": [self.num(speed)]},
-                 {"label": "tokens/s per device", "value": [self.num(tps)]},
-                 {"label": f"acc vs {b}", "value": [self.num(delta)]}]
+                 {"label": "tokens/s per device", "value": [self.num(self.measured(n, "finetune",
+                                                                                   "tokens_per_s_per_device"))]},
+                 {"label": f"acc vs {b}{verdict}", "value": [self.num(delta)]}]
         bullets = [[seg(e["notes"], "config")]] if e.get("notes") else []
         overrides = e.get("finetune") or {}
         if overrides:
             bullets.append([seg("Changed: ")] + [seg(", ".join(f"{k} = {v}" for k, v in overrides.items()), "config")])
-        for label, metric in (("Training time", "training_time_s"),
-                              ("Throughput per device", "tokens_per_s_per_device")):
-            bullets.append([seg(f"{label}: "), self.num(self.measured(b, "finetune", metric)), seg(" → "),
-                            self.num(self.measured(n, "finetune", metric))])
         mem_metric, where = self.memory_metric(n)
-        bullets.append([seg(f"Peak {where} memory: "), self.num(self.measured(b, "finetune", mem_metric)),
-                        seg(" → "), self.num(self.measured(n, "finetune", mem_metric))])
-        acc = [seg("Accuracy: "), self.num(self.measured(b, "evaluate", "acc")), seg(" → "),
-               self.num(self.measured(n, "evaluate", "acc"))]
-        if ok is not None:
-            acc += [seg(", within the tolerance of " if ok else ", OUTSIDE the tolerance of "),
-                    self.num(self.tolerance())]
-        bullets.append(acc)
+        rows = []
+        for label, stage, metric in (("Training time", "finetune", "training_time_s"),
+                                     ("Tokens/s per device", "finetune", "tokens_per_s_per_device"),
+                                     (f"Peak {where} memory", "finetune", mem_metric),
+                                     ("Final validation loss", "finetune", "final_val_loss"),
+                                     ("acc", "evaluate", "acc")):
+            rows.append([[seg(label)], [self.num(self.measured(b, stage, metric))],
+                         [self.num(self.measured(n, stage, metric))]])
         self.add(Slide(f"experiment:{n}", f"Optimization: {n}", layout="text", stats=stats, bullets=bullets,
-                       notes=e.get("notes", "")))
+                       table={"header": ["Measured", b, n], "rows": rows}, notes=e.get("notes", "")))
 
     def accuracy_slide(self):
         tol = self.tolerance()
@@ -200,12 +202,18 @@ class SlideContent:
                        bullets=[[seg("Stage: the whole fine-tune job, from launch to the last file written")]]))
 
     def memory_slide(self):
-        bullets = []
+        rows, hosts = [], []
         for n in self.names:
             metric, where = self.memory_metric(n)
-            bullets.append([seg(n, "name"), seg(f": peak {where} memory "),
-                            self.num(self.measured(n, "finetune", metric))])
-        self.add(Slide("memory", "Memory", image=self.image("memory"), bullets=bullets))
+            if where == "host":
+                hosts.append(n)
+            rows.append([[seg(n, "name")], [self.num(self.measured(n, "finetune", metric))],
+                         [seg("GPU, as LitGPT reports it" if where == "GPU" else "host, peak resident memory")]])
+        bullets = []
+        if hosts:
+            bullets.append([seg("GPU memory: not measured on a CPU run; the host's peak resident memory instead")])
+        self.add(Slide("memory", "Memory", image=self.image("memory"), bullets=bullets,
+                       table={"header": ["Experiment", "Peak", "Measured on"], "rows": rows}))
 
     def scaling_slide(self):
         """Only where experiments ran on different numbers of devices: one world size measures no scaling (the
@@ -228,21 +236,34 @@ class SlideContent:
                        table={"header": ["Experiment", "Devices", "Tokens/s", "Per device", "Efficiency"],
                               "rows": rows}))
 
-    def did_not_work_slide(self):
-        bullets = [[seg(t, "config")] for t in self.p.get("did_not_work", [])]
+    def losers(self) -> list[list]:
+        """Table rows for the experiments that lost: slower than the baseline, or outside the accuracy tolerance."""
+        rows = []
         for n in self.names[1:]:
             sp = self.measured(n, "finetune", f"speedup_vs_{self.base}")
-            if sp is not None and isinstance(sp.value, float) and sp.value < 1:
-                bullets.append([seg(n, "name"), seg(": slower than the baseline, "), self.num(sp),
-                                seg(" its training speed")])
+            slower = sp is not None and isinstance(sp.value, float) and sp.value < 1
             delta, ok = self.accuracy_check(n)
+            if not slower and ok is not False:
+                continue
+            why = []
+            if slower:
+                why.append(seg("slower than the baseline"))
             if ok is False:
-                bullets.append([seg(n, "name"), seg(": accuracy changed by "), self.num(delta),
-                                seg(", more than the tolerance of "), self.num(self.tolerance())])
-        if not bullets:
-            bullets = [[seg("Nothing recorded: every experiment was at least as fast as the baseline and within "
-                            "the accuracy tolerance")]]
-        self.add(Slide("did_not_work", "What did not work", layout="text", bullets=bullets))
+                why += ([seg("; ")] if why else []) + [seg("acc more than "), self.num(self.tolerance()),
+                                                         seg(" below the baseline")]
+            rows.append([[seg(n, "name")], [self.num(sp)], [self.num(delta)], why])
+        return rows
+
+    def did_not_work_slide(self):
+        """The experiments that lost, measured, and the config's notes on what else was tried; no slide when
+        there is nothing to say."""
+        bullets = [[seg(t, "config")] for t in self.p.get("did_not_work", [])]
+        rows = self.losers()
+        if not bullets and not rows:
+            return
+        table = {"header": ["Experiment", "Time ratio", f"Δ acc vs {self.base}", "Why it lost"], "rows": rows}
+        self.add(Slide("did_not_work", "What did not work", layout="text", bullets=bullets,
+                       table=table if rows else None))
 
     def reproduce_slide(self):
         requirements = self.manifest.get("requirements") or "envs/cpu.txt"
