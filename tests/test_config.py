@@ -67,7 +67,7 @@ def test_bad_value_names_key_expected_and_found():
     cfg["finetune"]["precision"] = "bf16"
     cfg["finetune"]["epochs"] = 0
     msg = refused(cfg)
-    assert "'finetune.precision': expected one of '32-true', '16-mixed'" in msg
+    assert "'finetune.precision': expected one of 'auto', '32-true', '16-mixed'" in msg
     assert "got 'bf16'" in msg
     assert "'finetune.epochs': expected a number >= 1, got 0" in msg
 
