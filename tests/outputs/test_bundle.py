@@ -211,7 +211,7 @@ def chromium_pdf(path: Path, text: str) -> None:
     html.unlink()
 
 
-@pytest.mark.parametrize("maker", ["matplotlib", "chromium"])
+@pytest.mark.parametrize("maker", ["matplotlib", pytest.param("chromium", marks=pytest.mark.browser)])
 def test_secret_in_a_binary_file_is_refused(run, maker):
     if maker == "chromium" and not shutil.which("chromium"):
         pytest.skip("Debian's chromium is not installed")
