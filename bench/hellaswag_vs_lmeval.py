@@ -69,13 +69,18 @@ def lit_state(hf_sd: dict, n_layer: int) -> dict:
     return out
 
 
+def lit_config(shape: str):
+    from litgpt import Config
+
+    return Config(**TINY) if shape == "tiny" else Config.from_name(LIT_NAMES[shape])
+
+
 def write_lit(state: dict, lit_dir: Path, shape: str, tokenizer_dir: Path) -> None:
     import torch
-    from litgpt import Config
     from litgpt.utils import save_config
 
     lit_dir.mkdir(parents=True, exist_ok=True)
-    save_config(Config(**TINY) if shape == "tiny" else Config.from_name(LIT_NAMES[shape]), lit_dir)
+    save_config(lit_config(shape), lit_dir)
     torch.save({k: v.cpu() for k, v in state.items()}, lit_dir / "lit_model.pth")
     for name in TOKENIZER_FILES:
         if (tokenizer_dir / name).is_file():
@@ -110,15 +115,17 @@ def cmd_build(a) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
     t1 = time.perf_counter()
-    hf_dir, lit_dir, tok_dir = Path(a.hf_out), Path(a.lit_out), Path(a.tokenizer)
+    hf_dir, tok_dir = Path(a.hf_out), Path(a.tokenizer)
     hf_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(hf_dir), safe_serialization=True)
     for name in TOKENIZER_FILES:
         if (tok_dir / name).is_file() and tok_dir != hf_dir:
             shutil.copy(tok_dir / name, hf_dir / name)
+    from litgpt.utils import save_config
+    save_config(lit_config(a.shape), hf_dir)  # the fast scorer reads the safetensors files directly
     t2 = time.perf_counter()
-    sd = {k: v for k, v in model.state_dict().items()}
-    write_lit(lit_state(sd, cfg.num_hidden_layers), lit_dir, a.shape, tok_dir)
+    if a.lit_out:
+        write_lit(lit_state(dict(model.state_dict()), cfg.num_hidden_layers), Path(a.lit_out), a.shape, tok_dir)
     n = sum(p.numel() for p in model.parameters())
     print(f"[build] {a.shape}: {n / 1e9:.2f} B parameters; init {t1 - t0:.1f} s, HF save {t2 - t1:.1f} s, "
           f"LitGPT save {time.perf_counter() - t2:.1f} s", flush=True)
@@ -242,7 +249,7 @@ def main() -> None:
     p = sub.add_parser("build")
     p.add_argument("--shape", choices=sorted(LIT_NAMES), required=True)
     p.add_argument("--hf-out", required=True)
-    p.add_argument("--lit-out", required=True)
+    p.add_argument("--lit-out", help="also write a LitGPT checkpoint (lit_model.pth) here")
     p.add_argument("--tokenizer", required=True)
     p = sub.add_parser("convert")
     p.add_argument("--shape", choices=sorted(LIT_NAMES), required=True)

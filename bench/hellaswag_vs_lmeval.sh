@@ -112,17 +112,17 @@ echo "=== peak ${PEAK} TFLOP/s"
 
 if [ "$MODE" = "7b" ]; then
   t=$(now)
-  CUDA_VISIBLE_DEVICES=0 $PY "$BENCH" build --shape "$SHAPE" --hf-out "$HS/model" --lit-out "$HS/lit" --tokenizer "$HS/tok" \
+  CUDA_VISIBLE_DEVICES=0 $PY "$BENCH" build --shape "$SHAPE" --hf-out "$HS/model" --tokenizer "$HS/tok" \
     || { echo "FATAL: build"; exit 4; }
   echo "=== model written in $(since "$t") s"
   run_lmeval b16 0 16 "pretrained=$HS/model,dtype=bfloat16" --device "$DEV" &
   run_lmeval auto 1 auto "pretrained=$HS/model,dtype=bfloat16" --device "$DEV" --log_samples &
-  run_fast 1gpu 2 1 "$HS/lit" &
-  [ "$DEV" != cpu ] && CUDA_VISIBLE_DEVICES=3 timeout 150 $PY "$BENCH" profile --checkpoint "$HS/lit" \
+  run_fast 1gpu 2 1 "$HS/model" &
+  [ "$DEV" != cpu ] && CUDA_VISIBLE_DEVICES=3 timeout 150 $PY "$BENCH" profile --checkpoint "$HS/model" \
     --eval-file "$HS/hellaswag_val.jsonl" > "$OUT/profile_7b.txt" 2>&1 &
   wait
   grep -A 24 PROFILE "$OUT/profile_7b.txt" | cut -c1-180
-  run_fast 4gpu 0,1,2,3 "$NGPU" "$HS/lit"
+  run_fast 4gpu 0,1,2,3 "$NGPU" "$HS/model"
   $PY "$BENCH" agree --label "lm-eval auto vs ours 1 GPU" --lmeval-out "$OUT/lm_auto" --predictions "$OUT/fast_1gpu.jsonl"
   $PY -m llmhpc.eval.guard --predictions "$OUT/fast_4gpu.jsonl" --reference-predictions "$OUT/fast_1gpu.jsonl" \
     | tr -d '\n' | cut -c1-300; echo
@@ -132,16 +132,24 @@ if [ "$MODE" = "7b" ]; then
     "ours-4gpu-dp:fast:$OUT/fast_4gpu.json"
 else
   t=$(now)
-  CUDA_VISIBLE_DEVICES=0 $PY "$BENCH" build --shape "${SHAPE/7b/30b}" --hf-out "$HS/model30" --lit-out "$HS/lit30" --tokenizer "$HS/tok" \
+  CUDA_VISIBLE_DEVICES=0 $PY "$BENCH" build --shape "${SHAPE/7b/30b}" --hf-out "$HS/model30" --tokenizer "$HS/tok" \
     || { echo "FATAL: build"; exit 4; }
   echo "=== model written in $(since "$t") s"
-  run_fast pp4-subset 0,1,2,3 "$NGPU" "$HS/lit30" --pipeline-stages "$NGPU" --max-memory-gib "$MAX_GIB" --limit "$LIMIT" \
+  run_fast pp4-subset 0,1,2,3 "$NGPU" "$HS/model30" --pipeline-stages "$NGPU" --max-memory-gib "$MAX_GIB" --limit "$LIMIT" \
     --token-budget 8192
-  run_fast pp4-full 0,1,2,3 "$NGPU" "$HS/lit30" --pipeline-stages "$NGPU" --max-memory-gib "$MAX_GIB" --token-budget 8192
+  run_fast pp4-full 0,1,2,3 "$NGPU" "$HS/model30" --pipeline-stages "$NGPU" --max-memory-gib "$MAX_GIB" --token-budget 8192
   LM_LIMIT=$LIMIT run_lmeval par 0,1,2,3 16 \
     "pretrained=$HS/model30,dtype=bfloat16,parallelize=True,max_memory_per_gpu=${MAX_GIB}GB" --limit "$LIMIT" --log_samples
   $PY "$BENCH" agree --label "lm-eval parallelize vs ours pp4" --lmeval-out "$OUT/lm_par" --predictions "$OUT/fast_pp4-subset.jsonl"
-  echo "=== total $(since "$T_START") s"
+  echo "=== 30b part done at $(since "$T_START") s"
   $PY "$BENCH" table --baseline lmeval-parallelize "lmeval-parallelize:lmeval:$OUT/lm_par.summary" \
     "ours-pp4-subset:fast:$OUT/fast_pp4-subset.json" "ours-pp4-all-items:fast:$OUT/fast_pp4-full.json"
+  if [ "${WITH_7B:-0}" = "1" ]; then  # the 7B runs of ours again (lm-eval's 7B figures: the 7b mode's call)
+    rm -rf "$HS/model30"
+    CUDA_VISIBLE_DEVICES=0 $PY "$BENCH" build --shape "${SHAPE/30b/7b}" --hf-out "$HS/model" --tokenizer "$HS/tok" | tail -1
+    run_fast 1gpu 0 1 "$HS/model"
+    run_fast 4gpu 0,1,2,3 "$NGPU" "$HS/model"
+    $PY "$BENCH" table --baseline ours-1gpu "ours-1gpu:fast:$OUT/fast_1gpu.json" "ours-4gpu-dp:fast:$OUT/fast_4gpu.json"
+  fi
+  echo "=== total $(since "$T_START") s"
 fi

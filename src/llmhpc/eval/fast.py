@@ -11,6 +11,10 @@ travel between stages by torch.distributed point-to-point messages.
 
 from __future__ import annotations
 
+from functools import partial
+from itertools import chain
+
+import numpy as np
 import torch
 
 from llmhpc.eval.schedule import Item, Row, build_rows, encode_batch_from, make_batches, tokenize_items
@@ -31,25 +35,27 @@ def check_supported(config) -> None:
 def batch_tensors(batch: list[Row], pin: bool = False) -> dict:
     """CPU tensors of one batch: tokens, positions and segments (B, T) padded at the end; the flat positions
     (b * T + t) whose next token is scored, the targets, and per target its request number in the batch."""
-    width = len(batch[0])
-    B = len(batch)
-    tokens = torch.zeros((B, width), dtype=torch.long)
-    positions = torch.zeros((B, width), dtype=torch.long)
-    segments = torch.full((B, width), -1, dtype=torch.long)
-    pred, target, req, requests = [], [], [], []
+    width, B = len(batch[0]), len(batch)
+    lengths = np.fromiter((len(r) for r in batch), dtype=np.int64, count=B)
+    valid = np.arange(width)[None, :] < lengths[:, None]
+    tokens = np.zeros((B, width), dtype=np.int64)
+    positions = np.zeros((B, width), dtype=np.int64)
+    segments = np.full((B, width), -1, dtype=np.int64)
+    tokens[valid] = np.fromiter(chain.from_iterable(r.tokens for r in batch), dtype=np.int64)
+    positions[valid] = np.fromiter(chain.from_iterable(r.positions for r in batch), dtype=np.int64)
+    segments[valid] = np.fromiter(chain.from_iterable(r.segments for r in batch), dtype=np.int64)
+    pred, target, counts, requests = [], [], [], []
     for b, row in enumerate(batch):
-        n = len(row)
-        tokens[b, :n] = torch.tensor(row.tokens)
-        positions[b, :n] = torch.tensor(row.positions)
-        segments[b, :n] = torch.tensor(row.segments)
         for j, where, cont in row.targets:
-            pred.extend(b * width + p for p in where)
-            target.extend(cont)
-            req.extend([len(requests)] * len(cont))
+            pred.append(np.asarray(where, dtype=np.int64) + b * width)
+            target.append(cont)
+            counts.append(len(cont))
             requests.append((row.item, j))
     out = {"tokens": tokens, "positions": positions, "segments": segments,
-           "pred": torch.tensor(pred, dtype=torch.long), "target": torch.tensor(target, dtype=torch.long),
-           "req": torch.tensor(req, dtype=torch.long)}
+           "pred": np.concatenate(pred) if pred else np.zeros(0, dtype=np.int64),
+           "target": np.fromiter(chain.from_iterable(target), dtype=np.int64),
+           "req": np.repeat(np.arange(len(counts), dtype=np.int64), counts)}
+    out = {k: torch.from_numpy(v) for k, v in out.items()}
     if pin:
         out = {k: v.pin_memory() for k, v in out.items()}
     out["requests"] = requests
@@ -72,11 +78,27 @@ def attention_mask(segments: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask[..., :T]
 
 
+def fuse_rms_norms(modules) -> int:
+    """LitGPT's RMSNorm (upcast, square, mean, rsqrt, two products, downcast: one kernel each) replaced by
+    PyTorch's rms_norm (fp32 accumulation, one rounding at the end, as LitGPT's); returns how many."""
+    from litgpt.model import RMSNorm
+
+    n = 0
+    for module in modules:
+        for norm in module.modules():
+            if isinstance(norm, RMSNorm) and norm.dim == -1 and not norm.add_unit_offset:
+                norm.forward = partial(torch.nn.functional.rms_norm, normalized_shape=norm.weight.shape,
+                                       weight=norm.weight, eps=norm.eps)
+                n += 1
+    return n
+
+
 class Stage:
     """A model's blocks [first_block, last_block) on one device, with the embedding when it is the first stage
-    and the output head when it is the last. One stage holding every block is the whole model."""
+    and the output head when it is the last. One stage holding every block is the whole model. On GPU the
+    RMS norms are fused (fuse=None: on GPU only; the CPU path stays LitGPT's own, operation for operation)."""
 
-    def __init__(self, model, device, first_block: int = 0, last_block: int | None = None):
+    def __init__(self, model, device, first_block: int = 0, last_block: int | None = None, fuse: bool | None = None):
         self.model = model
         self.device = torch.device(device)
         self.config = model.config
@@ -85,6 +107,9 @@ class Stage:
         self.is_first, self.is_last = first_block == 0, self.last_block == n
         self.dtype = next(model.transformer.h[self.first_block].parameters()).dtype
         check_supported(self.config)
+        if fuse if fuse is not None else self.device.type == "cuda":
+            blocks = [model.transformer.h[i] for i in range(self.first_block, self.last_block)]
+            fuse_rms_norms(blocks + ([model.transformer.ln_f] if self.is_last else []))
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.model.transformer.wte(tokens)

@@ -41,10 +41,67 @@ def _wanted(name: str, first: int, last: int, n_layer: int) -> bool:
     return last == n_layer  # final norm and output head
 
 
+HF_LLAMA = {  # LitGPT name (block i as {}) -> Hugging Face Llama name(s); several are concatenated (q, k, v)
+    "transformer.wte.weight": ("model.embed_tokens.weight",),
+    "transformer.ln_f.weight": ("model.norm.weight",),
+    "lm_head.weight": ("lm_head.weight",),
+    "transformer.h.{}.norm_1.weight": ("model.layers.{}.input_layernorm.weight",),
+    "transformer.h.{}.norm_2.weight": ("model.layers.{}.post_attention_layernorm.weight",),
+    "transformer.h.{}.attn.qkv.weight": tuple(f"model.layers.{{}}.self_attn.{x}_proj.weight" for x in "qkv"),
+    "transformer.h.{}.attn.proj.weight": ("model.layers.{}.self_attn.o_proj.weight",),
+    "transformer.h.{}.mlp.fc_1.weight": ("model.layers.{}.mlp.gate_proj.weight",),
+    "transformer.h.{}.mlp.fc_2.weight": ("model.layers.{}.mlp.up_proj.weight",),
+    "transformer.h.{}.mlp.proj.weight": ("model.layers.{}.mlp.down_proj.weight",),
+}
+
+
+def _hf_reader(checkpoint_dir: Path, config):
+    """name -> CPU tensor from a Hugging Face Llama checkpoint's safetensors files (LitGPT names asked, the
+    q/k/v projections concatenated as LitGPT's converter does); one open file per thread."""
+    import threading
+
+    from safetensors import safe_open
+
+    if not (config.mlp_class_name == "LLaMAMLP" and config.norm_class_name == "RMSNorm" and not config.bias):
+        raise NotImplementedError(f"{checkpoint_dir}: reading Hugging Face weights directly is for Llama shapes")
+    index = checkpoint_dir / "model.safetensors.index.json"
+    where = (json.loads(index.read_text())["weight_map"] if index.is_file()
+             else {k: "model.safetensors" for k in _keys(checkpoint_dir / "model.safetensors")})
+    local = threading.local()
+
+    def tensor(hf_name: str) -> torch.Tensor:
+        files = local.__dict__.setdefault("files", {})
+        f = where[hf_name]
+        if f not in files:
+            files[f] = safe_open(str(checkpoint_dir / f), "pt", device="cpu")
+        return files[f].get_tensor(hf_name)
+
+    def read(name: str) -> torch.Tensor:
+        parts = name.split(".")
+        block = parts[2] if name.startswith("transformer.h.") else None
+        key = ".".join(parts[:2] + ["{}"] + parts[3:]) if block is not None else name
+        sources = [s.format(block) for s in HF_LLAMA[key]]
+        if name == "lm_head.weight" and sources[0] not in where:  # tied embeddings
+            sources = ["model.embed_tokens.weight"]
+        got = [tensor(s) for s in sources]
+        return got[0] if len(got) == 1 else torch.cat(got)
+
+    return read
+
+
+def _keys(path: Path) -> list[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt", device="cpu") as fh:
+        return list(fh.keys())
+
+
 def load_model_part(checkpoint_dir: Path, precision: str | None, device, first_block: int = 0,
                     last_block: int | None = None, threads: int = 8):
     """LitGPT's GPT with only blocks [first_block, last_block) (plus the embedding on the first stage, the final
     norm and head on the last) on `device`; everything else stays on the meta device and is never used.
+    Weights come from lit_model.pth (memory-mapped), or, for Llama shapes, straight from a Hugging Face
+    checkpoint's safetensors files when the directory has those and a model_config.yaml instead.
     Returns (model, parameter count of the whole model)."""
     from litgpt import GPT, Config
 
@@ -54,22 +111,22 @@ def load_model_part(checkpoint_dir: Path, precision: str | None, device, first_b
         model = GPT(config)
     n_params = sum(p.numel() for p in model.parameters())
     last = config.n_layer if last_block is None else last_block
-    state = torch.load(checkpoint_dir / "lit_model.pth", mmap=True, weights_only=True, map_location="cpu")
-    state = state.get("model", state)
+    names = [k for k in model.state_dict() if _wanted(k, first_block, last, config.n_layer)]
+    if (checkpoint_dir / "lit_model.pth").is_file():
+        state = torch.load(checkpoint_dir / "lit_model.pth", mmap=True, weights_only=True, map_location="cpu")
+        state = state.get("model", state)
+        read = state.__getitem__
+    else:
+        read = _hf_reader(checkpoint_dir, config)
     dtype = DTYPES[precision] if precision else None
-    names = [k for k in state if _wanted(k, first_block, last, config.n_layer)]
 
     def move(name: str) -> torch.Tensor:
-        t = state[name].to(device)
+        t = read(name).to(device)
         return t.to(dtype) if dtype is not None and t.is_floating_point() else t
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
         part = dict(zip(names, pool.map(move, names)))
-    missing, unexpected = model.load_state_dict(part, strict=False, assign=True)
-    assert not unexpected, unexpected
-    absent = [k for k in missing if _wanted(k, first_block, last, config.n_layer)]
-    if absent:
-        raise KeyError(f"{checkpoint_dir / 'lit_model.pth'} lacks {absent[:5]}")
+    model.load_state_dict(part, strict=False, assign=True)
     cos, sin = model.rope_cache(device=torch.device(device))
     rope_dtype = dtype or next(iter(part.values())).dtype
     model.cos, model.sin = cos.to(rope_dtype), sin.to(rope_dtype)
