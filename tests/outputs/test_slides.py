@@ -25,6 +25,7 @@ import yaml
 from conftest import REPO, SCHEMA, copy_repo, default_config, snakemake
 from llmhpc import parsetime
 from llmhpc.config import check, load_schema
+from llmhpc.outputs.slides import drawn as deck_drawn
 from llmhpc.outputs.slides import figures
 from llmhpc.outputs.slides import html as deck_html
 from llmhpc.outputs.slides import model as slides
@@ -184,8 +185,8 @@ def test_the_deck_follows_the_summary_table(tmp_path):
 
     deck = build(results_tree(tmp_path, edit))
     opt = next(s for s in deck["slides"] if s["key"] == "experiment:mbs16")
-    text = " ".join(figures.plain(b) for b in opt["bullets"])
-    assert "→ 41.2 s" in text or "→ 41.3 s" in text
+    rows = {figures.plain(r[0]): [figures.plain(c) for c in r[1:]] for r in opt["table"]["rows"]}
+    assert rows["Training time"] == ["133.8 s", "41.2 s"] or rows["Training time"] == ["133.8 s", "41.3 s"]
     assert figures.plain(opt["stats"][0]["value"]) == "3.24×"
     best = next(s for s in deck["slides"] if s["key"] == "optimizations")
     assert "mbs16, training 3.24× faster" in figures.plain(best["bullets"][0])
@@ -216,9 +217,12 @@ def test_accuracy_outside_tolerance_is_said_in_words(tmp_path):
     row = next(r for r in acc["table"]["rows"] if figures.plain(r[0]) == "mbs16")
     assert figures.plain(row[3]) == "−12.0 pp" and figures.plain(row[4]) == "OUTSIDE"
     assert "Outside the tolerance of 5.0 pp: mbs16" == figures.plain(acc["bullets"][0])
-    failed = [figures.plain(b) for b in by_key["did_not_work"]["bullets"]]
-    assert "mbs16: slower than the baseline, 0.80× its training speed" in failed
-    assert "mbs16: accuracy changed by −12.0 pp, more than the tolerance of 5.0 pp" in failed
+    lost = by_key["did_not_work"]["table"]
+    assert lost["header"] == ["Experiment", "Time ratio", "Δ acc vs baseline", "Why it lost"]
+    assert [[figures.plain(c) for c in r] for r in lost["rows"]] == [
+        ["mbs16", "0.80×", "−12.0 pp", "slower than the baseline; acc more than 5.0 pp below the baseline"]]
+    assert by_key["did_not_work"]["bullets"] == []  # no notes in the config: the measured table alone
+    assert "OUTSIDE tolerance" in by_key["experiment:mbs16"]["stats"][2]["label"]
     assert figures.plain(by_key["optimizations"]["bullets"][0]) == \
         "No experiment beat the baseline within the accuracy tolerance"
 
@@ -228,6 +232,50 @@ def test_within_tolerance(deck):
     assert acc["title"] == "Accuracy kept within tolerance"
     row = next(r for r in acc["table"]["rows"] if figures.plain(r[0]) == "mbs16")
     assert figures.plain(row[3]) == "−1.0 pp" and figures.plain(row[4]) == "within"
+
+
+def test_what_did_not_work_is_left_out_when_nothing_lost(tmp_path, deck):
+    """The embedded default's run: mbs16 is faster and within tolerance, and the config has no notes: no slide
+    saying "nothing recorded"."""
+    assert "did_not_work" not in [s["key"] for s in deck["slides"]]
+
+    def edit(rows):  # slower, but within tolerance: it lost on speed alone
+        set_value(rows, "mbs16", "finetune", "speedup_vs_baseline", 0.9123)
+
+    lost = next(s for s in build(results_tree(tmp_path, edit))["slides"] if s["key"] == "did_not_work")
+    assert [[figures.plain(c) for c in r] for r in lost["table"]["rows"]] == [
+        ["mbs16", "0.91×", "−1.0 pp", "slower than the baseline"]]
+    # the config's notes alone also make the slide (no measured table then)
+    notes = next(s for s in build(results_tree(tmp_path / "b"), presentation={"did_not_work": ["FP16 diverged"]})["slides"]
+                 if s["key"] == "did_not_work")
+    assert notes["table"] is None and [figures.plain(b) for b in notes["bullets"]] == ["FP16 diverged"]
+
+
+RATIO = re.compile(r"\d\.\d\d×")
+OTHER_RATIO_FORMATS = re.compile(r"×[ ]?\d|\d\s?x(?!\w)|(?<![\w.-])x\s?\d")  # x1.62, 1.62x, ×1.62 (not x86_64)
+
+
+def slide_text(slide) -> str:
+    parts = [slide["title"], *(figures.plain(b) for b in slide["bullets"]), *slide["code"]]
+    parts += [f"{figures.plain(st['value'])} {st['label']}" for st in slide["stats"]]
+    if slide["table"]:
+        parts += slide["table"]["header"] + [figures.plain(c) for r in slide["table"]["rows"] for c in r]
+    return "\n".join(parts)
+
+
+def test_every_slide_shows_a_table_or_a_plot_and_ratios_have_one_format(deck):
+    """No half-empty page of bullets: every slide but the title has a table, a plot, big-number cards or the
+    commands; a ratio is written one way everywhere (1.62×), never x1.62 or 1.62x."""
+    for s in deck["slides"]:
+        if s["layout"] != "title":
+            assert s["table"] or s["image"] or s["stats"] or s["code"], f"{s['key']}: bullets only"
+        text = slide_text(s)
+        assert not OTHER_RATIO_FORMATS.search(text), (s["key"], text)
+        assert text.count("×") == len(RATIO.findall(text)), (s["key"], text)
+    ratios = [f for f in deck["figures"] if f["label"].startswith("speedup_vs_")]
+    assert ratios and all(RATIO.fullmatch(f["text"]) for f in ratios), ratios
+    reproduce = next(s for s in deck["slides"] if s["key"] == "reproduce")
+    assert all("\n" not in c for c in reproduce["code"]) and len(reproduce["code"]) >= 4
 
 
 def test_scaling_slide_only_when_world_sizes_differ(tmp_path, deck):
@@ -333,18 +381,60 @@ def test_pptx_has_the_same_titles_as_the_html(tmp_path, deck):
     assert [s["table"]["header"] for s in deck["slides"] if s["table"]] == headers
 
 
-def test_pdf_matplotlib_fallback_one_page_per_slide(tmp_path, deck, monkeypatch):
+def squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def check_pdf_pages(pdf_path, deck) -> list[str]:
+    """One 16:9 page per slide, each with its slide's title, and the reproduce slide's commands one per line
+    (as text, each line of the page one whole command and its comment). Returns each page's text."""
     from pypdf import PdfReader
 
+    reader = PdfReader(pdf_path)
+    assert len(reader.pages) == len(deck["slides"])
+    texts = []
+    for page, s in zip(reader.pages, deck["slides"]):
+        box = page.mediabox
+        assert float(box.width) / float(box.height) == pytest.approx(16 / 9, rel=1e-3)
+        text = page.extract_text()
+        assert squash(s["title"]) in squash(text), (s["key"], text)
+        if s["code"]:
+            lines = [squash(line) for line in text.splitlines()]
+            for c in s["code"]:
+                cmd, _, comment = c.partition("   # ")
+                assert squash(f"$ {cmd} # {comment}") in lines, (c, lines)
+        texts.append(text)
+    return texts
+
+
+def test_pdf_matplotlib_fallback_one_page_per_slide(tmp_path, deck, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no browser to be found, as on a login node
     monkeypatch.delenv("CHROMIUM", raising=False)
     said = []
     assert deck_pdf.render_pdf(deck, tmp_path / "unused.html", tmp_path / "deck.pdf", log=said.append) == "matplotlib"
     assert "no Chromium found" in said[0]
-    reader = PdfReader(tmp_path / "deck.pdf")
-    assert len(reader.pages) == len(deck["slides"])
-    for page, s in zip(reader.pages, deck["slides"]):
-        assert s["title"] in page.extract_text()
+    texts = check_pdf_pages(tmp_path / "deck.pdf", deck)
+    # the layout's parts, not a text dump: the numbers of each table are there, each page has its footer
+    hardware = texts[[s["key"] for s in deck["slides"]].index("hardware")]
+    assert "COMPONENT" in hardware and "3.11.7" in hardware
+    assert all(f"{deck['team']} · {i} / {len(texts)}" in text for i, text in enumerate(texts, 1))
+
+
+def test_fallback_pdf_fits_long_text_by_shrinking(tmp_path, deck):
+    """Text that does not fit at full size is drawn smaller (as deck.js does), within the slide."""
+    bit_long = [[figures.seg("A point that takes a line of its own on the slide", "config")] for _ in range(14)]
+    base = next(s for s in deck["slides"] if s["key"] == "workload")
+    test_deck = {**deck, "slides": [{**base, "bullets": bit_long, "table": None}]}
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(13.333, 7.5), dpi=96)
+    page = deck_drawn.Page(fig)
+    deck_pdf.body_page(page, test_deck["slides"][0])
+    sizes = {op[4] for op in page.ops if op[0] == "text" and op[3] == "point"}
+    bottoms = [op[2] for op in page.ops if op[0] == "text"]
+    plt.close(fig)
+    assert len(sizes) == 1 and sizes.pop() < 23  # shrunk from the full 23 px
+    assert max(bottoms) < deck_drawn.H - deck_drawn.FOOTER
 
 
 # --- in a real browser -----------------------------------------------------------------------------------------
@@ -405,7 +495,7 @@ def test_overflow_is_detected(tmp_path, deck, chromium):
     long_text = [[figures.seg(f"Point {'word ' * 30}", "config")] for _ in range(30)]
     wide_cell = {"header": ["Key", "Value"], "rows": [[[figures.seg("k")], [figures.seg("x" * 400, "code")]]]}
     bit_long = [[figures.seg("A point that takes a line of its own on the slide", "config")] for _ in range(14)]
-    base = next(s for s in deck["slides"] if s["key"] == "did_not_work")
+    base = {**next(s for s in deck["slides"] if s["key"] == "workload"), "table": None}
     extra = [{**base, "key": "tall", "bullets": long_text}, {**base, "key": "wide", "bullets": [], "table": wide_cell},
              {**base, "key": "bit_long", "bullets": bit_long}]
     test_deck = {**deck, "slides": deck["slides"][:2] + extra}
