@@ -179,3 +179,37 @@ def test_accuracy_guard(tmp_path):
     got = agreement(a, b)
     assert got["items"] == 4 and got["pred_agreement"] == 0.5 and got["pred_norm_agreement"] == 1.0
     assert got["max_abs_loglikelihood_diff"] == 0.5 and got["differing_items"] == [1, 3]
+
+
+@pytest.mark.litgpt
+def test_reads_hugging_face_llama_weights_directly(tmp_path, tokenizer, docs):
+    """A Hugging Face Llama directory (safetensors + model_config.yaml) scores as transformers computes it."""
+    import transformers
+    from litgpt import Config
+    from litgpt.utils import save_config
+
+    from llmhpc.eval.fast import score_items_fast
+    from llmhpc.eval.hellaswag import doc_to_request, encode_pair
+    from llmhpc.eval.loading import load_model_part
+
+    hf_cfg = transformers.LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                      rms_norm_eps=1e-5, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    hf = transformers.LlamaForCausalLM(hf_cfg).eval()
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    save_config(Config(name="tiny-hf-llama", block_size=256, vocab_size=512, padded_vocab_size=512, n_layer=2,
+                       n_head=4, n_query_groups=2, n_embd=64, intermediate_size=128, bias=False,
+                       parallel_residual=False, norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP",
+                       norm_eps=1e-5, rotary_percentage=1.0), tmp_path)
+    model, _ = load_model_part(tmp_path, "32-true", "cpu")
+    encode = lambda s: tokenizer.encode(s).ids  # noqa: E731
+    fast = score_items_fast(model, encode, docs[:6], None, "cpu")
+    for doc, row in zip(docs[:6], fast):
+        query, choices, _ = doc_to_request(doc)
+        for choice, ll in zip(choices, row["loglikelihoods"]):
+            ctx, cont = encode_pair(encode, query, " " + choice)
+            with torch.no_grad():
+                logits = hf(torch.tensor([ctx + cont][:1])[:, :-1]).logits.float()
+            logp = torch.log_softmax(logits[0, len(ctx) - 1:], -1).gather(1, torch.tensor(cont)[:, None]).sum()
+            assert abs(logp.item() - ll) <= LL_TOL
