@@ -262,8 +262,11 @@ class SlideContent:
         if not bullets and not rows:
             return
         table = {"header": ["Experiment", "Time ratio", f"Δ acc vs {self.base}", "Why it lost"], "rows": rows}
-        self.add(Slide("did_not_work", "What did not work", layout="text", bullets=bullets,
-                       table=table if rows else None))
+        # beside the table, the plot that shows the loss: accuracy against the allowed floor, else throughput
+        lost_acc = any(self.accuracy_check(r[0][0]["text"])[1] is False for r in rows)
+        self.add(Slide("did_not_work", "What did not work", bullets=bullets, table=table if rows else None,
+                       image=self.image("eval_tradeoff" if lost_acc else "throughput") if rows else None,
+                       layout="split" if rows else "text"))
 
     def reproduce_slide(self):
         requirements = self.manifest.get("requirements") or "envs/cpu.txt"
