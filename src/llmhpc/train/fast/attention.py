@@ -44,7 +44,8 @@ def block_mask(documents: torch.Tensor):
     def mask_mod(b, h, q, kv):
         return (documents[b, q] == documents[b, kv]) & (q >= kv)
 
-    return create_block_mask(mask_mod, B, None, T, T, device=documents.device, _compile=True)
+    # compiled on CUDA (the eager builder evaluates the mask over every (q, kv) pair); eager elsewhere
+    return create_block_mask(mask_mod, B, None, T, T, device=documents.device, _compile=documents.is_cuda)
 
 
 def make_mask(documents: torch.Tensor | None, kind: str):
@@ -61,7 +62,8 @@ def _flex(self, q, k, v, mask=None):
     global _compiled_flex
     if _compiled_flex is None:  # eager flex_attention materialises the scores; compiled it is one fused kernel
         _compiled_flex = torch.compile(flex_attention)
-    attend = flex_attention if torch.compiler.is_compiling() else _compiled_flex  # inside a compiled block: as is
+    # inside a compiled block flex_attention is traced as is; eager on CPU (forward only: no backward there)
+    attend = flex_attention if torch.compiler.is_compiling() or not q.is_cuda else _compiled_flex
     scale = 1.0 / ((self.config.attention_scores_scalar or self.config.head_size) ** 0.5)
     scale = scale * self.mscale * self.mscale
     return attend(q, k, v, block_mask=mask, scale=scale).transpose(1, 2)

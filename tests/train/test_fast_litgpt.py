@@ -1,0 +1,103 @@
+"""The fast engine against stock `litgpt finetune_full`, both in this process on a tiny LitGPT model (CPU, fp32):
+same per-step losses (packing off and on), same output files, a checkpoint LitGPT loads and generates from."""
+
+from __future__ import annotations
+
+import csv
+import sys
+
+import pytest
+import torch
+import yaml
+
+import fast_tiny
+
+pytestmark = pytest.mark.litgpt
+
+STEPS = 8  # 32 samples, global batch 4, micro batch 2: 8 optimizer steps of 2 micro batches
+
+
+def run_stock(config_path, monkeypatch):
+    """litgpt finetune_full as its CLI would call it (its hyperparameter capture reads sys.argv)."""
+    from litgpt.args import EvalArgs, TrainArgs
+    from litgpt.data import JSON
+    from litgpt.finetune.full import setup
+
+    cfg = yaml.safe_load(config_path.read_text())
+    monkeypatch.setattr(sys, "argv", ["litgpt", "finetune_full", "--config", str(config_path)])
+    data = JSON(**{**cfg["data"]["init_args"], "json_path": fast_tiny.Path(cfg["data"]["init_args"]["json_path"])})
+    setup(checkpoint_dir=fast_tiny.Path(cfg["checkpoint_dir"]), out_dir=fast_tiny.Path(cfg["out_dir"]),
+          precision=cfg["precision"], devices=1, data=data, train=TrainArgs(**cfg["train"]),
+          eval=EvalArgs(**cfg["eval"]), optimizer=cfg["optimizer"], logger_name="csv", seed=cfg["seed"])
+
+
+def run_fast(config_path, monkeypatch):
+    from llmhpc.train.fast.engine import setup
+
+    monkeypatch.setattr(sys, "argv", ["python", "--config", str(config_path)])
+    setup(["--config", str(config_path)])
+
+
+def step_losses(out_dir, accumulation: int) -> list[float]:
+    """The loss logged at each optimizer step (stock logs every micro batch; the step's is the last one)."""
+    with open(out_dir / "logs/csv/version_0/metrics.csv") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("loss")]
+    return [float(r["loss"]) for r in rows if int(float(r["iter"])) % accumulation == 0]
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory):
+    root = fast_tiny.make(tmp_path_factory.mktemp("fast"), n=32)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+        run_stock(fast_tiny.config(root, "stock", gbs=4, mbs=2, max_seq_length=128), mp)
+        for name, engine in (("unpacked", {"packing": False}), ("packed", {})):
+            run_fast(fast_tiny.config(root, name, gbs=4, mbs=2, max_seq_length=128,
+                                      engine={"compile": False, **engine}), mp)
+    return root
+
+
+def test_unpacked_steps_match_stock(kit):
+    stock, fast = step_losses(kit / "stock", 2), step_losses(kit / "unpacked", 2)
+    assert len(stock) == len(fast) == STEPS
+    assert fast == pytest.approx(stock, rel=1e-4)
+
+
+def test_packed_steps_match_stock(kit):
+    """Packing keeps stock's objective (each stock micro batch's token mean, averaged over the step)."""
+    stock, fast = step_losses(kit / "stock", 2), step_losses(kit / "packed", 2)
+    assert len(fast) == STEPS
+    assert fast[0] == pytest.approx(stock[0], rel=1e-4)
+    assert fast == pytest.approx(stock, rel=2e-2)
+
+
+def test_outputs_are_stock_s(kit):
+    names = lambda d: sorted(p.name for p in (d / "final").iterdir())  # noqa: E731
+    assert names(kit / "packed") == names(kit / "stock")
+    header = lambda d: (d / "logs/csv/version_0/metrics.csv").read_text().splitlines()[0]  # noqa: E731
+    assert header(kit / "packed") == header(kit / "stock")
+    stock_h = yaml.safe_load((kit / "stock/final/hyperparameters.yaml").read_text())
+    fast_h = yaml.safe_load((kit / "packed/final/hyperparameters.yaml").read_text())
+    assert {k: v for k, v in fast_h.items() if k != "out_dir"} == {k: v for k, v in stock_h.items() if k != "out_dir"}
+
+
+def test_checkpoint_loads_in_litgpt_and_matches_stock_s_weights(kit):
+    from litgpt import GPT, Config
+
+    def load(d):
+        state = torch.load(d / "final/lit_model.pth", weights_only=True)
+        return state.get("model", state)
+
+    fast, stock = load(kit / "unpacked"), load(kit / "stock")
+    model = GPT(Config.from_file(kit / "unpacked/final/model_config.yaml"))
+    model.load_state_dict(fast, strict=True)
+    assert fast.keys() == stock.keys()
+    for name in stock:
+        torch.testing.assert_close(fast[name], stock[name], rtol=1e-3, atol=1e-5)
+
+
+def test_litgpt_generate_runs_on_the_checkpoint(kit, capsys):
+    from litgpt.generate.base import main
+
+    main(kit / "packed/final", prompt="alpha beta", max_new_tokens=3, top_k=1, precision="32-true")
+    assert "alpha beta" in capsys.readouterr().out

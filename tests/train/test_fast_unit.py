@@ -1,0 +1,154 @@
+"""The fast engine's pieces, in this process: the step plan and its loss weights, the packed attention mask,
+the optimizer warm-up, the switches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llmhpc.train.fast import attention, data, loop
+from llmhpc.train.fast.args import EngineArgs
+
+
+
+class Train:  # the fields of litgpt's TrainArgs that the plan reads
+    global_batch_size, micro_batch_size, epochs, max_steps = 8, 2, 1, None
+
+
+def samples(n=20, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        length = int(torch.randint(3, 40, (1,), generator=g))
+        ids = torch.randint(3, 100, (length,), generator=g)
+        targets = torch.cat([ids[1:], torch.tensor([-100])])
+        targets[: length // 3] = -100  # a masked prompt
+        out.append(data.Sample(ids, targets, length))
+    return out
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("world", [1, 2, 4])
+def test_packed_plan_uses_each_sample_of_the_step_once_in_rows_that_fit(world):
+    s = samples()
+    steps = data.plan(s, Train, world, True, row_len=64, micro_rows=2, data_seed=42, ignore=-100,
+                      mode="micro_batch")
+    batches = data.stock_micro_batches(len(s), 2, 42, 1)
+    assert len(steps) == 2  # 10 micro batches of 2, 4 per step: the partial third step is dropped, as stock does
+    for k, step in enumerate(steps):
+        expected = sorted(i for b in batches[4 * k:4 * k + 4] for i in b)
+        packed = sorted(i for rank in step.micros for m in rank for row in m for i in row)
+        assert packed == expected
+        assert len({len(rank) for rank in step.micros}) == 1  # every process runs as many micro batches
+        for rank in step.micros:
+            for m in rank:
+                assert len(m) <= 2
+                assert all(sum(len(s[i].input_ids) for i in row) <= 64 for row in m)
+
+
+@pytest.mark.unit
+def test_weights_make_the_step_loss_stock_s_mean_of_micro_batch_means():
+    s = samples()
+    batches = data.stock_micro_batches(len(s), 2, 42, 1)[:4]
+    w = data.weights(batches, s, -100, "micro_batch")
+    ce = {i: torch.rand(len(s[i].targets), generator=torch.Generator().manual_seed(i)) for b in batches for i in b}
+    ours = sum(float((ce[i] * (s[i].targets != -100)).sum()) * w[i] for b in batches for i in b)
+    stock = sum(float(torch.cat([ce[i][s[i].targets != -100] for i in b]).mean()) for b in batches) / len(batches)
+    assert ours == pytest.approx(stock, rel=1e-6)
+    tw = data.weights(batches, s, -100, "token")
+    tokens = sum(int((s[i].targets != -100).sum()) for b in batches for i in b)
+    assert all(v == pytest.approx(1 / tokens) for v in tw.values())
+
+
+@pytest.mark.unit
+def test_collate_restarts_positions_and_marks_documents():
+    s = samples(3)
+    micro = data.collate([[0, 1], [2]], s, {0: 1.0, 1: 1.0, 2: 1.0}, True, 80, -100)
+    n0, n1 = len(s[0].input_ids), len(s[1].input_ids)
+    assert micro.positions[0, :n0].tolist() == list(range(n0))
+    assert micro.positions[0, n0:n0 + n1].tolist() == list(range(n1))
+    assert set(micro.documents[0, :n0].tolist()) == {0} and set(micro.documents[0, n0:n0 + n1].tolist()) == {1}
+    assert (micro.documents[0, n0 + n1:] == data.PAD_DOC).all() and (micro.weights[0, n0 + n1:] == 0).all()
+
+
+def tiny_gpt():
+    from litgpt import GPT, Config
+
+    config = Config(name="t", block_size=128, vocab_size=64, padded_vocab_size=64, n_layer=2, n_head=4,
+                    n_query_groups=2, n_embd=32, intermediate_size=64, parallel_residual=False, bias=False,
+                    norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP")
+    torch.manual_seed(0)
+    return GPT(config).eval()
+
+
+def block_outputs(gpt, ids, positions, mask):
+    x = gpt.transformer.wte(ids)
+    cos, sin = gpt.cos[positions], gpt.sin[positions]
+    for block in gpt.transformer.h:
+        x = block(x, cos, sin, mask)
+    return gpt.lm_head(gpt.transformer.ln_f(x))
+
+
+@torch.no_grad()
+@pytest.mark.litgpt
+def test_no_token_attends_across_a_document_boundary():
+    """Document B packed after A gives the logits B gives alone, whatever A holds: a mask that let B's tokens
+    see A's (or that restarted no positions) would fail both checks."""
+    gpt = tiny_gpt()
+    a, b = torch.randint(0, 64, (1, 11)), torch.randint(0, 64, (1, 9))
+    alone = gpt(b)
+    for first in (a, torch.randint(0, 64, (1, 11))):
+        ids = torch.cat([first, b], dim=1)
+        positions = torch.cat([torch.arange(11), torch.arange(9)]).unsqueeze(0)
+        documents = torch.tensor([[0] * 11 + [1] * 9])
+        packed = block_outputs(gpt, ids, positions, attention.make_mask(documents, "sdpa"))
+        torch.testing.assert_close(packed[:, 11:], alone, rtol=1e-5, atol=1e-5)
+    leaky = block_outputs(gpt, ids, positions, None)  # plain causal attention over the row
+    assert not torch.allclose(leaky[:, 11:], alone, atol=1e-3)
+
+
+@torch.no_grad()
+@pytest.mark.litgpt
+@pytest.mark.skipif(attention.flex_attention is None, reason="flex_attention needs torch >= 2.5")
+def test_flex_document_mask_equals_the_dense_mask():
+    """Forward only: flex_attention has no backward on CPU; on CUDA the engine uses it in training."""
+    gpt = tiny_gpt()
+    attention.install(gpt, "flex")
+    documents = torch.tensor([[0] * 50 + [1] * 40 + [2] * 38, [0] * 128])
+    ids = torch.randint(0, 64, (2, 128))
+    positions = torch.cat([torch.arange(50), torch.arange(40), torch.arange(38)]).expand(2, -1).clone()
+    positions[1] = torch.arange(128)
+    dense = block_outputs(gpt, ids, positions, attention.make_mask(documents, "sdpa"))
+    flex = block_outputs(gpt, ids, positions, attention.make_mask(documents, "flex"))
+    torch.testing.assert_close(flex, dense, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.unit
+def test_optimizer_warm_up_changes_nothing():
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(5, 3)) for _ in range(2)]
+    twin = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    warmed = torch.optim.AdamW(params, lr=0.1, weight_decay=0.1)
+    fresh = torch.optim.AdamW(twin, lr=0.1, weight_decay=0.1)
+    for p in params:
+        p.grad = torch.randn_like(p)  # what a warm-up pass leaves behind
+    loop.warm_optimizer(warmed)
+    for p, q in zip(params, twin):
+        assert torch.equal(p, q) and p.grad is None
+    for _ in range(3):
+        g = [torch.randn_like(p) for p in params]
+        for p, q, gi in zip(params, twin, g):
+            p.grad, q.grad = gi.clone(), gi.clone()
+        warmed.step()
+        fresh.step()
+    for p, q in zip(params, twin):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+@pytest.mark.unit
+def test_switches_are_checked():
+    assert EngineArgs(activation_checkpointing=False).activation_checkpointing == "off"  # YAML's off
+    with pytest.raises(ValueError, match="engine.sharding"):
+        EngineArgs(sharding="zero3")
+    with pytest.raises(ValueError, match="engine.micro_rows"):
+        EngineArgs(micro_rows=0)
