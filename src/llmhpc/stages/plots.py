@@ -109,7 +109,7 @@ def plot_throughput(table: pd.DataFrame, experiments: list[str], out_dir) -> Plo
         else:
             _empty(ax, "No throughput yet: no experiment has been fine-tuned")
         # the ratio on a bar is of tokens/s (litgpt counts padding); the slides' speedup is the training-time ratio
-        ax.set_title(f"Fine-tune throughput (ratio: tokens/s over {base_name})")
+        ax.set_title(f"Tokens/s per device, and its ratio to {base_name}")
         _note(ax, plot)
         return _save(fig, plot, out_dir)
 
