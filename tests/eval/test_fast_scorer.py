@@ -54,20 +54,20 @@ def assert_same_rows(ref: list[dict], fast: list[dict]) -> float:
 
 
 @pytest.mark.litgpt
-@pytest.mark.parametrize("family,block_size,budget,bos", [
-    ("llama", 256, 400, 0),      # every item one packed row, many batches (item lengths 60-120 tokens)
-    ("neox", 256, 100000, None),  # one batch, no BOS, partial rotary and parallel residual
-    ("llama", 40, 300, 0),       # context + endings longer than the model: items split over rows
-    ("llama", 22, 64, 0),        # a request longer than the model: left-truncated as lm-eval does
+@pytest.mark.parametrize("family,block_size,budget,bos,n", [
+    ("llama", 256, 400, 0, 40),      # every item one packed row, many batches (item lengths 60-120 tokens)
+    ("neox", 256, 100000, None, 40),  # one batch, no BOS, partial rotary and parallel residual
+    ("llama", 40, 300, 0, 12),       # context + endings longer than the model: items split over rows
+    ("llama", 22, 64, 0, 12),        # a request longer than the model: left-truncated as lm-eval does
 ])
-def test_same_rows_as_reference(tokenizer, docs, family, block_size, budget, bos):
+def test_same_rows_as_reference(tokenizer, docs, family, block_size, budget, bos, n):
     from llmhpc.eval.fast import score_items_fast
     from llmhpc.eval.reference import score_items
 
     model = tiny_gpt(family, block_size)
     encode = lambda s: tokenizer.encode(s).ids  # noqa: E731
-    ref = score_items(model, encode, docs, 8, bos, "cpu")
-    fast = score_items_fast(model, encode, docs, bos, "cpu", token_budget=budget)
+    ref = score_items(model, encode, docs[:n], 16, bos, "cpu")
+    fast = score_items_fast(model, encode, docs[:n], bos, "cpu", token_budget=budget)
     assert_same_rows(ref, fast)
 
 
