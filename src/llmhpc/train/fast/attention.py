@@ -4,7 +4,8 @@ Two backends compute the same mask (document id equal and key position <= query 
 - flex: `torch.nn.attention.flex_attention` with a `BlockMask` built from the per-token document ids; on CUDA
   it skips fully masked 128x128 tiles, so packing costs no attention over padding or other samples.
 - sdpa: an explicit boolean (B, 1, T, T) mask through LitGPT's own `scaled_dot_product_attention` (PyTorch's
-  SDPA). It runs everywhere (CPU, where flex has no backward; V100) and is the reference the tests compare with.
+  SDPA, memory-efficient kernel). It runs everywhere (CPU, where flex has no backward; V100, chosen there by
+  `auto`) and is the reference the tests compare with.
 Rows without document ids (packing off) use LitGPT's plain causal path.
 """
 
@@ -23,8 +24,9 @@ _compiled_flex = None
 
 
 def backend(choice: str, device: torch.device) -> str:
-    if choice == "auto":
-        return "flex" if device.type == "cuda" and flex_attention is not None else "sdpa"
+    if choice == "auto":  # flex's Triton kernels want Ampere or newer; V100 takes the SDPA path
+        capable = device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+        return "flex" if capable and flex_attention is not None else "sdpa"
     if choice == "flex" and flex_attention is None:
         raise RuntimeError("engine.attention: flex needs torch >= 2.5")
     return choice
