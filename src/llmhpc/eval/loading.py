@@ -18,7 +18,8 @@ DTYPES = {"32-true": torch.float32, "16-true": torch.float16, "bf16-true": torch
 def default_precision(device: str) -> str:
     if not device.startswith("cuda"):
         return "32-true"
-    return "bf16-true" if torch.cuda.is_bf16_supported() else "16-true"  # V100: fp16
+    major, _ = torch.cuda.get_device_capability(device)
+    return "bf16-true" if major >= 8 else "16-true"  # V100 (7.0) has no bf16 tensor cores: fp16
 
 
 def prefetch(checkpoint_dir: Path) -> None:
