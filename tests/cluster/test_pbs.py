@@ -249,3 +249,31 @@ def test_cancel_command_returns_within_snakemakes_two_seconds(tmp_path, pbs_env)
 
 
 # -------------------------------------------------------------------------------------------------- the site
+
+
+@pytest.mark.parametrize("body, answer", [("exit 0", "success"), ("exit 4", "failed")])
+def test_a_job_purged_from_pbs_history_resolves_from_its_exit_record(tmp_path, pbs_env, monkeypatch, body, answer):
+    """PBS purges finished jobs after job_history_duration (here at once); qstat -x then answers "Unknown Job Id".
+    A job seen running before must not stay `running` forever: the job script's exit record decides."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PBS_EMULATOR_HISTORY_SECONDS", "0")
+    jobscript = snakemake_jobscript(tmp_path / "snakejob.sh", finetune_props(1, 1), f"sleep 1; {body}")
+    job_id = pbs.submit(jobscript, {**GADI, "modules": []}, log=lambda m: None)
+    messages = []
+    assert pbs_status.status(job_id, cache_seconds=0, log=messages.append) == "running"  # seen queued or running
+    got = wait_for(lambda: (s := pbs_status.status(job_id, cache_seconds=0, log=messages.append)) != "running" and s)
+    assert got == answer
+    assert any(f"PBS no longer knows job {job_id} (purged from its history); its exit record" in m for m in messages)
+
+
+def test_a_purged_job_without_exit_record_fails_after_the_grace_period(tmp_path, pbs_env, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PBS_EMULATOR_HISTORY_SECONDS", "0")
+    monkeypatch.setattr(pbs_status, "PURGE_GRACE", 2.0)
+    job_id = submit_raw(tmp_path, "raw", "sleep 1; exit 0")  # not rendered by the workflow: no exit record
+    messages = []
+    assert pbs_status.status(job_id, cache_seconds=0, log=messages.append) == "running"
+    start = time.time()
+    assert wait_for(lambda: pbs_status.status(job_id, cache_seconds=0, log=messages.append) == "failed")
+    assert time.time() - start >= 2.0
+    assert any("left no exit record in 2 s" in m for m in messages)

@@ -28,7 +28,9 @@ State lives in $PBS_EMULATOR_HOME (job table as jobs/<seq>.json). Every command 
 calls.log there, so tests can count qstat runs. Faults for tests: a JSON list in qstat_faults ("exit",
 "garbage") is consumed one entry per qstat call. Knobs: PBS_EMULATOR_SERVER, PBS_EMULATOR_QUEUES,
 PBS_EMULATOR_CPUS_PER_NODE, PBS_EMULATOR_GPUS_PER_NODE, PBS_EMULATOR_QUEUE_DELAY, PBS_EMULATOR_KILL_DELAY,
-PBS_EMULATOR_WALLTIME_EXIT, PBS_EMULATOR_TIME_SCALE (real seconds per emulated second, so that tests can
+PBS_EMULATOR_WALLTIME_EXIT, PBS_EMULATOR_HISTORY_SECONDS (the server's job_history_duration: a finished job
+is purged that many seconds after it ended, and then qstat -x answers "Unknown Job Id" as for a job it never
+had; unset = kept), PBS_EMULATOR_TIME_SCALE (real seconds per emulated second, so that tests can
 exceed a one-minute walltime in seconds).
 """
 
@@ -408,7 +410,7 @@ def run(seq: int) -> int:
         shutil.copyfile(spool / "OU", out_target)
         shutil.copyfile(spool / "ER", err_target)
     used = (time.time() - start) / scale
-    update_job(root, seq, job_state="F", substate=92, Exit_status=status,
+    update_job(root, seq, job_state="F", substate=92, Exit_status=status, _finished_at=time.time(),
                resources_used={"cpupercent": 0, "cput": hms(0), "mem": "0kb", "ncpus": ncpus, "vmem": "0kb",
                                "walltime": hms(used)},
                comment=f"Job run at {job.get('stime', stamp())} and finished")
@@ -417,11 +419,22 @@ def run(seq: int) -> int:
 
 # ------------------------------------------------------------------------------------------------ qstat, qdel
 
+def purged(root: Path, job: dict) -> bool:
+    """Past the server's job_history_duration a finished job is removed from the server for good."""
+    keep = os.environ.get("PBS_EMULATOR_HISTORY_SECONDS")
+    if keep is None or job.get("job_state") != "F" or time.time() - job.get("_finished_at", time.time()) < float(keep):
+        return False
+    (root / "jobs" / f"{job['_seq']}.json").unlink(missing_ok=True)
+    return True
+
+
 def find(root: Path, job_id: str) -> dict | None:
     seq = job_id.split(".")[0]
     if not INTEGER.match(seq):
         return None
     job = read_job(root, int(seq))
+    if job is not None and purged(root, job):
+        return None
     if job is None or ("." in job_id and job_id.split(".", 1)[1] != server()):
         return None
     return job
@@ -472,6 +485,8 @@ def qstat(argv: list[str]) -> int:
     else:
         for path in sorted((root / "jobs").glob("*.json")):
             job = json.loads(path.read_text())
+            if purged(root, job):
+                continue
             if history or job["job_state"] != "F":
                 jobs[f"{job['_seq']}.{server()}"] = public(job)
     text = json.dumps({"timestamp": int(time.time()), "pbs_version": VERSION, "pbs_server": server(),

@@ -31,6 +31,11 @@ from llmhpc.cluster.site import SITE_ENV, dump_site, load_site
 JOBS_DIR = Path("results/jobs")
 SCHEDULER_LOGS = Path("results/logs/scheduler")
 STATE_DIR = Path(".snakemake/llmhpc-pbs")
+
+
+def exit_records_dir(state_dir: Path = STATE_DIR) -> Path:
+    """Where each job script leaves its exit code, named by $PBS_JOBID (absolute: jobs start in $HOME)."""
+    return (Path.cwd() / state_dir / "exits").resolve()
 MAX_JOB_NAME = 236  # PBS Pro's PBS_MAXJOBNAME
 
 
@@ -206,6 +211,10 @@ def render_script(props: dict, site: dict, jobscript_text: str, command_line: st
         lines.append(f"export {key}={shlex.quote(str(value))}")
     # jobs re-read the workflow without --profile: this is how the fine-tune learns its launcher and settings
     lines.append(f"export {SITE_ENV}={shlex.quote(dump_site(site))}")
+    # The job's exit code, kept where the status command finds it once PBS has purged the job from its history
+    # (a SIGKILL leaves no record; status then falls back to a grace period).
+    exits = shlex.quote(str(exit_records_dir()))
+    lines.append(f'mkdir -p {exits} && trap \'echo $? > {exits}/"$PBS_JOBID"\' EXIT')
     body = [ln for ln in jobscript_text.splitlines() if not ln.startswith("#!")]
     return "\n".join(lines + body) + "\n"
 

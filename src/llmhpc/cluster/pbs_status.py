@@ -16,12 +16,13 @@ import sys
 import time
 from pathlib import Path
 
-from llmhpc.cluster.pbs import STATE_DIR, PBSError, _one_argument_command, locked
+from llmhpc.cluster.pbs import STATE_DIR, PBSError, _one_argument_command, exit_records_dir, locked
 
 CACHE_SECONDS = 10.0  # one qstat answers every status call within this window
 QSTAT_TIMEOUT = 60
 GIVE_UP_AFTER = 1800.0  # qstat failing this long is no longer transient: stop the run with an error
 CANCEL_BATCH = 50
+PURGE_GRACE = 120.0  # a purged job without an exit record is failed after this long (records may lag on NFS)
 WALLTIME_EXITS = {-29, 271}  # JOB_EXEC_KILL_WALLTIME (PBS Pro 2020+); 256 + SIGTERM (older moms)
 RUNNING_STATES = set("QHWTRESUBM")  # queued, held, waiting, transit, running, exiting, suspended, ..., moved
 
@@ -125,16 +126,39 @@ def status(job_id: str, state_dir: Path = STATE_DIR, cache_seconds: float = CACH
                     cache["jobs"][match] = {k: attrs.get(k) for k in
                                             ("job_state", "Exit_status", "Resource_List", "Error_Path", "Job_Name")}
                 newly_unknown = {j for j in ids if any(_same_job(j, u) for u in unknown)}
+                purged = cache.setdefault("purged", {})
+                for j in newly_unknown & set(cache["jobs"]):  # seen before, now gone from PBS's history
+                    purged.setdefault(j, time.time())
                 cache["unknown"] = sorted((set(cache["unknown"]) | newly_unknown) - set(cache["jobs"]))
             _write_json(cache_path, cache)
         if job_id in cache["unknown"]:
             log(f"llmhpc.cluster.pbs: PBS does not know job {job_id} (not even in its history)")
             return "failed"
+        if job_id in cache.get("purged", {}):
+            return _purged_job(job_id, cache["purged"][job_id], state_dir, log)
         answer, why = map_state(cache["jobs"].get(job_id))
         if answer == "failed":
             attrs = cache["jobs"][job_id]
             log(f"llmhpc.cluster.pbs: job {job_id} ({attrs.get('Job_Name')}) {why}; its stderr: {attrs.get('Error_Path')}")
         return answer
+
+
+def _purged_job(job_id: str, since: float, state_dir: Path, log) -> str:
+    """A job PBS has purged from its history after we saw it: its exit record decides; without one (a SIGKILL,
+    a node that died) it is failed once PURGE_GRACE has passed, so that a run never waits for it forever."""
+    record = exit_records_dir(state_dir) / job_id
+    if not record.exists():
+        record = next((p for p in exit_records_dir(state_dir).glob("*") if _same_job(job_id, p.name)), record)
+    if record.exists():
+        code = record.read_text().strip()
+        log(f"llmhpc.cluster.pbs: PBS no longer knows job {job_id} (purged from its history); its exit record"
+            f" {record} says {code}")
+        return "success" if code == "0" else "failed"
+    if time.time() - since < PURGE_GRACE:
+        return "running"
+    log(f"llmhpc.cluster.pbs: PBS purged job {job_id} from its history and the job left no exit record in"
+        f" {PURGE_GRACE:.0f} s (killed by a signal, or its node died): treating it as failed")
+    return "failed"
 
 
 # -------------------------------------------------------------------------------------------------- cancel
