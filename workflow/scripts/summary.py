@@ -1,3 +1,4 @@
+from llmhpc import atomic
 from llmhpc.rulelog import to_log
 from llmhpc.stages.summary import build
 
@@ -10,5 +11,5 @@ table = build(
     evaluate=dict(zip(["base", *snakemake.params.experiments], snakemake.input.evaluate)),
     data={"train": snakemake.input.train, "val": snakemake.input.val, "eval": snakemake.input.eval},
 )
-table.to_csv(snakemake.output[0], index=False)
+atomic.write_text(snakemake.output[0], table.to_csv(index=False))
 print(table.to_string())

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Mapping
 
+from llmhpc import atomic
+
 # Model files: never submitted, whatever their size.
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt", ".gguf")
 MB = 1_000_000
@@ -339,10 +341,7 @@ def write_archive(path, root: str, contents: Mapping[str, bytes], executables: I
         gz.write(raw.getvalue())
     data = packed.getvalue()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic.write_bytes(path, data)
     return data
 
 

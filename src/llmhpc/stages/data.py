@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+from llmhpc import atomic
+
 
 class DataError(ValueError):
     """A dataset cannot be used; the message names the file, the record and the field."""
@@ -94,7 +96,7 @@ def read_hellaswag(path: Path) -> list[dict]:
 def write_jsonl(path: Path, items: list[dict]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
+    with atomic.replacing(path) as fh:
         for item in items:
             fh.write(json.dumps(item) + "\n")
 
@@ -116,8 +118,8 @@ def prepare_finetune(source: dict, out_dir: Path, embedded_dir: Path, log=print)
         if len(rows) <= n:
             raise DataError(f"{source['repo_id']}: {len(rows)} rows, need more than data.finetune.train_rows = {n}")
         keep = [{k: r.get(k, "") for k in ALPACA_FIELDS} for r in rows]
-        (out_dir / "train.json").write_text(json.dumps(keep[:n], indent=1) + "\n")
-        (out_dir / "val.json").write_text(json.dumps(keep[-1:], indent=1) + "\n")
+        atomic.write_json(out_dir / "train.json", keep[:n])
+        atomic.write_json(out_dir / "val.json", keep[-1:])
     counts = {name: len(check_alpaca(out_dir / name)) for name in ("train.json", "val.json")}
     log(f"fine-tune set from {source['source']}: {counts}")
     return counts

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from llmhpc import atomic
 from llmhpc.eval.checkpoint import load_litgpt, resolve_device
 from llmhpc.eval.reference import score_items
 
@@ -38,7 +39,7 @@ def evaluate(checkpoint_dir: Path, eval_file: Path, predictions_path: Path, metr
     rows = score_items(model, encode, docs, batch_size, bos_id, device)
     t_scored = time.perf_counter()
     Path(predictions_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(predictions_path, "w", encoding="utf-8") as fh:
+    with atomic.replacing(predictions_path) as fh:
         for row in rows:
             fh.write(json.dumps(row) + "\n")
     n = len(rows)
@@ -59,7 +60,7 @@ def evaluate(checkpoint_dir: Path, eval_file: Path, predictions_path: Path, metr
         "device": device if device == "cpu" else torch.cuda.get_device_name(),
         "batch_size": batch_size,
     }
-    Path(metrics_path).write_text(json.dumps(metrics, indent=1) + "\n")
+    atomic.write_json(metrics_path, metrics)
     log(f"scored {n} items from {eval_file} with {checkpoint_dir}: acc {metrics['acc']:.4f}"
         f" acc_norm {metrics['acc_norm']:.4f} in {metrics['wall_s']} s")
     return metrics
@@ -77,7 +78,7 @@ def run(settings: dict, checkpoint_dir, eval_file, predictions_path, metrics_pat
             from llmhpc.eval.guard import check_metrics
 
             metrics["accuracy_guard"] = check_metrics(metrics, s.reference_metrics, s.tolerance_pt)
-            Path(metrics_path).write_text(json.dumps(metrics, indent=1) + "\n")
+            atomic.write_json(metrics_path, metrics)
         return metrics
     args = ["--checkpoint", str(checkpoint_dir), "--eval-file", str(eval_file), "--predictions",
             str(predictions_path), "--metrics", str(metrics_path), "--precision", s.precision, "--bos", str(s.bos),

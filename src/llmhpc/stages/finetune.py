@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from llmhpc import atomic
 from llmhpc.train.litgpt import PHASE_MARKS, command, find_metrics_csv, read_metrics_csv
 from llmhpc.train.metrics import gpu_name, model_facts, phase_times, summarise
 
@@ -38,8 +39,7 @@ def run(cmd: list[str], stdout_path: Path, log=print, marks: dict | None = None)
 
 
 def write_json(path: Path, data: dict) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(data, indent=1) + "\n")
+    atomic.write_json(path, data)
 
 
 def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, summary_path, settings: dict,
@@ -66,7 +66,7 @@ def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, s
     csv_path = find_metrics_csv(out_dir)
     if csv_path is None:
         raise RuntimeError(f"litgpt wrote no metrics.csv under {out_dir}/logs/csv")
-    shutil.copyfile(csv_path, metrics_path)
+    atomic.copy_file(csv_path, metrics_path)
     summary = summarise(text, read_metrics_csv(csv_path), settings, wall, code,
                         model_facts(checkpoint_dir), gpu_name(), peak_override, peak_rss)
     summary.update(phase_times(marks, summary["training_time_s"], out_dir / "final"))

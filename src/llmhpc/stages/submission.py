@@ -10,6 +10,7 @@ from typing import Iterable
 
 import yaml
 
+from llmhpc import atomic
 from llmhpc.config import canonical
 from llmhpc.outputs.bundle import WEIGHT_SUFFIXES, BundleError, Member, build, collect, tree
 
@@ -120,6 +121,6 @@ def make(archive, checksum, manifest, config: dict, experiments: list[str], conf
         summary = build(members, archive, max_file_mb)
     except BundleError as exc:
         raise SystemExit(str(exc)) from None
-    Path(checksum).write_text(summary.sha256_line())
+    atomic.write_text(checksum, summary.sha256_line())
     for arcname in sorted(m.arcname for m in members):
         log("   " + arcname)

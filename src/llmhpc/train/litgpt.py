@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from llmhpc import atomic
 from llmhpc.settings import FinetuneSettings
 
 # litgpt finetune_lora's per-weight switches, in its order (lora_query, lora_key, ...).
@@ -78,8 +79,7 @@ def write_litgpt_config(path: Path, ft: dict, checkpoint_dir, data_dir, out_dir,
     header = (f"# LitGPT {ft['method']} fine-tune config for experiment '{experiment}', written by the workflow from"
               f" config/ (layout of litgpt config_hub/finetune/*/full.yaml).\n"
               f"# Run: {' '.join(command(ft['method'], path, engine=engine)[1:])}\n")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(header + yaml.safe_dump(cfg, sort_keys=False))
+    atomic.write_text(path, header + yaml.safe_dump(cfg, sort_keys=False))
 
 
 def command(method: str, config_path: Path, launcher: list[str] | None = None, engine: str = "litgpt") -> list[str]:
