@@ -1,0 +1,92 @@
+"""The HTTP app HELM talks to: POST /process, /tokenize, /decode (HELM's bodies, schema.py), GET /health.
+
+FastAPI + uvicorn rather than LitServe: LitServe batches whole requests for one `predict` call (dynamic batching),
+so a 16-token answer waits for the 1,500-token one beside it; continuous batching (engine.py) needs the loop to
+own the KV cache between steps, which a plain app around one engine thread gives directly, with the OpenAPI schema
+that the property-based tests fuzz. Bad requests get 4xx with a message (422: the body's shape, 400: what depends
+on the model), a full queue 503 with Retry-After."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import Response
+
+from llmhpc.serve.engine import BadRequest, Engine, QueueFull
+from llmhpc.serve.schema import (
+    DecodeRequest,
+    DecodeResponse,
+    ProcessRequest,
+    ProcessResponse,
+    TokenizeRequest,
+    TokenizeResponse,
+)
+
+ERRORS = {400: {"description": "A request the loaded model cannot answer (length, vocabulary)"},
+          503: {"description": "The request queue is full: retry later"}}
+DISCONNECT_POLL_S = 0.25
+
+
+def create_app(engine: Engine) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        engine.start()
+        yield
+        engine.stop()
+
+    app = FastAPI(title="llmhpc-serve", description="A LitGPT checkpoint served to HELM", lifespan=lifespan)
+
+    @app.post("/process", response_model=ProcessResponse, responses=ERRORS)
+    async def process(body: ProcessRequest, request: Request):
+        t0 = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+
+        def on_done(result):
+            loop.call_soon_threadsafe(lambda: future.done() or _settle(future, result))
+
+        try:
+            job = engine.make_job(body, on_done)
+            engine.submit(job)
+        except BadRequest as err:
+            raise HTTPException(400, str(err)) from None
+        except QueueFull as err:
+            raise HTTPException(503, str(err), headers={"Retry-After": "1"}) from None
+        while not future.done():
+            await asyncio.wait({future}, timeout=DISCONNECT_POLL_S)
+            if not future.done() and await request.is_disconnected():
+                job.cancelled = True  # frees its slots at the engine's next step
+                return Response(status_code=499)
+        return ProcessResponse(**future.result(), request_time=time.perf_counter() - t0)
+
+    @app.post("/tokenize", response_model=TokenizeResponse, responses=ERRORS)
+    async def tokenize(body: TokenizeRequest):
+        t0 = time.perf_counter()
+        ids = engine.encode(body.text)
+        if body.truncation:
+            ids = ids[:body.max_length]
+        return TokenizeResponse(tokens=ids, request_time=time.perf_counter() - t0)
+
+    @app.post("/decode", response_model=DecodeResponse, responses=ERRORS)
+    async def decode(body: DecodeRequest):
+        t0 = time.perf_counter()
+        bad = [t for t in body.tokens if not 0 <= t < engine.vocab]
+        if bad:
+            raise HTTPException(400, f"token ids outside the vocabulary [0, {engine.vocab}): {bad[:10]}")
+        return DecodeResponse(text=engine.decode(body.tokens), request_time=time.perf_counter() - t0)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", **engine.load()}
+
+    return app
+
+
+def _settle(future: asyncio.Future, result) -> None:
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)

@@ -1,0 +1,59 @@
+"""`llmhpc-serve --checkpoint DIR [--host 127.0.0.1] [--port 8080]`: serve a LitGPT checkpoint to HELM.
+
+Loads only the checkpoint directory it is given (lit_model.pth, model_config.yaml, the tokenizer files)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def parse(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="llmhpc-serve", description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True, type=Path, help="LitGPT checkpoint directory")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 inside a container)")
+    p.add_argument("--port", default=8080, type=int, help="HELM's default base URL is http://localhost:8080")
+    p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--precision", default=None, choices=["32-true", "16-true", "bf16-true"],
+                   help="dtype of the weights (default: as stored)")
+    p.add_argument("--max-batch", default=16, type=int, help="sequences decoded together (KV cache slots)")
+    p.add_argument("--queue-size", default=64, type=int, help="requests waiting beyond the batch; more get 503")
+    p.add_argument("--max-seq-length", default=None, type=int, help="positions per slot (default: the model's)")
+    p.add_argument("--prefill-tokens", default=8192, type=int, help="prompt tokens prefilled together at most")
+    p.add_argument("--threads", default=None, type=int, help="torch CPU threads")
+    return p.parse_args(argv)
+
+
+def build_engine(checkpoint: Path, device="auto", precision=None, max_batch=16, queue_size=64, max_seq_length=None,
+                 prefill_tokens=8192):
+    from llmhpc.eval.checkpoint import load_litgpt, resolve_device
+    from llmhpc.serve.engine import Engine
+
+    missing = [n for n in ("lit_model.pth", "model_config.yaml") if not (Path(checkpoint) / n).is_file()]
+    if missing:
+        raise SystemExit(f"llmhpc-serve: {checkpoint} is not a LitGPT checkpoint (no {', '.join(missing)})")
+    model, tokenizer = load_litgpt(Path(checkpoint), precision, resolve_device(device))
+    if max_seq_length:
+        model.max_seq_length = min(max_seq_length, model.config.block_size)
+    return Engine(model, tokenizer, max_batch=max_batch, queue_size=queue_size, prefill_tokens=prefill_tokens)
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
+    import torch
+    import uvicorn
+
+    from llmhpc.serve.app import create_app
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    engine = build_engine(args.checkpoint, args.device, args.precision, args.max_batch, args.queue_size,
+                          args.max_seq_length, args.prefill_tokens)
+    print(f"llmhpc-serve: {args.checkpoint} on {engine.device}, max_batch {engine.max_batch}, "
+          f"max_seq_length {engine.max_seq_length}, http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    uvicorn.run(create_app(engine), host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,304 @@
+"""The batching engine: continuous batching of concurrent requests on one model, a KV cache slot per sequence.
+
+LitGPT's own KV cache holds `max_batch` slots (rows) of `max_seq_length` positions; LitGPT's forward takes a
+position per row, so one decode step advances every active sequence at its own length. Active sequences occupy
+slots 0..B-1: a finished one's slot is refilled by moving the last sequence's cache into it, so a step reads the
+first B rows only. New requests are prefilled together (right-padded: the padding's keys sit beyond each row's
+length and are overwritten before any query can see them) into free slots, between decode steps, so a new
+request waits at most one step. Requests wait in a bounded queue; `submit` refuses when it is full (the app answers
+503). A request whose client went away is cancelled and its slots freed at the next step. All model work happens
+on the engine's one thread."""
+
+from __future__ import annotations
+
+import collections
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from llmhpc.serve import sampling
+from llmhpc.serve.schema import ProcessRequest
+
+
+class QueueFull(Exception):
+    pass
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def tokenizer_vocab(tokenizer) -> int:
+    """Ids the tokenizer can decode (special tokens included); the model's padded rows beyond are never chosen."""
+    if tokenizer.backend == "huggingface":
+        return tokenizer.processor.get_vocab_size(with_added_tokens=True)
+    return tokenizer.processor.vocab_size()
+
+
+@dataclass
+class Job:
+    request: ProcessRequest
+    prompt_ids: list[int]
+    echo_from: int  # the first prompt token echoed (1 when the tokenizer added BOS)
+    on_done: Callable[[dict | BaseException], None]
+    cancelled: bool = False  # the client went away
+    answered: bool = False
+    prompt_logprobs: list = field(default_factory=list)  # (logprob, tops) of prompt tokens 1.. (echo only)
+    sequences: list = field(default_factory=list)
+
+
+@dataclass
+class Seq:
+    job: Job
+    index: int
+    slot: int
+    length: int = 0  # positions written in the cache
+    pending: int | None = None  # chosen, not yet fed
+    ids: list = field(default_factory=list)
+    logprobs: list = field(default_factory=list)
+    tops: list = field(default_factory=list)
+    generator: torch.Generator | None = None
+    done: bool = False
+
+
+class Engine:
+    def __init__(self, model, tokenizer, max_batch: int = 16, queue_size: int = 64, prefill_tokens: int = 8192):
+        self.model, self.tokenizer = model, tokenizer
+        self.device = next(model.parameters()).device
+        self.max_batch, self.queue_size, self.prefill_tokens = max_batch, queue_size, max(prefill_tokens, 1)
+        self.max_seq_length = model.max_seq_length
+        self.vocab = min(tokenizer_vocab(tokenizer), model.config.padded_vocab_size)
+        model.set_kv_cache(batch_size=max_batch, device=self.device, dtype=next(model.parameters()).dtype)
+        self.caches = [block.attn.kv_cache for block in model.transformer.h]
+        self.waiting: collections.deque[Job] = collections.deque()
+        self.active: list[Seq] = []
+        self.cond = threading.Condition()
+        self.thread: threading.Thread | None = None
+        self.stopping = False
+        self.steps = 0
+
+    # ------------------------------------------------------------------------------------------- requests
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(torch.tensor(ids, dtype=torch.long)) if ids else ""
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text).tolist()
+
+    def make_job(self, request: ProcessRequest, on_done=None) -> Job:
+        """Tokenize and check what depends on the model; BadRequest says what to change."""
+        ids = self.encode(request.prompt)
+        if not ids:
+            raise BadRequest("prompt encodes to no tokens (an empty prompt with a tokenizer that adds no BOS)")
+        if len(ids) + request.max_new_tokens > self.max_seq_length:
+            raise BadRequest(f"prompt ({len(ids)} tokens) + max_new_tokens ({request.max_new_tokens}) exceeds the"
+                             f" server's max_seq_length {self.max_seq_length}: truncate the prompt (/tokenize with"
+                             " max_length) or ask for fewer tokens")
+        if request.n > self.max_batch:
+            raise BadRequest(f"num_return_sequences {request.n} exceeds the server's max_batch {self.max_batch}")
+        bos = self.tokenizer.bos_id
+        echo_from = 1 if self.tokenizer.use_bos and bos is not None and ids[0] == bos else 0
+        return Job(request, ids, echo_from, on_done or (lambda result: None))
+
+    def submit(self, job: Job) -> None:
+        with self.cond:
+            if len(self.waiting) >= self.queue_size:
+                raise QueueFull(f"the request queue is full ({self.queue_size} waiting): retry later")
+            self.waiting.append(job)
+            self.cond.notify()
+
+    def load(self) -> dict:
+        with self.cond:
+            return {"waiting": len(self.waiting), "active": len(self.active), "max_batch": self.max_batch,
+                    "queue_size": self.queue_size, "steps": self.steps}
+
+    # ------------------------------------------------------------------------------------------- the loop
+    def start(self) -> None:
+        if self.thread is None:
+            self.stopping = False
+            self.thread = threading.Thread(target=self._loop, name="llmhpc-serve-engine", daemon=True)
+            self.thread.start()
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify()
+        if self.thread is not None:
+            self.thread.join(timeout=30)
+            self.thread = None
+
+    def _loop(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self.cond:
+                    while not self.stopping and not self.waiting and not self.active:
+                        self.cond.wait(timeout=1.0)
+                    if self.stopping:
+                        return
+                    admitted = self._admit()
+                try:
+                    self.run_once(admitted)
+                except Exception as err:  # a failed step fails its requests, never the server
+                    jobs = {id(j): j for j in [s.job for s in self.active] + admitted}
+                    for job in jobs.values():
+                        if not job.answered:
+                            job.answered = True
+                            job.on_done(err)
+                    self.active = []
+
+    def _admit(self) -> list[Job]:
+        jobs, free, budget = [], self.max_batch - len(self.active), self.prefill_tokens
+        while self.waiting:
+            job = self.waiting[0]
+            if job.cancelled:
+                self.waiting.popleft()
+                continue
+            cost = len(job.prompt_ids) * job.request.n
+            if job.request.n > free or (jobs and cost > budget):
+                break
+            jobs.append(self.waiting.popleft())
+            free, budget = free - job.request.n, budget - cost
+        return jobs
+
+    def run_once(self, admitted: list[Job]) -> None:
+        """Prefill what was admitted, then one decode step of every active sequence, then free finished slots."""
+        for seq in self.active:
+            if seq.job.cancelled:
+                seq.done = True
+        self._compact()
+        if admitted:
+            self._prefill(admitted)
+            self._compact()
+        if self.active:
+            self._decode_step()
+            self._compact()
+        self.steps += 1
+
+    # ------------------------------------------------------------------------------------------- model work
+    def _prefill(self, jobs: list[Job]) -> None:
+        rows = []
+        for job in jobs:
+            for i in range(job.request.n):
+                seed = job.request.seed
+                gen = torch.Generator(device=self.device)
+                gen.manual_seed((seed + i) % 2**63 if seed is not None else torch.seed())
+                seq = Seq(job, i, len(self.active) + len(rows), generator=gen)
+                job.sequences.append(seq)
+                rows.append(seq)
+        first = rows[0].slot
+        width = max(len(s.job.prompt_ids) for s in rows)
+        idx = torch.zeros(len(rows), width, dtype=torch.long)
+        for r, seq in enumerate(rows):
+            idx[r, :len(seq.job.prompt_ids)] = torch.tensor(seq.job.prompt_ids)
+        views = [_view(cache, first, len(rows)) for cache in self.caches]
+        for block, view in zip(self.model.transformer.h, views):
+            block.attn.kv_cache = view
+        try:
+            logits = self.model(idx.to(self.device), input_pos=torch.arange(width, device=self.device),
+                                input_pos_maxp1=width)
+        finally:
+            for block, cache in zip(self.model.transformer.h, self.caches):
+                block.attn.kv_cache = cache
+        logits[..., self.vocab:] = float("-inf")
+        for r, seq in enumerate(rows):
+            n = len(seq.job.prompt_ids)
+            seq.length = n
+            if seq.index == 0 and seq.job.request.echo_prompt and n > 1:
+                target = torch.tensor(seq.job.prompt_ids[1:], device=self.device)
+                lps, tops = sampling.token_logprobs(logits[r, :n - 1], target, seq.job.request.top_k_per_token)
+                seq.job.prompt_logprobs = list(zip(lps, tops))
+        self.active.extend(rows)
+        last = torch.stack([logits[r, len(s.job.prompt_ids) - 1] for r, s in enumerate(rows)])
+        self._advance(rows, last)
+
+    def _decode_step(self) -> None:
+        live = self.active
+        idx = torch.tensor([[s.pending] for s in live], device=self.device)
+        pos = torch.tensor([[s.length] for s in live], device=self.device)
+        logits = self.model(idx, input_pos=pos, input_pos_maxp1=int(pos.max()) + 1)[:, -1]
+        logits[:, self.vocab:] = float("-inf")
+        for s in live:
+            s.length += 1
+        self._advance(live, logits)
+
+    def _advance(self, seqs: list[Seq], logits: torch.Tensor) -> None:
+        """Choose each sequence's next token from its logits (B, V) and decide whether it is finished."""
+        open_ = [i for i, s in enumerate(seqs) if not s.done and len(s.ids) < s.job.request.max_new_tokens]
+        for i, s in enumerate(seqs):
+            if i not in open_:
+                s.done = True
+        if open_:
+            rows = logits[open_]
+            reqs = [seqs[i].job.request for i in open_]
+            chosen = sampling.choose(rows, reqs, [seqs[i].generator for i in open_])
+            lps, tops = sampling.token_logprobs(rows, chosen, max(r.top_k_per_token for r in reqs))
+            for k, i in enumerate(open_):
+                self._append(seqs[i], int(chosen[k]), lps[k], tops[k][:reqs[k].top_k_per_token])
+        for job in {id(s.job): s.job for s in seqs}.values():
+            if all(s.done for s in job.sequences) and not job.answered and not job.cancelled:
+                job.answered = True
+                job.on_done(self._answer(job))
+
+    def _append(self, seq: Seq, token: int, logprob: float, tops: list) -> None:
+        req = seq.job.request
+        if token == self.tokenizer.eos_id:
+            seq.done = True
+            return
+        seq.ids.append(token)
+        seq.logprobs.append(logprob)
+        seq.tops.append(tops)
+        seq.pending = token
+        stops = [s for s in req.stop_sequences if s]
+        if len(seq.ids) >= req.max_new_tokens or (stops and sampling.first_stop(self.decode(seq.ids), stops) >= 0):
+            seq.done = True
+
+    def _compact(self) -> None:
+        """Drop finished sequences; move the last live ones into the freed low slots (their cache rows too)."""
+        keep = [s for s in self.active if not s.done]
+        free = sorted(s.slot for s in self.active if s.done and s.slot < len(keep))
+        movers = [s for s in keep if s.slot >= len(keep)]
+        for seq, slot in zip(movers, free):
+            for cache in self.caches:
+                cache.k[slot, :, :seq.length] = cache.k[seq.slot, :, :seq.length]
+                cache.v[slot, :, :seq.length] = cache.v[seq.slot, :, :seq.length]
+            seq.slot = slot
+        self.active = sorted(keep, key=lambda s: s.slot)
+
+    # ------------------------------------------------------------------------------------------- answers
+    def _tokens(self, ids, logprobs, tops) -> list[dict]:
+        texts = sampling.token_texts(self.decode, ids)
+        return [{"text": t, "logprob": lp, "top_logprob": {self.decode([i]): v for i, v in top}}
+                for t, lp, top in zip(texts, logprobs, tops)]
+
+    def _answer(self, job: Job) -> dict:
+        req = job.request
+        echo = []
+        if req.echo_prompt:
+            ids = job.prompt_ids[job.echo_from:]
+            scored = [(0.0, [])] + job.prompt_logprobs  # the first prompt token has no context
+            echo = self._tokens(ids, *zip(*scored[job.echo_from:])) if ids else []
+        completions = []
+        for seq in sorted(job.sequences, key=lambda s: s.index):
+            tokens = self._tokens(seq.ids, seq.logprobs, seq.tops)
+            text = "".join(t["text"] for t in tokens)
+            cut = sampling.first_stop(text, req.stop_sequences)
+            if cut >= 0:
+                texts = [t["text"] for t in tokens]
+                kept = sampling.cut_at(texts, cut)
+                tokens = [{**t, "text": x} for t, x in zip(tokens[:kept], texts)]
+                text = text[:cut]
+            if req.echo_prompt:
+                tokens, text = echo + tokens, req.prompt + text
+            completions.append({"text": text, "tokens": tokens, "logprob": sum(t["logprob"] for t in tokens)})
+        return {**completions[0], "completions": completions}
+
+
+def _view(cache, first: int, rows: int):
+    """A KV cache whose rows are slots first..first+rows-1 of `cache` (writes land in `cache`)."""
+    from litgpt.model import KVCache
+
+    view = KVCache((1, 1, 1, 1), (1, 1, 1, 1), device=cache.k.device, dtype=cache.k.dtype)
+    view.k, view.v = cache.k[first:first + rows], cache.v[first:first + rows]
+    view.max_cache_len = cache.max_cache_len
+    return view

@@ -1,0 +1,82 @@
+"""Token choice and what is answered about each token: greedy or sampled (temperature, top-k, top-p, a seeded
+generator per sequence), log-probabilities under the model (temperature 1, no filter, as HELM reads them), the
+top alternatives per token, token texts that add up to the text, and the cut at the first stop sequence."""
+
+from __future__ import annotations
+
+import torch
+
+GREEDY_BELOW = 1e-5  # HELM sends temperature 1e-7 when it means 0
+
+
+def is_greedy(temperature: float) -> bool:
+    return temperature < GREEDY_BELOW
+
+
+def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float) -> torch.Tensor:
+    """One row of logits (V,) scaled and filtered for sampling: top_k keeps the k best (None or 0: all),
+    top_p keeps the smallest set whose probability reaches top_p (always the best token)."""
+    logits = logits.float() / max(temperature, GREEDY_BELOW)
+    if top_k and top_k < logits.numel():
+        kth = torch.topk(logits, top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cumulative - sorted_logits.softmax(-1) >= top_p  # tokens after the set reached top_p
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
+    return logits
+
+
+def choose(logits: torch.Tensor, params: list, generators: list) -> torch.Tensor:
+    """The next token of each row of logits (B, V); params[i] has temperature, top_k, top_p."""
+    out = logits.argmax(-1)
+    for i, p in enumerate(params):
+        if not is_greedy(p.temperature):
+            probs = filter_logits(logits[i], p.temperature, p.top_k, p.top_p).softmax(-1)
+            out[i] = torch.multinomial(probs, 1, generator=generators[i]).item()
+    return out
+
+
+def token_logprobs(logits: torch.Tensor, chosen: torch.Tensor, top_n: int) -> tuple[list, list]:
+    """Log-probability of each chosen token under the model (B, V) logits, and the top_n (id, logprob)
+    alternatives of each row."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    picked = logp.gather(-1, chosen.view(-1, 1)).view(-1).tolist()
+    values, ids = torch.topk(logp, top_n, dim=-1)
+    tops = [list(zip(i, v)) for i, v in zip(ids.tolist(), values.tolist())]
+    return picked, tops
+
+
+def token_texts(decode, ids: list[int], window: int = 8) -> list[str]:
+    """The text each token adds, so that "".join(texts) == decode(ids): the difference of two decodes of a short
+    window ending at the token (exact for byte-level and SentencePiece tokenizers), checked against the whole."""
+    texts = []
+    for i in range(len(ids)):
+        start = max(0, i - window)
+        texts.append(decode(ids[start:i + 1])[len(decode(ids[start:i])):] if i > start else decode(ids[i:i + 1]))
+    if "".join(texts) != decode(ids):  # a tokenizer whose decodes are not prefix-stable: the slow exact way
+        texts, previous = [], ""
+        for i in range(len(ids)):
+            current = decode(ids[:i + 1])
+            texts.append(current[len(previous):] if current.startswith(previous) else current)
+            previous = current
+    return texts
+
+
+def first_stop(text: str, stops: list[str]) -> int:
+    """Where the earliest stop sequence begins in text, or -1."""
+    found = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    return min(found) if found else -1
+
+
+def cut_at(texts: list[str], end: int) -> int:
+    """How many tokens are kept when the text is cut at character `end`; the last kept token's text is
+    trimmed in place so that the kept texts add up to text[:end]."""
+    total = 0
+    for i, t in enumerate(texts):
+        if total + len(t) >= end:
+            texts[i] = t[:end - total]
+            return i + 1 if texts[i] else i
+        total += len(t)
+    return len(texts)

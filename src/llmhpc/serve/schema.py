@@ -1,0 +1,100 @@
+"""HELM's request and response bodies (helm/clients/http_model_client.py, helm/tokenizers/http_model_tokenizer.py,
+and the NeurIPS 2023 challenge's sample server). Every field HELM sends is honoured; fields this server does not
+know are ignored, as HELM expects. Bounds that depend on the model (prompt length, token ids) are checked by the
+app against the loaded checkpoint, with a 4xx saying what to change."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_RETURN_SEQUENCES = 64
+MAX_TOP_K_PER_TOKEN = 100
+MAX_STOP_SEQUENCES = 64
+
+
+def _encodable(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"not valid Unicode text (a lone surrogate at {err.start})") from None
+    return text
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+
+class ProcessRequest(_Body):
+    prompt: str = Field(description="The text to continue.")
+    num_samples: int | None = Field(None, ge=1, le=MAX_RETURN_SEQUENCES,
+                                    description="The challenge sample's name for num_return_sequences.")
+    num_return_sequences: int | None = Field(None, ge=1, le=MAX_RETURN_SEQUENCES,
+                                             description="Completions to return (HELM's num_completions); default 1.")
+    max_new_tokens: int = Field(50, ge=0, description="Tokens to generate; 0 scores the prompt only (with echo_prompt).")
+    temperature: float = Field(0.8, ge=0.0, le=100.0, description="Below 1e-5 (HELM sends 1e-7 for 0): greedy.")
+    top_k: int | None = Field(200, ge=0, description="Sample among the k most likely tokens (0 or null: all).")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling: the smallest set reaching this probability.")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="Seeds each sequence's sampling (completion i: seed + i).")
+    echo_prompt: bool = Field(False, description="Return the prompt's tokens (with log-probabilities) before the new ones.")
+    top_k_per_token: int = Field(1, ge=1, le=MAX_TOP_K_PER_TOKEN,
+                                 description="Alternatives (token text: log-probability) answered per token.")
+    stop_sequences: list[str] = Field(default_factory=list, max_length=MAX_STOP_SEQUENCES,
+                                      description="Generation ends at the first of these; it is cut from text and tokens.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, v: str) -> str:
+        return _encodable(v)
+
+    @field_validator("stop_sequences")
+    @classmethod
+    def _stops(cls, v: list[str]) -> list[str]:
+        return [_encodable(s) for s in v]
+
+    @property
+    def n(self) -> int:
+        return self.num_return_sequences or self.num_samples or 1
+
+
+class Token(BaseModel):
+    text: str
+    logprob: float
+    top_logprob: dict[str, float]
+
+
+class Completion(BaseModel):
+    text: str
+    tokens: list[Token]
+    logprob: float
+
+
+class ProcessResponse(Completion):
+    """The first completion at the top level (what HELM reads), every completion in `completions`."""
+    completions: list[Completion]
+    request_time: float
+
+
+class TokenizeRequest(_Body):
+    text: str
+    truncation: bool = True
+    max_length: int = Field(2048, ge=1)
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, v: str) -> str:
+        return _encodable(v)
+
+
+class TokenizeResponse(BaseModel):
+    tokens: list[int]
+    request_time: float
+
+
+class DecodeRequest(_Body):
+    tokens: list[int]
+    decode_kwargs: dict = Field(default_factory=dict, description="Accepted and ignored (the sample server's field).")
+
+
+class DecodeResponse(BaseModel):
+    text: str
+    request_time: float
