@@ -81,6 +81,7 @@ def test_apac_precision_follows_the_sites_gpus(profile):
 def test_samsung_preset_only_evaluates():
     cfg, experiments = preset("samsung2023-llama30b-hellaswag", {"gpu_model": "V100"})
     assert experiments == {}
+    assert (cfg["evaluate"]["scorer"], cfg["evaluate"]["gpus"], cfg["evaluate"]["pipeline_stages"]) == ("fast", 4, 4)
     assert cfg["evaluate"]["precision"] == "16-true"  # fp16 on V100, no quantization
     assert cfg["model"]["repo_id"] == "huggyllama/llama-30b"
 
@@ -112,6 +113,8 @@ def test_preset_dry_runs_under_every_profile(name, repo_copy):
         assert "submissions of this dry run" in out, out[-3000:]
         lines = [ln for ln in out.splitlines() if "qsub" in ln or "sbatch" in ln]
         assert any("evaluate" in ln for ln in lines), lines
+        if name.startswith("samsung") and profile == "slurm":  # LLaMA-30B split over the node's 4 GPUs
+            assert all("--gres=gpu:4" in ln for ln in lines if "evaluate" in ln), lines
         if not name.startswith("samsung"):
             finetune = [ln for ln in lines if "finetune" in ln]
             assert finetune, lines

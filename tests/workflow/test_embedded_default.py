@@ -12,9 +12,7 @@ import yaml
 
 from conftest import copy_repo, default_config, snakemake
 
-pytestmark = [pytest.mark.snakemake]
-
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.snakemake, pytest.mark.e2e]
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +146,24 @@ def test_changing_envs_reruns_the_pipeline(done):
     req.write_text(req.read_text() + "\n# touched\n")
     planned = jobs_planned(snakemake(done, "-n"))
     assert planned["env"] == 1 and planned["finetune"] == 2 and planned["convert"] == 1
+
+
+def test_the_fast_scorer_gives_the_reference_scorers_answers_through_the_workflow(done, tmp_path):
+    """evaluate.scorer: fast, through the evaluate rule on the embedded default's models: every item's choice and
+    log-likelihoods as the reference scorer's (fp32 on CPU), and the metrics say which scorer ran."""
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(done, repo, symlinks=True)
+    cfg = default_config()
+    cfg["evaluate"]["scorer"] = "fast"
+    (repo / "fast.yaml").write_text(yaml.safe_dump(cfg))
+    snakemake(repo, "--configfile", "fast.yaml", "--", "results/evaluate/base/metrics.json",
+              "results/evaluate/mbs16/metrics.json")
+    for model in ("base", "mbs16"):
+        fast = [json.loads(line) for line in (repo / f"results/evaluate/{model}/predictions.jsonl").read_text().splitlines()]
+        ref = [json.loads(line) for line in (done / f"results/evaluate/{model}/predictions.jsonl").read_text().splitlines()]
+        assert [(r["pred"], r["pred_norm"]) for r in fast] == [(r["pred"], r["pred_norm"]) for r in ref]
+        worst = max(abs(a - b) for f, r in zip(fast, ref) for a, b in zip(f["loglikelihoods"], r["loglikelihoods"]))
+        assert worst < 1e-3, worst
+        assert json.loads((repo / f"results/evaluate/{model}/metrics.json").read_text())["scorer"] == "fast"

@@ -18,9 +18,8 @@ import yaml
 from conftest import copy_repo
 from slurm_cluster import FAKE_GPUS, SlurmCluster, missing_binaries
 
-pytestmark = [pytest.mark.slurm, pytest.mark.snakemake]
+pytestmark = [pytest.mark.slurm, pytest.mark.snakemake, pytest.mark.e2e]
 
-pytestmark = pytest.mark.e2e
 
 # The test node's shape for the workflow's site (profiles/slurm/site.yaml describes a generic GPU cluster).
 SITE_OVERRIDE = {"site": {"gpus_per_node": FAKE_GPUS, "cpus_per_node": os.cpu_count()}}
