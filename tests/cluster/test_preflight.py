@@ -90,3 +90,22 @@ def test_preflight_has_nothing_to_say_locally():
 
 
 # ------------------------------------------------------------------------------------------ multi-node launch
+
+
+def test_a_run_that_cannot_fit_on_the_disk_is_refused_with_the_figures(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    cfg, exps = experiments_for()
+    cfg["model"]["name"] = "Llama-2-7b-hf"
+    cfg["site"] = site_of("gadi") | {"scheduler": "local"}
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(100e9, 90e9, 10e9))  # 10 GB free
+    with pytest.raises(ConfigError) as err:
+        preflight.preflight(cfg, exps, tmp_path)
+    text = str(err.value)
+    assert f"the run writes about 42.0 GB under {tmp_path / 'results'}" in text
+    assert "hub weights 14.0 GB, LitGPT checkpoint 14.0 GB, baseline: fine-tuned model 14.0 GB" in text
+    assert "has 10.0 GB free" in text
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(100e9, 10e9, 90e9))
+    preflight.preflight(cfg, exps, tmp_path)  # fits: nothing to say

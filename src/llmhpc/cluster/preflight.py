@@ -88,11 +88,16 @@ def check_requested(name: str, ft: dict, overrides: dict) -> list[str]:
 
 
 def preflight(config: dict, experiments: dict, workdir, finetune_overrides: dict | None = None) -> None:
-    """Refuse, before any job is queued, what cannot run on the configured site. Nothing to check locally."""
+    """Refuse, before any job is queued, what cannot run on the configured site, or not fit on its disk."""
+    from llmhpc.cluster import disk
+
     site = config["site"]
+    full = disk.problem(config, experiments, workdir)
     if site["scheduler"] == "local":
+        if full:
+            raise ConfigError(f"preflight refused: {full}")
         return
-    problems = []
+    problems = [full] if full else []
     if site["scheduler"] == "pbs" and not site.get("project"):
         problems.append(f"site '{site['name']}' (PBS) has no project code: set site.project in the profile's"
                         f" {SITE_FILE} or in your config (site: {{project: ab12}}); qsub -P charges it")
