@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from llmhpc.serve.engine import BadRequest, Engine, QueueFull
@@ -38,6 +40,13 @@ def create_app(engine: Engine) -> FastAPI:
         engine.stop()
 
     app = FastAPI(title="llmhpc-serve", description="A LitGPT checkpoint served to HELM", lifespan=lifespan)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError):
+        """422 naming each wrong field; ASCII-escaped, so that any input (a lone surrogate) can be echoed."""
+        detail = [{k: e.get(k) for k in ("type", "loc", "msg", "input")} for e in err.errors()]
+        return Response(json.dumps({"detail": detail}, ensure_ascii=True, default=repr), status_code=422,
+                        media_type="application/json")
 
     @app.post("/process", response_model=ProcessResponse, responses=ERRORS)
     async def process(body: ProcessRequest, request: Request):

@@ -78,6 +78,7 @@ class Engine:
         self.thread: threading.Thread | None = None
         self.stopping = False
         self.steps = 0
+        self.peak_batch = 0  # most sequences decoded in one step
 
     # ------------------------------------------------------------------------------------------- requests
     def decode(self, ids: list[int]) -> str:
@@ -111,7 +112,8 @@ class Engine:
     def load(self) -> dict:
         with self.cond:
             return {"waiting": len(self.waiting), "active": len(self.active), "max_batch": self.max_batch,
-                    "queue_size": self.queue_size, "steps": self.steps}
+                    "queue_size": self.queue_size, "steps": self.steps,
+                    "peak_batch": self.peak_batch}
 
     # ------------------------------------------------------------------------------------------- the loop
     def start(self) -> None:
@@ -214,6 +216,7 @@ class Engine:
 
     def _decode_step(self) -> None:
         live = self.active
+        self.peak_batch = max(self.peak_batch, len(live))
         idx = torch.tensor([[s.pending] for s in live], device=self.device)
         pos = torch.tensor([[s.length] for s in live], device=self.device)
         logits = self.model(idx, input_pos=pos, input_pos_maxp1=int(pos.max()) + 1)[:, -1]

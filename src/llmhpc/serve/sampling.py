@@ -48,20 +48,31 @@ def token_logprobs(logits: torch.Tensor, chosen: torch.Tensor, top_n: int) -> tu
     return picked, tops
 
 
-def token_texts(decode, ids: list[int], window: int = 8) -> list[str]:
-    """The text each token adds, so that "".join(texts) == decode(ids): the difference of two decodes of a short
-    window ending at the token (exact for byte-level and SentencePiece tokenizers), checked against the whole."""
-    texts = []
+def token_texts(decode, ids: list[int], window: int | None = 8) -> list[str]:
+    """The text each token adds, so that "".join(texts) == decode(ids). A token that ends inside a character
+    (byte-level BPE splits UTF-8) adds "" and the token completing the character adds all of it. Each text is the
+    difference of two decodes starting at a whole-character point `window` tokens back (the context keeps
+    SentencePiece's leading spaces); checked against the whole decode, else redone from the start."""
+    texts, complete = [], [0]  # token counts after which the decoded text ends with a whole character
     for i in range(len(ids)):
-        start = max(0, i - window)
-        texts.append(decode(ids[start:i + 1])[len(decode(ids[start:i])):] if i > start else decode(ids[i:i + 1]))
-    if "".join(texts) != decode(ids):  # a tokenizer whose decodes are not prefix-stable: the slow exact way
-        texts, previous = [], ""
-        for i in range(len(ids)):
-            current = decode(ids[:i + 1])
-            texts.append(current[len(previous):] if current.startswith(previous) else current)
-            previous = current
+        start = 0 if window is None else max([c for c in complete if c <= i - window] or [0])
+        previous, current = decode(ids[start:complete[-1]]), decode(ids[start:i + 1])
+        if current.endswith("\ufffd") and i < len(ids) - 1 and i + 1 - complete[-1] < 4:
+            texts.append("")  # inside a character: wait for its last byte
+            continue
+        common = len(previous) if current.startswith(previous) else len(_common_prefix(previous, current))
+        texts.append(current[common:])
+        complete.append(i + 1)
+    if window is not None and "".join(texts) != decode(ids):
+        return token_texts(decode, ids, None)
     return texts
+
+
+def _common_prefix(a: str, b: str) -> str:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
 
 
 def first_stop(text: str, stops: list[str]) -> int:
