@@ -315,6 +315,12 @@ def test_missing_plot_says_not_measured_yet(tmp_path):
     texts = [sh.text_frame.text for sh in Presentation(out).slides[deck["slides"].index(memory)].shapes
              if sh.has_text_frame]
     assert f"memory: {figures.NOT_MEASURED}" in texts
+    # and the PDF drawn without a browser shows the same placeholder where the plot would be
+    from pypdf import PdfReader
+
+    deck_pdf.pdf_with_matplotlib(deck, tmp_path / "deck.pdf")
+    page = PdfReader(tmp_path / "deck.pdf").pages[deck["slides"].index(memory)].extract_text()
+    assert "memory" in page and figures.NOT_MEASURED in page
 
 
 def test_bad_inputs_name_the_file(tmp_path):
