@@ -35,9 +35,11 @@ DISCONNECT_POLL_S = 0.25
 def create_app(engine: Engine) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        ours = engine.thread is None  # an engine started by its owner (a test) stays up
         engine.start()
         yield
-        engine.stop()
+        if ours:
+            engine.stop()
 
     app = FastAPI(title="llmhpc-serve", description="A LitGPT checkpoint served to HELM", lifespan=lifespan)
 

@@ -15,8 +15,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 inside a container)")
     p.add_argument("--port", default=8080, type=int, help="HELM's default base URL is http://localhost:8080")
     p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1, ...")
-    p.add_argument("--precision", default=None, choices=["32-true", "16-true", "bf16-true"],
-                   help="dtype of the weights (default: as stored)")
+    p.add_argument("--precision", default="auto", choices=["auto", "stored", "32-true", "16-true", "bf16-true"],
+                   help="dtype of the weights: auto = bf16 on GPUs that have it, fp16 on older ones, fp32 on CPU")
     p.add_argument("--max-batch", default=16, type=int, help="sequences decoded together (KV cache slots)")
     p.add_argument("--queue-size", default=64, type=int, help="requests waiting beyond the batch; more get 503")
     p.add_argument("--max-seq-length", default=None, type=int, help="positions per slot (default: the model's)")
@@ -25,15 +25,18 @@ def parse(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def build_engine(checkpoint: Path, device="auto", precision=None, max_batch=16, queue_size=64, max_seq_length=None,
+def build_engine(checkpoint: Path, device="auto", precision="auto", max_batch=16, queue_size=64, max_seq_length=None,
                  prefill_tokens=8192):
     from llmhpc.eval.checkpoint import load_litgpt, resolve_device
+    from llmhpc.eval.loading import default_precision
     from llmhpc.serve.engine import Engine
 
     missing = [n for n in ("lit_model.pth", "model_config.yaml") if not (Path(checkpoint) / n).is_file()]
     if missing:
         raise SystemExit(f"llmhpc-serve: {checkpoint} is not a LitGPT checkpoint (no {', '.join(missing)})")
-    model, tokenizer = load_litgpt(Path(checkpoint), precision, resolve_device(device))
+    device = resolve_device(device)
+    precision = default_precision(device) if precision == "auto" else None if precision == "stored" else precision
+    model, tokenizer = load_litgpt(Path(checkpoint), precision, device)
     if max_seq_length:
         model.max_seq_length = min(max_seq_length, model.config.block_size)
     return Engine(model, tokenizer, max_batch=max_batch, queue_size=queue_size, prefill_tokens=prefill_tokens)

@@ -21,7 +21,7 @@ def _encodable(text: str) -> str:
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False, strict=True)  # no "5" for 5, no false for 0
 
 
 class ProcessRequest(_Body):

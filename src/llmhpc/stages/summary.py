@@ -20,6 +20,9 @@ FINETUNE_METRICS = {
 }
 INFER_METRICS = {"acc": "fraction", "acc_norm": "fraction", "items": "count", "wall_s": "s", "load_s": "s",
                  "score_s": "s", "items_per_s": "items/s", "bos_prepended": "bool"}
+SERVE_METRICS = {"p50_latency_s": "s", "p99_latency_s": "s", "requests_per_s": "requests/s", "tokens_per_s": "tokens/s",
+                 "completed": "count", "concurrency": "count", "load_new_tokens": "tokens", "peak_batch": "count",
+                 "greedy_matches": "count", "greedy_checked": "count", "startup_s": "s"}
 ENV_FIELDS = ["python", "torch", "litgpt", "cuda", "gpu_model", "host", "git_commit"]
 
 
@@ -27,8 +30,10 @@ def _read(path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def build(run_name: str, experiments: list[str], manifest, finetune: dict, evaluate: dict, data: dict) -> pd.DataFrame:
-    """data: {"train": train.json, "val": val.json, "eval": hellaswag.jsonl}."""
+def build(run_name: str, experiments: list[str], manifest, finetune: dict, evaluate: dict, data: dict,
+          serve: dict | None = None) -> pd.DataFrame:
+    """data: {"train": train.json, "val": val.json, "eval": hellaswag.jsonl}; serve: {experiment: serve_check's
+    metrics.json} for the experiments it checked (none without serve.enabled)."""
     rows = []
 
     def add(experiment, stage, metric, value, unit, source):
@@ -55,6 +60,12 @@ def build(run_name: str, experiments: list[str], manifest, finetune: dict, evalu
         scores = _read(path)
         for metric, unit in INFER_METRICS.items():
             add(name, "evaluate", metric, scores[metric], unit, path)
+
+    for name, path in (serve or {}).items():
+        figures = _read(path)
+        for metric, unit in SERVE_METRICS.items():
+            if figures.get(metric) is not None:
+                add(name, "serve", metric, figures[metric], unit, path)
 
     # Ratios against the first experiment, the baseline: the figure competitions score.
     base = experiments[0]
