@@ -25,6 +25,9 @@ def layout(experiments: Iterable[str], repo=".", results="results", slides="resu
     pairs: list[tuple[Path, str]] = []
     # Build and setup: the venv build script, the pins, the conda environment.
     pairs += tree(repo / "envs", "scripts/build")
+    # The serving container recipes (seed 004's Dockerfile; Apptainer for HPC sites), built on the same set-up.
+    pairs.append((repo / "Dockerfile", "scripts/build/Dockerfile"))
+    pairs.append((repo / "containers/llmhpc.def", "scripts/build/containers/llmhpc.def"))
     # Run: the cluster profiles (how Snakemake submits each job); the job scripts come from results/jobs.
     for profile in sorted(p for p in (repo / "profiles").glob("*") if p.is_dir()):
         pairs += tree(profile, f"scripts/run/profiles/{profile.name}")
