@@ -42,12 +42,20 @@ def test_serve_check_records_latency_and_throughput_and_stops_the_server(checkpo
     assert not _listening(int(port)), "the server is still up"
 
 
-def test_a_server_that_cannot_start_fails_the_stage_with_its_reason(tmp_path):
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(RuntimeError, match="exited"):
-        serve_check.run(tmp_path / "empty", EVAL, settings(), tmp_path / "m.json", tmp_path / "server.log")
-    assert "not a LitGPT checkpoint" in (tmp_path / "server.log").read_text()
+def test_a_server_that_cannot_start_fails_the_stage_with_its_reason(checkpoint, tmp_path):
+    import socket
+
+    with socket.socket() as taken:  # the port is in use: the server exits, the stage says so and writes nothing
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(RuntimeError, match="exited"):
+            serve_check.run(checkpoint, EVAL, settings(check_port=port), tmp_path / "m.json", tmp_path / "server.log")
+    assert "address already in use" in (tmp_path / "server.log").read_text().lower()
     assert not (tmp_path / "m.json").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(serve_check.CheckFailed, match="not a LitGPT checkpoint"):
+        serve_check.run(tmp_path / "empty", EVAL, settings(), tmp_path / "m.json", tmp_path / "server.log")
 
 
 def test_the_summary_carries_the_serving_figures(tmp_path):

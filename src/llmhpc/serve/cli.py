@@ -25,15 +25,20 @@ def parse(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def not_a_checkpoint(checkpoint: Path) -> str | None:
+    """Why `checkpoint` cannot be served, or None."""
+    missing = [n for n in ("lit_model.pth", "model_config.yaml") if not (Path(checkpoint) / n).is_file()]
+    return f"{checkpoint} is not a LitGPT checkpoint (no {', '.join(missing)})" if missing else None
+
+
 def build_engine(checkpoint: Path, device="auto", precision="auto", max_batch=16, queue_size=64, max_seq_length=None,
                  prefill_tokens=8192):
     from llmhpc.eval.checkpoint import load_litgpt, resolve_device
     from llmhpc.eval.loading import default_precision
     from llmhpc.serve.engine import Engine
 
-    missing = [n for n in ("lit_model.pth", "model_config.yaml") if not (Path(checkpoint) / n).is_file()]
-    if missing:
-        raise SystemExit(f"llmhpc-serve: {checkpoint} is not a LitGPT checkpoint (no {', '.join(missing)})")
+    if problem := not_a_checkpoint(checkpoint):
+        raise SystemExit(f"llmhpc-serve: {problem}")
     device = resolve_device(device)
     precision = default_precision(device) if precision == "auto" else None if precision == "stored" else precision
     model, tokenizer = load_litgpt(Path(checkpoint), precision, device)

@@ -9,7 +9,6 @@ latency, requests/s, tokens/s into results/serve/<experiment>/metrics.json. The 
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 import time
@@ -113,9 +112,12 @@ def load_bodies(texts: list[str], settings: dict) -> list[dict]:
 
 def run(checkpoint: Path, eval_file: Path, settings: dict, metrics_path: Path, server_log: Path, log=print) -> dict:
     """Start the server, check it, load it, stop it; write and return the metrics."""
-    from llmhpc.serve.reference import greedy_text
+    from llmhpc.serve.cli import not_a_checkpoint
 
+    if problem := not_a_checkpoint(checkpoint):
+        raise CheckFailed(f"serve_check: {problem}")
     texts = prompts(eval_file, settings["check_prompts"])
+    references = _references(checkpoint, settings, texts)  # before the server: one copy of the model at a time
     port = settings["check_port"] or client.free_port(settings["host"])
     base = f"http://{settings['host']}:{port}"
     Path(server_log).parent.mkdir(parents=True, exist_ok=True)
@@ -123,9 +125,7 @@ def run(checkpoint: Path, eval_file: Path, settings: dict, metrics_path: Path, s
     log(f"llmhpc-serve on {base} (pid {proc.pid}), checkpoint {checkpoint}")
     try:
         ready_s = client.wait_ready(base, proc, settings["startup_timeout_s"])
-        reference = functools.partial(greedy_text, *_reference_model(checkpoint, settings))
-        checks = replay(base, texts, reference, settings, log)
-        del reference  # the reference copy of the model goes before the load test
+        checks = replay(base, texts, lambda prompt, n: references[prompt], settings, log)
         load = client.load_test(base, load_bodies(texts, settings), settings["load_concurrency"],
                                 settings["load_time_limit_s"])
         _, health = client.get(base, "/health")
@@ -146,6 +146,21 @@ def run(checkpoint: Path, eval_file: Path, settings: dict, metrics_path: Path, s
     Path(metrics_path).write_text(json.dumps(metrics, indent=1) + "\n")
     log(json.dumps(metrics, indent=1))
     return metrics
+
+
+def _references(checkpoint: Path, settings: dict, texts: list[str]) -> dict[str, str]:
+    """The model's greedy continuation of each prompt, the checkpoint loaded as the server loads it; the model
+    is freed before the server starts."""
+    import torch
+
+    from llmhpc.serve.reference import greedy_text
+
+    model, tokenizer = _reference_model(checkpoint, settings)
+    out = {p: greedy_text(model, tokenizer, p, settings["check_new_tokens"]) for p in texts}
+    del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return out
 
 
 def _reference_model(checkpoint: Path, settings: dict):
