@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
 
 
 def _from_dict(cls, data: dict, section: str):
@@ -168,14 +167,3 @@ class Experiment:
         return cls(name=data["name"], notes=data.get("notes", ""),
                    finetune=FinetuneSettings.from_dict(data["finetune"]),
                    evaluate=EvaluateSettings.from_dict(data["evaluate"]))
-
-
-def as_dict(settings: Any) -> dict:
-    """A settings object as the plain dict that Snakemake params carry (tuples as lists)."""
-    def plain(value):
-        if isinstance(value, tuple):
-            return [plain(v) for v in value]
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        return value
-    return {f.name: plain(getattr(settings, f.name)) for f in dataclasses.fields(settings)}

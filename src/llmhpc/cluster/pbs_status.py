@@ -24,7 +24,6 @@ GIVE_UP_AFTER = 1800.0  # qstat failing this long is no longer transient: stop t
 CANCEL_BATCH = 50
 PURGE_GRACE = 120.0  # a purged job without an exit record is failed after this long (records may lag on NFS)
 WALLTIME_EXITS = {-29, 271}  # JOB_EXEC_KILL_WALLTIME (PBS Pro 2020+); 256 + SIGTERM (older moms)
-RUNNING_STATES = set("QHWTRESUBM")  # queued, held, waiting, transit, running, exiting, suspended, ..., moved
 
 
 # -------------------------------------------------------------------------------------------------- status
