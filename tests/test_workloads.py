@@ -125,3 +125,15 @@ def test_preset_dry_runs_under_every_profile(name, repo_copy):
                 assert all(f"select={nodes}:" in ln for ln in finetune), finetune
             elif nodes == 2:
                 assert all("ngpus=8" in ln for ln in finetune), finetune
+
+
+def test_apac_waterfall_adds_one_engine_switch_at_a_time():
+    _, experiments = preset("apac2024-llama2-7b-full", {"gpu_model": "A100", "scheduler": "pbs", "gpus_per_node": 4})
+    ft = {name: e["finetune"] for name, e in experiments.items()}
+    assert [name for name in ft] == ["baseline", "fsdp2-eager", "fsdp2-packed", "fsdp2", "mbs8"]
+    assert ft["baseline"]["engine"] == "litgpt" and ft["mbs8"]["engine"] == "litgpt"
+    switches = [(ft[n]["engine_options"]["packing"], ft[n]["engine_options"]["compile"])
+                for n in ("fsdp2-eager", "fsdp2-packed", "fsdp2")]
+    assert switches == [(False, False), (True, False), (True, True)]
+    yaml_of = litgpt_config(ft["fsdp2-packed"], "ckpt", "data", "out")
+    assert yaml_of["engine"]["packing"] is True and yaml_of["train"]["global_batch_size"] == 64
