@@ -47,3 +47,6 @@ def test_the_submission_carries_both_recipes():
     archived = dict((a, Path(p)) for p, a in layout(["baseline"], repo=REPO))
     assert archived["scripts/build/Dockerfile"] == REPO / "Dockerfile"
     assert archived["scripts/build/containers/llmhpc.def"] == REPO / "containers/llmhpc.def"
+    assert not any(a.startswith("outputs/serve/") for a in archived)
+    served = dict((a, p) for p, a in layout(["baseline"], repo=REPO, served=["baseline"]))
+    assert served["outputs/serve/baseline/metrics.json"] == Path("results/serve/baseline/metrics.json")

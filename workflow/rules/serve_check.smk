@@ -32,6 +32,10 @@ rule serve_check:
         "../../envs/conda.yaml"
     threads: GPU_JOB_THREADS
     resources:
+        # Host memory for the checkpoint (memory-mapped, then moved to the GPU) and the server; the profiles'
+        # set-resources may raise it.
+        mem_mb=16000,
+        runtime=60,
         gpus_per_node=serve_gpus,
         gres=serve_gres,
         cpus_per_task=SLURM_CPUS_PER_TASK,

@@ -16,10 +16,11 @@ from llmhpc.outputs.bundle import WEIGHT_SUFFIXES, BundleError, Member, build, c
 
 
 def layout(experiments: Iterable[str], repo=".", results="results", slides="results/slides/deck.pdf",
-           configfiles: Iterable = ()) -> list[tuple[Path, str]]:
+           configfiles: Iterable = (), served: Iterable[str] = ()) -> list[tuple[Path, str]]:
     """The files every bundle of this workflow carries, as (source, archive path), mirroring what the
     competitions ask for: scripts/ (build, run, the workflow itself), configs/, outputs/, slides/.
-    results/jobs and results/logs are not here: they are collected at run time (see `runtime_dirs`)."""
+    results/jobs and results/logs are not here: they are collected at run time (see `runtime_dirs`).
+    `served`: the experiments serve_check measured (serve.enabled), whose metrics go in outputs/serve/."""
     repo, results = Path(repo), Path(results)
     experiments = list(experiments)
     pairs: list[tuple[Path, str]] = []
@@ -51,6 +52,8 @@ def layout(experiments: Iterable[str], repo=".", results="results", slides="resu
             pairs.append((results / "finetune" / exp / name, f"outputs/finetune/{exp}/{name}"))
     for model in ["base", *experiments]:
         pairs.append((results / "evaluate" / model / "metrics.json", f"outputs/evaluate/{model}/metrics.json"))
+    for exp in served:
+        pairs.append((results / "serve" / exp / "metrics.json", f"outputs/serve/{exp}/metrics.json"))
     pairs.append((Path(slides), "slides/deck.pdf"))
     return pairs
 
