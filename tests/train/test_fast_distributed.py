@@ -7,9 +7,8 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 import fast_tiny
+import pytest
 
 pytestmark = pytest.mark.distributed
 

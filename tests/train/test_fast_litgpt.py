@@ -6,11 +6,10 @@ from __future__ import annotations
 import csv
 import sys
 
+import fast_tiny
 import pytest
 import torch
 import yaml
-
-import fast_tiny
 
 pytestmark = pytest.mark.litgpt
 

@@ -10,7 +10,6 @@ from llmhpc.train.fast import attention, data, loop
 from llmhpc.train.fast.args import EngineArgs
 
 
-
 class Train:  # the fields of litgpt's TrainArgs that the plan reads
     global_batch_size, micro_batch_size, epochs, max_steps = 8, 2, 1, None
 
