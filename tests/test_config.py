@@ -142,3 +142,12 @@ def test_example_configs_are_accepted(example, repo_copy):
                        env=dict(os.environ, PYTHONPATH=str(repo_copy / "src")))
     proc = snakemake(repo_copy, "-n", "--configfile", f"config/examples/{example.name}")
     assert "Job stats:" in proc.stdout
+
+
+@pytest.mark.parametrize("argv, dry", [(["snakemake", "-n"], True), (["snakemake", "--dry-run"], True),
+                                       (["snakemake", "-pn", "--cores", "2"], True), (["snakemake", "-c2"], False),
+                                       (["snakemake", "--configfile", "n.yaml"], False), (["snakemake"], False)])
+def test_dry_runs_are_told_from_the_command_line(argv, dry):
+    from llmhpc.parsetime import is_dry_run
+
+    assert is_dry_run(argv) is dry

@@ -46,3 +46,14 @@ def cluster_profiles(profiles_dir) -> list[str]:
     return [f"profiles/{name}" for name in available_profiles(Path(profiles_dir))]
 
 
+
+
+def is_dry_run(argv: list[str]) -> bool:
+    """Whether the command line asks for a dry run (-n, --dry-run, --dryrun, or -n among combined short flags such
+    as -pn). Snakemake itself says so only once its executor is set up, after the workflow is parsed."""
+    for arg in argv[1:]:
+        if arg in ("--dry-run", "--dryrun"):
+            return True
+        if arg.startswith("-") and not arg.startswith("--") and arg[1:].isalpha() and "n" in arg[1:]:
+            return True
+    return False

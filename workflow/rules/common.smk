@@ -5,7 +5,7 @@ from pathlib import Path
 # The workflow's logic lives in src/llmhpc; make it importable here and in every job's script, also where it
 # is not pip-installed (a conda env, a cluster venv): jobs inherit this process's environment.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from llmhpc.parsetime import PLOT_NAMES, export_pythonpath, run_args
+from llmhpc.parsetime import PLOT_NAMES, export_pythonpath, is_dry_run, run_args
 
 export_pythonpath(Path(workflow.basedir) / "src")
 
@@ -21,7 +21,9 @@ cluster_site.apply_site(config, SCHEMA["properties"]["site"])
 EXPERIMENTS = check(config, SCHEMA)
 if workflow.is_main_process:
     # Refuse what cannot run on the site before anything is queued; jobs and the PBS commands inherit the site.
-    preflight.preflight(config, EXPERIMENTS, Path.cwd(), preflight.set_resources_of(workflow, "finetune"))
+    preflight.preflight(
+        config, EXPERIMENTS, Path.cwd(), preflight.set_resources_of(workflow, "finetune"), dry_run=is_dry_run(sys.argv)
+    )
     cluster_site.export_site(config["site"])
     if config["site"]["scheduler"] == "pbs":
         pbs.register_dry_run_plan(workflow, config["site"])  # `-n` lists the qsub lines

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 
 from llmhpc.cluster.site import SITE_FILE
@@ -87,12 +88,17 @@ def check_requested(name: str, ft: dict, overrides: dict) -> list[str]:
     return problems
 
 
-def preflight(config: dict, experiments: dict, workdir, finetune_overrides: dict | None = None) -> None:
-    """Refuse, before any job is queued, what cannot run on the configured site, or not fit on its disk."""
+def preflight(config: dict, experiments: dict, workdir, finetune_overrides: dict | None = None,
+              dry_run: bool = False) -> None:
+    """Refuse, before any job is queued, what cannot run on the configured site, or not fit on its disk (a dry
+    run only warns of the disk: it writes nothing, and is often made elsewhere than the real run)."""
     from llmhpc.cluster import disk
 
     site = config["site"]
     full = disk.problem(config, experiments, workdir)
+    if full and dry_run:
+        print(f"preflight warning (a real run would be refused): {full}", file=sys.stderr)
+        full = None
     if site["scheduler"] == "local":
         if full:
             raise ConfigError(f"preflight refused: {full}")
