@@ -9,6 +9,8 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+# Fixtures kept beside the tests that use them, registered here: a second conftest.py would shadow this one.
+pytest_plugins = ["serve_fixtures"]
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
 
 

@@ -1,4 +1,6 @@
-"""A tiny random LitGPT checkpoint and the server's app on it, in this process (httpx's ASGI transport)."""
+"""Fixtures of the serving tests (registered by the root conftest as a plugin: a second conftest.py would shadow
+the root one, whose helpers every test module imports by name): a tiny random LitGPT checkpoint and the server's
+app on it, in this process (httpx's ASGI transport)."""
 
 from __future__ import annotations
 
