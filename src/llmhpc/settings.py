@@ -167,3 +167,21 @@ class Experiment:
         return cls(name=data["name"], notes=data.get("notes", ""),
                    finetune=FinetuneSettings.from_dict(data["finetune"]),
                    evaluate=EvaluateSettings.from_dict(data["evaluate"]))
+
+
+@dataclass(frozen=True)
+class PresentationSettings:
+    """What the slides say beyond the measured figures (section `presentation`)."""
+
+    team: str = "Our team"
+    members: tuple[str, ...] = ()
+    title: str = "LLM fine-tuning on HPC: what we measured"
+    event: str = ""
+    workload: tuple[str, ...] = ()
+    narrative: tuple[str, ...] = ()
+    did_not_work: tuple[str, ...] = ()
+    accuracy_tolerance: float = 0.01
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PresentationSettings:
+        return _from_dict(cls, data, "presentation")

@@ -9,14 +9,14 @@ class SlideContent:
     """The deck's slides, in order; mixed into DeckBuilder, which keeps the figures they cite."""
 
     def title_slide(self):
-        bullets = [[seg(self.p["team"], "config")]]
-        if self.p.get("members"):
-            bullets.append([seg(", ".join(self.p["members"]), "config")])
-        if self.p.get("event"):
-            bullets.append([seg(self.p["event"], "config")])
+        bullets = [[seg(self.p.team, "config")]]
+        if self.p.members:
+            bullets.append([seg(", ".join(self.p.members), "config")])
+        if self.p.event:
+            bullets.append([seg(self.p.event, "config")])
         bullets.append([seg("Run "), seg(self.run_name, "name")])
-        self.add(Slide("title", self.p["title"], layout="title", bullets=bullets,
-                       notes="\n".join(self.p.get("narrative", []))))
+        self.add(Slide("title", self.p.title, layout="title", bullets=bullets,
+                       notes="\n".join(self.p.narrative)))
 
     def hardware_slide(self):
         rows = []
@@ -80,7 +80,7 @@ class SlideContent:
             [[seg("Accuracy rule")], [seg("acc at most "), self.num(self.tolerance()),
                                       seg(" below the baseline experiment's")]],
         ]
-        bullets = [[seg(w, "config")] for w in self.p.get("workload", [])]
+        bullets = [[seg(w, "config")] for w in self.p.workload]
         self.add(Slide("workload", "The workload and its rules", layout="text", bullets=bullets,
                        table={"header": ["Setting", "Value"], "rows": rows}))
 
@@ -117,7 +117,7 @@ class SlideContent:
                          [self.num(self.measured(n, "finetune", "tokens_per_s_per_device"))],
                          [self.num(self.measured(n, "finetune", f"speedup_vs_{self.base}"))],
                          [self.num(self.measured(n, "evaluate", "acc"))]])
-        bullets = [[seg(t, "config")] for t in self.p.get("narrative", [])]
+        bullets = [[seg(t, "config")] for t in self.p.narrative]
         best, fig = self.best()
         if best:
             bullets.insert(0, [seg("Best within the accuracy tolerance: "), seg(best, "name"), seg(", training "),
@@ -126,7 +126,7 @@ class SlideContent:
             bullets.insert(0, [seg("No experiment beat the baseline within the accuracy tolerance")])
         self.add(Slide("optimizations", "From baseline to best", bullets=bullets, image=self.image("throughput"),
                        table={"header": ["Experiment", "Training", "Per device", "Time ratio", "acc"], "rows": rows},
-                       notes="\n".join(self.p.get("narrative", []))))
+                       notes="\n".join(self.p.narrative)))
 
     def experiment_slide(self, e: dict):
         """Three big numbers (speed, throughput, accuracy against the baseline), then the baseline and this
@@ -257,7 +257,7 @@ class SlideContent:
     def did_not_work_slide(self):
         """The experiments that lost, measured, and the config's notes on what else was tried; no slide when
         there is nothing to say."""
-        bullets = [[seg(t, "config")] for t in self.p.get("did_not_work", [])]
+        bullets = [[seg(t, "config")] for t in self.p.did_not_work]
         rows = self.losers()
         if not bullets and not rows:
             return

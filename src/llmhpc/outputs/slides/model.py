@@ -20,6 +20,7 @@ from llmhpc.outputs.slides.figures import (
     format_value,
     seg,
 )
+from llmhpc.settings import PresentationSettings
 from llmhpc.stages.summary import COLUMNS
 
 
@@ -35,7 +36,7 @@ class DeckBuilder(SlideContent):
             raise ValueError("experiments: at least one experiment is needed (the first is the baseline)")
         self.summary = summary
         self.manifest = manifest
-        self.p = presentation
+        self.p = PresentationSettings.from_dict(presentation)
         self.experiments = experiments
         self.names = [e["name"] for e in experiments]
         self.base = self.names[0]
@@ -126,10 +127,10 @@ class DeckBuilder(SlideContent):
         delta = self.derived("diff", [a, b], "pp", f"acc of {name} minus acc of {self.base}")
         if delta is None:
             return None, None
-        return delta, delta.value >= -float(self.p["accuracy_tolerance"]) - 1e-12
+        return delta, delta.value >= -float(self.p.accuracy_tolerance) - 1e-12
 
     def tolerance(self) -> Figure:
-        return self.from_config("presentation.accuracy_tolerance", float(self.p["accuracy_tolerance"]), "pp_abs")
+        return self.from_config("presentation.accuracy_tolerance", float(self.p.accuracy_tolerance), "pp_abs")
 
     # --- the slides --------------------------------------------------------------------------------------------
     def build(self) -> dict:
@@ -149,7 +150,7 @@ class DeckBuilder(SlideContent):
         self.reproduce_slide()
         for s in self.slides:
             self.finish(s)
-        return {"title": self.p["title"], "team": self.p["team"], "run_name": self.run_name,
+        return {"title": self.p.title, "team": self.p.team, "run_name": self.run_name,
                 "baseline": self.base, "summary": self.summary_path,
                 "slides": [asdict(s) for s in self.slides], "figures": [asdict(f) for f in self.figures]}
 
