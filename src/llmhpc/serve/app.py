@@ -69,7 +69,7 @@ def create_app(engine: Engine) -> FastAPI:
         while not future.done():
             await asyncio.wait({future}, timeout=DISCONNECT_POLL_S)
             if not future.done() and await request.is_disconnected():
-                job.cancelled = True  # frees its slots at the engine's next step
+                engine.cancel(job)  # frees its slots at the engine's next step
                 return Response(status_code=499)
         return ProcessResponse(**future.result(), request_time=time.perf_counter() - t0)
 

@@ -79,6 +79,7 @@ class Engine:
         self.stopping = False
         self.steps = 0
         self.peak_batch = 0  # most sequences decoded in one step
+        self.cancelled = 0  # requests whose client went away before the answer
 
     # ------------------------------------------------------------------------------------------- requests
     def decode(self, ids: list[int]) -> str:
@@ -109,11 +110,18 @@ class Engine:
             self.waiting.append(job)
             self.cond.notify()
 
+    def cancel(self, job: Job) -> None:
+        """The client went away: the job's sequences are dropped at the next step, their slots freed."""
+        with self.cond:
+            if not job.cancelled and not job.answered:
+                job.cancelled = True
+                self.cancelled += 1
+
     def load(self) -> dict:
         with self.cond:
             return {"waiting": len(self.waiting), "active": len(self.active), "max_batch": self.max_batch,
                     "queue_size": self.queue_size, "steps": self.steps,
-                    "peak_batch": self.peak_batch}
+                    "peak_batch": self.peak_batch, "cancelled": self.cancelled}
 
     # ------------------------------------------------------------------------------------------- the loop
     def start(self) -> None:
