@@ -111,3 +111,49 @@ def test_failed_and_walltime_killed_jobs_fail_the_run_and_keep_their_logs(tmp_pa
     # Snakemake removes a failed job's outputs; its log says why
     rule_log = (repo / "results/logs/finetune/broken.log").read_text()
     assert "litgpt finetune_full exited with 2" in rule_log and "no_such_key" in rule_log
+
+
+@pytest.mark.e2e
+def test_ctrl_c_of_a_pbs_run_leaves_no_job_behind(tmp_path, pbs_env):
+    """Ctrl-C while a fine-tune job runs: cluster-generic calls llmhpc-pbs-cancel, which qdels the run's jobs; the
+    emulated server then holds no queued or running job, and the fine-tune's outputs are not there."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = cluster_repo(tmp_path, project="ab12")
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/gadi", "--configfile", "config/config.yaml",
+           "tests/quick.yaml", "test-site.yaml", "--seconds-between-status-checks", "2",
+           "results/finetune/baseline/summary.json"]
+    log = open(tmp_path / "snakemake.out", "w+")
+    # its own process group, as a shell gives a foreground command: Ctrl-C signals the whole group
+    proc = subprocess.Popen(cmd, cwd=repo, env=dict(os.environ, PYTHONPATH=str(repo / "src")), stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+    def jobs():
+        return [json.loads(p.read_text()) for p in sorted((pbs_env / "jobs").glob("*.json"))]
+
+    try:
+        running, deadline = None, time.monotonic() + 600
+        while running is None and time.monotonic() < deadline and proc.poll() is None:
+            running = next((j for j in jobs() if j["Job_Name"] == "finetune.baseline" and j["job_state"] == "R"), None)
+            time.sleep(0.5)
+        log.seek(0)
+        assert running, f"no fine-tune job ran:\n{log.read()[-4000:]}"
+        os.killpg(proc.pid, signal.SIGINT)
+        rc = proc.wait(180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    log.seek(0)
+    output = log.read()
+    assert rc != 0, output[-3000:]
+    job_id = f"{running['_seq']}.emu-pbs"
+    assert any(job_id in argv for argv in calls(pbs_env, "qdel")), (calls(pbs_env, "qdel"), output[-3000:])
+    deadline = time.monotonic() + 30
+    while any(j["job_state"] in ("Q", "R", "E") for j in jobs()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert [j["Job_Name"] for j in jobs() if j["job_state"] in ("Q", "R", "E")] == [], output[-3000:]
+    assert not (repo / "results/finetune/baseline/summary.json").exists()
