@@ -1,5 +1,5 @@
-"""What a GPU job (fine-tune, scoring) asks its scheduler for, derived from the site, and how the site is
-handed to jobs. Standard library only: the PBS commands import it.
+"""What a job asks its scheduler for, derived from the site and the model (llmhpc.cluster.site hands the site to
+jobs). Standard library only: the PBS commands import it.
 
 Snakemake's `threads` of a job means different things by where it runs:
 
@@ -17,8 +17,6 @@ default, e.g. DefCpuPerGPU, applies) and its processes use one thread each.
 from __future__ import annotations
 
 
-# The resolved site reaches jobs (which re-read the workflow without --profile) and the PBS commands through
-# this environment variable, as JSON.
 def on_scheduler(site: dict) -> bool:
     return site.get("scheduler", "local") != "local"
 
