@@ -111,6 +111,8 @@ def checkpoint_for(wildcards):
 
 
 def get_final_output():
+    from llmhpc.stages.serve_check import served_experiments
+
     submission = config["submission"]["name"] or config["run_name"]
     return [
         "results/summary.csv",
@@ -119,7 +121,7 @@ def get_final_output():
         *expand("results/submission/{name}.{ext}", name=submission, ext=["tar.gz", "sha256"]),
         # serve_check (workflow/rules/serve_check.smk) only when asked for: it starts a server and load-tests it
         *(
-            expand("results/serve/{experiment}/metrics.json", experiment=serve_experiments())
+            expand("results/serve/{experiment}/metrics.json", experiment=served_experiments(config, EXPERIMENTS))
             if config["serve"]["enabled"]
             else []
         ),

@@ -2,22 +2,6 @@
 # answered HELM's requests, compared with the model's greedy continuation, load-tested; only with serve.enabled.
 
 
-def serve_experiments():
-    chosen = config["serve"]["experiments"]
-    unknown = [name for name in chosen if name not in EXPERIMENTS]
-    if unknown:
-        raise ValueError(f"serve.experiments names {unknown}, which are not experiments: {list(EXPERIMENTS)}")
-    return chosen or list(EXPERIMENTS)
-
-
-def serve_gpus(wildcards):
-    return resources.evaluate_gpus({"device": config["serve"]["device"]}, config["site"])
-
-
-def serve_gres(wildcards):
-    return resources.slurm_gres(config["site"], serve_gpus(wildcards))
-
-
 rule serve_check:
     input:
         ENV_MANIFEST,
@@ -36,8 +20,11 @@ rule serve_check:
         # set-resources may raise it.
         mem_mb=16000,
         runtime=60,
-        gpus_per_node=serve_gpus,
-        gres=serve_gres,
+        # One GPU unless serve.device is cpu (qsub -l ngpus / sbatch --gres on GPU sites), as evaluate.
+        gpus_per_node=lambda wildcards: resources.evaluate_gpus({"device": config["serve"]["device"]}, config["site"]),
+        gres=lambda wildcards: resources.slurm_gres(
+            config["site"], resources.evaluate_gpus({"device": config["serve"]["device"]}, config["site"])
+        ),
         cpus_per_task=SLURM_CPUS_PER_TASK,
     params:
         settings=config["serve"],
