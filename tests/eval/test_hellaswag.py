@@ -30,3 +30,19 @@ def test_encode_pair_moves_trailing_space_to_continuation():
     ctx, cont = encode_pair(encode, "abc ", "def")
     assert seen == ["abc def", "abc"]
     assert ctx == [97, 98, 99] and cont == [32, 100, 101, 102]
+
+
+def test_a_truncated_checkpoint_is_refused_naming_the_file(tmp_path):
+    import pytest
+    import torch
+
+    from llmhpc.eval.checkpoint import CheckpointError, read_state
+
+    path = tmp_path / "lit_model.pth"
+    torch.save({"w": torch.zeros(1000)}, path)
+    assert read_state(path)["w"].shape == (1000,)
+    path.write_bytes(path.read_bytes()[:2000])  # a copy or a save cut short
+    with pytest.raises(CheckpointError, match=rf"{path} \(2,000 bytes\) is truncated or corrupted"):
+        read_state(path)
+    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+        read_state(tmp_path / "missing.pth")

@@ -18,13 +18,30 @@ def load_litgpt(checkpoint_dir: Path, precision: str | None, device: str):
     config = Config.from_file(checkpoint_dir / "model_config.yaml")
     with torch.device("meta"):
         model = GPT(config)
-    state = torch.load(checkpoint_dir / "lit_model.pth", mmap=True, weights_only=True, map_location="cpu")
-    state = state.get("model", state)
+    state = read_state(checkpoint_dir / "lit_model.pth")
     model.load_state_dict(state, strict=True, assign=True)
     model.cos, model.sin = model.rope_cache(device=torch.device("cpu"))  # non-persistent buffers, still on meta
     model = model.to(device=device, dtype=DTYPES[precision] if precision else None).eval()
     model.max_seq_length = config.block_size
     return model, Tokenizer(checkpoint_dir)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, truncated or corrupted; the message names it."""
+
+
+def read_state(path: Path) -> dict:
+    """The state dict of a lit_model.pth (memory-mapped), or a CheckpointError naming the file: a truncated copy or
+    a save cut by a full disk otherwise surfaces as torch's zip-reader error deep in a job's log."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        state = torch.load(path, mmap=True, weights_only=True, map_location="cpu")
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} ({path.stat().st_size:,} bytes) is truncated or corrupted and cannot be read:"
+                              f" {str(exc).splitlines()[0]}. Rerun the stage that wrote it") from exc
+    return state.get("model", state)
 
 
 def resolve_device(device: str) -> str:
