@@ -167,3 +167,26 @@ def test_the_fast_scorer_gives_the_reference_scorers_answers_through_the_workflo
         worst = max(abs(a - b) for f, r in zip(fast, ref) for a, b in zip(f["loglikelihoods"], r["loglikelihoods"]))
         assert worst < 1e-3, worst
         assert json.loads((repo / f"results/evaluate/{model}/metrics.json").read_text())["scorer"] == "fast"
+
+
+def test_an_experiment_on_the_fsdp2_engine_runs_through_the_workflow(done, tmp_path):
+    """finetune.engine: fsdp2 as one experiment beside stock: the finetune rule starts the engine on the YAML its
+    config rule wrote, the summary reads its report, and the evaluate rule scores its checkpoint."""
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(done, repo, symlinks=True)
+    cfg = default_config()
+    cfg["experiments"].append({"name": "fsdp2", "notes": "The workflow's engine.", "finetune": {
+        "engine": "fsdp2", "max_steps": 4, "engine_options": {"compile": False}}})
+    (repo / "engine.yaml").write_text(yaml.safe_dump(cfg))
+    snakemake(repo, "--configfile", "engine.yaml", "--", "results/evaluate/fsdp2/metrics.json")
+    run = repo / "results/finetune/fsdp2"
+    assert "python -m llmhpc.train.fast --config" in (run / "litgpt.yaml").read_text().splitlines()[1]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["command"].endswith(f"-m llmhpc.train.fast --config {run / 'litgpt.yaml'}") or \
+        "-m llmhpc.train.fast --config results/finetune/fsdp2/litgpt.yaml" in summary["command"]
+    assert summary["exit_code"] == 0 and summary["steps"] == 4
+    assert summary["training_time_s"] > 0 and summary["tokens_per_s"] > 0
+    assert "Engine fast | packing=on" in (run / "finetune.stdout").read_text()
+    assert json.loads((repo / "results/evaluate/fsdp2/metrics.json").read_text())["items"] > 0

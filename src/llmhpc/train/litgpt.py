@@ -78,8 +78,15 @@ def write_litgpt_config(path: Path, ft: dict, checkpoint_dir, data_dir, out_dir,
     engine = ft.get("engine", "litgpt")
     header = (f"# LitGPT {ft['method']} fine-tune config for experiment '{experiment}', written by the workflow from"
               f" config/ (layout of litgpt config_hub/finetune/*/full.yaml).\n"
-              f"# Run: {' '.join(command(ft['method'], path, engine=engine)[1:])}\n")
+              f"# Run: {run_line(ft['method'], path, engine)}\n")
     atomic.write_text(path, header + yaml.safe_dump(cfg, sort_keys=False))
+
+
+def run_line(method: str, config_path, engine: str = "litgpt") -> str:
+    """The command a person types to run this YAML by hand."""
+    if engine == "fsdp2":
+        return f"python -m llmhpc.train.fast --config {config_path}"
+    return f"litgpt finetune_{method} --config {config_path}"
 
 
 def command(method: str, config_path: Path, launcher: list[str] | None = None, engine: str = "litgpt") -> list[str]:
