@@ -152,3 +152,10 @@ def test_concurrent_greedy_answers_equal_sequential_ones_and_are_batched(client,
     assert concurrent == sequential
     assert engine.peak_batch > 1  # several sequences were decoded in one step (max_batch 8 < 10 requests)
     assert sequential == [greedy(engine, b["prompt"], b["max_new_tokens"]) for b in bodies]
+
+
+def test_a_tight_prefill_budget_admits_one_request_at_a_time_with_the_same_answers(client, engine, monkeypatch):
+    bodies = [{**HELM_PROCESS, "prompt": p} for p in ("one two three", "the", "alpha beta gamma delta")]
+    want = [greedy(engine, b["prompt"], 12) for b in bodies]
+    monkeypatch.setattr(engine, "prefill_tokens", 1)  # padded rows x longest prompt: only the first job fits
+    assert [r.json()["text"] for r in client.many("/process", bodies)] == want

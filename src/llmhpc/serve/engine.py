@@ -158,17 +158,19 @@ class Engine:
                     self.active = []
 
     def _admit(self) -> list[Job]:
-        jobs, free, budget = [], self.max_batch - len(self.active), self.prefill_tokens
+        """Waiting jobs, first come first served, while slots are free and the padded prefill (rows x longest
+        prompt) stays within prefill_tokens (the first job always goes)."""
+        jobs, free, rows, width = [], self.max_batch - len(self.active), 0, 0
         while self.waiting:
             job = self.waiting[0]
             if job.cancelled:
                 self.waiting.popleft()
                 continue
-            cost = len(job.prompt_ids) * job.request.n
-            if job.request.n > free or (jobs and cost > budget):
+            n, wide = job.request.n, max(width, len(job.prompt_ids))
+            if n > free or (jobs and (rows + n) * wide > self.prefill_tokens):
                 break
             jobs.append(self.waiting.popleft())
-            free, budget = free - job.request.n, budget - cost
+            free, rows, width = free - n, rows + n, wide
         return jobs
 
     def run_once(self, admitted: list[Job]) -> None:
