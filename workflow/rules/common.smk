@@ -13,6 +13,7 @@ from llmhpc.cluster import pbs, preflight, resources, slurm
 from llmhpc.cluster import site as cluster_site
 from llmhpc.config import check, load_schema
 from llmhpc.stages.data import check_alpaca, read_hellaswag
+from llmhpc.stages.serve_check import served_experiments
 
 SCHEMA = load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 # The site (scheduler, nodes, project, NCCL/MPI settings) comes from the cluster profile's site.yaml.
@@ -29,6 +30,8 @@ if workflow.is_main_process:
         pbs.register_dry_run_plan(workflow, config["site"])  # `-n` lists the qsub lines
     elif config["site"]["scheduler"] == "slurm":
         slurm.register_dry_run_plan(workflow, config["site"])  # `-n` lists the sbatch lines
+# The experiments serve_check serves (serve.enabled; none otherwise): their figures join the summary and the bundle.
+SERVED = served_experiments(config, EXPERIMENTS) if config["serve"]["enabled"] else []
 EMBEDDED = Path(workflow.basedir) / "src/llmhpc/embedded"
 ENV_MANIFEST = "results/env/manifest.json"
 # This run's --configfiles/--config as shell words: the report (a nested `snakemake --report`) and the slides'
@@ -111,8 +114,6 @@ def checkpoint_for(wildcards):
 
 
 def get_final_output():
-    from llmhpc.stages.serve_check import served_experiments
-
     submission = config["submission"]["name"] or config["run_name"]
     return [
         "results/summary.csv",
@@ -121,8 +122,6 @@ def get_final_output():
         *expand("results/submission/{name}.{ext}", name=submission, ext=["tar.gz", "sha256"]),
         # serve_check (workflow/rules/serve_check.smk) only when asked for: it starts a server and load-tests it
         *(
-            expand("results/serve/{experiment}/metrics.json", experiment=served_experiments(config, EXPERIMENTS))
-            if config["serve"]["enabled"]
-            else []
+            expand("results/serve/{experiment}/metrics.json", experiment=SERVED)
         ),
     ]

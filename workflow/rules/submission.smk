@@ -11,7 +11,9 @@ SUBMISSION_NAME = config["submission"]["name"] or config["run_name"]
 SUBMISSION_CONFIGFILES = [str(p) for p in workflow.config_settings.configfiles]
 # Every file the bundle always carries; results/jobs and results/logs are added at run time, as they hold
 # whatever the run's jobs and cluster profiles wrote.
-SUBMISSION_INPUTS = [str(source) for source, _ in layout(EXPERIMENTS, configfiles=SUBMISSION_CONFIGFILES)]
+SUBMISSION_INPUTS = [
+    str(source) for source, _ in layout(EXPERIMENTS, configfiles=SUBMISSION_CONFIGFILES, served=SERVED)
+]
 # The bundle carries the effective config: any change to it remakes the bundle (a digest keeps -n readable).
 SUBMISSION_CONFIG_SHA256 = hashlib.sha256(yaml.safe_dump(canonical(config)).encode()).hexdigest()
 
@@ -39,6 +41,7 @@ rule submission:
         name=SUBMISSION_NAME,
         run_name=config["run_name"],
         experiments=list(EXPERIMENTS),
+        served=SERVED,
         configfiles=SUBMISSION_CONFIGFILES,
         max_file_mb=config["submission"]["max_file_mb"],
         config_sha256=SUBMISSION_CONFIG_SHA256,

@@ -9,6 +9,7 @@ rule summary:
         train="results/data/finetune/train.json",
         val="results/data/finetune/val.json",
         eval="results/data/eval/hellaswag.jsonl",
+        serve=expand("results/serve/{experiment}/metrics.json", experiment=SERVED),
     output:
         report("results/summary.csv", caption="../report/summary.rst", category="Summary", labels={"table": "summary"}),
     log:
@@ -19,6 +20,7 @@ rule summary:
     params:
         run_name=config["run_name"],
         experiments=list(EXPERIMENTS),
+        served=SERVED,
     message:
         "Collecting every experiment's figures into {output}"
     script:

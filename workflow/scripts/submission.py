@@ -14,4 +14,5 @@ submission.make(
     run_name=params.run_name,
     max_file_mb=params.max_file_mb,
     exclude=[snakemake.log[0], *params.exclude],  # this job's own log is still being written
+    served=params.served,
 )

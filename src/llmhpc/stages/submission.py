@@ -114,10 +114,10 @@ The archive is byte-identical when remade from the same inputs: `sha256sum -c {n
 
 
 def make(archive, checksum, manifest, config: dict, experiments: list[str], configfiles, name: str, run_name: str,
-         max_file_mb: float, exclude=(), log=print) -> None:
+         max_file_mb: float, exclude=(), served=(), log=print) -> None:
     """Collect, check and write the submission archive and its checksum file; a refusal exits naming every file."""
     git_commit = json.loads(Path(manifest).read_text()).get("git_commit") or "unknown"
-    files = layout(experiments, configfiles=configfiles)
+    files = layout(experiments, configfiles=configfiles, served=served)
     try:
         members = collect(files, runtime_dirs("results"), exclude=exclude, generated={
             "configs/config.effective.yaml": yaml.safe_dump(canonical(config)).encode()})
