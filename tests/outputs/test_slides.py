@@ -809,3 +809,20 @@ def test_rule_renders_all_four_and_a_template_edit_reruns_only_the_slides(tmp_pa
     reproduce = next(s for s in model["slides"] if s["key"] == "reproduce")
     assert ". .venv/bin/activate && snakemake --configfiles config/config.yaml team.yaml   # every stage, this deck included" \
         in reproduce["code"]
+
+
+def test_serving_slide_only_where_serve_check_ran(tmp_path):
+    def served(rows):
+        template = next(r for r in rows if r["experiment"] == "mbs16")
+        for metric, value, unit in [("p50_latency_s", "0.41", "s"), ("p99_latency_s", "0.93", "s"),
+                                    ("requests_per_s", "7.5", "requests/s"), ("tokens_per_s", "350", "tokens/s"),
+                                    ("greedy_matches", "4", "count"), ("greedy_checked", "4", "count")]:
+            rows.append({**template, "stage": "serve", "metric": metric, "value": value, "unit": unit,
+                         "source": "results/serve/mbs16/metrics.json"})
+
+    assert "serving" not in [s["key"] for s in build(results_tree(tmp_path / "plain"))["slides"]]
+    deck = build(results_tree(tmp_path / "served", rows_edit=served))
+    slide = next(s for s in deck["slides"] if s["key"] == "serving")
+    (row,) = [[figures.plain(cell) for cell in r] for r in slide["table"]["rows"]]
+    assert row == ["mbs16", "0.4 s", "0.9 s", "7.50 requests/s", "350 tokens/s", "4 of 4"]
+    assert "results/serve/mbs16/metrics.json" in slide["sources"]

@@ -188,6 +188,24 @@ class SlideContent:
                        table={"header": ["Model", "Wall time", "Speed", "acc"], "rows": rows},
                        bullets=[[seg("Wall time covers loading the checkpoint and scoring every item")]]))
 
+    def serving_slide(self):
+        """Only where serve_check ran: the server's latency and throughput under HELM-shaped load, and its check
+        against the model's own greedy text."""
+        served = [n for n in self.names if self.value(n, "serve", "requests_per_s") is not None]
+        if not served:
+            return
+        rows = [[[seg(n, "name")], [self.num(self.measured(n, "serve", "p50_latency_s"))],
+                 [self.num(self.measured(n, "serve", "p99_latency_s"))],
+                 [self.num(self.measured(n, "serve", "requests_per_s"))],
+                 [self.num(self.measured(n, "serve", "tokens_per_s"))],
+                 [self.num(self.measured(n, "serve", "greedy_matches")), seg(" of "),
+                  self.num(self.measured(n, "serve", "greedy_checked"))]] for n in served]
+        self.add(Slide("serving", "Serving to HELM", layout="text",
+                       bullets=[[seg("llmhpc-serve on the fine-tuned model, HELM-shaped requests from 4 clients;"
+                                     " greedy answers compared with the model's own greedy continuation")]],
+                       table={"header": ["Model", "p50 latency", "p99 latency", "Requests/s", "Tokens/s",
+                                         "Greedy text equal"], "rows": rows}))
+
     def time_slide(self):
         extra = [m for m in ("load_s", "save_s") if any(self.value(n, "finetune", m) is not None for n in self.names)]
         header = ["Experiment", "Stage", "Training", *[{"load_s": "Load", "save_s": "Save"}[m] for m in extra], "Other"]

@@ -22,6 +22,8 @@ FORMATS = {
     "s": (1, 1, " s", False),
     "tokens/s": (1, 0, " tokens/s", False),
     "items/s": (1, 1, " items/s", False),
+    "requests/s": (1, 2, " requests/s", False),
+    "tokens": (1, 0, " tokens", False),
     "GB": (1, 2, " GB", False),
     "fraction": (100, 1, "%", False),
     "pp": (100, 1, " pp", True),  # a change, in percentage points

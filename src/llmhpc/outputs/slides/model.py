@@ -143,6 +143,7 @@ class DeckBuilder(SlideContent):
             self.experiment_slide(e)
         self.accuracy_slide()
         self.inference_slide()
+        self.serving_slide()
         self.time_slide()
         self.memory_slide()
         self.scaling_slide()
