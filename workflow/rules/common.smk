@@ -121,7 +121,5 @@ def get_final_output():
         *expand("results/slides/{name}", name=["deck.html", "deck.pdf", "deck.pptx", "slides.json"]),
         *expand("results/submission/{name}.{ext}", name=submission, ext=["tar.gz", "sha256"]),
         # serve_check (workflow/rules/serve_check.smk) only when asked for: it starts a server and load-tests it
-        *(
-            expand("results/serve/{experiment}/metrics.json", experiment=SERVED)
-        ),
+        *expand("results/serve/{experiment}/metrics.json", experiment=SERVED),
     ]
