@@ -152,9 +152,11 @@ def check(config: dict, schema: dict) -> dict:
     problems += _check_sources(config)
     if problems:
         raise ConfigError("config refused:\n  " + "\n  ".join(problems))
-    gpu = site_gpu(config["site"])
-    for section in (config, *experiments.values()):
-        resolve_precision(section, gpu)
+    sections = [config, *experiments.values()]
+    if any(sec.get(k, {}).get("precision") == "auto" for sec in sections for k in ("finetune", "evaluate")):
+        gpu = site_gpu(config["site"])  # may run nvidia-smi: only when a precision is left to the site
+        for section in sections:
+            resolve_precision(section, gpu)
     for key in list(config):
         config[key] = canonical(config[key])
     return experiments

@@ -57,3 +57,12 @@ def is_dry_run(argv: list[str]) -> bool:
         if arg.startswith("-") and not arg.startswith("--") and arg[1:].isalpha() and "n" in arg[1:]:
             return True
     return False
+
+
+def served_experiments(config: dict, experiments) -> list[str]:
+    """The experiments serve_check runs on (serve.experiments, empty = all); an unknown name stops the run."""
+    chosen = config["serve"]["experiments"]
+    unknown = [name for name in chosen if name not in experiments]
+    if unknown:
+        raise ValueError(f"serve.experiments names {unknown}, which are not experiments: {list(experiments)}")
+    return list(chosen or experiments)

@@ -5,7 +5,7 @@ from pathlib import Path
 # The workflow's logic lives in src/llmhpc; make it importable here and in every job's script, also where it
 # is not pip-installed (a conda env, a cluster venv): jobs inherit this process's environment.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from llmhpc.parsetime import PLOT_NAMES, export_pythonpath, is_dry_run, run_args
+from llmhpc.parsetime import PLOT_NAMES, export_pythonpath, is_dry_run, run_args, served_experiments
 
 export_pythonpath(Path(workflow.basedir) / "src")
 
@@ -13,7 +13,6 @@ from llmhpc.cluster import pbs, preflight, resources, slurm
 from llmhpc.cluster import site as cluster_site
 from llmhpc.config import check, load_schema
 from llmhpc.stages.data import check_alpaca, read_hellaswag
-from llmhpc.stages.serve_check import served_experiments
 
 SCHEMA = load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 # The site (scheduler, nodes, project, NCCL/MPI settings) comes from the cluster profile's site.yaml.

@@ -25,15 +25,6 @@ class CheckFailed(AssertionError):
     pass
 
 
-def served_experiments(config: dict, experiments) -> list[str]:
-    """The experiments serve_check runs on (serve.experiments, empty = all); an unknown name stops the run."""
-    chosen = config["serve"]["experiments"]
-    unknown = [name for name in chosen if name not in experiments]
-    if unknown:
-        raise ValueError(f"serve.experiments names {unknown}, which are not experiments: {list(experiments)}")
-    return list(chosen or experiments)
-
-
 def prompts(eval_file: Path, n: int) -> list[str]:
     """HELM-like prompts from the evaluation set: each item's context, in file order."""
     out = []
