@@ -62,6 +62,12 @@ def test_unknown_key_is_named_with_a_suggestion():
     assert "'finetune.micro_batch_sise': unknown key (did you mean 'micro_batch_size'?)" in msg
 
 
+def test_fp8_is_pointed_to_float8():
+    cfg = default_config()
+    cfg["finetune"]["fp8"] = True
+    assert "'finetune.fp8': unknown key (did you mean 'float8'?)" in refused(cfg)
+
+
 def test_bad_value_names_key_expected_and_found():
     cfg = default_config()
     cfg["finetune"]["precision"] = "bf16"

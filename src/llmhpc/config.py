@@ -49,6 +49,10 @@ def apply_defaults(instance: dict, schema: dict) -> dict:
     return instance
 
 
+# Names people type for a key whose spelling difflib does not find close: fp8 is the usual word for float8.
+ALIASES = {"fp8": "float8"}
+
+
 def _describe(error: jsonschema.ValidationError, prefix: tuple = ()) -> str:
     path = [*prefix, *error.absolute_path]
     where = key_path(path)
@@ -58,7 +62,7 @@ def _describe(error: jsonschema.ValidationError, prefix: tuple = ()) -> str:
         msgs = []
         for k in extra:
             full = key_path([*path, k])
-            hint = difflib.get_close_matches(k, allowed, n=1)
+            hint = difflib.get_close_matches(k, allowed, n=1) or [a for a in [ALIASES.get(k)] if a in allowed]
             did = f" (did you mean '{hint[0]}'?)" if hint else ""
             msgs.append(f"config key '{full}': unknown key{did}; expected one of: {', '.join(allowed)}")
         return "\n".join(msgs)

@@ -21,11 +21,17 @@ def _from_dict(cls, data: dict, section: str):
     return cls(**values)
 
 
+# Methods that train adapters over frozen base weights; what stock litgpt lacks for each method it cannot run.
+LORA_FAMILY = ("lora", "dora", "qlora")
+STOCK_LACKS = {"dora": "no DoRA", "qlora": "a bitsandbytes QLoRA that refuses more than one GPU"}
+
+
 @dataclass(frozen=True)
 class FinetuneSettings:
     """One experiment's fine-tune (workflow/schemas/config.schema.yaml, section `finetune`, describes each key)."""
 
     method: str = "full"
+    float8: bool = False
     engine: str = "litgpt"
     engine_options: dict = field(default_factory=dict)
     precision: str = "auto"
@@ -104,11 +110,23 @@ class FinetuneSettings:
             )
         return None
 
+    @property
+    def adapters(self) -> bool:
+        """Whether the method trains LoRA-family adapters (lora, dora, qlora) rather than every weight."""
+        return self.method in LORA_FAMILY
+
     def engine_problem(self) -> str | None:
-        """What the chosen engine cannot do with these settings, or None."""
-        if self.engine == "fsdp2" and self.method != "full":
-            return (f"engine fsdp2 runs full fine-tunes only (method {self.method!r}): use engine litgpt for"
-                    f" method {self.method}")
+        """What the chosen engine cannot do with these settings, or None. The fsdp2 engine runs every method and
+        float8; stock litgpt 0.5.x runs full and lora only (no DoRA, no FP8, and its bitsandbytes QLoRA refuses
+        more than one GPU)."""
+        if self.engine == "litgpt" and self.method not in ("full", "lora"):
+            return (f"method {self.method!r} needs engine fsdp2: stock litgpt 0.5.x has"
+                    f" {STOCK_LACKS[self.method]}; set engine: fsdp2")
+        if self.engine == "litgpt" and self.float8:
+            return "float8 needs engine fsdp2: stock litgpt 0.5.x has no FP8 training; set engine: fsdp2"
+        if self.float8 and self.method == "qlora":
+            return ("float8 with method qlora: QLoRA's base weights are 4-bit NF4, which float8 matrix products do"
+                    " not take; use method lora or dora with float8, or qlora without it")
         return None
 
     def warmup_problem(self) -> str | None:

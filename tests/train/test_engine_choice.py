@@ -1,5 +1,6 @@
-"""Choosing the fine-tune engine per experiment: the schema's switches are the fsdp2 engine's own, the YAML carries
-them, the stage starts the right program, and what the engine cannot do is refused before any job."""
+"""Choosing the fine-tune engine and method per experiment: the schema's switches are the fsdp2 engine's own, the
+YAML carries them (and the method and float8), the stage starts the right program, and what an engine cannot do
+is refused before any job."""
 
 import dataclasses
 
@@ -8,7 +9,7 @@ import yaml
 
 from conftest import REPO, SCHEMA
 from llmhpc.config import ConfigError, check, load_schema
-from llmhpc.train.litgpt import command, litgpt_config
+from llmhpc.train.litgpt import ENGINE_KEYS_FROM_FINETUNE, LORA_TARGETS, command, litgpt_config
 
 
 def configured(**finetune) -> dict:
@@ -18,12 +19,20 @@ def configured(**finetune) -> dict:
 
 
 def test_schema_switches_are_the_engines_own_with_its_defaults():
+    """engine_options are the engine's switches; method and float8 are finetune keys the YAML writer copies into
+    engine: (what the experiment is, not a speed switch), with the engine's own defaults."""
     from llmhpc.train.fast.args import EngineArgs
 
-    schema = load_schema(SCHEMA)["properties"]["finetune"]["properties"]["engine_options"]["properties"]
+    finetune = load_schema(SCHEMA)["properties"]["finetune"]["properties"]
+    schema = finetune["engine_options"]["properties"]
     engine = {f.name: f.default for f in dataclasses.fields(EngineArgs)}
-    assert set(schema) == set(engine)
-    assert {k: v["default"] for k, v in schema.items()} == engine
+    switches = {k: v for k, v in engine.items() if k not in ENGINE_KEYS_FROM_FINETUNE}
+    assert set(schema) == set(switches)
+    assert {k: v["default"] for k, v in schema.items()} == switches
+    for key in ENGINE_KEYS_FROM_FINETUNE:
+        assert key not in schema
+        if key in engine:  # the engine's default is the finetune key's
+            assert finetune[key]["default"] == engine[key], key
 
 
 def test_an_experiment_changes_one_switch_and_keeps_the_others():
@@ -31,7 +40,7 @@ def test_an_experiment_changes_one_switch_and_keeps_the_others():
     options = experiments["fast"]["finetune"]["engine_options"]
     assert options["packing"] is False and options["compile"] is True  # the rest keep their defaults
     cfg = litgpt_config(experiments["fast"]["finetune"], "ckpt", "data", "out")
-    assert cfg["engine"] == options
+    assert cfg["engine"] == {**options, "method": "full", "float8": False}
     assert "engine" not in litgpt_config(experiments["stock"]["finetune"], "ckpt", "data", "out")
 
 
@@ -41,6 +50,40 @@ def test_each_engine_has_its_command():
     assert command("full", "x.yaml", engine="fsdp2")[1:] == ["-m", "llmhpc.train.fast", "--config", "x.yaml"]
 
 
-def test_lora_on_the_fsdp2_engine_is_refused_before_any_job():
-    with pytest.raises(ConfigError, match=r"engine fsdp2 runs full fine-tunes only \(method 'lora'\)"):
-        configured(method="lora")
+@pytest.mark.parametrize("method", ["lora", "dora", "qlora"])
+def test_every_lora_method_runs_on_fsdp2_with_finetune_lora_keys(method):
+    experiments = configured(method=method, lora_r=16, lora_targets=["query", "value", "mlp"], float8=method != "qlora")
+    cfg = litgpt_config(experiments["fast"]["finetune"], "ckpt", "data", "out")
+    assert (cfg["lora_r"], cfg["lora_alpha"], cfg["lora_dropout"]) == (16, 16, 0.05)
+    assert {t for t in LORA_TARGETS if cfg[f"lora_{t}"]} == {"query", "value", "mlp"}
+    assert "resume" not in cfg  # finetune_lora's layout
+    assert (cfg["engine"]["method"], cfg["engine"]["float8"]) == (method, method != "qlora")
+    assert cfg["engine"]["packing"] is True  # the switches travel beside them
+
+
+def test_stock_lora_keeps_its_yaml_and_full_has_no_lora_keys():
+    experiments = configured()
+    stock = litgpt_config(experiments["stock"]["finetune"], "ckpt", "data", "out")
+    assert "lora_r" not in stock and "engine" not in stock and stock["resume"] is False
+    cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    cfg["experiments"] = [{"name": "lora", "finetune": {"method": "lora"}}]
+    lora = litgpt_config(check(cfg, load_schema(SCHEMA))["lora"]["finetune"], "ckpt", "data", "out")
+    assert lora["lora_r"] == 8 and "engine" not in lora and "resume" not in lora
+    assert command("lora", "x.yaml")[3] == "finetune_lora"  # stock merges the adapters into final/lit_model.pth
+
+
+@pytest.mark.parametrize(("finetune", "refusal"), [
+    ({"method": "dora"}, r"method 'dora' needs engine fsdp2: stock litgpt 0\.5\.x has no DoRA"),
+    ({"method": "qlora"}, r"method 'qlora' needs engine fsdp2: .*refuses more than one GPU"),
+    ({"float8": True}, r"float8 needs engine fsdp2: stock litgpt 0\.5\.x has no FP8"),
+])
+def test_what_stock_litgpt_lacks_is_refused_naming_the_engine(finetune, refusal):
+    cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    cfg["experiments"] = [{"name": "stock", "finetune": finetune}]
+    with pytest.raises(ConfigError, match=r"experiments\[0\]\.finetune' \(experiment 'stock'\): " + refusal):
+        check(cfg, load_schema(SCHEMA))
+
+
+def test_float8_with_qlora_is_refused():
+    with pytest.raises(ConfigError, match=r"float8 with method qlora: QLoRA's base weights are 4-bit NF4"):
+        configured(method="qlora", float8=True)

@@ -16,6 +16,9 @@ from llmhpc.settings import FinetuneSettings
 
 # litgpt finetune_lora's per-weight switches, in its order (lora_query, lora_key, ...).
 LORA_TARGETS = ("query", "key", "value", "projection", "mlp", "head")
+# engine.<key> of the fsdp2 engine's YAML that the workflow sets from finetune.<key>, not from engine_options:
+# they are what the experiment is (its method, its FP8), not one of the engine's speed switches.
+ENGINE_KEYS_FROM_FINETUNE = ("method", "float8")
 
 
 def deep_merge(base: dict, extra: dict) -> dict:
@@ -64,20 +67,22 @@ def litgpt_config(ft: dict, checkpoint_dir: str, data_dir: str, out_dir: str) ->
         "optimizer": {"class_path": "torch.optim.AdamW",
                       "init_args": {"lr": s.learning_rate, "weight_decay": s.weight_decay, "betas": list(s.betas)}},
     }
-    if s.method == "lora":
+    if s.adapters:  # lora, dora, qlora: finetune_lora's keys (the fsdp2 engine reads the same ones)
         del cfg["resume"]  # finetune_lora has no resume argument
         cfg.update({"lora_r": s.lora_r, "lora_alpha": s.lora_alpha, "lora_dropout": s.lora_dropout})
         cfg.update({f"lora_{t}": t in s.lora_targets for t in LORA_TARGETS})
     if s.engine == "fsdp2":
-        cfg["engine"] = dict(s.engine_options)  # the fast engine's switches; stock litgpt never reads this file
+        # the fast engine's switches, and the two that come from finetune keys; stock litgpt never reads this file
+        cfg["engine"] = {**s.engine_options, **{key: getattr(s, key) for key in ENGINE_KEYS_FROM_FINETUNE}}
     return deep_merge(cfg, dict(s.extra))
 
 
 def write_litgpt_config(path: Path, ft: dict, checkpoint_dir, data_dir, out_dir, experiment: str) -> None:
     cfg = litgpt_config(ft, checkpoint_dir, data_dir, out_dir)
     engine = ft.get("engine", "litgpt")
+    layout = "lora" if ft["method"] != "full" else "full"
     header = (f"# LitGPT {ft['method']} fine-tune config for experiment '{experiment}', written by the workflow from"
-              f" config/ (layout of litgpt config_hub/finetune/*/full.yaml).\n"
+              f" config/ (layout of litgpt config_hub/finetune/*/{layout}.yaml).\n"
               f"# Run: {run_line(ft['method'], path, engine)}\n")
     atomic.write_text(path, header + yaml.safe_dump(cfg, sort_keys=False))
 
