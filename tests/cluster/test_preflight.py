@@ -89,6 +89,62 @@ def test_preflight_has_nothing_to_say_locally():
     preflight.preflight(cfg, exps, "/anywhere")
 
 
+# ---------------------------------------------------------------------------------------------------- float8
+HOPPER = site_of("slurm", gpu_model="H100", gpus_per_node=8)
+
+
+def float8_experiments(**finetune) -> tuple[dict, dict]:
+    return experiments_for(**{"engine": "fsdp2", "float8": True, "precision": "bf16-true", **finetune})
+
+
+@pytest.mark.parametrize("gpu", ["H100", "H200", "NVIDIA H100 80GB HBM3", "GH200", "L4", "NVIDIA L40S", "B200",
+                                 "NVIDIA GeForce RTX 4090", "NVIDIA RTX 6000 Ada Generation"])
+def test_float8_runs_on_gpus_with_fp8_tensor_cores(gpu):
+    cfg, exps = float8_experiments()
+    cfg["site"] = {**HOPPER, "gpu_model": gpu}
+    preflight.preflight(cfg, exps, "/home/user/run")
+
+
+@pytest.mark.parametrize(("site", "gpu", "capability"), [(GADI, "V100", "7.0"), (ASPIRE, "A100", "8.0"),
+                                                         (site_of("slurm", gpu_model="NVIDIA A10G"), "NVIDIA A10G", "8.6")])
+def test_float8_is_refused_on_older_gpus_naming_the_key_and_why(site, gpu, capability):
+    cfg, exps = float8_experiments(precision="16-mixed" if gpu == "V100" else "bf16-true")
+    text = refusal(cfg, exps, site, workdir="/scratch/ab12/run")
+    assert (f"experiment 'baseline': finetune.float8 true needs FP8 tensor cores (compute capability 8.9 or newer:"
+            f" H100, H200, L4, L40, B100, B200); the {gpu} of site '{site['name']}' has compute capability"
+            f" {capability}: set float8: false for this site") in text
+
+
+def test_float8_on_a_site_whose_gpu_is_not_known_asks_for_its_name():
+    cfg, exps = float8_experiments()
+    text = refusal(cfg, exps, site_of("slurm"))  # gpu_model null: the jobs' GPU is unknown
+    assert "the GPU of site 'slurm' ('GPU') is not one the workflow knows: set site.gpu_model to its name" in text
+
+
+def test_float8_on_a_local_site_follows_this_machines_gpu(monkeypatch):
+    import shutil
+
+    cfg, exps = float8_experiments()
+    local = site_of("slurm") | {"name": "local", "scheduler": "local", "launcher": "local", "gpu_model": None}
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # no nvidia-smi: no GPU
+    assert "site 'local' has no GPU: set float8: false" in refusal(cfg, exps, local)
+    monkeypatch.setattr(preflight, "site_gpu", lambda site: "NVIDIA H100 80GB HBM3")
+    preflight.preflight(cfg, exps, "/home/user/run")
+
+
+def test_float8_keeps_bf16_weights():
+    cfg, exps = float8_experiments(precision="16-mixed")
+    assert "finetune.float8 true keeps bf16 weights (torchao float8), but finetune.precision is 16-mixed: use" \
+        " bf16-true" in refusal(cfg, exps, HOPPER)
+
+
+def test_compute_capability_by_name():
+    cc = preflight.compute_capability
+    assert [cc(n) for n in ("Tesla V100-SXM2-32GB", "NVIDIA A100-SXM4-80GB", "NVIDIA A10", "h100", "NVIDIA L4")] == \
+        [(7, 0), (8, 0), (8, 6), (9, 0), (8, 9)]
+    assert cc("GPU") is None and cc(None) is None
+
+
 # ------------------------------------------------------------------------------------------ multi-node launch
 
 

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from llmhpc.cluster.site import SITE_FILE
-from llmhpc.config import ConfigError
+from llmhpc.config import ConfigError, site_gpu
 
 _GADI_PATH = re.compile(r"^/(g/data|scratch)/([^/]+)")
 
@@ -75,6 +75,52 @@ def check_experiment(name: str, ft: dict, evaluate: dict, site: dict) -> list[st
     return problems
 
 
+# Compute capability by GPU name (a site's gpu_model, or nvidia-smi's name), newest first; case does not matter.
+COMPUTE_CAPABILITY = [
+    (r"\bG?B[123]00\b", (10, 0)),  # Blackwell data centre: B100, B200, GB200, B300
+    (r"\bG?H[12]00\b|\bH800\b|\bH20\b", (9, 0)),  # Hopper: H100, H200, GH200
+    (r"RTX 50\d\d|RTX PRO \d+ Blackwell", (12, 0)),  # Blackwell workstation
+    (r"\bL4\b|\bL40S?\b|\bL20\b|RTX 40\d\d|\bAda\b", (8, 9)),  # Ada: L4, L40, L40S, RTX 4090, RTX 6000 Ada
+    (r"\bA100\b|\bA800\b|\bA30\b", (8, 0)),
+    (r"\bA10G?\b|\bA40\b|\bA16\b|\bA2\b|RTX 30\d\d|RTX A\d+", (8, 6)),
+    (r"\bT4\b|RTX 20\d\d|Quadro RTX", (7, 5)),
+    (r"\bV100\b|TITAN V\b", (7, 0)),
+    (r"\bP100\b", (6, 0)),
+]
+FLOAT8_CAPABILITY = (8, 9)  # FP8 tensor cores: Ada, Hopper and newer
+FLOAT8_GPUS = "compute capability 8.9 or newer: H100, H200, L4, L40, B100, B200"
+
+
+def compute_capability(gpu: str | None) -> tuple[int, int] | None:
+    """The CUDA compute capability of a GPU named like nvidia-smi or a site's gpu_model does, or None if unknown."""
+    for pattern, capability in COMPUTE_CAPABILITY:
+        if gpu and re.search(pattern, gpu, re.IGNORECASE):
+            return capability
+    return None
+
+
+def check_float8(name: str, ft: dict, gpu: str | None, site_name: str) -> list[str]:
+    """FP8 training (finetune.float8) needs FP8 tensor cores and bf16 weights; refused here rather than in a job
+    that waited in the queue."""
+    if not ft.get("float8"):
+        return []
+    where = f"experiment '{name}': finetune.float8 true"
+    capability = compute_capability(gpu)
+    if gpu is None:
+        return [f"{where} needs an NVIDIA GPU with FP8 tensor cores ({FLOAT8_GPUS}), and site '{site_name}' has"
+                f" no GPU: set float8: false, or run on a site with such GPUs"]
+    if capability is None:
+        return [f"{where} needs FP8 tensor cores ({FLOAT8_GPUS}), and the GPU of site '{site_name}' ({gpu!r}) is"
+                f" not one the workflow knows: set site.gpu_model to its name (e.g. H100), or float8: false"]
+    if capability < FLOAT8_CAPABILITY:
+        return [f"{where} needs FP8 tensor cores ({FLOAT8_GPUS}); the {gpu} of site '{site_name}' has compute"
+                f" capability {capability[0]}.{capability[1]}: set float8: false for this site"]
+    if not ft["precision"].startswith("bf16"):
+        return [f"{where} keeps bf16 weights (torchao float8), but finetune.precision is {ft['precision']}:"
+                f" use bf16-true"]
+    return []
+
+
 def check_requested(name: str, ft: dict, overrides: dict) -> list[str]:
     """The finetune job's resources come from the experiment; a profile's --set-resources must not change them,
     or litgpt would be told a different devices x num_nodes than the scheduler grants."""
@@ -99,11 +145,15 @@ def preflight(config: dict, experiments: dict, workdir, finetune_overrides: dict
     if full and dry_run:
         print(f"preflight warning (a real run would be refused): {full}", file=sys.stderr)
         full = None
-    if site["scheduler"] == "local":
-        if full:
-            raise ConfigError(f"preflight refused: {full}")
-        return
     problems = [full] if full else []
+    if any(s["finetune"].get("float8") for s in experiments.values()):  # nvidia-smi (local sites) only then
+        gpu = site_gpu(site)
+        for name, settings in experiments.items():
+            problems += check_float8(name, settings["finetune"], gpu, site["name"])
+    if site["scheduler"] == "local":
+        if problems:
+            raise ConfigError(f"preflight for site '{site['name']}' refused:\n  " + "\n  ".join(problems))
+        return
     if site["scheduler"] == "pbs" and not site.get("project"):
         problems.append(f"site '{site['name']}' (PBS) has no project code: set site.project in the profile's"
                         f" {SITE_FILE} or in your config (site: {{project: ab12}}); qsub -P charges it")
