@@ -12,12 +12,15 @@ COLUMNS = ["run", "experiment", "stage", "metric", "value", "unit", "source"]
 
 FINETUNE_METRICS = {
     "training_time_s": "s", "stage_wall_s": "s", "load_s": "s", "save_s": "s",
-    "tokens_per_s": "tokens/s", "tokens_per_s_per_device": "tokens/s",
+    "tokens_per_s": "tokens/s", "tokens_per_s_per_device": "tokens/s", "samples_per_s": "samples/s",
     "peak_memory_gb": "GB", "peak_host_memory_gb": "GB", "mfu": "fraction", "peak_tflops_per_device": "TFLOP/s",
     "steps": "count", "iters": "count", "final_loss": "nats", "final_val_loss": "nats",
     "tokens_with_padding": "tokens", "input_tokens": "tokens", "trainable_parameters": "count",
-    "world_size": "count", "micro_batch_size": "samples", "global_batch_size": "samples",
+    "world_size": "count", "micro_batch_size": "samples", "global_batch_size": "samples", "max_seq_length": "tokens",
 }
+# What ran, as text: engine, method and float8 where the run recorded them; attention for every fine-tune, empty
+# where the engine did not print its backend (stock litgpt), so that the column is there and never guessed.
+FINETUNE_TEXT = ("device", "precision", "engine", "method", "float8")
 INFER_METRICS = {"acc": "fraction", "acc_norm": "fraction", "items": "count", "wall_s": "s", "load_s": "s",
                  "score_s": "s", "items_per_s": "items/s", "bos_prepended": "bool"}
 SERVE_METRICS = {"p50_latency_s": "s", "p99_latency_s": "s", "requests_per_s": "requests/s", "tokens_per_s": "tokens/s",
@@ -53,8 +56,10 @@ def build(run_name: str, experiments: list[str], manifest, finetune: dict, evalu
         for metric, unit in FINETUNE_METRICS.items():
             if ft.get(metric) is not None:
                 add(name, "finetune", metric, ft[metric], unit, finetune[name])
-        add(name, "finetune", "device", ft["device"], "text", finetune[name])
-        add(name, "finetune", "precision", ft["precision"], "text", finetune[name])
+        for field in FINETUNE_TEXT:
+            if field in ft:
+                add(name, "finetune", field, ft[field], "text", finetune[name])
+        add(name, "finetune", "attention", ft.get("attention"), "text", finetune[name])
 
     for name, path in evaluate.items():
         scores = _read(path)

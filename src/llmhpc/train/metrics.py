@@ -4,6 +4,7 @@ device's peak."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -66,12 +67,16 @@ def summarise(stdout_text: str, metrics_rows: list[dict], ft: dict, wall_s: floa
     summary = {
         "exit_code": exit_code,
         "method": ft["method"],
+        "engine": settings.engine,
+        "float8": settings.float8,
+        "attention": attention_backend(stdout_text),
         "precision": ft["precision"],
         "devices": ft["devices"],
         "num_nodes": ft["num_nodes"],
         "world_size": world,
         "global_batch_size": ft["global_batch_size"],
         "micro_batch_size": ft["micro_batch_size"],
+        "max_seq_length": settings.max_seq_length,
         "stage_wall_s": round(wall_s, 3),
         "training_time_s": rep.get("training_time_s"),
         "tokens_per_s": rep.get("tokens_per_s"),
@@ -94,6 +99,7 @@ def summarise(stdout_text: str, metrics_rows: list[dict], ft: dict, wall_s: floa
         "mfu": None,
         "peak_tflops_per_device": None,
     }
+    summary["samples_per_s"] = samples_per_s(summary["steps"], settings.samples_per_step, summary["training_time_s"])
     peak = peak_tflops(gpu_name, ft["precision"], peak_override)
     n_params = summary["parameters"]
     if peak and n_params and summary["tokens_per_s"] and summary["iters"] and summary["tokens_with_padding"]:
@@ -104,6 +110,23 @@ def summarise(stdout_text: str, metrics_rows: list[dict], ft: dict, wall_s: floa
         summary["mfu"] = round(achieved / peak, 4)
         summary["peak_tflops_per_device"] = peak
     return summary
+
+
+def samples_per_s(steps: int | None, samples_per_step: int, training_time_s: float | None) -> float | None:
+    """The ISC25 score: optimizer steps x the samples of one step (the global batch) / training time."""
+    if not steps or not training_time_s:
+        return None
+    return round(steps * samples_per_step / training_time_s, 3)
+
+
+# The fsdp2 engine's settings line ("Engine fast | ... attention=flex ... |") names the attention backend it chose;
+# stock litgpt prints none, and then none is recorded (not guessed).
+_ATTENTION = re.compile(r"Engine fast \|[^\n]*?\battention=([\w-]+)")  # not anchored: launchers prefix rank tags
+
+
+def attention_backend(stdout_text: str) -> str | None:
+    found = _ATTENTION.findall(stdout_text)
+    return found[-1] if found else None
 
 
 def model_facts(checkpoint_dir: Path) -> dict:
