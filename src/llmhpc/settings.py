@@ -54,7 +54,8 @@ class FinetuneSettings:
     betas: tuple[float, ...] = (0.9, 0.95)
     max_norm: float | None = None
     log_interval: int = 1
-    save_interval: int = 1_000_000
+    save_interval: int = 200
+    resume: str | bool = "auto"
     eval_interval: int = 25
     eval_max_iters: int = 100
     eval_max_new_tokens: int = 100

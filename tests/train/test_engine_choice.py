@@ -64,7 +64,7 @@ def test_every_lora_method_runs_on_fsdp2_with_finetune_lora_keys(method):
 def test_stock_lora_keeps_its_yaml_and_full_has_no_lora_keys():
     experiments = configured()
     stock = litgpt_config(experiments["stock"]["finetune"], "ckpt", "data", "out")
-    assert "lora_r" not in stock and "engine" not in stock and stock["resume"] is False
+    assert "lora_r" not in stock and "engine" not in stock and stock["resume"] == "auto"
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
     cfg["experiments"] = [{"name": "lora", "finetune": {"method": "lora"}}]
     lora = litgpt_config(check(cfg, load_schema(SCHEMA))["lora"]["finetune"], "ckpt", "data", "out")

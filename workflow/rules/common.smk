@@ -109,7 +109,7 @@ def checkpoint_for(wildcards):
     """The LitGPT checkpoint directory that evaluate scores: the base model or an experiment's fine-tune."""
     if wildcards.model == "base":
         return "results/checkpoints/base"
-    return f"results/finetune/{wildcards.model}/out"
+    return f"results/finetune/{wildcards.model}/out/final"
 
 
 def get_final_output():

@@ -28,7 +28,9 @@ rule finetune:
         train="results/data/finetune/train.json",
         val="results/data/finetune/val.json",
     output:
-        out_dir=directory("results/finetune/{experiment}/out"),
+        # Only out/final: the step checkpoints beside it (out/step-NNNNNN) survive a failed or killed job, and
+        # the rerun resumes from the newest (llmhpc.train.resume).
+        final=directory("results/finetune/{experiment}/out/final"),
         stdout="results/finetune/{experiment}/finetune.stdout",
         metrics=report(
             "results/finetune/{experiment}/metrics.csv",

@@ -5,7 +5,7 @@
 rule serve_check:
     input:
         ENV_MANIFEST,
-        checkpoint="results/finetune/{experiment}/out",
+        checkpoint="results/finetune/{experiment}/out/final",
         eval="results/data/eval/hellaswag.jsonl",
     output:
         metrics="results/serve/{experiment}/metrics.json",

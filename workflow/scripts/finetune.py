@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 from llmhpc.cluster import launch
 from llmhpc.rulelog import to_log
@@ -12,7 +13,7 @@ os.environ.update(launch_plan["env"])
 finetune.run_stage(
     config_path=snakemake.input.config,
     checkpoint_dir=snakemake.input.checkpoint,
-    out_dir=snakemake.output.out_dir,
+    out_dir=Path(snakemake.output.final).parent,
     stdout_path=snakemake.output.stdout,
     metrics_path=snakemake.output.metrics,
     summary_path=snakemake.output.summary,

@@ -26,8 +26,9 @@ def estimate(config: dict, experiments: dict) -> dict | None:
         ft = settings["finetune"]
         parts[f"{name}: fine-tuned model"] = weights
         steps, every = ft.get("max_steps"), ft.get("save_interval") or 0
-        if steps and every and every <= steps:  # step checkpoints: model + AdamW moments, all kept by litgpt
-            parts[f"{name}: {steps // every} step checkpoint(s)"] = (steps // every) * weights * 3
+        if steps and every and every <= steps:  # step checkpoints: model + AdamW moments, at most two kept
+            kept = min(steps // every, 2)  # the newest whole one and the one being written (llmhpc.train.resume)
+            parts[f"{name}: {kept} step checkpoint(s)"] = kept * weights * 3
     return parts
 
 

@@ -6,18 +6,22 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import subprocess
 import time
 from pathlib import Path
 
 from llmhpc import atomic
+from llmhpc.train import resume
 from llmhpc.train.litgpt import PHASE_MARKS, command, find_metrics_csv, read_metrics_csv
 from llmhpc.train.metrics import gpu_name, model_facts, phase_times, summarise
 
 
-def run(cmd: list[str], stdout_path: Path, log=print, marks: dict | None = None) -> tuple[int, float, float]:
+def run(cmd: list[str], stdout_path: Path, log=print, marks: dict | None = None,
+        on_line=None) -> tuple[int, float, float]:
     """Run cmd with its whole output teed into stdout_path; return (exit code, wall s, peak child RSS GB).
-    A `marks` dict receives the wall-clock times of the start, the end and the first line of each PHASE_MARKS."""
+    A `marks` dict receives the wall-clock times of the start, the end and the first line of each PHASE_MARKS;
+    `on_line` is called with every line."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", JSONARGPARSE_DEPRECATION_WARNINGS="off")
     log("running: " + " ".join(cmd))
     marks = {} if marks is None else marks
@@ -28,6 +32,8 @@ def run(cmd: list[str], stdout_path: Path, log=print, marks: dict | None = None)
         for line in proc.stdout:
             out.write(line)
             out.flush()
+            if on_line is not None:
+                on_line(line)
             for name, text in PHASE_MARKS.items():  # `in`, not startswith: launchers may prefix rank tags
                 if name not in marks and text in line:
                     marks[name] = time.time()
@@ -38,6 +44,18 @@ def run(cmd: list[str], stdout_path: Path, log=print, marks: dict | None = None)
     return code, wall, peak_rss_gb
 
 
+def start_clean(out_dir: Path, config_path: Path, resuming: bool, log=print) -> Path | None:
+    """Remove what a run writes afresh (final/, and logs/: litgpt would add logs/csv/version_1 beside a stale
+    version_0) and keep the step checkpoints a resumed run starts from; return the one it will resume from."""
+    for name in ("final", "logs"):
+        if (out_dir / name).exists():
+            shutil.rmtree(out_dir / name)
+    if not resuming:
+        resume.discard(out_dir)
+        return None
+    return resume.prepare(out_dir, config_path, log)
+
+
 def write_json(path: Path, data: dict) -> None:
     atomic.write_json(path, data)
 
@@ -46,17 +64,16 @@ def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, s
               peak_override: float | None, threads: int, launch: dict | None = None, log=print) -> dict:
     """Run the fine-tune of one experiment and write its stdout, metrics.csv and summary JSON. `launch` is
     llmhpc.cluster.launch.plan's answer (its command prefix starts the processes; the whole plan is recorded in the
-    summary). A failed fine-tune still leaves its stdout, then raises."""
-    import shutil
-
+    summary). A failed fine-tune still leaves its stdout and its step checkpoints (the next run resumes from the
+    newest: llmhpc.train.resume), then raises."""
     out_dir = Path(out_dir)
-    if out_dir.exists():  # litgpt would otherwise add logs/csv/version_1 beside a stale version_0
-        shutil.rmtree(out_dir)
+    resuming = resume.enabled(settings, Path(config_path), log)
+    resumed_from = start_clean(out_dir, Path(config_path), resuming, log)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     engine = settings.get("engine", "litgpt")
     cmd = command(settings["method"], config_path, (launch or {}).get("prefix"), engine=engine)
     marks = {}
-    code, wall, peak_rss = run(cmd, Path(stdout_path), log, marks)
+    code, wall, peak_rss = run(cmd, Path(stdout_path), log, marks, resume.pruner(out_dir, log))
     text = Path(stdout_path).read_text(encoding="utf-8", errors="replace")
     if code != 0:
         tail = "\n".join(text.splitlines()[-30:])
@@ -71,6 +88,8 @@ def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, s
                         model_facts(checkpoint_dir), gpu_name(), peak_override, peak_rss)
     summary.update(phase_times(marks, summary["training_time_s"], out_dir / "final"))
     summary["command"] = " ".join(cmd)
+    summary["resumed_from_step"] = resume.step_of(resumed_from) if resumed_from else None
+    resume.discard(out_dir)  # done: the step checkpoints (optimizer state included) go
     if launch is not None:
         summary["launch"] = launch  # launcher, command prefix, environment, hosts, scheduler job id
     write_json(summary_path, summary)

@@ -40,7 +40,7 @@ def litgpt_config(ft: dict, checkpoint_dir: str, data_dir: str, out_dir: str) ->
         "precision": s.precision,
         "devices": s.devices,
         "num_nodes": s.num_nodes,
-        "resume": False,
+        "resume": s.resume,  # auto: the newest step checkpoint in out_dir (the stage keeps only usable ones)
         "data": {
             "class_path": "litgpt.data.JSON",
             "init_args": {"json_path": str(data_dir), "mask_prompt": s.mask_prompt, "prompt_style": s.prompt_style,

@@ -71,6 +71,7 @@ class RunArgs:
     logger_name: str
     engine: EngineArgs = field(default_factory=EngineArgs)
     litgpt_yaml: dict = field(default_factory=dict)  # the YAML without `engine:` (saved as stock would)
+    resume: bool | str = False  # stock's meaning: auto (the newest step checkpoint in out_dir, if any), true, a folder
 
 
 def instantiate(spec: dict | str) -> Any:
@@ -92,8 +93,9 @@ def load(path: str | Path) -> RunArgs:
 
     raw = yaml.safe_load(Path(path).read_text()) or {}
     engine = EngineArgs(**(raw.pop("engine", None) or {}))
-    if raw.get("resume") not in (None, False):
-        raise ValueError("resume: the fast engine starts from checkpoint_dir only (resume: false)")
+    resume = raw.get("resume", False)
+    if not (resume in (None, False, True, "auto") or isinstance(resume, str)):
+        raise ValueError(f"resume: {resume!r} is none of false, true, auto or a step checkpoint folder")
     if raw.get("devices") in ("auto", -1):
         import torch
 
@@ -115,4 +117,5 @@ def load(path: str | Path) -> RunArgs:
         logger_name=raw.get("logger_name", "csv"),
         engine=engine,
         litgpt_yaml=raw,
+        resume=resume or False,
     )

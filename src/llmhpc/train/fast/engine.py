@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
+from llmhpc.train.fast import adapters, attention, checkpoint, converters, data, distributed, loop, model, parallel, resume
 from llmhpc.train.fast import args as args_mod
-from llmhpc.train.fast import attention, checkpoint, data, distributed, loop, model, parallel
 
 
 def setup(argv=None) -> None:
@@ -74,41 +74,49 @@ def main(run, world, t_start: float) -> None:
         data.collate(rows, samples, step.weight, run.engine.packing, row_len, ignore), world.device)
     shape = lambda rows: data.shape(rows, samples, run.engine.packing, row_len)  # noqa: E731
     warm = loop.warm_up(state, steps, build, shape, passes=2 if layout["compile"] else 1)
+    done = resume.restore(state, run)  # 0, or the steps a killed run had saved (after the warm-up: see restore)
+    if run.train.save_interval:
+        state["save_step"] = lambda step: resume.save(state, run, step)
     distributed.barrier(world)
     print_main(world, f"Start-up to training: {time.perf_counter() - t_start:.2f} s (compile and warm-up {warm:.2f} s)")
 
     logger = make_logger(run, world)
-    stream = data.batches(steps, world.rank, samples, run.engine.packing, row_len, ignore, world.device,
+    stream = data.batches(steps[done:], world.rank, samples, run.engine.packing, row_len, ignore, world.device,
                           run.engine.prefetch)
     state["profile_step"] = int(os.environ.get("LLMHPC_FAST_PROFILE_STEP", "0"))
     gc.collect()
     gc.freeze()  # the set-up's objects leave the collector's view, and no collection pauses a step
     gc.disable()
     t0 = time.perf_counter()
-    loop.fit(state, steps, stream, run, logger, per_epoch=-(-len(samples) // run.train.micro_batch_size))
+    loop.fit(state, steps, stream, run, logger, per_epoch=-(-len(samples) // run.train.micro_batch_size), start=done)
     training_time = time.perf_counter() - t0
     gc.enable()
     gc.unfreeze()
-    report_training(world, steps, samples, run, row_len, training_time)
+    report_training(world, steps[done:], samples, run, row_len, training_time)
     finish(state, run, world, logger, t_start)
 
 
 def plan_layout(run, world, config, row_len: int) -> dict:
     """Sharding, activation checkpointing and rows per micro batch, from the switches and a memory estimate."""
     engine = run.engine
-    sharding = parallel.resolve_sharding(engine.sharding, world)
+    if engine.float8:
+        converters.check_float8(world.device)  # refused before any loading
     with torch.device("meta"):
         from litgpt import GPT
 
         n_params = model.n_parameters(GPT(config))
     total = (torch.cuda.get_device_properties(world.device).total_memory if world.device.type == "cuda"
              else 64e9)
+    frozen_bytes = n_params * model.PARAM_DTYPES[run.precision].itemsize
+    sharding = (adapters.resolve_sharding(engine.sharding, engine.method, world, frozen_bytes, total)
+                or parallel.resolve_sharding(engine.sharding, world))
     checkpointing, rows = model.plan_memory(config, n_params, run.precision, sharding,
                                             parallel.shards(sharding, world), row_len, total,
-                                            engine.memory_fraction, engine.activation_checkpointing)
+                                            engine.memory_fraction, engine.activation_checkpointing, engine.method)
     micro_rows = rows if engine.micro_rows == "auto" else engine.micro_rows
     cross_entropy = engine.cross_entropy
-    if cross_entropy == "fused" and not fused_ce_available(world.device):
+    lora_head = engine.method != "full" and run.lora.head  # the fused loss reads lm_head.weight, not its adapter
+    if cross_entropy == "fused" and (lora_head or not fused_ce_available(world.device)):
         cross_entropy = "chunked"
     return {"sharding": sharding, "checkpointing": checkpointing, "micro_rows": micro_rows,
             "n_params": n_params, "cross_entropy": cross_entropy,
@@ -128,20 +136,31 @@ def fused_ce_available(device: torch.device) -> bool:
 
 def build_model(run, world, config, layout: dict, ignore: int, max_seq_length: int):
     gpt = model.build(config, run.precision, world.device)
+    layout["converted"] = converters.convert(gpt, run, world.device)
     attention.install(gpt, attention.backend(run.engine.attention, world.device))
     trainee = model.Trainee(gpt, layout["checkpointing"], layout["cross_entropy"], ignore)
     trainee = parallel.wrap(trainee, layout["sharding"], world, layout["compile"])
-    state = checkpoint.read_state(run.checkpoint_dir)
-    trainee = parallel.materialise(trainee, state, run, world, layout["sharding"], max_seq_length)
+    state = adapters.initial_state(gpt, checkpoint.read_state(run.checkpoint_dir), run.seed, world.device)
+    trainee = parallel.materialise(trainee, state, run, world, layout["sharding"], max_seq_length,
+                                   prepare=lambda t: prepare_frozen(t, run, world, layout))
     trainee.train()
     return trainee
+
+
+def prepare_frozen(trainee, run, world, layout: dict) -> None:
+    """Adapter methods: the frozen base out of DDP's start-up broadcast; for qlora, in NF4."""
+    if run.engine.method == "qlora":
+        layout["converted"].append(f"NF4 base ({adapters.quantise_base(trainee.gpt)} weights)")
+    if run.engine.method != "full" and world.size > 1 and layout["sharding"] == "none":
+        adapters.ignore_frozen_in_ddp(trainee)
 
 
 def make_optimizer(run, trainee, world):
     from litgpt.utils import instantiate_torch_optimizer
 
     extra = {"fused": True} if run.engine.fused_adamw and world.device.type == "cuda" else {}
-    return instantiate_torch_optimizer(copy.deepcopy(run.optimizer), trainee.parameters(), **extra)
+    trainable = [p for p in trainee.parameters() if p.requires_grad]  # all of them but for adapter methods
+    return instantiate_torch_optimizer(copy.deepcopy(run.optimizer), trainable, **extra)
 
 
 def val_samples(datamodule, ignore: int) -> list:
@@ -170,7 +189,12 @@ def report_settings(run, world, layout, state, steps, longest, max_seq_length, t
     engine = run.engine
     on = lambda flag: "on" if flag else "off"  # noqa: E731
     rows = sorted({len(r) for s in steps for r in s.micros[0]})
-    print_main(world, f"Number of trainable parameters: {layout['n_params']:,}")
+    if run.engine.method == "full":
+        print_main(world, f"Number of trainable parameters: {layout['n_params']:,}")
+    else:  # as `litgpt finetune_lora` prints them
+        trainable, frozen = adapters.parameter_counts(trainee)
+        print_main(world, f"Number of trainable parameters: {trainable:,}")
+        print_main(world, f"Number of non-trainable parameters: {frozen:,}")
     print_main(world, f"The longest sequence length in the train data is {longest}, the model's maximum sequence "
                       f"length is {max_seq_length} and context length is {trainee.gpt.config.block_size}")
     print_main(world, (
@@ -179,9 +203,12 @@ def report_settings(run, world, layout, state, steps, longest, max_seq_length, t
         f"sharding={layout['sharding']} compile={on(layout['compile'])} "
         f"fused_adamw={on(engine.fused_adamw and world.device.type == 'cuda')} "
         f"cross_entropy={layout['cross_entropy']} loss_weighting={engine.loss_weighting} "
-        f"prefetch={on(engine.prefetch)} fast_save={on(engine.fast_save)} attention={state['attention']} | "
+        f"prefetch={on(engine.prefetch)} fast_save={on(engine.fast_save)} attention={state['attention']} "
+        f"method={engine.method} float8={on(engine.float8)} | "
         f"precision {run.precision} | {world.size} process(es) via {world.launcher} on {world.device.type} | "
         f"{len(steps)} optimizer steps of {run.train.global_batch_size} samples"))
+    if layout.get("converted"):
+        print_main(world, f"Model converters: {'; '.join(layout['converted'])}")
 
 
 def report_training(world, steps, samples, run, row_len: int, training_time: float) -> None:
@@ -192,6 +219,9 @@ def report_training(world, steps, samples, run, row_len: int, training_time: flo
     useful = counts["raw_tokens_plus_prompt_template"] / training_time
     print_main(world, f"Useful tokens (w/ prompt, no padding) per second: {useful:.2f} tok/s, "
                       f"per device {useful / world.size:.2f} tok/s")
+    trained = sum(len(step.samples) for step in steps)  # ISC25's score: training samples per second
+    print_main(world, f"Samples per second: {trained / training_time:.3f} samples/s, "
+                      f"per device {trained / training_time / world.size:.3f} samples/s ({trained} samples)")
 
 
 def finish(state, run, world, logger, t_start: float) -> None:
@@ -201,7 +231,7 @@ def finish(state, run, world, logger, t_start: float) -> None:
     t0 = time.perf_counter()
     writer = None
     if run.engine.fast_save:
-        full = checkpoint.gather(unwrap(state["model"]), world.main)
+        full = gather_final(state, run, world, final)
         print_main(world, f"Gathered the full state dict in {time.perf_counter() - t0:.2f} s")
         if world.main:
             writer = checkpoint.write_in_background(full, final / "lit_model.pth", fast=True)
@@ -213,7 +243,7 @@ def finish(state, run, world, logger, t_start: float) -> None:
             logger.log_metrics({"val_loss": val, "val_ppl": float(torch.exp(torch.tensor(val)))},
                                step=len(state["samples"]))
     if not run.engine.fast_save:
-        full = checkpoint.gather(unwrap(state["model"]), world.main)
+        full = gather_final(state, run, world, final)
         if world.main:
             checkpoint.write(full, final / "lit_model.pth", fast=False)
     if world.main:
@@ -226,6 +256,22 @@ def finish(state, run, world, logger, t_start: float) -> None:
         print(f"Saved the final checkpoint to {final} in {time.perf_counter() - t0:.2f} s; "
               f"{time.perf_counter() - t_start:.2f} s since launch", flush=True)
     distributed.barrier(world)
+
+
+def gather_final(state, run, world, final: Path) -> dict:
+    """The full state dict on the main process. Adapter methods: the adapters merged into the base weights (so
+    lit_model.pth is a plain checkpoint of the original model), and written beside it as lit_model.pth.lora
+    (stock `litgpt finetune_lora`'s file and tensor names)."""
+    gpt = unwrap(state["model"])
+    if run.engine.method == "qlora":
+        adapters.dequantise_base(gpt)
+    full = checkpoint.gather(gpt, world.main)
+    if run.engine.method == "full" or not world.main:
+        return full
+    slices = {name: layer.slices for name, layer in adapters.adapted_layers(gpt).items()}
+    full, lora_state = adapters.merge_state(full, slices, run.lora, world.device)
+    checkpoint.write(lora_state, final / "lit_model.pth.lora", fast=True)
+    return full
 
 
 def unwrap(module):

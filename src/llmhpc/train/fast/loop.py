@@ -94,14 +94,16 @@ def warm_optimizer(optimizer) -> None:
     optimizer.zero_grad(set_to_none=True)
 
 
-def fit(state, steps: list[data.Step], stream, run, logger, per_epoch: int) -> None:
-    """Train over the planned steps. Each step's loss is logged one step late (no host sync in the step)."""
+def fit(state, steps: list[data.Step], stream, run, logger, per_epoch: int, start: int = 0) -> None:
+    """Train over the planned steps from step `start` + 1 (a resumed run). Each step's loss is logged one step
+    late (no host sync in the step)."""
     world, device = state["world"], state["world"].device
     per_step = run.train.global_batch_size // run.train.micro_batch_size
     accumulation = max(1, per_step // world.size)
-    samples, tokens, pending = state["samples"], 0, None
+    samples, pending = state["samples"], None
+    tokens = sum(len(samples[i].input_ids) for step in steps[:start] for i in step.samples)
     t_step = time.perf_counter()
-    for s, micros in enumerate(stream, 1):
+    for s, micros in enumerate(stream, start + 1):
         loss = torch.zeros((), device=device)
         with profiled(s == state.get("profile_step"), world):
             for m, micro in enumerate(micros):
@@ -121,6 +123,11 @@ def fit(state, steps: list[data.Step], stream, run, logger, per_epoch: int) -> N
             log_step(*pending, run, world, logger)
             pending = None
             interval_validation(state, run, logger, s * accumulation)
+        if "save_step" in state and s % run.train.save_interval == 0 and s < len(steps):
+            if pending:  # the step's loss is in the log before its checkpoint is
+                log_step(*pending, run, world, logger)
+                pending = None
+            state["save_step"](s)
     if pending:
         log_step(*pending, run, world, logger)
     if device.type == "cuda":

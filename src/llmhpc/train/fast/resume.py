@@ -1,0 +1,117 @@
+"""Resumable step checkpoints of the fast engine: model, optimizer, LR scheduler, grad scaler, step and RNG, in
+`out_dir/step-NNNNNN/` every `train.save_interval` optimizer steps, where stock LitGPT puts its own.
+
+Model and optimizer go through torch.distributed.checkpoint with FSDP2's state dict API (`get_state_dict` /
+`set_state_dict`): every process writes its own shards, so a save costs no gather, and the same folder loads on
+another number of processes (or one plain process). The rest is small and the same on every process: the main
+process writes it to `extra.pt`. The folder counts as whole once `resume.json` (written last, after every
+process has finished writing) is there; a folder without it is a save that a kill cut short, and is ignored.
+
+The data position is the step: the sample order is the plan (data.plan), a function of the data seed, so a resumed
+run trains step s+1 onwards on exactly the samples an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import torch
+
+from llmhpc.train import resume as shared
+from llmhpc.train.fast import distributed
+
+MARKER = "resume.json"
+
+
+def settings_hash(run) -> str:
+    """The training settings a saved state must match: the YAML's training keys with the engine's switches."""
+    cfg = dict(run.litgpt_yaml, engine=dataclasses.asdict(run.engine))
+    text = json.dumps(shared.training_settings(cfg), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _model_and_optimizer(state) -> tuple[dict, dict]:
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    return get_state_dict(state["model"], state["optimizer"])
+
+
+def save(state, run, step: int) -> Path:
+    """Write step `step`'s resumable state (every process takes part)."""
+    import torch.distributed.checkpoint as dcp
+
+    world = state["world"]
+    folder = Path(run.out_dir) / f"step-{step:06d}"
+    if world.main:
+        print(f"Saving checkpoint to {str(folder)!r}", flush=True)
+        if folder.exists():  # a save an earlier, killed run left half-written
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+    distributed.barrier(world)
+    model_sd, optim_sd = _model_and_optimizer(state)
+    dcp.save({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=folder, no_dist=world.size == 1)
+    if world.main:
+        scaler = state.get("scaler")
+        torch.save({"scheduler": state["scheduler"].state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                    "rng": torch.get_rng_state(), "step": step}, folder / "extra.pt")
+    distributed.barrier(world)  # every process's shards are written before the marker says so
+    if world.main:
+        from llmhpc import atomic
+
+        atomic.write_json(folder / MARKER, {"step": step, "processes": world.size, "settings": settings_hash(run)})
+    return folder
+
+
+def find(run, world) -> Path | None:
+    """The folder `resume:` names: auto/true the newest whole one in out_dir made with these settings, or a path."""
+    choice = run.resume
+    if choice in (None, False, "false"):
+        return None
+    if choice not in (True, "auto", "true"):
+        folder = Path(choice)
+        if not (folder / MARKER).is_file():
+            raise FileNotFoundError(f"resume: {folder} is not a whole step checkpoint of this engine (no {MARKER})")
+        return folder
+    wanted = settings_hash(run)
+    for folder in reversed(shared.step_folders(run.out_dir)):
+        marker = folder / MARKER
+        if not marker.is_file():
+            continue  # half-written, or stock's
+        if json.loads(marker.read_text()).get("settings") == wanted:
+            return folder
+        if world.main:
+            print(f"Not resuming from {folder}: it was trained with other settings than {run.out_dir}'s YAML",
+                  flush=True)
+    if choice in (True, "true"):
+        raise FileNotFoundError(f"resume: true, but no whole step checkpoint in out_dir={run.out_dir}")
+    return None
+
+
+def restore(state, run) -> int:
+    """Load the state `resume:` names into the model, optimizer, scheduler and scaler; the steps it had done
+    (0: start from checkpoint_dir). After the warm-up, which touches the optimizer's state."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import set_state_dict
+
+    world = state["world"]
+    folder = find(run, world)
+    if folder is None:
+        return 0
+    model_sd, optim_sd = _model_and_optimizer(state)
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=folder, no_dist=world.size == 1)
+    set_state_dict(state["model"], state["optimizer"], model_state_dict=model_sd, optim_state_dict=optim_sd)
+    extra = torch.load(folder / "extra.pt", weights_only=False, map_location="cpu")  # our own file
+    state["scheduler"].load_state_dict(extra["scheduler"])
+    if state.get("scaler") and extra["scaler"]:
+        state["scaler"].load_state_dict(extra["scaler"])
+    torch.set_rng_state(extra["rng"])
+    if world.main:
+        print(f"Resuming training from {folder} (step {extra['step']})", flush=True)
+    return int(extra["step"])
