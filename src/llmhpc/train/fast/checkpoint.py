@@ -105,8 +105,16 @@ def save_hyperparameters(litgpt_yaml: dict, final_dir: Path) -> None:
     been given), so the file is exactly stock's; a plain copy of that YAML where jsonargparse is missing."""
     stripped = final_dir / "finetune_config.yaml"
     stripped.write_text(yaml.safe_dump(litgpt_yaml, sort_keys=False))
-    try:
-        from litgpt.finetune.full import setup
+    try:  # finetune_lora's setup where the YAML has its lora_* keys (full's would refuse them)
+        if any(key.startswith("lora_") for key in litgpt_yaml):
+            import inspect
+
+            from litgpt.finetune.lora import setup
+
+            taken = inspect.signature(setup).parameters  # finetune_lora has no `resume`
+            stripped.write_text(yaml.safe_dump({k: v for k, v in litgpt_yaml.items() if k in taken}, sort_keys=False))
+        else:
+            from litgpt.finetune.full import setup
         from litgpt.parser_config import save_hyperparameters as litgpt_save
     except ImportError:
         (final_dir / "hyperparameters.yaml").write_text(stripped.read_text())

@@ -107,21 +107,25 @@ def activation_bytes_per_token(config, precision: str, checkpointing: bool) -> f
     return size * config.n_layer * per_layer
 
 
-def static_bytes(n_params: int, precision: str, sharding: str, shards: int) -> float:
+def static_bytes(n_params: int, precision: str, sharding: str, shards: int, method: str = "full") -> float:
     """Parameters, gradients and AdamW's two states per GPU; grad_op also keeps the whole model gathered, and
-    gradient accumulation without synchronisation keeps whole gradients."""
+    gradient accumulation without synchronisation keeps whole gradients. Adapter methods hold the frozen
+    weights only (adapters are a fraction of a percent), NF4 at about half a byte a weight plus the bf16 rest."""
     size = PARAM_DTYPES[precision].itemsize
-    per_gpu = 4 * n_params * size / (shards if sharding != "none" else 1)
+    copies = 4 if method == "full" else 1
+    if method == "qlora":
+        size = 1
+    per_gpu = copies * n_params * size / (shards if sharding != "none" else 1)
     if sharding in ("grad_op", "hybrid") and shards > 1:
         per_gpu += 2 * n_params * size
     return per_gpu
 
 
 def plan_memory(config, n_params: int, precision: str, sharding: str, shards: int, row_len: int,
-                total_bytes: float, fraction: float, choice: str) -> tuple[bool, int]:
+                total_bytes: float, fraction: float, choice: str, method: str = "full") -> tuple[bool, int]:
     """(activation checkpointing on?, largest rows per micro batch) from the memory estimate. Checkpointing
     stays off whenever at least one row fits without it (recomputing costs about a third more compute)."""
-    free = total_bytes * fraction - static_bytes(n_params, precision, sharding, shards)
+    free = total_bytes * fraction - static_bytes(n_params, precision, sharding, shards, method)
     logits = row_len * 4 * config.padded_vocab_size / 8  # the loss head's chunks, spread over the row
     rows = {ac: int(free // (row_len * activation_bytes_per_token(config, precision, ac) + logits))
             for ac in (False, True)}

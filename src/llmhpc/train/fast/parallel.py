@@ -54,12 +54,15 @@ def wrap(trainee: model.Trainee, sharding: str, world, compile_blocks: bool):
     return trainee
 
 
-def materialise(trainee: model.Trainee, state: dict, run, world, sharding: str, max_seq_length: int):
-    """Allocate the sharded parameters on the device, copy the checkpoint in, build the RoPE cache; DDP last
-    (it broadcasts rank 0's parameters)."""
+def materialise(trainee: model.Trainee, state: dict, run, world, sharding: str, max_seq_length: int,
+                prepare=None):
+    """Allocate the sharded parameters on the device, copy the checkpoint in, build the RoPE cache, then
+    `prepare(trainee)` (the adapters' frozen base); DDP last (it broadcasts rank 0's parameters)."""
     trainee.to_empty(device=world.device)
     checkpoint.load_into(trainee.gpt, state)
     model.rope(trainee.gpt, max_seq_length, run.precision, world.device)
+    if prepare is not None:
+        prepare(trainee)
     if world.size > 1 and sharding == "none":
         from torch.nn.parallel import DistributedDataParallel
 

@@ -1,0 +1,56 @@
+"""Model converters, applied in one place to the GPT on the meta device, before compile and sharding (as
+torchtitan's `model.converters`): the adapters of engine.method (adapters.py) and float8 training (torchao).
+
+float8 swaps the Linear layers for torchao's Float8Linear (dynamic tensorwise scales, matmuls through
+`torch._scaled_mm` in e4m3 forward, e5m2 gradients; weights and optimizer stay in the training dtype). lm_head
+stays in bf16 (its logits feed the loss directly and float8 costs it accuracy), and so does any layer whose
+dimensions are not multiples of 16 (what `_scaled_mm` takes). Adapted layers keep their bf16 path.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from llmhpc.train.fast import adapters
+
+FLOAT8_CAPABILITY = (8, 9)  # Ada and Hopper have FP8 tensor cores; A100 (8.0) and V100 (7.0) do not
+
+
+def check_float8(device: torch.device) -> None:
+    if device.type != "cuda":
+        raise RuntimeError(f"engine.float8: float8 training needs an NVIDIA GPU of compute capability >= 8.9 (Ada, "
+                           f"Hopper or newer); this process runs on {device.type}. Set engine.float8: false.")
+    capability = torch.cuda.get_device_capability(device)
+    if capability < FLOAT8_CAPABILITY:
+        raise RuntimeError(f"engine.float8: {torch.cuda.get_device_name(device)} has compute capability "
+                           f"{capability[0]}.{capability[1]}, below 8.9: no FP8 tensor cores. Set engine.float8: false.")
+
+
+def float8_eligible(module: nn.Module, fqn: str) -> bool:
+    return (type(module) is nn.Linear and fqn.rpartition(".")[2] != "lm_head"
+            and module.in_features % 16 == 0 and module.out_features % 16 == 0)
+
+
+def convert_float8(gpt) -> int:
+    from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+
+    before = sum(type(m) is nn.Linear for m in gpt.modules())
+    convert_to_float8_training(gpt, config=Float8LinearConfig(), module_filter_fn=float8_eligible)
+    return before - sum(type(m) is nn.Linear for m in gpt.modules())
+
+
+def convert(gpt, run, device: torch.device) -> list[str]:
+    """Apply engine.method's adapters, then float8. Returns what was done, for the settings line."""
+    done = []
+    method = run.engine.method
+    if method != "full":
+        n = adapters.attach(gpt, gpt.config, run.lora, method)
+        lora = run.lora
+        targets = [k for k in ("query", "key", "value", "projection", "mlp", "head") if getattr(lora, k)]
+        done.append(f"{method} on {n} layers (r={lora.r} alpha={lora.alpha:g} dropout={lora.dropout:g} "
+                    f"targets={'+'.join(targets)})")
+    if run.engine.float8:
+        check_float8(device)
+        done.append(f"float8 on {convert_float8(gpt)} Linear layers")
+    return done
