@@ -20,6 +20,7 @@ CHOICES = {
     "cross_entropy": ("fused", "chunked"),
     "loss_weighting": ("micro_batch", "token"),
     "attention": ("auto", "flex", "sdpa"),
+    "method": ("full", "lora", "dora", "qlora"),
 }
 
 
@@ -41,6 +42,9 @@ class EngineArgs:
     fast_save: bool = True  # final checkpoint written by a background thread while validation runs
     attention: str = "auto"  # auto: flex_attention on CUDA, SDPA with an explicit mask elsewhere
     memory_fraction: float = 0.85  # share of the GPU's memory the estimate may plan for
+    method: str = "full"  # full / lora / dora / qlora (LoRA over an NF4 base); the adapters' settings are the
+    #                       top-level lora_* keys of `litgpt finetune_lora`
+    float8: bool = False  # torchao float8 training of the Linear layers (GPUs of compute capability >= 8.9)
 
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():
@@ -52,6 +56,43 @@ class EngineArgs:
                 raise ValueError(f"engine.{name}: {value!r} is not one of {', '.join(allowed)}")
         if self.micro_rows != "auto" and (not isinstance(self.micro_rows, int) or self.micro_rows < 1):
             raise ValueError(f"engine.micro_rows: {self.micro_rows!r} is neither 'auto' nor a positive integer")
+        if not isinstance(self.float8, bool):
+            raise ValueError(f"engine.float8: {self.float8!r} is not true or false")
+        if self.float8 and self.method == "qlora":
+            raise ValueError("engine.float8: the qlora base weights are NF4, not float8; use method lora or full")
+
+
+@dataclass
+class LoraArgs:
+    """The top-level lora_* keys of `litgpt finetune_lora` (its defaults): rank, alpha (the update is scaled by
+    alpha / r), dropout on the adapter's input, and which weights get an adapter."""
+
+    r: int = 8
+    alpha: float = 16
+    dropout: float = 0.05
+    query: bool = True
+    key: bool = False
+    value: bool = True
+    projection: bool = False
+    mlp: bool = False
+    head: bool = False
+
+    @classmethod
+    def from_yaml(cls, raw: dict, method: str) -> LoraArgs:
+        keys = {f.name for f in dataclasses.fields(cls)}
+        given = {k[len("lora_"):]: raw[k] for k in list(raw) if k.startswith("lora_")}
+        unknown = sorted(set(given) - keys)
+        if unknown:
+            raise ValueError(f"lora_{unknown[0]}: not a key of litgpt finetune_lora (lora_{', lora_'.join(sorted(keys))})")
+        lora = cls(**given)
+        if method != "full":
+            if not isinstance(lora.r, int) or lora.r < 1:
+                raise ValueError(f"lora_r: {lora.r!r} is not a positive integer")
+            if not 0 <= lora.dropout < 1:
+                raise ValueError(f"lora_dropout: {lora.dropout!r} is not in [0, 1)")
+            if not any((lora.query, lora.key, lora.value, lora.projection, lora.mlp, lora.head)):
+                raise ValueError(f"engine.method {method}: no lora_query/key/value/projection/mlp/head is true")
+        return lora
 
 
 @dataclass
@@ -70,6 +111,7 @@ class RunArgs:
     seed: int
     logger_name: str
     engine: EngineArgs = field(default_factory=EngineArgs)
+    lora: LoraArgs = field(default_factory=LoraArgs)
     litgpt_yaml: dict = field(default_factory=dict)  # the YAML without `engine:` (saved as stock would)
     resume: bool | str = False  # stock's meaning: auto (the newest step checkpoint in out_dir, if any), true, a folder
 
@@ -93,6 +135,8 @@ def load(path: str | Path) -> RunArgs:
 
     raw = yaml.safe_load(Path(path).read_text()) or {}
     engine = EngineArgs(**(raw.pop("engine", None) or {}))
+    if raw.get("quantize") is not None:
+        raise ValueError("quantize: the fast engine's QLoRA is engine.method: qlora (torchao NF4); leave quantize unset")
     resume = raw.get("resume", False)
     if not (resume in (None, False, True, "auto") or isinstance(resume, str)):
         raise ValueError(f"resume: {resume!r} is none of false, true, auto or a step checkpoint folder")
@@ -116,6 +160,7 @@ def load(path: str | Path) -> RunArgs:
         seed=int(raw.get("seed", 1337)),
         logger_name=raw.get("logger_name", "csv"),
         engine=engine,
+        lora=LoraArgs.from_yaml(raw, engine.method),
         litgpt_yaml=raw,
         resume=resume or False,
     )
