@@ -231,7 +231,7 @@ def merge_state(full: dict, slices_of: dict, lora, device: torch.device) -> tupl
     scaling = lora.alpha / lora.r
     for name, slices in slices_of.items():
         base = merged[f"{name}.weight"]
-        weight = base.to(device, torch.float32)
+        weight = base.to(device, torch.float32, copy=True)  # never the live parameter (one CPU process)
         A, B = (adapters[f"{name}.{k}"].to(device, torch.float32) for k in ("lora_A", "lora_B"))
         weight += block_B(B, slices, weight.shape[0], lora.r) @ A * scaling
         if f"{name}.lora_magnitude" in adapters:
