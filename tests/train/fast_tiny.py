@@ -89,3 +89,20 @@ def make(root: Path, n: int = 64) -> Path:
     write_checkpoint(root / "ckpt")
     write_data(root / "data", n)
     return root
+
+
+def kill_once_whole(proc, marker: Path, timeout: float = 300) -> str:
+    """SIGKILL proc (a run started with stdout=PIPE) as soon as `marker`, the last file of a step checkpoint,
+    exists: a walltime kill in the middle of the run. Returns the run's output."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        assert proc.poll() is None, f"the run ended before {marker} was written:\n{proc.stdout.read()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {marker} within {timeout} s"
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run had finished before the kill"
+    return out

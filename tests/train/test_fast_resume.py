@@ -1,0 +1,130 @@
+"""The fast engine killed mid-run (SIGKILL once a step checkpoint is whole) and rerun with `resume: auto` ends
+with the weights of an uninterrupted run, bit for bit (one CPU process, fp32, no compile); a half-written
+checkpoint is passed over, and one made with other training settings is not resumed."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+import fast_tiny
+import pytest
+import torch
+import yaml
+
+pytestmark = pytest.mark.litgpt
+
+REPO_SRC = fast_tiny.Path(__file__).resolve().parents[2] / "src"
+ENV = dict(os.environ, PYTHONPATH=f"{REPO_SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", OMP_NUM_THREADS="1",
+           JSONARGPARSE_DEPRECATION_WARNINGS="off", PYTHONUNBUFFERED="1")
+
+
+def resumable(root, out: str, save_interval: int = 2, lr: float = 0.01, **kwargs):
+    """fast_tiny's YAML with resume: auto and step checkpoints every save_interval steps."""
+    path = fast_tiny.config(root, out, engine={"compile": False}, **kwargs)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["resume"], cfg["train"]["save_interval"] = "auto", save_interval
+    cfg["optimizer"]["init_args"]["lr"] = lr
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def engine(config) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "llmhpc.train.fast", "--config", str(config)], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def weights(out_dir) -> dict:
+    return torch.load(out_dir / "final/lit_model.pth", weights_only=True)["model"]
+
+
+def last_losses(out_dir) -> dict[int, float]:
+    """{iteration: loss} of the newest CSV log (a resumed run logs to a new version)."""
+    newest = sorted((out_dir / "logs/csv").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))[-1]
+    with open(newest / "metrics.csv") as fh:
+        return {int(float(r["step"])): float(r["loss"]) for r in csv.DictReader(fh) if r.get("loss")}
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory):
+    root = fast_tiny.make(tmp_path_factory.mktemp("resume"), n=192)  # 24 steps of 8 samples, 4 micro batches
+    from llmhpc.train.fast.engine import setup
+
+    setup(["--config", str(resumable(root, "whole"))])  # the uninterrupted reference, in this process
+    return root
+
+
+def test_killed_run_resumes_to_the_uninterrupted_weights(kit):
+    config = resumable(kit, "killed")
+    out = kit / "killed"
+    fast_tiny.kill_once_whole(engine(config), out / "step-000004/resume.json")
+    whole = sorted(p.name for p in out.glob("step-*") if (p / "resume.json").exists())
+    assert "step-000004" in whole and not (out / "final").exists()
+    newest = out / whole[-1]
+    (newest / "resume.json").unlink()  # as if the kill had come during this save: half-written
+    proc = subprocess.run([sys.executable, "-m", "llmhpc.train.fast", "--config", str(config)], env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    start = int(whole[-2].split("-")[1])
+    assert f"Resuming training from {out / whole[-2]} (step {start})" in proc.stdout
+    reference, resumed = weights(kit / "whole"), weights(out)
+    assert reference.keys() == resumed.keys()
+    for name in reference:
+        assert torch.equal(reference[name], resumed[name]), name
+    losses, again = last_losses(kit / "whole"), last_losses(out)
+    assert min(again) == (start + 1) * 4 and again == {i: losses[i] for i in again}  # logged by micro batch
+
+
+def test_other_training_settings_are_not_resumed(kit):
+    config = resumable(kit, "changed", save_interval=8)
+    out = kit / "changed"
+    (out / "step-000008").mkdir(parents=True)
+    for src in (kit / "whole").glob("step-000008/*"):  # a whole checkpoint of the reference run (lr 0.01)
+        (out / "step-000008" / src.name).write_bytes(src.read_bytes())
+    from llmhpc.train.fast import args, resume
+    from llmhpc.train.fast.distributed import World
+
+    assert resume.find(args.load(config), World()) == out / "step-000008"  # save_interval is not a training setting
+    changed = args.load(resumable(kit, "changed", save_interval=8, lr=0.02))
+    assert resume.find(changed, World()) is None
+
+
+@pytest.mark.distributed
+def test_two_ranks_resume_their_sharded_checkpoint_and_one_process_can_too(tmp_path):
+    """FSDP2 full sharding on 2 gloo ranks: each rank saves its shards; a rerun after the newest save was cut short
+    resumes from the one before and ends with the uninterrupted run's weights; one plain process loads the same
+    sharded folder (resharded by torch.distributed.checkpoint) and ends with them too, up to the order of sums."""
+    import shutil
+
+    root = fast_tiny.make(tmp_path, n=32)  # 8 steps of 4 samples
+    two = resumable(root, "two", gbs=4, mbs=2, max_seq_length=128, devices=2)
+    cfg = yaml.safe_load(two.read_text())
+    cfg["engine"]["sharding"] = "full"
+    two.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    out = root / "two"
+    for attempt in ("uninterrupted", "resumed"):
+        proc = engine(two)  # devices: 2 from a plain process: it starts torchrun itself
+        text, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, text[-4000:]
+        assert "2 process(es) via torchrun" in text
+        if attempt == "uninterrupted":
+            assert not any(out.glob("step-000008"))  # no step checkpoint at the last step: final follows
+            reference = weights(out)
+            shutil.rmtree(out / "final")
+            shutil.rmtree(out / "step-000006")
+            (out / "step-000004/resume.json").unlink()  # cut short
+    assert f"Resuming training from {out / 'step-000002'} (step 2)" in text
+    for name, tensor in weights(out).items():
+        assert torch.equal(reference[name], tensor), name
+
+    one = resumable(root, "one", gbs=4, mbs=2, max_seq_length=128)
+    cfg = yaml.safe_load(one.read_text())
+    cfg["resume"] = str(out / "step-000002")  # a folder by name: resumed whatever its settings
+    one.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    from llmhpc.train.fast.engine import setup
+
+    setup(["--config", str(one)])
+    for name, tensor in weights(root / "one").items():
+        torch.testing.assert_close(tensor, reference[name], rtol=1e-4, atol=1e-5)

@@ -1,0 +1,60 @@
+"""Stock `litgpt finetune_full` killed mid-run (SIGKILL once a step checkpoint is whole) resumes with LitGPT's own
+`resume: auto` from the step checkpoint the stage keeps (llmhpc.train.resume.prepare), passing over one that the
+kill cut short, and ends with the weights of an uninterrupted run (one CPU process, fp32)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import fast_tiny
+import pytest
+import torch
+import yaml
+
+from llmhpc.train import resume
+from llmhpc.train.litgpt import command
+
+pytestmark = pytest.mark.litgpt
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1", JSONARGPARSE_DEPRECATION_WARNINGS="off", PYTHONUNBUFFERED="1")
+
+
+def resumable(root, out: str):
+    path = fast_tiny.config(root, out)  # 12 steps of 8 samples, 4 micro batches each
+    cfg = yaml.safe_load(path.read_text())
+    cfg["resume"], cfg["train"]["save_interval"] = "auto", 2
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def stock(config) -> subprocess.Popen:
+    return subprocess.Popen(command("full", config), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def weights(out_dir) -> dict:
+    return torch.load(out_dir / "final/lit_model.pth", weights_only=True)["model"]
+
+
+def test_killed_stock_run_resumes_to_the_uninterrupted_weights(tmp_path):
+    root = fast_tiny.make(tmp_path, n=96)
+    reference = stock(resumable(root, "whole"))  # meanwhile: the uninterrupted run
+    config, out, lines = resumable(root, "killed"), root / "killed", []
+    resume.prepare(out, config, lines.append)  # what the stage does before every run: records the settings
+    fast_tiny.kill_once_whole(stock(config), out / "step-000004/prompt_style.yaml")
+    text, _ = reference.communicate(timeout=600)
+    assert reference.returncode == 0, text[-3000:]
+    whole = [f for f in resume.step_folders(out) if resume.is_complete(f)]
+    newest = whole[-1]
+    (newest / "prompt_style.yaml").unlink()  # as if the kill had come during this save
+    with open(newest / "lit_model.pth", "r+b") as fh:
+        fh.truncate(1000)
+    assert resume.prepare(out, config, lines.append) == whole[-2]
+    assert not newest.exists() and any("half-written" in line for line in lines)
+    proc = subprocess.run(command("full", config), env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"Resuming training from {whole[-2] / 'lit_model.pth'}" in proc.stdout + proc.stderr
+    expected, resumed = weights(root / "whole"), weights(out)
+    for name in expected:
+        assert torch.equal(expected[name], resumed[name]), name
