@@ -11,7 +11,7 @@ from llmhpc.cluster.profiles import available as available_profiles
 
 # The plots stage's figures, results/plots/<name>.{png,svg}: the rules, the slides and the plots module share
 # this one list.
-PLOT_NAMES = ("loss", "throughput", "time_breakdown", "memory", "eval_accuracy", "eval_tradeoff")
+PLOT_NAMES = ("loss", "throughput", "time_breakdown", "memory", "eval_accuracy", "eval_tradeoff", "accuracy_samples")
 
 
 def export_pythonpath(src) -> None:

@@ -57,9 +57,21 @@ def add_rows(table, rows):
     return pd.concat([table, extra], ignore_index=True)
 
 
+def with_samples_per_s(table):
+    """The stored run's table with the samples/s the summary stage now records, from the run's own figures
+    (optimizer steps x global batch / training time)."""
+    rows = []
+    for e in EXPERIMENTS:
+        steps, batch, time = (plots.value(table, e, "finetune", m) for m in ("steps", "global_batch_size",
+                                                                              "training_time_s"))
+        rows += [(e, "finetune", "samples_per_s", round(steps * batch / time, 3)), (e, "finetune", "method", "full")]
+    return add_rows(table, rows)
+
+
 @pytest.mark.plots
 def test_every_plot_is_a_png_and_an_svg_that_shows_something(tmp_path):
-    made = plots.make_all(DATA / "summary.csv", real_inputs()[1], DATA / "manifest.json", EXPERIMENTS, 0.05,
+    with_samples_per_s(real_inputs()[0]).to_csv(tmp_path / "summary.csv", index=False)
+    made = plots.make_all(tmp_path / "summary.csv", real_inputs()[1], DATA / "manifest.json", EXPERIMENTS, 0.05,
                           tmp_path / "plots")
     assert list(made) == list(PLOT_NAMES)
     for name in PLOT_NAMES:
@@ -218,6 +230,29 @@ def test_point_names_do_not_cover_other_points(tmp_path):
     assert plots.plot_eval_tradeoff(real_inputs()[0], EXPERIMENTS, 0.05, tmp_path).crowded == []
 
 
+def test_accuracy_against_samples_per_second_one_labelled_point_per_method(tmp_path):
+    table = with_samples_per_s(real_inputs()[0])
+    table = add_rows(table, [("dora", "finetune", "samples_per_s", 0.5), ("dora", "evaluate", "acc", 0.41),
+                             ("dora", "finetune", "method", "dora"), ("low-memory", "finetune", "samples_per_s", 0.3),
+                             ("low-memory", "evaluate", "acc", 0.39), ("low-memory", "finetune", "method", "qlora")])
+    experiments = [*EXPERIMENTS, "dora", "low-memory"]
+    plot = plots.plot_accuracy_samples(table, experiments, tmp_path)
+    assert set(plot.drawn) == set(experiments) and plot.missing == [] and plot.crowded == []
+    texts = svg_texts(tmp_path / "accuracy_samples.svg")
+    # labelled with the method where the name does not say it already
+    assert {"baseline (full)", "mbs16 (full)", "dora", "low-memory (qlora)"} <= set(texts)
+    assert "base model (not fine-tuned)" in texts
+
+
+def test_accuracy_against_samples_per_second_needs_two_experiments_with_both(tmp_path):
+    table = with_samples_per_s(real_inputs()[0])
+    one = table[~((table["experiment"] == "mbs16") & (table["metric"] == "samples_per_s"))]
+    plot = plots.plot_accuracy_samples(one, EXPERIMENTS, tmp_path)
+    assert plot.drawn == {} and plot.missing == ["mbs16 (no samples/s yet)"]
+    assert "Accuracy against samples/s needs two experiments with both figures" in svg_texts(
+        tmp_path / "accuracy_samples.svg")
+
+
 @pytest.mark.plots
 def test_same_inputs_give_the_same_files(tmp_path):
     table, metrics = real_inputs()
@@ -253,7 +288,8 @@ def test_plots_rule_and_snakemake_report(tmp_path):
     categories = json.loads(re.search(r"var categories = (\{.*?\});", html).group(1))
     assert sorted(categories["Fine-tune"]["Other"]) == [f"results/plots/{n}.png" for n in
                                                          ["loss", "memory", "throughput", "time_breakdown"]]
-    assert sorted(categories["Evaluation"]["Other"]) == ["results/plots/eval_accuracy.png",
+    assert sorted(categories["Evaluation"]["Other"]) == ["results/plots/accuracy_samples.png",
+                                                          "results/plots/eval_accuracy.png",
                                                           "results/plots/eval_tradeoff.png"]
     for name in PLOT_NAMES:
         caption = (REPO / f"workflow/report/{name}.rst").read_text()

@@ -5,6 +5,7 @@ the matplotlib fallback, the PPTX, and the Snakemake rule (editing a template re
 
 import csv
 import json
+import math
 import os
 import re
 import select
@@ -131,7 +132,8 @@ def recompute(figure, figures, rows, manifest, cfg):
         return value
     args = [recompute(figures[i], figures, rows, manifest, cfg) for i in ref["args"]]
     return {"diff": lambda: args[0] - args[1], "ratio": lambda: args[0] / args[1],
-            "remainder": lambda: args[0] - sum(args[1:])}[ref["op"]]()
+            "remainder": lambda: args[0] - sum(args[1:]), "product": lambda: math.prod(args),
+            "accumulation": lambda: args[0] // args[2] // args[1]}[ref["op"]]()  # global / GPUs / per device
 
 
 def all_segments(slide):
@@ -300,8 +302,21 @@ def test_scaling_slide_only_when_world_sizes_differ(tmp_path, deck):
     assert rows["baseline"][4] == "100.0%"
 
 
+def as_summarised_now(rows):
+    """The stored run's rows plus what the summary stage records since (max_seq_length and method from the run's
+    litgpt.yaml, samples/s from its own steps, global batch and training time): only what a test removes is missing."""
+    def figure(name, metric):
+        return float(next(r["value"] for r in rows if (r["experiment"], r["metric"]) == (name, metric)))
+
+    for name in ("baseline", "mbs16"):
+        set_value(rows, name, "finetune", "max_seq_length", 256, "tokens")
+        set_value(rows, name, "finetune", "method", "full", "text")
+        speed = figure(name, "steps") * figure(name, "global_batch_size") / figure(name, "training_time_s")
+        set_value(rows, name, "finetune", "samples_per_s", round(speed, 3), "samples/s")
+
+
 def test_missing_plot_says_not_measured_yet(tmp_path):
-    res = results_tree(tmp_path)
+    res = results_tree(tmp_path, as_summarised_now)
     (res / "plots/memory.png").unlink()
     deck = build(res)
     memory = next(s for s in deck["slides"] if s["key"] == "memory")
@@ -652,13 +667,13 @@ def slow_mbs16(rows):  # an experiment that lost: slower than the baseline and 1
 
 
 @pytest.mark.plots
-@pytest.mark.parametrize("case", ["as measured", "an experiment lost"])
+@pytest.mark.parametrize("case", ["as measured", "an experiment lost", "the ISC25 batch"])
 def test_in_chromium_every_slide_fits_shows_something_and_commands_are_one_per_line(tmp_path, chromium, case):
     """The deck as a judge sees it, with the real plots: no slide overflows, none is a half-empty page (each
     shows a table, a plot, cards or commands, spread over most of the slide), each reproduce command is a line
     of its own, and a ratio is written one way (1.62×) everywhere. Screenshots of every slide are kept in
     $DECK_SCREENSHOTS where set, for a person to look at."""
-    deck = real_deck(tmp_path, slow_mbs16 if case == "an experiment lost" else None)
+    deck = real_deck(tmp_path, {"an experiment lost": slow_mbs16, "the ISC25 batch": isc25}.get(case))
     assert ("did_not_work" in [s["key"] for s in deck["slides"]]) == (case == "an experiment lost")
     html = tmp_path / "deck.html"
     html.write_text(deck_html.render_html(deck, TEMPLATES))
@@ -826,3 +841,52 @@ def test_serving_slide_only_where_serve_check_ran(tmp_path):
     (row,) = [[figures.plain(cell) for cell in r] for r in slide["table"]["rows"]]
     assert row == ["mbs16", "0.4 s", "0.9 s", "7.50 requests/s", "350 tokens/s", "4 of 4"]
     assert "results/serve/mbs16/metrics.json" in slide["sources"]
+
+
+# --- the ISC25 slides: batch arithmetic, accuracy against samples/s ----------------------------------------------
+def isc25(rows):
+    """The seed team's batch on both experiments (16 per GPU, 8 GPUs, global 256, 512 tokens), with samples/s."""
+    for name, speed in (("baseline", 41.3), ("mbs16", 52.9)):
+        for metric, value, unit in (("micro_batch_size", 16, "samples"), ("world_size", 8, "count"),
+                                    ("global_batch_size", 256, "samples"), ("max_seq_length", 512, "tokens"),
+                                    ("samples_per_s", speed, "samples/s")):
+            set_value(rows, name, "finetune", metric, value, unit)
+        set_value(rows, name, "finetune", "method", "lora" if name == "baseline" else "dora", "text")
+
+
+def test_batch_slide_says_the_seed_teams_arithmetic_from_the_summary(tmp_path):
+    tree = results_tree(tmp_path, isc25)
+    deck = build(tree)
+    slide = next(s for s in deck["slides"] if s["key"] == "batch")
+    assert figures.plain(slide["bullets"][0]) == ("baseline: per-device batch 16 · 8 GPUs · accumulation 2 = effective"
+                                                  " batch 256; 256 · 512 tokens = 131,072 tokens per step")
+    rows = {figures.plain(r[0]): [figures.plain(c) for c in r[1:]] for r in slide["table"]["rows"]}
+    assert rows["mbs16"] == ["16", "8", "2", "256", "131,072 tokens", "52.9 samples/s", "502 tokens/s"]
+    assert "results/finetune/baseline/summary.json" in slide["sources"]
+    # every number on it is traced: the derived ones to the summary rows they were computed from
+    cfg = default_config()
+    with open(tree / "summary.csv", newline="") as fh:
+        summary = {(r["experiment"], r["stage"], r["metric"]): r for r in csv.DictReader(fh)}
+    for g in all_segments(slide):
+        if g["kind"] == "num":
+            f = deck["figures"][g["fig"]]
+            value = recompute(f, deck["figures"], summary, {}, cfg)
+            assert shown_number(f["text"]) == pytest.approx(round(value * f["scale"], f["decimals"])), f
+        elif g["kind"] == "text":
+            assert not re.search(r"\d", g["text"]), g
+
+
+def test_batch_slide_on_a_run_recorded_before_sequence_length_was_summarised(deck):
+    slide = next(s for s in deck["slides"] if s["key"] == "batch")
+    row = [figures.plain(c) for c in slide["table"]["rows"][0]]
+    assert row[:5] == ["baseline", "8", "1", "2", "16"]  # the embedded default: 8 per device, global 16
+    assert row[5] == row[6] == figures.NOT_MEASURED  # no max_seq_length or samples/s in that run's summary
+
+
+def test_accuracy_against_samples_slide_only_with_two_experiments_measured(tmp_path, deck):
+    assert "accuracy_samples" not in [s["key"] for s in deck["slides"]]
+    deck = build(results_tree(tmp_path, isc25))
+    slide = next(s for s in deck["slides"] if s["key"] == "accuracy_samples")
+    assert slide["image"]["name"] == "accuracy_samples"
+    rows = [[figures.plain(c) for c in r] for r in slide["table"]["rows"]]
+    assert [r[:3] for r in rows] == [["baseline", "lora", "41.3 samples/s"], ["mbs16", "dora", "52.9 samples/s"]]

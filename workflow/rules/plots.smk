@@ -45,6 +45,12 @@ rule plots:
             category="Evaluation",
             labels={"figure": "accuracy against time"},
         ),
+        accuracy_samples=report(
+            "results/plots/accuracy_samples.png",
+            caption="../report/accuracy_samples.rst",
+            category="Evaluation",
+            labels={"figure": "accuracy against samples/s"},
+        ),
         svg=expand(
             "results/plots/{name}.svg",
             name=PLOT_NAMES,

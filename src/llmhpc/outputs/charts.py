@@ -212,3 +212,50 @@ def label_points(ax, points: dict[str, tuple[float, float]], marker_area: float,
         if cost > 0:
             crowded.append(name)
     return crowded
+
+
+def text(table: pd.DataFrame, experiment: str, stage: str, metric: str) -> str | None:
+    """A text cell of the long summary table (a method, an engine), or None where the row is absent or empty."""
+    rows = table[(table["experiment"] == experiment) & (table["stage"] == stage) & (table["metric"] == metric)]
+    cell = rows["value"].iloc[-1] if not rows.empty else None
+    return None if cell is None or (isinstance(cell, float) and math.isnan(cell)) or cell == "" else str(cell)
+
+
+def plot_accuracy_samples(table: pd.DataFrame, experiments: list[str], out_dir) -> Plot:
+    """Accuracy after fine-tuning (the evaluate stage's acc) against training samples/s (the ISC25 score), one
+    labelled point per experiment: the speed/accuracy trade-off between methods as a measured figure. Drawn where
+    at least two experiments have both figures; otherwise the figure says what is missing."""
+    plot = Plot("accuracy_samples")
+    palette = colours(experiments)
+    points, labels = {}, {}
+    for name in experiments:
+        acc, speed = value(table, name, "evaluate", "acc"), value(table, name, "finetune", "samples_per_s")
+        if acc is None or speed is None:
+            plot.missing.append(f"{name} ({'no samples/s' if speed is None else 'not scored'} yet)")
+            continue
+        method = text(table, name, "finetune", "method")
+        label = name if not method or method in name else f"{name} ({method})"
+        points[label], labels[label] = (speed, acc), name
+    with style():
+        fig, ax = plt.subplots()
+        if len(points) >= 2:
+            base = value(table, "base", "evaluate", "acc")
+            if base is not None:
+                ax.axhline(base, color=BASE_COLOUR, linestyle="--", linewidth=2, label="base model (not fine-tuned)")
+            for label, (speed, acc) in points.items():
+                dot = ax.scatter([speed], [acc], s=220, color=palette[labels[label]], edgecolor="black", zorder=3)
+                _record(plot, labels[label], dot)
+            speeds, accs = [s for s, _ in points.values()], [a for _, a in points.values()] + ([base] if base else [])
+            ax.set_xlim(0, max(speeds) * 1.3)
+            ax.set_ylim(max(0.0, min(accs) - 0.05), min(1.0, max(accs) + 0.08))
+            ax.set_xlabel("training samples/s (optimizer steps · global batch / training time)")
+            ax.set_ylabel("accuracy after fine-tuning (acc)")
+            if base is not None:
+                ax.legend(loc="lower right")
+            _layout(fig, plot)  # the layout the names are placed in (saving keeps it)
+            plot.crowded = label_points(ax, points, marker_area=220)
+        else:
+            _empty(ax, "Accuracy against samples/s needs two experiments with both figures")
+        ax.set_title("Accuracy against training samples/s")
+        _note(ax, plot)
+        return _save(fig, plot, out_dir)

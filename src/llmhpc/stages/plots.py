@@ -29,6 +29,7 @@ from llmhpc.outputs.charts import (  # noqa: E402
     _save,
     colours,
     label_points,
+    plot_accuracy_samples,
     read_table,
     style,
     value,
@@ -344,5 +345,6 @@ def make_all(summary_csv, metrics: dict[str, Path | None], manifest_path, experi
         plot_memory(table, experiments, manifest, out_dir),
         plot_eval_accuracy(table, experiments, out_dir),
         plot_eval_tradeoff(table, experiments, tolerance, out_dir),
+        plot_accuracy_samples(table, experiments, out_dir),
     ]
     return {p.name: p for p in plots}

@@ -22,6 +22,7 @@ FORMATS = {
     "s": (1, 1, " s", False),
     "tokens/s": (1, 0, " tokens/s", False),
     "items/s": (1, 1, " items/s", False),
+    "samples/s": (1, 1, " samples/s", False),
     "requests/s": (1, 2, " requests/s", False),
     "tokens": (1, 0, " tokens", False),
     "GB": (1, 2, " GB", False),

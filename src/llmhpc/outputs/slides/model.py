@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,11 +21,12 @@ from llmhpc.outputs.slides.figures import (
     format_value,
     seg,
 )
-from llmhpc.settings import PresentationSettings
+from llmhpc.outputs.slides.training import TrainingSlides
+from llmhpc.settings import FinetuneSettings, PresentationSettings
 from llmhpc.stages.summary import COLUMNS
 
 
-class DeckBuilder(SlideContent):
+class DeckBuilder(SlideContent, TrainingSlides):
     def __init__(self, summary: pd.DataFrame, manifest: dict, presentation: dict, experiments: list[dict],
                  run_name: str, plots_dir, summary_path=SUMMARY_FILE, manifest_path=MANIFEST_FILE,
                  run_args: str = "", profiles=(), model_name: str | None = None):
@@ -94,7 +96,10 @@ class DeckBuilder(SlideContent):
             return None
         v = [a.value for a in args]
         value = {"diff": lambda: v[0] - v[1], "ratio": lambda: v[0] / v[1] if v[1] else None,
-                 "remainder": lambda: v[0] - sum(v[1:])}[op]()
+                 "remainder": lambda: v[0] - sum(v[1:]), "product": lambda: math.prod(v),
+                 # micro batches per step from (global batch, micro batch, GPUs): the settings' own arithmetic
+                 "accumulation": lambda: FinetuneSettings(global_batch_size=int(v[0]), micro_batch_size=int(v[1]),
+                                                          devices=int(v[2])).accumulation}[op]()
         if value is None:
             return None
         text, scale, decimals = format_value(value, unit)
@@ -137,11 +142,13 @@ class DeckBuilder(SlideContent):
         self.title_slide()
         self.hardware_slide()
         self.workload_slide()
+        self.batch_slide()
         self.baseline_slide()
         self.optimizations_slide()
         for e in self.experiments[1:]:
             self.experiment_slide(e)
         self.accuracy_slide()
+        self.accuracy_samples_slide()
         self.inference_slide()
         self.serving_slide()
         self.time_slide()
