@@ -125,6 +125,8 @@ class FinetuneSettings:
                     f" {STOCK_LACKS[self.method]}; set engine: fsdp2")
         if self.engine == "litgpt" and self.float8:
             return "float8 needs engine fsdp2: stock litgpt 0.5.x has no FP8 training; set engine: fsdp2"
+        if self.adapters and not self.lora_targets:
+            return f"method {self.method} with lora_targets []: no weight gets an adapter, nothing would train"
         if self.float8 and self.method == "qlora":
             return ("float8 with method qlora: QLoRA's base weights are 4-bit NF4, which float8 matrix products do"
                     " not take; use method lora or dora with float8, or qlora without it")

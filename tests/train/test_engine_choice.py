@@ -87,3 +87,8 @@ def test_what_stock_litgpt_lacks_is_refused_naming_the_engine(finetune, refusal)
 def test_float8_with_qlora_is_refused():
     with pytest.raises(ConfigError, match=r"float8 with method qlora: QLoRA's base weights are 4-bit NF4"):
         configured(method="qlora", float8=True)
+
+
+def test_an_adapter_method_without_targets_is_refused():
+    with pytest.raises(ConfigError, match=r"method dora with lora_targets \[\]: no weight gets an adapter"):
+        configured(method="dora", lora_targets=[])
