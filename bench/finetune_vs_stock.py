@@ -248,7 +248,8 @@ torch.cuda.synchronize(); print(2 * 8192**3 * 40 / (time.perf_counter() - t0) / 
 # waterfall runs turn one method off each. fast and fast-warm differ only in the compile cache (cold, then warm).
 KIT_ENGINE_RUNS = {"fast": {}, "fast-warm": {}, "fast-fused": {"cross_entropy": "fused"},
                    "fast-nopack": {"packing": False}, "fast-nocompile": {"compile": False},
-                   "fast-full-shard": {"sharding": "full"}, "fast-ac": {"activation_checkpointing": "on"}}
+                   "fast-full-shard": {"sharding": "full"}, "fast-ac": {"activation_checkpointing": "on"},
+                   "fast-sdpa": {"attention": "sdpa"}, "fast-noprefetch": {"prefetch": False}}
 
 
 def kit_prep(kit: Path, bench: Path, tiny: bool, records: int) -> Path:

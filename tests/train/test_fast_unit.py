@@ -151,3 +151,21 @@ def test_switches_are_checked():
         EngineArgs(sharding="zero3")
     with pytest.raises(ValueError, match="engine.micro_rows"):
         EngineArgs(micro_rows=0)
+
+
+@pytest.mark.unit
+def test_warm_up_passes_every_packed_shape_once(monkeypatch):
+    """A packed run warms every micro batch shape of its plan, so no training step waits for a recompile."""
+    items = samples(60)
+    steps = data.plan(items, Train, 1, True, 48, 5, 42, -100, "micro_batch")  # 4 shapes
+    shape = lambda rows: data.shape(rows, items, True, 48)  # noqa: E731
+    wanted = {shape(rows) for s in steps for rows in s.micros[0]}
+    seen = []
+    monkeypatch.setattr(loop, "forward_backward", lambda state, micro, last: seen.append(micro))
+    monkeypatch.setattr(loop, "warm_optimizer", lambda optimizer: None)
+    state = {"world": type("W", (), {"rank": 0, "device": torch.device("cpu")})(), "optimizer": None}
+    loop.warm_up(state, steps, lambda step, rows: shape(rows), shape, passes=None)
+    assert len(wanted) > 1 and sorted(seen) == sorted(wanted)
+    seen.clear()
+    loop.warm_up(state, steps, lambda step, rows: shape(rows), shape, passes=3)
+    assert len(seen) == 3 and len(set(seen)) == min(3, len(wanted))

@@ -73,7 +73,7 @@ def main(run, world, t_start: float) -> None:
     build = lambda step, rows: data.to_device(  # noqa: E731
         data.collate(rows, samples, step.weight, run.engine.packing, row_len, ignore), world.device)
     shape = lambda rows: data.shape(rows, samples, run.engine.packing, row_len)  # noqa: E731
-    warm = loop.warm_up(state, steps, build, shape, passes=2 if layout["compile"] else 1)
+    warm = loop.warm_up(state, steps, build, shape, passes=warm_passes(run, layout))
     done = resume.restore(state, run)  # 0, or the steps a killed run had saved (after the warm-up: see restore)
     if run.train.save_interval:
         state["save_step"] = lambda step: resume.save(state, run, step)
@@ -180,6 +180,14 @@ def make_logger(run, world):
     return CSVLogger(root_dir=run.out_dir / "logs", name="csv", flush_logs_every_n_steps=run.train.log_interval)
 
 
+def warm_passes(run, layout) -> int | None:
+    """Every shape when packed (rows of max_seq_length: a few shapes, alike on all processes); two otherwise
+    (unpacked micro batches have a shape per longest sample, different on each process)."""
+    if not layout["compile"]:
+        return 1
+    return None if run.engine.packing else 2
+
+
 def print_main(world, text: str) -> None:
     if world.main:
         print(text, flush=True)
@@ -196,7 +204,7 @@ def report_settings(run, world, layout, state, steps, longest, max_seq_length, t
         print_main(world, f"Number of trainable parameters: {trainable:,}")
         print_main(world, f"Number of non-trainable parameters: {frozen:,}")
     print_main(world, f"The longest sequence length in the train data is {longest}, the model's maximum sequence "
-                      f"length is {max_seq_length} and context length is {trainee.gpt.config.block_size}")
+                      f"length is {max_seq_length} and context length is {unwrap(trainee).config.block_size}")
     print_main(world, (
         f"Engine fast | packing={on(engine.packing)} micro_rows={layout['micro_rows']} (rows per micro batch: "
         f"{rows}) activation_checkpointing={on(layout['checkpointing'])} ({engine.activation_checkpointing}) "

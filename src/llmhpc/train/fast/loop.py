@@ -50,20 +50,23 @@ def optimizer_step(state) -> None:
     state["scheduler"].step()
 
 
-def warm_up(state, steps: list[data.Step], build, shape, passes: int) -> float:
-    """Compile (and let FSDP2 initialise) before the clock starts: `passes` forward and backward passes on
-    micro batches of distinct shapes where the run has them (a second shape makes the compiled blocks
-    shape-generic), gradients discarded. Every process makes the same number of passes. The time counts in
-    the stage's wall, not in the training time."""
+def warm_up(state, steps: list[data.Step], build, shape, passes: int | None) -> float:
+    """Compile (and let FSDP2 initialise) before the clock starts: one forward and backward pass on a micro
+    batch of each distinct shape (`passes` None: every shape of the run, so no training step waits for a
+    recompile: on 1 x H200, 7B, a step of a shape not warmed took 7 s instead of 1; packed runs have a few
+    shapes, the same on every process), or of the first `passes` shapes (a second shape makes the compiled
+    blocks shape-generic); gradients discarded. Every process makes the same number of passes. The time counts
+    in the stage's wall, not in the training time."""
     t0 = time.perf_counter()
-    rank, picked = state["world"].rank, []
+    rank, picked = state["world"].rank, {}
     for step in steps:
         for rows in step.micros[rank]:
-            if len(picked) < passes and (not picked or shape(rows) != picked[0][2]):
-                picked.append((step, rows, shape(rows)))
-    while len(picked) < passes:
-        picked.append(picked[0])
-    for step, rows, _ in picked:
+            if shape(rows) not in picked and (passes is None or len(picked) < passes):
+                picked[shape(rows)] = (step, rows)
+    runs = list(picked.values())
+    while passes is not None and len(runs) < passes:
+        runs.append(runs[0])
+    for step, rows in runs:
         forward_backward(state, build(step, rows), last=True)
     warm_optimizer(state["optimizer"])
     if state["world"].device.type == "cuda":
