@@ -1,13 +1,15 @@
 """The seed workloads as presets (config/workloads/): each is a complete run description that passes the checks,
 produces config_hub's LitGPT settings with the competition's own numbers, and dry-runs under every cluster profile."""
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import REPO, SCHEMA, snakemake
-from llmhpc.config import check, load_schema
+from llmhpc.cluster import preflight
+from llmhpc.config import ConfigError, check, load_schema
 from llmhpc.train.litgpt import litgpt_config
 
 WORKLOADS = sorted((REPO / "config/workloads").glob("*.yaml"))
@@ -93,13 +95,21 @@ def test_the_embedded_default_is_not_inherited_by_a_preset():
     assert "Embedded default" not in cfg["presentation"]["team"]
 
 
-def four_gpu_nodes(repo: Path, name: str) -> list[str]:
+# Profiles whose GPUs have FP8 tensor cores (or are said to: the generic Slurm site is told it has the seed's H100).
+HOPPER_PROFILES = {"slurm"}
+
+
+def four_gpu_nodes(repo: Path, name: str, profile: str = "slurm", float8: bool = True) -> list[str]:
     """Config files for a dry run of preset `name`: a project code for the PBS sites and, for the 8-GPU ISC25
-    workload, the same effective batch on nodes of 4 GPUs (2 x 4)."""
+    workload, the same effective batch on nodes of 4 GPUs (2 x 4), on the seed's H100 where the profile leaves its
+    GPU unnamed; `float8` False leaves out the FP8 experiment, which a V100 or A100 site refuses."""
     extra = {"site": {"project": "ab12"}}
     if name.startswith("isc25"):
         extra["finetune"] = {"devices": 4, "num_nodes": 2}
-        extra["experiments"] = yaml.safe_load((REPO / f"config/workloads/{name}.yaml").read_text())["experiments"]
+        experiments = yaml.safe_load((REPO / f"config/workloads/{name}.yaml").read_text())["experiments"]
+        extra["experiments"] = [e for e in experiments if float8 or not (e.get("finetune") or {}).get("float8")]
+        if profile in HOPPER_PROFILES:
+            extra["site"]["gpu_model"] = "H100"
     (repo / "extra.yaml").write_text(yaml.safe_dump(extra))
     return ["--configfile", f"config/workloads/{name}.yaml", "extra.yaml"]
 
@@ -108,7 +118,8 @@ def four_gpu_nodes(repo: Path, name: str) -> list[str]:
 @pytest.mark.parametrize("name", [p.stem for p in WORKLOADS])
 def test_preset_dry_runs_under_every_profile(name, repo_copy):
     for profile in PROFILES:
-        proc = snakemake(repo_copy, "--profile", f"profiles/{profile}", "-n", *four_gpu_nodes(repo_copy, name))
+        files = four_gpu_nodes(repo_copy, name, profile, float8=profile in HOPPER_PROFILES)
+        proc = snakemake(repo_copy, "--profile", f"profiles/{profile}", "-n", *files)
         out = proc.stdout + proc.stderr
         assert "submissions of this dry run" in out, out[-3000:]
         lines = [ln for ln in out.splitlines() if "qsub" in ln or "sbatch" in ln]
@@ -121,10 +132,50 @@ def test_preset_dry_runs_under_every_profile(name, repo_copy):
             nodes = 2 if name.startswith(("apac", "isc25")) else 1
             if profile == "slurm":
                 assert all(f"--nodes={nodes}" in ln for ln in finetune), finetune
+            if name.startswith("isc25"):  # every experiment of the LoRA family is a job, FP8 only on the Hopper site
+                ran = {re.search(r"experiment=([\w-]+)|-N finetune\.([\w-]+)", ln).group(1, 2) for ln in finetune}
+                ran = {a or b for a, b in ran}  # sbatch lines name the wildcard, qsub lines the job
+                expected = {"lora", "lora-fast", "dora", "qlora"} | ({"dora-fp8"} if profile in HOPPER_PROFILES else set())
+                assert ran == expected, finetune
             elif profile == "aspire2a":
                 assert all(f"select={nodes}:" in ln for ln in finetune), finetune
             elif nodes == 2:
                 assert all("ngpus=8" in ln for ln in finetune), finetune
+
+
+def test_isc25_runs_the_lora_family_beside_stock_lora():
+    _, experiments = preset("isc25-llama31-8b-lora", {"gpu_model": "H100", "scheduler": "slurm", "gpus_per_node": 8})
+    ft = {name: e["finetune"] for name, e in experiments.items()}
+    assert {n: (f["engine"], f["method"], f["float8"]) for n, f in ft.items()} == {
+        "lora": ("litgpt", "lora", False), "lora-fast": ("fsdp2", "lora", False), "dora": ("fsdp2", "dora", False),
+        "qlora": ("fsdp2", "qlora", False), "dora-fp8": ("fsdp2", "dora", True)}
+    for name, f in ft.items():  # the seed's batch and config_hub's adapters in every experiment
+        out = litgpt_config(f, "ckpt", "data", "out")
+        assert (out["train"]["global_batch_size"], out["train"]["micro_batch_size"], out["lora_r"]) == (256, 16, 32)
+        if f["engine"] == "fsdp2":
+            assert (out["engine"]["method"], out["engine"]["float8"]) == (f["method"], f["float8"])
+        assert experiments[name]["notes"]
+    assert all("seed" in experiments[n]["notes"] for n in ("lora", "dora", "qlora", "dora-fp8"))  # cites seed 003
+
+
+@pytest.mark.parametrize(("profile", "gpu"), [("gadi", "V100"), ("aspire2a", "A100")])
+def test_isc25_fp8_is_refused_on_sites_without_fp8_tensor_cores(profile, gpu):
+    site = yaml.safe_load((REPO / f"profiles/{profile}/site.yaml").read_text())
+    cfg, experiments = preset("isc25-llama31-8b-lora", {**site, "project": "ab12", "gpus_per_node": 8})
+    with pytest.raises(ConfigError) as err:
+        preflight.preflight(cfg, experiments, "/scratch/ab12/run")
+    assert "experiment 'dora-fp8': finetune.float8 true needs FP8 tensor cores" in str(err.value)
+    assert f"the {gpu} of site '{profile}'" in str(err.value)
+
+
+@pytest.mark.snakemake
+def test_isc25_dry_run_refuses_fp8_on_gadi_before_any_job(repo_copy):
+    proc = snakemake(repo_copy, "--profile", "profiles/gadi", "-n", *four_gpu_nodes(repo_copy, "isc25-llama31-8b-lora",
+                                                                                     "gadi"), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "experiment 'dora-fp8': finetune.float8 true needs FP8 tensor cores" in out, out[-3000:]
+    assert "qsub" not in out
 
 
 def test_apac_waterfall_adds_one_engine_switch_at_a_time():
