@@ -223,3 +223,30 @@ def test_settings_refuse_what_cannot_run():
     with pytest.raises(ValueError, match="no lora_query"):
         LoraArgs.from_yaml({"lora_query": False, "lora_value": False}, "dora")
     assert LoraArgs.from_yaml({"lora_r": 16, "lora_mlp": True}, "lora") == LoraArgs(r=16, mlp=True)
+
+
+@pytest.mark.litgpt
+def test_converters_put_adapters_and_float8_on_the_meta_model_keeping_litgpt_s_names():
+    """The converters run on the meta model before sharding: adapters on the lora_* targets, float8 on the other
+    block Linears (never lm_head); every checkpoint name stays where LitGPT has it."""
+    from types import SimpleNamespace
+
+    from litgpt import GPT, Config
+
+    config = Config(name="t", block_size=64, vocab_size=128, padded_vocab_size=128, n_layer=2, n_head=4,
+                    n_query_groups=2, n_embd=64, intermediate_size=128, bias=False, norm_class_name="RMSNorm",
+                    mlp_class_name="LLaMAMLP")
+    with torch.device("meta"):
+        gpt = GPT(config)
+    names = set(gpt.state_dict())
+    run = SimpleNamespace(engine=EngineArgs(method="dora", float8=True), lora=LoraArgs(r=4, projection=True))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(converters, "check_float8", lambda device: None)  # the conversion itself needs no GPU
+        done = converters.convert(gpt, run, torch.device("meta"))
+    assert done[0].startswith("dora on 4 layers") and done[1] == "float8 on 6 Linear layers"
+    kinds = {name: type(m).__name__ for name, m in gpt.named_modules()}
+    assert kinds["transformer.h.0.attn.qkv"] == kinds["transformer.h.1.attn.proj"] == "AdaptedLinear"
+    assert kinds["transformer.h.0.mlp.fc_1"] == "Float8Linear" and kinds["lm_head"] == "Linear"
+    adapter_names = {k for k in gpt.state_dict() if "lora_" in k}
+    assert set(gpt.state_dict()) - adapter_names == names
+    assert {p.requires_grad for n, p in gpt.named_parameters() if "lora_" not in n} == {False}
