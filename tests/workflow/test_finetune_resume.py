@@ -1,0 +1,86 @@
+"""A workflow run whose fine-tune job is killed mid-run (as a walltime kill would: the job's processes SIGKILLed
+once a step checkpoint is whole) fails; the same `snakemake` command again resumes the fine-tune from that step
+checkpoint, which survived Snakemake's removal of the failed job's outputs, and removes it once finished."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import copy_repo, snakemake
+
+pytestmark = [pytest.mark.snakemake, pytest.mark.e2e]
+
+TARGET = "results/finetune/baseline/summary.json"
+ARGS = (TARGET, "--configfile", "config/config.yaml", "tests/quick.yaml", "resume.yaml")
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes started, directly or not, by process `pid` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def kill_the_finetune_job(proc: subprocess.Popen, marker: Path, timeout: float = 600) -> None:
+    """SIGKILL every process of the running fine-tune job (its rule script and litgpt) once `marker` exists."""
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        assert proc.poll() is None, "snakemake ended before the first step checkpoint"
+        assert time.monotonic() < deadline, f"no {marker} within {timeout} s"
+        time.sleep(0.01)
+    for pid in descendants(proc.pid):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"finetune" in cmdline:
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_rerun_after_a_killed_finetune_resumes_from_its_step_checkpoint(tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    (repo / "resume.yaml").write_text(yaml.safe_dump({
+        "finetune": {"max_steps": 4, "save_interval": 1, "global_batch_size": 8, "micro_batch_size": 8,
+                     "extra": {"eval": {"interval": 100}}},
+        "experiments": [{"name": "baseline", "notes": "The settings above."}]}))
+    out = repo / "results/finetune/baseline/out"
+    log = open(tmp_path / "first.out", "w+")
+    first = subprocess.Popen([sys.executable, "-m", "snakemake", *ARGS], cwd=repo, stdout=log,
+                             stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(repo / "src")))
+    try:
+        kill_the_finetune_job(first, out / "step-000001/prompt_style.yaml")
+        assert first.wait(120) != 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+    log.seek(0)
+    output = log.read()
+    assert "Error in rule finetune" in output, output[-3000:]
+    assert (out / "step-000001/lit_model.pth").is_file() and not (out / "final").exists()
+
+    rerun = snakemake(repo, *ARGS)  # the same command: no --rerun-incomplete needed after a failed job
+    rule_log = (repo / "results/logs/finetune/baseline.log").read_text()
+    summary = json.loads((repo / TARGET).read_text())
+    step = summary["resumed_from_step"]
+    assert step is not None and 1 <= step < 4 and f"resume: from step {step}" in rule_log, rerun.stdout[-2000:]
+    stdout = (repo / "results/finetune/baseline/finetune.stdout").read_text()
+    assert f"Resuming training from {Path('results/finetune/baseline/out') / f'step-{step:06d}'}" in stdout
+    assert summary["exit_code"] == 0 and (out / "final/lit_model.pth").is_file()
+    assert sorted(p.name for p in out.iterdir()) == ["final", "logs"]  # the step checkpoints went once done
