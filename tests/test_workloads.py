@@ -132,15 +132,15 @@ def test_preset_dry_runs_under_every_profile(name, repo_copy):
             nodes = 2 if name.startswith(("apac", "isc25")) else 1
             if profile == "slurm":
                 assert all(f"--nodes={nodes}" in ln for ln in finetune), finetune
+            elif profile == "aspire2a":
+                assert all(f"select={nodes}:" in ln for ln in finetune), finetune
+            elif nodes == 2:
+                assert all("ngpus=8" in ln for ln in finetune), finetune
             if name.startswith("isc25"):  # every experiment of the LoRA family is a job, FP8 only on the Hopper site
                 ran = {re.search(r"experiment=([\w-]+)|-N finetune\.([\w-]+)", ln).group(1, 2) for ln in finetune}
                 ran = {a or b for a, b in ran}  # sbatch lines name the wildcard, qsub lines the job
                 expected = {"lora", "lora-fast", "dora", "qlora"} | ({"dora-fp8"} if profile in HOPPER_PROFILES else set())
                 assert ran == expected, finetune
-            elif profile == "aspire2a":
-                assert all(f"select={nodes}:" in ln for ln in finetune), finetune
-            elif nodes == 2:
-                assert all("ngpus=8" in ln for ln in finetune), finetune
 
 
 def test_isc25_runs_the_lora_family_beside_stock_lora():
