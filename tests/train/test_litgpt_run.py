@@ -1,4 +1,5 @@
-"""The finetune stage for real on the tiny model: LoRA (the e2e run covers full fine-tuning), then scored."""
+"""The finetune stage for real on the tiny model: stock LoRA and DoRA on the fsdp2 engine (the e2e run covers full
+fine-tuning), then scored."""
 
 import json
 
@@ -41,6 +42,32 @@ def test_lora_finetune_runs_and_its_model_scores(checkpoint, tmp_path):
     assert summary["trainable_parameters"] < 14_067_712 / 10  # only the adapters train
     assert json.loads((tmp_path / "summary.json").read_text())["exit_code"] == 0
     # litgpt merges the adapters into out/final/lit_model.pth, which the evaluate stage scores like any checkpoint
+    metrics = evaluate(out / "final", shipped_dir() / "hellaswag.jsonl", tmp_path / "p.jsonl", tmp_path / "m.json",
+                       precision="32-true", batch_size=16, bos="false", device="cpu", log=lambda *a: None)
+    assert metrics["items"] == 192
+
+
+def test_an_adapter_method_on_the_fsdp2_engine_through_the_stage(checkpoint, tmp_path):
+    """The YAML the workflow writes for the fsdp2 engine (finetune_lora's keys, engine.method) is the one the engine
+    reads: the stage runs it, the summary has samples/s and the attention backend the engine printed, and the
+    merged checkpoint scores like any other. (DoRA here; QLoRA's YAML differs only in engine.method, and the
+    engine's own tests run it.)"""
+    method = "dora"
+    cfg = default_config()
+    cfg["experiments"] = [{"name": method, "finetune": {"engine": "fsdp2", "method": method, "max_steps": 3,
+                                                         "lr_warmup_steps": 1, "lora_r": 4,
+                                                         "engine_options": {"compile": False}}}]
+    ft = check(cfg, load_schema(SCHEMA))[method]["finetune"]
+    data = tmp_path / "data"
+    prepare_finetune({"source": "embedded"}, data, shipped_dir(), log=lambda *a: None)
+    yaml_path, out = tmp_path / "litgpt.yaml", tmp_path / "out"
+    litgpt.write_litgpt_config(yaml_path, ft, checkpoint, data, out, experiment=method)
+    summary = finetune.run_stage(yaml_path, checkpoint, out, tmp_path / "ft.stdout", tmp_path / "metrics.csv",
+                                 tmp_path / "summary.json", ft, None, 2, log=lambda *a: None)
+    assert (summary["method"], summary["engine"], summary["float8"], summary["steps"]) == (method, "fsdp2", False, 3)
+    assert summary["attention"] == "sdpa"  # what the engine chose on CPU, read from its settings line
+    assert summary["samples_per_s"] == pytest.approx(3 * ft["global_batch_size"] / summary["training_time_s"], rel=1e-3)
+    assert summary["trainable_parameters"] < 14_067_712 / 10  # only the adapters train
     metrics = evaluate(out / "final", shipped_dir() / "hellaswag.jsonl", tmp_path / "p.jsonl", tmp_path / "m.json",
                        precision="32-true", batch_size=16, bos="false", device="cpu", log=lambda *a: None)
     assert metrics["items"] == 192
