@@ -1,9 +1,11 @@
-"""A workflow run whose fine-tune job is killed mid-run (as a walltime kill would: the job's processes SIGKILLed
-once a step checkpoint is whole) fails; the same `snakemake` command again resumes the fine-tune from that step
-checkpoint, which survived Snakemake's removal of the failed job's outputs, and removes it once finished."""
+"""A workflow run whose fine-tune job is killed mid-run (the job's processes SIGKILLed once a step checkpoint is
+whole; through the PBS emulator, killed by its walltime) fails; the same `snakemake` command again resumes the
+fine-tune from that step checkpoint, which survived Snakemake's removal of the failed job's outputs, and removes it
+once finished."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -84,3 +86,60 @@ def test_rerun_after_a_killed_finetune_resumes_from_its_step_checkpoint(tmp_path
     assert f"Resuming training from {Path('results/finetune/baseline/out') / f'step-{step:06d}'}" in stdout
     assert summary["exit_code"] == 0 and (out / "final/lit_model.pth").is_file()
     assert sorted(p.name for p in out.iterdir()) == ["final", "logs"]  # the step checkpoints went once done
+
+
+def job_processes(repo: Path, name: bytes) -> list[int]:
+    """This test's processes (working directory in its repository copy) whose command line holds `name`: the
+    jobs that the PBS emulator started, which are not children of the test's snakemake."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if os.readlink(proc / "cwd") == str(repo) and name in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_walltime_killed_pbs_finetune_resumes_on_rerun(tmp_path, pbs_env, monkeypatch):
+    """Through the Gadi profile and the PBS emulator: once its first step checkpoint is whole the fine-tune is
+    paused (SIGSTOP) until its walltime passes, so that PBS kills it (SIGTERM, SIGKILL, Exit_status 271) whatever
+    this machine's speed; the rerun with the job's normal walltime resumes from that checkpoint."""
+    from test_pbs_profiles import cluster_repo
+
+    monkeypatch.setenv("PBS_EMULATOR_TIME_SCALE", "0.5")  # an emulated minute of walltime lasts 30 s
+    repo = cluster_repo(tmp_path, project="ab12")
+    quick = yaml.safe_load((repo / "tests/quick.yaml").read_text())
+    quick["finetune"].update(max_steps=4, save_interval=1, global_batch_size=8, micro_batch_size=8)
+    quick["finetune"]["extra"]["eval"]["interval"] = 100
+    quick["experiments"] = [{"name": "baseline", "notes": "The settings above."}]
+    (repo / "tests/quick.yaml").write_text(yaml.safe_dump(quick))
+    args = ["--profile", "profiles/gadi", "--configfile", "config/config.yaml", "tests/quick.yaml", "test-site.yaml",
+            "--seconds-between-status-checks", "2"]
+    out = repo / "results/finetune/baseline/out"
+    log = open(tmp_path / "first.out", "w+")
+    first = subprocess.Popen([sys.executable, "-m", "snakemake", *args, "--set-resources", "finetune:runtime=3",
+                              "--", TARGET], cwd=repo, stdout=log, stderr=subprocess.STDOUT,
+                             env=dict(os.environ, PYTHONPATH=str(repo / "src")))
+    try:
+        deadline = time.monotonic() + 900
+        while not (out / "step-000001/prompt_style.yaml").exists():
+            assert first.poll() is None and time.monotonic() < deadline, "no step checkpoint before the walltime"
+            time.sleep(0.01)
+        for pid in job_processes(repo, b"finetune_full"):
+            os.kill(pid, signal.SIGSTOP)  # PBS's SIGKILL still ends it
+        assert first.wait(300) != 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+    log.seek(0)
+    output = log.read()
+    assert re.search(r"\(finetune\.baseline\) killed for exceeding its walltime 00:03:00 \(Exit_status 271\)", output), \
+        output[-3000:]
+    assert (out / "step-000001/lit_model.pth").is_file() and not (out / "final").exists()
+
+    snakemake(repo, *args, "--", TARGET)
+    summary = json.loads((repo / TARGET).read_text())
+    assert summary["resumed_from_step"] == 1 and summary["exit_code"] == 0
+    assert "Resuming training from results/finetune/baseline/out/step-000001" in \
+        (repo / "results/finetune/baseline/finetune.stdout").read_text()
