@@ -11,8 +11,8 @@ lora, dora and qlora; the engine's full fine-tune in bf16 and with float8. A bf1
 measured first, in the same call.
 
 Only the training phase is the benchmark: a run is stopped once its performance report is out (stock then merges
-and saves 16 GB on the CPU), except `--finish` (default fast-lora), which also writes its merged checkpoint so the
-GPU save path is exercised. The table, printed last, has samples/s (the ISC25 score: samples / training time),
+and saves 16 GB on the CPU), except those named in `--finish`, which also write their merged checkpoint.
+The table, printed last, has samples/s (the ISC25 score: samples / training time),
 step time and its ratios (engine LoRA against stock, DoRA against LoRA, float8 against bf16), MFU against the
 measured peak (model FLOPs per useful token: 6 N for full, 4 N for adapters, which skip the weight gradients,
 plus 12 L d T for attention), and for float8 the largest relative difference of its per-step losses from bf16's.
@@ -42,14 +42,14 @@ GBS = 256
 # second base matmul on the dropped-out input, about doubling its cost over LoRA's (--lora-dropout to measure that).
 LORA = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "lora_query": True, "lora_key": True,
         "lora_value": True, "lora_projection": True, "lora_mlp": True, "lora_head": False}
-RUNS = {  # name: (command kind, engine switches)
+RUNS = {  # name: (command kind, engine switches), in the order they run: the targets' comparisons first
     "fast-lora": ("fast", {"method": "lora"}),
     "stock-lora": ("stock", None),
     "fast-dora": ("fast", {"method": "dora"}),
-    "fast-qlora": ("fast", {"method": "qlora"}),
     # full fine-tune at 8B on 2 GPUs: weights, gradients and AdamW states (64 GB) sharded, resharded after forward
     "fast-full": ("fast", {"method": "full", "sharding": "full"}),
     "fast-full-float8": ("fast", {"method": "full", "sharding": "full", "float8": True}),
+    "fast-qlora": ("fast", {"method": "qlora"}),
 }
 REPORT = {
     "training_time_s": r"Training Time\s*:\s*([\d.]+)\s*s",
@@ -139,17 +139,13 @@ def run_one(name: str, cmd: list[str], out: Path, timeout_s: float, finish: bool
 
 
 def step_losses(out_dir: Path) -> list[float]:
-    """The loss at each optimizer step: the engine logs one row a step, stock one per micro batch (the step's
-    running mean is on its last micro batch, where `step` has just been counted up)."""
+    """The logged losses in order. The engine logs one row per optimizer step (the step's loss), stock one per
+    micro batch (a running mean over the step's micro batches); only engine runs are compared row by row."""
     found = sorted(out_dir.glob("logs/csv/version_*/metrics.csv"))
     if not found:
         return []
     with open(found[-1]) as fh:
-        rows = [r for r in csv.DictReader(fh) if r.get("loss")]
-    last = {}
-    for r in rows:
-        last[int(float(r["step"]))] = float(r["loss"])
-    return [last[s] for s in sorted(last) if s > 0]
+        return [float(r["loss"]) for r in csv.DictReader(fh) if r.get("loss")]
 
 
 def row(r: dict, gpus: int, steps: int, peak: float | None, facts: dict, ref: dict) -> dict:
@@ -205,15 +201,16 @@ def main(argv=None) -> int:
     ap.add_argument("--gpus", type=int, default=2)
     ap.add_argument("--steps", type=int, default=3, help="optimizer steps of 256 samples per run")
     ap.add_argument("--runs", default=",".join(RUNS), help="in this order, each while the deadline leaves time")
-    ap.add_argument("--finish", default="fast-lora", help="runs that also write their final checkpoint")
+    ap.add_argument("--finish", default="", help="runs that also write their (merged) final checkpoint, e.g. fast-lora")
     ap.add_argument("--engine", default="{}", help="JSON of engine switches added to every engine run")
-    ap.add_argument("--deadline-s", type=int, default=500)
+    ap.add_argument("--deadline-s", type=int, help="no run starts after this; default 500 (a device call), 3000 on CPU")
     ap.add_argument("--lora-dropout", type=float, default=LORA["lora_dropout"])
     ap.add_argument("--cpu-smoke", action="store_true", help="2-layer model, fp32, one CPU process, float8 skipped")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
     if args.cpu_smoke:
         args.gpus = 1
+    args.deadline_s = args.deadline_s or (3000 if args.cpu_smoke else 500)
     LORA["lora_dropout"] = args.lora_dropout
     ckpt = prep(args.kit, args.bench, args.cpu_smoke, args.steps * (GBS // 32 if args.cpu_smoke else GBS))
     peak = None
