@@ -26,9 +26,12 @@ def estimate(config: dict, experiments: dict) -> dict | None:
         ft = settings["finetune"]
         parts[f"{name}: fine-tuned model"] = weights
         steps, every = ft.get("max_steps"), ft.get("save_interval") or 0
-        if steps and every and every <= steps:  # step checkpoints: model + AdamW moments, at most two kept
+        # a step checkpoint: the model and its AdamW moments; with adapters, stock saves only them (small), the
+        # fsdp2 engine the frozen model too
+        size = 3 if ft.get("method", "full") == "full" else int(ft.get("engine", "litgpt") == "fsdp2")
+        if steps and every and every <= steps and size:
             kept = min(steps // every, 2)  # the newest whole one and the one being written (llmhpc.train.resume)
-            parts[f"{name}: {kept} step checkpoint(s)"] = kept * weights * 3
+            parts[f"{name}: {kept} step checkpoint(s)"] = kept * weights * size
     return parts
 
 
