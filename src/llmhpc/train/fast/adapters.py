@@ -71,8 +71,11 @@ class AdaptedLinear(nn.Module):
             norm = row_norm(dequantised(weight), self.delta_weight().detach()).to(x.dtype)
         scale = magnitude_rows(self.lora_magnitude, norm, self.slices) / norm
         base = F.linear(x, weight)
-        dora_base = base if isinstance(self.dropout, nn.Identity) or not self.training else F.linear(h, weight)
-        out = base + (scale - 1) * dora_base + scale * lora
+        if isinstance(self.dropout, nn.Identity) or not self.training:
+            # the same sum without dropout, written so that backward keeps one tensor (base + lora), not two
+            out = scale * (base + lora)
+        else:  # dropout: the scaled base term sees the dropped-out input, a second matmul (peft and the paper)
+            out = base + (scale - 1) * F.linear(h, weight) + scale * lora
         return out if self.bias is None else out + self.bias
 
 

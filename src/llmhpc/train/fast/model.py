@@ -96,12 +96,15 @@ def n_parameters(gpt) -> int:
     return sum(p.numel() for p in gpt.parameters())
 
 
-def activation_bytes_per_token(config, precision: str, checkpointing: bool) -> float:
+def activation_bytes_per_token(config, precision: str, checkpointing: bool, method: str = "full") -> float:
     """Activation memory one token holds for backward, over all layers (an estimate, on the high side):
     per layer about 10 n_embd + 4 intermediate values without checkpointing, the block input with it (plus one
-    block's worth recomputed at a time)."""
+    block's worth recomputed at a time). DoRA also keeps each adapted layer's output (for its magnitude's
+    gradient): at most 5 n_embd + 2 intermediate more."""
     size = 2 if precision != "32-true" else 4
     per_layer = 10 * config.n_embd + 4 * config.intermediate_size
+    if method == "dora":
+        per_layer += 5 * config.n_embd + 2 * config.intermediate_size
     if checkpointing:
         return size * (config.n_layer * config.n_embd + per_layer)
     return size * config.n_layer * per_layer
@@ -127,7 +130,7 @@ def plan_memory(config, n_params: int, precision: str, sharding: str, shards: in
     stays off whenever at least one row fits without it (recomputing costs about a third more compute)."""
     free = total_bytes * fraction - static_bytes(n_params, precision, sharding, shards, method)
     logits = row_len * 4 * config.padded_vocab_size / 8  # the loss head's chunks, spread over the row
-    rows = {ac: int(free // (row_len * activation_bytes_per_token(config, precision, ac) + logits))
+    rows = {ac: int(free // (row_len * activation_bytes_per_token(config, precision, ac, method) + logits))
             for ac in (False, True)}
     checkpointing = choice == "on" or (choice == "auto" and rows[False] < 1)
     return checkpointing, max(1, min(64, rows[checkpointing]))
