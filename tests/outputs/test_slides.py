@@ -599,7 +599,7 @@ def test_keyboard_navigation(tmp_path, deck, chromium):
         assert js("location.hash") == "#1"
         assert press("ArrowRight", "ArrowRight", 39) == ["#2", "hardware"]
         assert press(" ", "Space", 32) == ["#3", "workload"]
-        assert press("PageDown", "PageDown", 34) == ["#4", "baseline"]
+        assert press("PageDown", "PageDown", 34) == ["#4", "batch"]
         assert press("PageUp", "PageUp", 33) == ["#3", "workload"]
         assert press("ArrowLeft", "ArrowLeft", 37) == ["#2", "hardware"]
         n = len(deck["slides"])
