@@ -3,9 +3,10 @@
 
 Model and optimizer go through torch.distributed.checkpoint with FSDP2's state dict API (`get_state_dict` /
 `set_state_dict`): every process writes its own shards, so a save costs no gather, and the same folder loads on
-another number of processes (or one plain process). The rest is small and the same on every process: the main
-process writes it to `extra.pt`. The folder counts as whole once `resume.json` (written last, after every
-process has finished writing) is there; a folder without it is a save that a kill cut short, and is ignored.
+another number of processes (or one plain process). Only trained weights are saved (not a LoRA run's frozen
+base). The rest is small and the same on every process: the main process writes it to `extra.pt`. The folder
+counts as whole once `resume.json` (written last, after every process has finished writing) is there; a folder
+without it is a save that a kill cut short, and is ignored.
 
 The data position is the step: the sample order is the plan (data.plan), a function of the data seed, so a resumed
 run trains step s+1 onwards on exactly the samples an uninterrupted run would.
@@ -35,10 +36,18 @@ def settings_hash(run) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _options(loading: bool = False):
+    """Frozen weights (a LoRA run's base model) are left out: they are checkpoint_dir's, loaded at the start.
+    dcp.load fails on any key the folder lacks, so the model's own load need not be strict."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(ignore_frozen_params=True, strict=not loading)
+
+
 def _model_and_optimizer(state) -> tuple[dict, dict]:
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
-    return get_state_dict(state["model"], state["optimizer"])
+    return get_state_dict(state["model"], state["optimizer"], options=_options())
 
 
 def save(state, run, step: int) -> Path:
@@ -106,7 +115,8 @@ def restore(state, run) -> int:
     with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
         warnings.simplefilter("ignore", UserWarning)
         dcp.load({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=folder, no_dist=world.size == 1)
-    set_state_dict(state["model"], state["optimizer"], model_state_dict=model_sd, optim_state_dict=optim_sd)
+    set_state_dict(state["model"], state["optimizer"], model_state_dict=model_sd, optim_state_dict=optim_sd,
+                   options=_options(loading=True))
     extra = torch.load(folder / "extra.pt", weights_only=False, map_location="cpu")  # our own file
     state["scheduler"].load_state_dict(extra["scheduler"])
     if state.get("scaler") and extra["scaler"]:
