@@ -1,11 +1,12 @@
 """The fast engine killed mid-run (SIGKILL once a step checkpoint is whole) and rerun with `resume: auto` ends
 with the weights of an uninterrupted run, bit for bit (one CPU process, fp32, no compile); a half-written
-checkpoint is passed over, and one made with other training settings is not resumed."""
+checkpoint is passed over, and one made with other training settings is not resumed; SIGTERM saves first."""
 
 from __future__ import annotations
 
 import csv
 import os
+import signal
 import subprocess
 import sys
 
@@ -128,3 +129,28 @@ def test_two_ranks_resume_their_sharded_checkpoint_and_one_process_can_too(tmp_p
     setup(["--config", str(one)])
     for name, tensor in weights(root / "one").items():
         torch.testing.assert_close(tensor, reference[name], rtol=1e-4, atol=1e-5)
+
+
+def test_the_scheduler_s_warning_saves_at_the_end_of_the_step_and_the_rerun_resumes(kit):
+    """SIGTERM (PBS Pro and Slurm before their SIGKILL): the run saves after the step it is in (no save_interval
+    falls in the run), exits 143 and the rerun resumes from that step to the uninterrupted weights."""
+    config = resumable(kit, "warned", save_interval=1000)
+    out = kit / "warned"
+    proc = engine(config)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("Epoch 1 | iter 8 step 2 |"):  # training is under way
+            proc.send_signal(signal.SIGTERM)
+            break
+    text = "".join(seen) + proc.communicate(timeout=300)[0]
+    assert proc.returncode == 143, text[-3000:]
+    (saved,) = [f for f in out.glob("step-*") if (f / "resume.json").exists()]
+    step = int(saved.name.split("-")[1])
+    assert f"Stopped after step {step} on the scheduler's signal" in text and 2 < step < 24
+    proc = subprocess.run([sys.executable, "-m", "llmhpc.train.fast", "--config", str(config)], env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and f"Resuming training from {saved} (step {step})" in proc.stdout, proc.stdout[-3000:]
+    reference = weights(kit / "whole")
+    for name, tensor in weights(out).items():
+        assert torch.equal(reference[name], tensor), name

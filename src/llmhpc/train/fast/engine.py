@@ -77,6 +77,7 @@ def main(run, world, t_start: float) -> None:
     done = resume.restore(state, run)  # 0, or the steps a killed run had saved (after the warm-up: see restore)
     if run.train.save_interval:
         state["save_step"] = lambda step: resume.save(state, run, step)
+        state.update(warned=resume.Warned(), stopped=resume.Stopped)  # SIGTERM / SIGUSR1: save, then exit
     distributed.barrier(world)
     print_main(world, f"Start-up to training: {time.perf_counter() - t_start:.2f} s (compile and warm-up {warm:.2f} s)")
 
@@ -90,6 +91,8 @@ def main(run, world, t_start: float) -> None:
     t0 = time.perf_counter()
     loop.fit(state, steps, stream, run, logger, per_epoch=-(-len(samples) // run.train.micro_batch_size), start=done)
     training_time = time.perf_counter() - t0
+    if "warned" in state:
+        state["warned"].release()
     gc.enable()
     gc.unfreeze()
     report_training(world, steps[done:], samples, run, row_len, training_time)

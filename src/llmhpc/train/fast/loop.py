@@ -105,7 +105,7 @@ def fit(state, steps: list[data.Step], stream, run, logger, per_epoch: int, star
     accumulation = max(1, per_step // world.size)
     samples, pending = state["samples"], None
     tokens = sum(len(samples[i].input_ids) for step in steps[:start] for i in step.samples)
-    t_step = time.perf_counter()
+    warned, t_step = None, time.perf_counter()
     for s, micros in enumerate(stream, start + 1):
         loss = torch.zeros((), device=device)
         with profiled(s == state.get("profile_step"), world):
@@ -113,6 +113,7 @@ def fit(state, steps: list[data.Step], stream, run, logger, per_epoch: int, star
                 loss += forward_backward(state, micro, last=m == len(micros) - 1)
             optimizer_step(state)
         all_sum(loss, world)
+        warned, was_warned = (state["warned"].flag(world) if "warned" in state else None), warned
         tokens += sum(len(samples[i].input_ids) for i in steps[s - 1].samples)
         if pending:
             log_step(*pending, run, world, logger)
@@ -126,11 +127,14 @@ def fit(state, steps: list[data.Step], stream, run, logger, per_epoch: int, star
             log_step(*pending, run, world, logger)
             pending = None
             interval_validation(state, run, logger, s * accumulation)
-        if "save_step" in state and s % run.train.save_interval == 0 and s < len(steps):
+        stop = was_warned is not None and was_warned.item() > 0  # the scheduler's warning: save now, then exit
+        if "save_step" in state and (stop or s % run.train.save_interval == 0 and s < len(steps)):
             if pending:  # the step's loss is in the log before its checkpoint is
                 log_step(*pending, run, world, logger)
                 pending = None
             state["save_step"](s)
+            if stop:
+                raise state["stopped"](s, world)
     if pending:
         log_step(*pending, run, world, logger)
     if device.type == "cuda":

@@ -10,6 +10,11 @@ without it is a save that a kill cut short, and is ignored.
 
 The data position is the step: the sample order is the plan (data.plan), a function of the data seed, so a resumed
 run trains step s+1 onwards on exactly the samples an uninterrupted run would.
+
+The scheduler's warning before its kill (SIGTERM: PBS Pro's walltime and qdel, Slurm's time limit, each followed by
+SIGKILL after a delay; SIGUSR1: Slurm's `--signal=USR1@<seconds>`) makes the run save at the end of a step and exit:
+every process learns of it through a one-number all-reduce per step, read a step later with the logged loss (no
+extra host sync), so they all save after the same step.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import signal
+import threading
 import warnings
 from pathlib import Path
 
@@ -125,3 +132,38 @@ def restore(state, run) -> int:
     if world.main:
         print(f"Resuming training from {folder} (step {extra['step']})", flush=True)
     return int(extra["step"])
+
+
+class Warned:
+    """Notes SIGTERM / SIGUSR1; `flag` is 1 on every process once any process got one (an all-reduce, not read)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.signum = 0
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                signal.signal(sig, self._note)
+
+    def _note(self, signum, frame) -> None:
+        self.signum = signum
+
+    def release(self) -> None:
+        """After the loop: the signals end the process again (there is no step left to save at)."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
+
+    def flag(self, world) -> torch.Tensor:
+        value = torch.tensor(float(self.signum > 0), device=world.device)
+        return distributed.all_sum(value, world)
+
+
+class Stopped(SystemExit):
+    """Raised on every process once the step checkpoint that the scheduler's warning asked for is written."""
+
+    def __init__(self, step: int, world) -> None:
+        if world.main:
+            print(f"Stopped after step {step} on the scheduler's signal, its checkpoint saved: rerun to resume",
+                  flush=True)
+        super().__init__(128 + signal.SIGTERM)
