@@ -195,13 +195,16 @@ def _check_sources(config: dict) -> list[str]:
 NO_BF16 = ("V100", "P100", "T4", "TITAN V", "RTX 20")
 
 
-def site_gpu(site: dict) -> str | None:
-    """The GPU model the jobs will run on: the site's `gpu_model`; on a site without a scheduler, this machine's
-    first GPU (nvidia-smi; its jobs run here); None where there is no GPU."""
-    if site.get("gpu_model"):
-        return site["gpu_model"]
-    if site.get("scheduler", "local") != "local":
-        return "GPU" if site.get("gpus_per_node") else None
+def site_gpu(site) -> str | None:
+    """The GPU model the jobs will run on (site: a cluster.site.Site or its mapping): the site's `gpu_model`; on a
+    site without a scheduler, this machine's first GPU (nvidia-smi; its jobs run here); None where there is none."""
+    from llmhpc.cluster.site import Site
+
+    site = Site.of(site)
+    if site.gpu_model:
+        return site.gpu_model
+    if site.on_scheduler:
+        return "GPU" if site.gpus_per_node else None
     import shutil
     import subprocess
 

@@ -70,3 +70,27 @@ def test_a_bare_profile_name_takes_this_checkouts_site(tmp_path, monkeypatch):
     assert sites.profile_site_file(["snakemake", "--profile", str(other)], {}, cwd=tmp_path / "this-clone",
                                    warn=said.append) == (other / "site.yaml").resolve()
     assert not said
+
+
+def test_typed_site_has_the_schemas_keys_and_defaults():
+    """Site mirrors the schema's `site` section key for key (lists read as tuples), so a key added to one and not
+    the other fails here rather than in a job."""
+    import dataclasses
+
+    fields = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+              for f in dataclasses.fields(sites.Site)}
+    schema = {key: spec.get("default") for key, spec in SITE_SCHEMA["properties"].items()}
+    assert set(fields) == set(schema)
+    for key, default in schema.items():
+        assert fields[key] == (tuple(default) if isinstance(default, list) else default), key
+
+
+def test_typed_site_from_a_site_file_round_trips_through_the_job_environment():
+    import yaml
+
+    mapping = yaml.safe_load((REPO / "profiles/gadi/site.yaml").read_text())
+    site = sites.Site.of(mapping)
+    assert site.storage == () and site.modules == tuple(mapping["modules"]) and site.gpus_per_node == 4
+    assert sites.Site.of(sites.load_site(sites.dump_site(site))) == site
+    with pytest.raises(ValueError, match="unknown key.*gpus_per_nod"):
+        sites.Site.of({"gpus_per_nod": 4})

@@ -19,16 +19,17 @@ SCHEMA = load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.ya
 cluster_site.apply_site(config, SCHEMA["properties"]["site"])
 # Validate, fill defaults and check the batch arithmetic before any job is built: a wrong config stops here.
 EXPERIMENTS = check(config, SCHEMA)
+SITE = cluster_site.Site.of(config["site"])  # typed, once; config["site"] (its mapping) travels to jobs as JSON
 if workflow.is_main_process:
     # Refuse what cannot run on the site before anything is queued; jobs and the PBS commands inherit the site.
     preflight.preflight(
         config, EXPERIMENTS, Path.cwd(), preflight.set_resources_of(workflow, "finetune"), dry_run=is_dry_run(sys.argv)
     )
     cluster_site.export_site(config["site"])
-    if config["site"]["scheduler"] == "pbs":
-        pbs.register_dry_run_plan(workflow, config["site"])  # `-n` lists the qsub lines
-    elif config["site"]["scheduler"] == "slurm":
-        slurm.register_dry_run_plan(workflow, config["site"])  # `-n` lists the sbatch lines
+    if SITE.scheduler == "pbs":
+        pbs.register_dry_run_plan(workflow, SITE)  # `-n` lists the qsub lines
+    elif SITE.scheduler == "slurm":
+        slurm.register_dry_run_plan(workflow, SITE)  # `-n` lists the sbatch lines
 # The experiments serve_check serves (serve.enabled; none otherwise): their figures join the summary and the bundle.
 SERVED = served_experiments(config, EXPERIMENTS) if config["serve"]["enabled"] else []
 EMBEDDED = Path(workflow.basedir) / "src/llmhpc/embedded"
@@ -65,21 +66,21 @@ def finetune_settings(wildcards):
 
 def finetune_gres(wildcards):
     """sbatch --gres of the fine-tune: the experiment's devices as GPUs on each node ("" without Slurm GPUs)."""
-    return resources.slurm_gres(config["site"], finetune_settings(wildcards)["devices"])
+    return resources.slurm_gres(SITE, finetune_settings(wildcards)["devices"])
 
 
 # Threads of the GPU jobs: every local core without a scheduler (one GPU job at a time here), else the CPUs of
 # one GPU for each of the job's processes (llmhpc.cluster.resources says why).
-GPU_JOB_THREADS = resources.gpu_job_threads(config["site"], workflow.cores)
-SLURM_CPUS_PER_TASK = resources.slurm_cpus_per_task(config["site"])
+GPU_JOB_THREADS = resources.gpu_job_threads(SITE, workflow.cores)
+SLURM_CPUS_PER_TASK = resources.slurm_cpus_per_task(SITE)
 
 
 def evaluate_gpus(wildcards):
-    return resources.evaluate_gpus(evaluate_settings(wildcards), config["site"])
+    return resources.evaluate_gpus(evaluate_settings(wildcards), SITE)
 
 
 def evaluate_gres(wildcards):
-    return resources.slurm_gres(config["site"], evaluate_gpus(wildcards))
+    return resources.slurm_gres(SITE, evaluate_gpus(wildcards))
 
 
 def evaluate_settings(wildcards):

@@ -21,9 +21,9 @@ rule serve_check:
         mem_mb=16000,
         runtime=60,
         # One GPU unless serve.device is cpu (qsub -l ngpus / sbatch --gres on GPU sites), as evaluate.
-        gpus_per_node=lambda wildcards: resources.evaluate_gpus({"device": config["serve"]["device"]}, config["site"]),
+        gpus_per_node=lambda wildcards: resources.evaluate_gpus({"device": config["serve"]["device"]}, SITE),
         gres=lambda wildcards: resources.slurm_gres(
-            config["site"], resources.evaluate_gpus({"device": config["serve"]["device"]}, config["site"])
+            SITE, resources.evaluate_gpus({"device": config["serve"]["device"]}, SITE)
         ),
         cpus_per_task=SLURM_CPUS_PER_TASK,
     params:

@@ -32,7 +32,7 @@ import threading
 from pathlib import Path
 
 from llmhpc.cluster.resources import cpus_per_gpu
-from llmhpc.cluster.site import SITE_ENV
+from llmhpc.cluster.site import SITE_ENV, Site
 
 # Forwarded to other nodes' torchrun by pernode: what modules and the venv put into this job's environment.
 FORWARDED = ("PATH", "LD_LIBRARY_PATH", "LIBRARY_PATH", "PYTHONPATH", "CPATH", "CUDA_HOME", "HF_HOME", SITE_ENV)
@@ -51,10 +51,11 @@ def node_hosts(nodefile: str | Path) -> list[str]:
     return hosts
 
 
-def process_env(site: dict, ft: dict) -> dict:
+def process_env(site: Site | dict, ft: dict) -> dict:
     """The site's settings, then the experiment's launch_env (which wins), plus OpenMP threads per process
     sized to the CPUs a GPU gets (one process per GPU)."""
-    env = {**(site.get("env") or {}), **(ft.get("launch_env") or {})}
+    site = Site.of(site)
+    env = {**site.env, **(ft.get("launch_env") or {})}
     if "OMP_NUM_THREADS" not in env and cpus_per_gpu(site):
         env["OMP_NUM_THREADS"] = str(cpus_per_gpu(site))
     return {k: str(v) for k, v in env.items()}
@@ -78,11 +79,12 @@ def pbs_hosts(environ, ft: dict, launcher: str) -> list[str]:
     return hosts
 
 
-def plan(site: dict, ft: dict, environ=None, tmpdir: str | None = None) -> dict:
+def plan(site: Site | dict, ft: dict, environ=None, tmpdir: str | None = None) -> dict:
     environ = os.environ if environ is None else environ
+    site = Site.of(site)
     nodes, devices = ft["num_nodes"], ft["devices"]
-    kind = site.get("launcher", "local")
-    if nodes == 1 and kind in ("mpirun", "pernode") and not site.get("nodes_on_one_host"):
+    kind = site.launcher
+    if nodes == 1 and kind in ("mpirun", "pernode") and not site.nodes_on_one_host:
         kind = "local"  # on one node litgpt starts its processes itself; MPI or torchrun add nothing there
     env = process_env(site, ft)
     hosts: list[str] = []
@@ -101,7 +103,7 @@ def plan(site: dict, ft: dict, environ=None, tmpdir: str | None = None) -> dict:
         prefix = ["mpirun", "-np", str(nodes * devices), "--hostfile", hostfile, "--map-by", f"ppr:{devices}:node"]
         for key in sorted(env):
             prefix += ["-x", key]  # OpenMPI exports these to the ranks on other nodes
-        prefix += list(site.get("mpirun_args") or [])
+        prefix += list(site.mpirun_args)
     elif kind == "srun":
         if environ.get("SLURM_JOB_NUM_NODES") and int(environ["SLURM_JOB_NUM_NODES"]) != nodes:
             raise LaunchError(f"the Slurm job has {environ['SLURM_JOB_NUM_NODES']} node(s) but finetune.num_nodes"
@@ -111,21 +113,21 @@ def plan(site: dict, ft: dict, environ=None, tmpdir: str | None = None) -> dict:
         prefix = ["srun", "--overlap", f"--nodes={nodes}", f"--ntasks-per-node={devices}",
                   f"--ntasks={nodes * devices}", "--export=ALL"]
     elif kind == "pernode":
-        if site.get("nodes_on_one_host"):
+        if site.nodes_on_one_host:
             hosts = ["127.0.0.1"] * nodes
         else:
             hosts = pbs_hosts(environ, ft, kind)
         prefix = [sys.executable, "-m", "llmhpc.cluster.launch", "pernode", "--nproc-per-node", str(devices),
                   "--hosts", ",".join(hosts), "--master-port", str(free_port()),
-                  "--remote-shell", json.dumps(site.get("remote_shell") or ["ssh"]),
+                  "--remote-shell", json.dumps(list(site.remote_shell) or ["ssh"]),
                   "--forward", ",".join(sorted(env))]
-        if site.get("nodes_on_one_host"):
+        if site.nodes_on_one_host:
             prefix.append("--on-one-host")
         prefix.append("--")
     else:
         raise LaunchError(f"unknown site.launcher {kind!r}")
-    return {"site": site.get("name"), "scheduler": site.get("scheduler"), "launcher": kind,
-            "site_launcher": site.get("launcher", "local"), "num_nodes": nodes,
+    return {"site": site.name, "scheduler": site.scheduler, "launcher": kind,
+            "site_launcher": site.launcher, "num_nodes": nodes,
             "devices_per_node": devices, "hosts": hosts, "prefix": prefix, "env": env,
             "job_id": environ.get("PBS_JOBID") or environ.get("SLURM_JOB_ID")}
 

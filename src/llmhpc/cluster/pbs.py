@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from llmhpc.cluster.resources import cpus_per_gpu
-from llmhpc.cluster.site import SITE_ENV, dump_site, load_site
+from llmhpc.cluster.site import SITE_ENV, Site, dump_site, load_site
 
 JOBS_DIR = Path("results/jobs")
 SCHEDULER_LOGS = Path("results/logs/scheduler")
@@ -79,12 +79,13 @@ def _int(value, default: int, what: str, name: str) -> int:
         raise PBSError(f"job {name}: resource {what}={value!r} is not a whole number") from None
 
 
-def requested(props: dict, site: dict) -> dict:
+def requested(props: dict, site: Site | dict) -> dict:
     """What the job asks for, per node: nodes, GPUs and CPUs per node, memory (MB) per node, walltime (s)."""
+    site = Site.of(site)
     res = props.get("resources") or {}
     name = job_name(props)
     nodes = _int(res.get("nodes"), 1, "nodes", name)
-    site_gpus = site.get("gpus_per_node") or 0
+    site_gpus = site.gpus_per_node or 0
     gpn = 0
     if site_gpus:  # on a CPU site, gpus_per_node counts processes, not GPUs
         if "gpus_per_node" in res:
@@ -95,17 +96,17 @@ def requested(props: dict, site: dict) -> dict:
                 nodes = max(nodes, math.ceil(total / site_gpus))
                 gpn = math.ceil(total / nodes)
     if gpn > site_gpus and site_gpus:
-        raise PBSError(f"job {name}: {gpn} GPUs per node asked, a {site.get('name')} node has {site_gpus}")
+        raise PBSError(f"job {name}: {gpn} GPUs per node asked, a {site.name} node has {site_gpus}")
     threads = _int(props.get("threads"), 1, "threads", name)
-    cpus_node = site.get("cpus_per_node")
+    cpus_node = site.cpus_per_node
     if gpn:  # threads of a GPU job are per process (llmhpc.cluster.resources), one process per GPU
         cpus = gpn * (cpus_per_gpu(site) or threads)
     else:
         cpus = min(threads, cpus_node) if cpus_node else threads
     mem_mb = _int(res.get("mem_mb"), 1000, "mem_mb", name)
     per_node_mem = math.ceil(mem_mb / nodes)
-    if gpn and site.get("mem_per_node_gb"):  # a GPU job gets at least its GPUs' share of the node's memory
-        per_node_mem = max(per_node_mem, int(site["mem_per_node_gb"] * 1000 * gpn // site_gpus))
+    if gpn and site.mem_per_node_gb:  # a GPU job gets at least its GPUs' share of the node's memory
+        per_node_mem = max(per_node_mem, int(site.mem_per_node_gb * 1000 * gpn // site_gpus))
     runtime_min = _int(res.get("runtime"), 60, "runtime", name)
     return {"nodes": nodes, "gpus_per_node": gpn, "cpus_per_node": max(1, cpus), "mem_mb_per_node": per_node_mem,
             "walltime_s": max(60, runtime_min * 60), "internet": bool(_int(res.get("internet"), 0, "internet", name))}
@@ -120,26 +121,27 @@ def memory(mb: float) -> str:
     return f"{mb // 1000}GB" if mb % 1000 == 0 else f"{mb}MB"
 
 
-def resource_options(req: dict, site: dict) -> list[tuple[str, str]]:
+def resource_options(req: dict, site: Site | dict) -> list[tuple[str, str]]:
     """qsub -l options, as (flag, value) pairs. Gadi: one job-wide list; a GPU job of whole nodes (all a node's GPUs,
     or more than one node, which Gadi requires to be whole) takes whole nodes' CPUs and memory: ngpus a multiple of 4, 12 CPUs per
     GPU. select: one chunk per node, with one MPI rank per GPU, scattered over distinct nodes."""
+    site = Site.of(site)
     nodes, gpn = req["nodes"], req["gpus_per_node"]
-    if site["pbs_resources"] == "gadi":
-        whole = gpn and (nodes > 1 or gpn == site["gpus_per_node"])
+    if site.pbs_resources == "gadi":
+        whole = gpn and (nodes > 1 or gpn == site.gpus_per_node)
         if whole:
-            ngpus = nodes * site["gpus_per_node"]
-            ncpus = nodes * (site.get("cpus_per_node") or req["cpus_per_node"])
-            mem = memory(nodes * (site["mem_per_node_gb"] * 1000 if site.get("mem_per_node_gb")
+            ngpus = nodes * site.gpus_per_node
+            ncpus = nodes * (site.cpus_per_node or req["cpus_per_node"])
+            mem = memory(nodes * (site.mem_per_node_gb * 1000 if site.mem_per_node_gb
                                   else req["mem_mb_per_node"]))
         else:
             ngpus, ncpus, mem = nodes * gpn, nodes * req["cpus_per_node"], memory(nodes * req["mem_mb_per_node"])
         items = ([f"ngpus={ngpus}"] if ngpus else []) + [f"ncpus={ncpus}", f"mem={mem}"]
-        if site.get("jobfs_gb"):
-            items.append(f"jobfs={memory(nodes * site['jobfs_gb'] * 1000)}")
+        if site.jobfs_gb:
+            items.append(f"jobfs={memory(nodes * site.jobfs_gb * 1000)}")
         items.append(f"walltime={walltime(req['walltime_s'])}")
-        if site.get("storage"):
-            items.append("storage=" + "+".join(site["storage"]))
+        if site.storage:
+            items.append("storage=" + "+".join(site.storage))
         return [("-l", ",".join(items))]
     chunk = [str(nodes), f"ncpus={req['cpus_per_node']}"]
     if gpn:
@@ -151,22 +153,24 @@ def resource_options(req: dict, site: dict) -> list[tuple[str, str]]:
     return options
 
 
-def queue_for(req: dict, site: dict) -> str | None:
+def queue_for(req: dict, site: Site | dict) -> str | None:
+    site = Site.of(site)
     if req["internet"]:
-        if not site.get("copy_queue"):
+        if not site.copy_queue:
             raise PBSError("a job asks for internet=1 but the site has no copy_queue (Gadi: copyq)")
-        return site["copy_queue"]
+        return site.copy_queue
     if req["gpus_per_node"]:
-        return site.get("queue")
-    return site.get("cpu_queue") or site.get("queue")
+        return site.queue
+    return site.cpu_queue or site.queue
 
 
-def qsub_option_pairs(props: dict, site: dict) -> list[tuple[str, str]]:
+def qsub_option_pairs(props: dict, site: Site | dict) -> list[tuple[str, str]]:
     """(flag, value) of every qsub option the job gets (the site's qsub_args come on top)."""
-    if not site.get("project"):
-        raise PBSError(f"site '{site.get('name')}' has no project: set site.project (qsub -P)")
+    site = Site.of(site)
+    if not site.project:
+        raise PBSError(f"site '{site.name}' has no project: set site.project (qsub -P)")
     req = requested(props, site)
-    pairs = [("-N", job_name(props)), ("-P", site["project"])]
+    pairs = [("-N", job_name(props)), ("-P", site.project)]
     queue = queue_for(req, site)
     if queue:
         pairs.append(("-q", queue))
@@ -175,17 +179,19 @@ def qsub_option_pairs(props: dict, site: dict) -> list[tuple[str, str]]:
     return pairs
 
 
-def qsub_options(props: dict, site: dict) -> list[str]:
-    return [part for pair in qsub_option_pairs(props, site) for part in pair] + list(site.get("qsub_args") or [])
+def qsub_options(props: dict, site: Site | dict) -> list[str]:
+    site = Site.of(site)
+    return [part for pair in qsub_option_pairs(props, site) for part in pair] + list(site.qsub_args)
 
 
 def script_path(props: dict) -> Path:
     return JOBS_DIR / (props.get("rule") or "group") / f"{job_name(props)}.pbs"
 
 
-def qsub_command(props: dict, site: dict, root: Path = Path(".")) -> tuple[list[str], Path]:
+def qsub_command(props: dict, site: Site | dict, root: Path = Path(".")) -> tuple[list[str], Path]:
     """(qsub argv, directory to run it in). qsub runs in results/logs/scheduler so that PBS writes its
     <name>.o<id> and <name>.e<id> files there (PBS names them after the job and puts them where qsub ran)."""
+    site = Site.of(site)
     script = (root / script_path(props)).resolve()
     return ["qsub", *qsub_options(props, site), str(script)], (root / SCHEDULER_LOGS).resolve()
 
@@ -194,20 +200,21 @@ def format_command(argv: list[str], cwd: Path) -> str:
     return f"cd {shlex.quote(str(cwd))} && " + " ".join(shlex.quote(a) for a in argv)
 
 
-def render_script(props: dict, site: dict, jobscript_text: str, command_line: str) -> str:
+def render_script(props: dict, site: Site | dict, jobscript_text: str, command_line: str) -> str:
     """The PBS job script: the qsub options again as #PBS lines (so the file alone is a complete run script),
     the site's modules and environment, then Snakemake's job command."""
+    site = Site.of(site)
     lines = ["#!/bin/bash"] + [f"#PBS {flag} {value}" for flag, value in qsub_option_pairs(props, site)]
-    if site.get("qsub_args"):
-        lines.append("#PBS " + " ".join(shlex.quote(a) for a in site["qsub_args"]))
+    if site.qsub_args:
+        lines.append("#PBS " + " ".join(shlex.quote(a) for a in site.qsub_args))
     wildcards = ", ".join(f"{k}={v}" for k, v in (props.get("wildcards") or {}).items())
     lines += [f"# Snakemake job {props.get('jobid')}: rule {props.get('rule')}" + (f" ({wildcards})" if wildcards else ""),
-              f"# Rendered by llmhpc.cluster.pbs for site '{site.get('name')}'; submitted with:",
+              f"# Rendered by llmhpc.cluster.pbs for site '{site.name}'; submitted with:",
               f"#   {command_line}"]
-    if site.get("modules"):  # stop here, not later with an obscure CUDA or MPI error
-        lines.append("module load " + " ".join(shlex.quote(m) for m in site["modules"]) +
+    if site.modules:  # stop here, not later with an obscure CUDA or MPI error
+        lines.append("module load " + " ".join(shlex.quote(m) for m in site.modules) +
                      " || { echo 'module load failed' >&2; exit 1; }")
-    for key, value in sorted((site.get("env") or {}).items()):
+    for key, value in sorted(site.env.items()):
         lines.append(f"export {key}={shlex.quote(str(value))}")
     # jobs re-read the workflow without --profile: this is how the fine-tune learns its launcher and settings
     lines.append(f"export {SITE_ENV}={shlex.quote(dump_site(site))}")
@@ -221,12 +228,12 @@ def render_script(props: dict, site: dict, jobscript_text: str, command_line: st
 
 # -------------------------------------------------------------------------------------------------- submit
 
-def site_from_env(environ=None) -> dict:
+def site_from_env(environ=None) -> Site:
     environ = os.environ if environ is None else environ
     if not environ.get(SITE_ENV):
         raise PBSError(f"${SITE_ENV} is not set: the PBS commands run from a Snakemake run of this workflow,"
                        f" which sets it from the profile's site.yaml")
-    return load_site(environ[SITE_ENV])
+    return Site.of(load_site(environ[SITE_ENV]))
 
 
 @contextmanager
@@ -240,9 +247,10 @@ def locked(state_dir: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def submit(jobscript: str | Path, site: dict, root: Path = Path("."), state_dir: Path = STATE_DIR,
+def submit(jobscript: str | Path, site: Site | dict, root: Path = Path("."), state_dir: Path = STATE_DIR,
            log=None) -> str:
     """Render and qsub one job; return PBS's job id."""
+    site = Site.of(site)
     log = log or (lambda msg: print(msg, file=sys.stderr))
     jobscript_text = Path(jobscript).read_text()
     props = read_properties(jobscript_text, jobscript)
@@ -268,16 +276,18 @@ def submit(jobscript: str | Path, site: dict, root: Path = Path("."), state_dir:
 
 # ---------------------------------------------------------------------------------------------- dry-run plan
 
-def plan_lines(jobs_properties: list[dict], site: dict) -> list[str]:
+def plan_lines(jobs_properties: list[dict], site: Site | dict) -> list[str]:
     """The exact qsub command of each job, as submit would run it."""
+    site = Site.of(site)
     return [format_command(*qsub_command(props, site)) for props in jobs_properties]
 
 
-def register_dry_run_plan(workflow, site: dict) -> None:
+def register_dry_run_plan(workflow, site: Site | dict) -> None:
     """In a dry run (`snakemake --profile gadi -n`) print the qsub line of every job that would be submitted."""
     from llmhpc.cluster.dryrun import print_at_exit
 
-    print_at_exit(workflow, f"PBS submissions of this dry run (site '{site['name']}'; nothing was submitted):",
+    site = Site.of(site)
+    print_at_exit(workflow, f"PBS submissions of this dry run (site '{site.name}'; nothing was submitted):",
                   lambda jobs: plan_lines([json.loads(job.properties()) for job in jobs], site))
 
 

@@ -18,7 +18,7 @@ import re
 import sys
 from pathlib import Path
 
-from llmhpc.cluster.site import SITE_FILE
+from llmhpc.cluster.site import SITE_FILE, Site
 from llmhpc.config import ConfigError, site_gpu
 
 _GADI_PATH = re.compile(r"^/(g/data|scratch)/([^/]+)")
@@ -38,39 +38,41 @@ def config_paths(config: dict, workdir: str | Path) -> list[tuple[str, str]]:
     return out
 
 
-def check_storage(site: dict, paths: list[tuple[str, str]]) -> list[str]:
+def check_storage(site: Site | dict, paths: list[tuple[str, str]]) -> list[str]:
+    site = Site.of(site)
     problems = []
     for key, path in paths:
         match = _GADI_PATH.match(path)
         if not match:
             continue
         need = ("gdata" if match.group(1) == "g/data" else "scratch") + "/" + match.group(2)
-        if need not in site["storage"]:
-            have = "+".join(site["storage"]) or "nothing"
+        if need not in site.storage:
+            have = "+".join(site.storage) or "nothing"
             problems.append(f"{key} {path} is on {need}, which the jobs would not mount (-l storage={have}):"
                             f" add '{need}' to site.storage")
     return problems
 
 
-def check_experiment(name: str, ft: dict, evaluate: dict, site: dict) -> list[str]:
+def check_experiment(name: str, ft: dict, evaluate: dict, site: Site | dict) -> list[str]:
     """What stops experiment `name` from running on `site`, each with what to change."""
+    site = Site.of(site)
     where = f"experiment '{name}'"
     problems = []  # batch arithmetic over devices x num_nodes is refused earlier, by llmhpc.config.check
-    model = (site.get("gpu_model") or "").upper()
+    model = (site.gpu_model or "").upper()
     if "V100" in model and ft["precision"].startswith("bf16"):
-        problems.append(f"{where}: finetune.precision {ft['precision']} on {site['gpu_model']}, which has no bf16"
+        problems.append(f"{where}: finetune.precision {ft['precision']} on {site.gpu_model}, which has no bf16"
                         f" tensor cores: use 16-mixed (pure 16-true full fine-tuning is known to diverge)")
     if "V100" in model and evaluate["precision"].startswith("bf16"):
-        problems.append(f"{where}: evaluate.precision {evaluate['precision']} on {site['gpu_model']}, which has no"
+        problems.append(f"{where}: evaluate.precision {evaluate['precision']} on {site.gpu_model}, which has no"
                         f" bf16: use 16-true or 32-true")
-    gpus = site["gpus_per_node"]
+    gpus = site.gpus_per_node
     if gpus and ft["devices"] > gpus:
-        problems.append(f"{where}: finetune.devices {ft['devices']} per node, but a {site['name']} node has"
+        problems.append(f"{where}: finetune.devices {ft['devices']} per node, but a {site.name} node has"
                         f" {gpus} GPUs: set devices to {gpus} or less and raise num_nodes")
-    if ft["num_nodes"] > 1 and site["launcher"] == "local":
+    if ft["num_nodes"] > 1 and site.launcher == "local":
         problems.append(f"{where}: finetune.num_nodes {ft['num_nodes']} with site.launcher 'local', which starts"
                         f" processes on one node only: set site.launcher to mpirun or pernode (PBS) or srun (Slurm)")
-    if site["launcher"] == "srun" and site["scheduler"] != "slurm":
+    if site.launcher == "srun" and site.scheduler != "slurm":
         problems.append(f"{where}: site.launcher 'srun' needs site.scheduler 'slurm'")
     return problems
 
@@ -140,7 +142,7 @@ def preflight(config: dict, experiments: dict, workdir, finetune_overrides: dict
     run only warns of the disk: it writes nothing, and is often made elsewhere than the real run)."""
     from llmhpc.cluster import disk
 
-    site = config["site"]
+    site = Site.of(config["site"])
     full = disk.problem(config, experiments, workdir)
     if full and dry_run:
         print(f"preflight warning (a real run would be refused): {full}", file=sys.stderr)
@@ -149,21 +151,21 @@ def preflight(config: dict, experiments: dict, workdir, finetune_overrides: dict
     if any(s["finetune"].get("float8") for s in experiments.values()):  # nvidia-smi (local sites) only then
         gpu = site_gpu(site)
         for name, settings in experiments.items():
-            problems += check_float8(name, settings["finetune"], gpu, site["name"])
-    if site["scheduler"] == "local":
+            problems += check_float8(name, settings["finetune"], gpu, site.name)
+    if site.scheduler == "local":
         if problems:
-            raise ConfigError(f"preflight for site '{site['name']}' refused:\n  " + "\n  ".join(problems))
+            raise ConfigError(f"preflight for site '{site.name}' refused:\n  " + "\n  ".join(problems))
         return
-    if site["scheduler"] == "pbs" and not site.get("project"):
-        problems.append(f"site '{site['name']}' (PBS) has no project code: set site.project in the profile's"
+    if site.scheduler == "pbs" and not site.project:
+        problems.append(f"site '{site.name}' (PBS) has no project code: set site.project in the profile's"
                         f" {SITE_FILE} or in your config (site: {{project: ab12}}); qsub -P charges it")
     for name, settings in experiments.items():
         problems += check_experiment(name, settings["finetune"], settings["evaluate"], site)
         problems += check_requested(name, settings["finetune"], finetune_overrides or {})
-    if site["scheduler"] == "pbs" and site["pbs_resources"] == "gadi":
+    if site.scheduler == "pbs" and site.pbs_resources == "gadi":
         problems += check_storage(site, config_paths(config, workdir))
     if problems:
-        raise ConfigError(f"preflight for site '{site['name']}' refused:\n  " + "\n  ".join(problems))
+        raise ConfigError(f"preflight for site '{site.name}' refused:\n  " + "\n  ".join(problems))
 
 
 def set_resources_of(workflow, rule: str) -> dict:

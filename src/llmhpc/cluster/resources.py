@@ -16,44 +16,48 @@ default, e.g. DefCpuPerGPU, applies) and its processes use one thread each.
 
 from __future__ import annotations
 
-
-def on_scheduler(site: dict) -> bool:
-    return site.get("scheduler", "local") != "local"
+from llmhpc.cluster.site import Site
 
 
-def cpus_per_gpu(site: dict) -> int | None:
+def on_scheduler(site: Site | dict) -> bool:
+    return Site.of(site).on_scheduler
+
+
+def cpus_per_gpu(site: Site | dict) -> int | None:
     """CPU cores that go with one GPU of a node, or None where the site does not say."""
-    gpus, cpus = site.get("gpus_per_node"), site.get("cpus_per_node")
+    site = Site.of(site)
+    gpus, cpus = site.gpus_per_node, site.cpus_per_node
     if not gpus or not cpus:
         return None
     return max(1, cpus // gpus)
 
 
-def gpu_job_threads(site: dict, local_cores: int) -> int:
+def gpu_job_threads(site: Site | dict, local_cores: int) -> int:
     """Snakemake threads of a GPU job: all local cores without a scheduler, else the CPUs of one GPU (or 1)."""
     if not on_scheduler(site):
         return max(1, local_cores or 1)
     return cpus_per_gpu(site) or 1
 
 
-def slurm_cpus_per_task(site: dict) -> int:
+def slurm_cpus_per_task(site: Site | dict) -> int:
     """The plugin's `cpus_per_task` resource: 0 = use threads (known node shape); -1 = no CPU option at all."""
-    if site.get("scheduler") != "slurm" or cpus_per_gpu(site):
+    if Site.of(site).scheduler != "slurm" or cpus_per_gpu(site):
         return 0
     return -1
 
 
-def slurm_gres(site: dict, gpus_per_node: int) -> str:
+def slurm_gres(site: Site | dict, gpus_per_node: int) -> str:
     """sbatch --gres of a GPU job: `gpu:N` on a Slurm site with GPUs, "" elsewhere (PBS takes gpus_per_node)."""
-    if site.get("scheduler") != "slurm" or not site.get("gpus_per_node") or gpus_per_node < 1:
+    site = Site.of(site)
+    if site.scheduler != "slurm" or not site.gpus_per_node or gpus_per_node < 1:
         return ""
     return f"gpu:{gpus_per_node}"
 
 
-def evaluate_gpus(evaluate: dict, site: dict) -> int:
+def evaluate_gpus(evaluate: dict, site: Site | dict) -> int:
     """GPUs the scoring job needs: evaluate.gpus for the fast scorer (one for the reference scorer), none where it
     is told to score on CPU or the site has no GPUs."""
-    if evaluate.get("device") == "cpu" or not site.get("gpus_per_node"):
+    if evaluate.get("device") == "cpu" or not Site.of(site).gpus_per_node:
         return 0
     return int(evaluate.get("gpus", 1)) if evaluate.get("scorer") == "fast" else 1
 

@@ -4,16 +4,73 @@ $SNAKEMAKE_PROFILE), overridden by config keys, and handed to every job and PBS 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 SITE_ENV = "LLMHPC_SITE"
 
 
-def dump_site(site: dict) -> str:
-    return json.dumps(site, sort_keys=True, separators=(",", ":"))
+@dataclass(frozen=True)
+class Site:
+    """The resolved site, typed: the schema's `site` section (every key described there; a test checks these
+    defaults against it). Built once from the merged mapping (profile's site.yaml under the config's keys); the
+    mapping itself travels to jobs and the PBS commands as JSON ($LLMHPC_SITE)."""
+
+    name: str = "local"
+    scheduler: str = "local"  # local / pbs / slurm
+    pbs_resources: str = "select"  # select (-l select=...) / gadi (-l ngpus=,ncpus=,mem=,jobfs=,storage=)
+    launcher: str = "local"  # local / mpirun / pernode / srun
+    gpus_per_node: int = 0
+    cpus_per_node: int | None = None
+    mem_per_node_gb: float | None = None
+    jobfs_gb: float | None = None
+    gpu_model: str | None = None
+    project: str | None = None
+    queue: str | None = None
+    cpu_queue: str | None = None
+    copy_queue: str | None = None
+    storage: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()
+    env: dict[str, Any] = field(default_factory=dict)
+    mpirun_args: tuple[str, ...] = ()
+    remote_shell: tuple[str, ...] = ("ssh",)
+    nodes_on_one_host: bool = False
+    qsub_args: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, site: Site | dict | None) -> Site:
+        """A Site from a Site or a site mapping (keys missing take the schema's defaults; None values of list
+        keys read as empty)."""
+        if isinstance(site, Site):
+            return site
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(site or {}) - set(known))
+        if unknown:
+            raise ValueError(f"site: unknown key(s) {', '.join(unknown)}")
+        values = {}
+        for key, value in (site or {}).items():
+            if isinstance(known[key].default, tuple):
+                value = tuple(value or ())
+            elif key == "env":
+                value = dict(value or {})
+            values[key] = value
+        return cls(**values)
+
+    def as_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else copy.deepcopy(v)) for k, v in dataclasses.asdict(self).items()}
+
+    @property
+    def on_scheduler(self) -> bool:
+        return self.scheduler != "local"
+
+
+def dump_site(site: Site | dict) -> str:
+    return json.dumps(site.as_dict() if isinstance(site, Site) else site, sort_keys=True, separators=(",", ":"))
 
 
 def load_site(text: str) -> dict:
