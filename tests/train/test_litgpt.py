@@ -74,6 +74,12 @@ def test_mfu_against_known_peak():
     assert s["mfu"] == pytest.approx(expected, abs=1e-4)
     assert s["tokens_per_s_per_device"] == pytest.approx(2067.5)
     assert metrics.summarise(stdout, rows, ft, 150.0, 0, facts, None, None, 1.0)["mfu"] is None  # CPU: unknown peak
+    # an adapter method: the frozen base has no weight gradients, so 4 N (litgpt reports frozen parameters apart)
+    lora = {**ft, "method": "lora"}
+    stdout_lora = stdout.replace("6,738,415,616", "4,194,304") + "Number of non-trainable parameters: 6,734,221,312\n"
+    expected_lora = (4 * 6_738_415_616 + 12 * 32 * 4096 * seq) * 4135 / 2 / 1e12 / 790
+    assert metrics.summarise(stdout_lora, rows, lora, 150.0, 0, facts, "NVIDIA H200", None, 1.0)["mfu"] == \
+        pytest.approx(expected_lora, abs=1e-4)
 
 
 def test_peak_lookup():

@@ -52,9 +52,11 @@ def peak_tflops(gpu_name: str | None, precision: str, override: float | None) ->
     return None
 
 
-def flops_per_token(n_params: int, n_layer: int, n_embd: int, seq_len: float) -> float:
-    """Training FLOPs per token: 6 N for the weights (forward + backward) plus 12 L d T for attention scores."""
-    return 6 * n_params + 12 * n_layer * n_embd * seq_len
+def flops_per_token(n_params: int, n_layer: int, n_embd: int, seq_len: float, frozen_base: bool = False) -> float:
+    """Training FLOPs per token: 6 N for the weights (forward 2 N, backward 4 N) plus 12 L d T for attention
+    scores; 4 N where the base weights are frozen (adapter methods: their backward computes input gradients
+    only, no weight gradients, and the adapters' own FLOPs are a fraction of a percent)."""
+    return (4 if frozen_base else 6) * n_params + 12 * n_layer * n_embd * seq_len
 
 
 def summarise(stdout_text: str, metrics_rows: list[dict], ft: dict, wall_s: float, exit_code: int,
@@ -105,7 +107,8 @@ def summarise(stdout_text: str, metrics_rows: list[dict], ft: dict, wall_s: floa
     if peak and n_params and summary["tokens_per_s"] and summary["iters"] and summary["tokens_with_padding"]:
         sequences = summary["iters"] * ft["micro_batch_size"] * world
         seq_len = summary["tokens_with_padding"] / sequences
-        achieved = flops_per_token(n_params, model_config["n_layer"], model_config["n_embd"], seq_len)
+        achieved = flops_per_token(n_params, model_config["n_layer"], model_config["n_embd"], seq_len,
+                                   frozen_base=ft["method"] != "full")
         achieved *= summary["tokens_per_s"] / world / 1e12
         summary["mfu"] = round(achieved / peak, 4)
         summary["peak_tflops_per_device"] = peak
