@@ -154,3 +154,38 @@ def test_the_scheduler_s_warning_saves_at_the_end_of_the_step_and_the_rerun_resu
     reference = weights(kit / "whole")
     for name, tensor in weights(out).items():
         assert torch.equal(reference[name], tensor), name
+
+
+def test_a_lora_run_resumes_from_its_adapters_only(tmp_path):
+    """method lora: the step checkpoint holds the adapters and their optimizer state (the frozen base is
+    checkpoint_dir's); a rerun from it ends with the uninterrupted run's weights."""
+    import shutil
+
+    from llmhpc.train.fast.engine import setup
+
+    root = fast_tiny.make(tmp_path, n=32)  # 8 steps of 4 samples
+
+    def lora(out):
+        path = resumable(root, out, save_interval=3, gbs=4, mbs=2)
+        cfg = yaml.safe_load(path.read_text())
+        cfg["engine"]["method"] = "lora"
+        cfg.update(lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_query=True, lora_value=True, lora_mlp=True)
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        return path
+
+    for name in ("whole", "cut"):
+        setup(["--config", str(lora(name))])
+    cut = root / "cut"
+    saved = {p.name for p in (cut / "step-000003").iterdir()}
+    assert saved == {"__0_0.distcp", "extra.pt", "resume.json", ".metadata"}
+    import torch.distributed.checkpoint as dcp
+
+    keys = dcp.FileSystemReader(cut / "step-000003").read_metadata().state_dict_metadata
+    model_keys = [k for k in keys if k.startswith("model.")]
+    assert model_keys and all(k.endswith(("lora_A", "lora_B")) for k in model_keys), model_keys
+    shutil.rmtree(cut / "final")
+    shutil.rmtree(cut / "step-000006")
+    setup(["--config", str(lora("cut"))])
+    reference = weights(root / "whole")
+    for name, tensor in weights(cut).items():
+        assert torch.equal(reference[name], tensor), name

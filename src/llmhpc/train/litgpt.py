@@ -68,7 +68,8 @@ def litgpt_config(ft: dict, checkpoint_dir: str, data_dir: str, out_dir: str) ->
                       "init_args": {"lr": s.learning_rate, "weight_decay": s.weight_decay, "betas": list(s.betas)}},
     }
     if s.adapters:  # lora, dora, qlora: finetune_lora's keys (the fsdp2 engine reads the same ones)
-        del cfg["resume"]  # finetune_lora has no resume argument
+        if s.engine != "fsdp2":  # the fsdp2 engine resumes adapter runs too (their step checkpoints: the adapters)
+            del cfg["resume"]  # finetune_lora has no resume argument
         cfg.update({"lora_r": s.lora_r, "lora_alpha": s.lora_alpha, "lora_dropout": s.lora_dropout})
         cfg.update({f"lora_{t}": t in s.lora_targets for t in LORA_TARGETS})
     if s.engine == "fsdp2":

@@ -70,7 +70,9 @@ def save(state, run, step: int) -> Path:
         folder.mkdir(parents=True)
     distributed.barrier(world)
     model_sd, optim_sd = _model_and_optimizer(state)
-    dcp.save({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=folder, no_dist=world.size == 1)
+    with warnings.catch_warnings():  # "assuming the intent is to save in a single process": it is
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.save({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=folder, no_dist=world.size == 1)
     if world.main:
         scaler = state.get("scaler")
         torch.save({"scheduler": state["scheduler"].state_dict(), "scaler": scaler.state_dict() if scaler else None,
