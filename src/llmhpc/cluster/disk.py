@@ -26,12 +26,10 @@ def estimate(config: dict, experiments: dict) -> dict | None:
         ft = settings["finetune"]
         parts[f"{name}: fine-tuned model"] = weights
         steps, every = ft.get("max_steps"), ft.get("save_interval") or 0
-        # a step checkpoint: the model and its AdamW moments; with adapters, stock saves only them (small), the
-        # fsdp2 engine the frozen model too
-        size = 3 if ft.get("method", "full") == "full" else int(ft.get("engine", "litgpt") == "fsdp2")
-        if steps and every and every <= steps and size:
+        # a step checkpoint: the model and its AdamW moments (an adapter run's holds only the adapters: small)
+        if steps and every and every <= steps and ft.get("method", "full") == "full":
             kept = min(steps // every, 2)  # the newest whole one and the one being written (llmhpc.train.resume)
-            parts[f"{name}: {kept} step checkpoint(s)"] = kept * weights * size
+            parts[f"{name}: {kept} step checkpoint(s)"] = kept * weights * 3
     return parts
 
 
