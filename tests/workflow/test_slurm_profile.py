@@ -215,3 +215,45 @@ def test_unknown_node_shape_leaves_cpus_to_slurm(cluster, tmp_path):
     assert any("rule_convert" in c and "--cpus-per-task" in c for c in calls)  # CPU jobs keep their threads
     jobs = slurm_jobs(cluster, out)
     assert all(j["JobState"] == "COMPLETED" for j in jobs.values()), jobs
+
+
+def test_finetune_killed_by_its_time_limit_resumes_on_rerun(cluster, tmp_path):
+    """Once its first step checkpoint is whole the fine-tune is paused (SIGSTOP) and its time limit cut to one
+    minute, so that Slurm kills it (TIMEOUT) whatever this machine's speed; the same command again resumes it."""
+    import json
+
+    from test_finetune_resume import job_processes
+
+    repo = slurm_repo(tmp_path / "repo")
+    quick = yaml.safe_load((repo / "tests/quick.yaml").read_text())
+    quick["finetune"].update(max_steps=4, save_interval=1, global_batch_size=8, micro_batch_size=8)
+    quick["finetune"]["extra"]["eval"]["interval"] = 100
+    quick["experiments"] = [{"name": "baseline", "notes": "The settings above."}]
+    (repo / "tests/quick.yaml").write_text(yaml.safe_dump(quick))
+    target = "results/finetune/baseline/summary.json"
+    cmd = snakemake_cmd("--profile", "profiles/slurm", *FAST_STATUS, target)
+    out = repo / "results/finetune/baseline/out"
+    log = open(tmp_path / "first.out", "w+")
+    first = subprocess.Popen(cmd, cwd=repo, env=dict(cluster.env, PYTHONPATH=str(repo / "src")), stdout=log,
+                             stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 900
+        while not (out / "step-000001/prompt_style.yaml").exists():
+            assert first.poll() is None and time.monotonic() < deadline, "no step checkpoint"
+            time.sleep(0.01)
+        for pid in job_processes(repo, b"finetune_full"):
+            os.kill(pid, signal.SIGSTOP)  # Slurm's SIGKILL still ends it
+        (job_id,) = [j for j in cluster.queue() if rule_of(cluster.job(j)) == "finetune"]
+        subprocess.run(["scontrol", "update", f"JobId={job_id}", "TimeLimit=1"], env=cluster.env, check=True,
+                       capture_output=True, timeout=30)
+        assert first.wait(300) != 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+    log.seek(0)
+    assert cluster.job(job_id)["JobState"] == "TIMEOUT", log.read()[-3000:]
+    assert (out / "step-000001/lit_model.pth").is_file() and not (out / "final").exists()
+
+    run(cluster, repo, cmd)
+    summary = json.loads((repo / target).read_text())
+    assert summary["resumed_from_step"] == 1 and summary["exit_code"] == 0
