@@ -55,6 +55,7 @@ class FinetuneSettings:
     max_norm: float | None = None
     log_interval: int = 1
     save_interval: int = 200
+    save_walltime_share: float = 0.1
     resume: str | bool = "auto"
     eval_interval: int = 25
     eval_max_iters: int = 100

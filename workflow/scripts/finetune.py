@@ -21,4 +21,5 @@ finetune.run_stage(
     peak_override=snakemake.params.peak_tflops,
     threads=snakemake.threads,
     launch=launch_plan,
+    runtime_min=getattr(snakemake.resources, "runtime", None),
 )

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from llmhpc import atomic
-from llmhpc.train import resume
+from llmhpc.train import resume, walltime
 from llmhpc.train.litgpt import PHASE_MARKS, command, find_metrics_csv, read_metrics_csv
 from llmhpc.train.metrics import gpu_name, model_facts, phase_times, summarise
 
@@ -61,7 +61,8 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, summary_path, settings: dict,
-              peak_override: float | None, threads: int, launch: dict | None = None, log=print) -> dict:
+              peak_override: float | None, threads: int, launch: dict | None = None, log=print,
+              runtime_min: float | None = None) -> dict:
     """Run the fine-tune of one experiment and write its stdout, metrics.csv and summary JSON. `launch` is
     llmhpc.cluster.launch.plan's answer (its command prefix starts the processes; the whole plan is recorded in the
     summary). A failed fine-tune still leaves its stdout and its step checkpoints (the next run resumes from the
@@ -70,6 +71,8 @@ def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, s
     resuming = resume.enabled(settings, Path(config_path), log)
     resumed_from = start_clean(out_dir, Path(config_path), resuming, log)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    # the job's end, for the fast engine's save plan (the rule's runtime resource is the job's walltime)
+    os.environ.update(walltime.engine_env(os.environ, time.time(), runtime_min, settings.get("save_walltime_share", 0.1)))
     engine = settings.get("engine", "litgpt")
     cmd = command(settings["method"], config_path, (launch or {}).get("prefix"), engine=engine)
     marks = {}

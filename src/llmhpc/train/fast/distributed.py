@@ -86,3 +86,9 @@ def barrier(world: World) -> None:
 def close(world: World) -> None:
     if world.size > 1 and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def all_max(value: torch.Tensor, world: World) -> torch.Tensor:
+    if world.size > 1:
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return value

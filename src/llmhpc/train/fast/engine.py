@@ -19,6 +19,7 @@ import torch
 
 from llmhpc.train.fast import adapters, attention, checkpoint, converters, data, distributed, loop, model, parallel, resume
 from llmhpc.train.fast import args as args_mod
+from llmhpc.train.fast import saves as save_plan
 
 
 def setup(argv=None) -> None:
@@ -77,6 +78,7 @@ def main(run, world, t_start: float) -> None:
     done = resume.restore(state, run)  # 0, or the steps a killed run had saved (after the warm-up: see restore)
     if run.train.save_interval:
         state["save_step"] = lambda step: resume.save(state, run, step)
+        state["saves"] = save_plan.Schedule(run, world)  # which steps: save_interval, or sooner by the walltime
         state.update(warned=resume.Warned(), stopped=resume.Stopped)  # SIGTERM / SIGUSR1: save, then exit
     distributed.barrier(world)
     print_main(world, f"Start-up to training: {time.perf_counter() - t_start:.2f} s (compile and warm-up {warm:.2f} s)")

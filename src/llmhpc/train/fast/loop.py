@@ -128,11 +128,15 @@ def fit(state, steps: list[data.Step], stream, run, logger, per_epoch: int, star
             pending = None
             interval_validation(state, run, logger, s * accumulation)
         stop = was_warned is not None and was_warned.item() > 0  # the scheduler's warning: save now, then exit
-        if "save_step" in state and (stop or s % run.train.save_interval == 0 and s < len(steps)):
+        due = "saves" in state and state["saves"].due(s)  # every step: the plan measures the step time
+        if "save_step" in state and (stop or due and s < len(steps)):
             if pending:  # the step's loss is in the log before its checkpoint is
                 log_step(*pending, run, world, logger)
                 pending = None
+            t_save = time.perf_counter()
             state["save_step"](s)
+            if "saves" in state:
+                state["saves"].saved(s, time.perf_counter() - t_save)
             if stop:
                 raise state["stopped"](s, world)
     if pending:
