@@ -49,3 +49,9 @@ def test_attention_is_left_empty_where_the_engine_did_not_print_it(tmp_path):
         assert cell(table, name, "attention").value is None
         assert cell(table, name, "samples_per_s") is None  # recorded before samples/s was summarised
     assert cell(table, "baseline", "method").value == "full"
+
+
+def test_measured_cost_in_service_units_is_a_row_where_the_site_had_rates(tmp_path):
+    table, _ = table_of(tmp_path, {"su": 18.0, "su_queue": "gpuvolta", "su_rate": 3, "su_units": 12.0})
+    assert (cell(table, "mbs16", "su").value, cell(table, "mbs16", "su").unit) == (18.0, "SU")
+    assert cell(table, "baseline", "su") is None  # a site without rates: no row, never a guessed figure

@@ -121,6 +121,20 @@ def memory(mb: float) -> str:
     return f"{mb // 1000}GB" if mb % 1000 == 0 else f"{mb}MB"
 
 
+def job_totals(req: dict, site: Site | dict) -> dict:
+    """What the whole job holds, as qsub asks for it: nodes, GPUs, CPUs and memory (MB) in all. Gadi: a GPU job of
+    whole nodes (all a node's GPUs, or more than one node, which Gadi requires to be whole) takes whole nodes' GPUs,
+    CPUs and memory."""
+    site = Site.of(site)
+    nodes, gpn = req["nodes"], req["gpus_per_node"]
+    if site.pbs_resources == "gadi" and gpn and (nodes > 1 or gpn == site.gpus_per_node):
+        mem_node = site.mem_per_node_gb * 1000 if site.mem_per_node_gb else req["mem_mb_per_node"]
+        return {"nodes": nodes, "ngpus": nodes * site.gpus_per_node,
+                "ncpus": nodes * (site.cpus_per_node or req["cpus_per_node"]), "mem_mb": nodes * mem_node}
+    return {"nodes": nodes, "ngpus": nodes * gpn, "ncpus": nodes * req["cpus_per_node"],
+            "mem_mb": nodes * req["mem_mb_per_node"]}
+
+
 def resource_options(req: dict, site: Site | dict) -> list[tuple[str, str]]:
     """qsub -l options, as (flag, value) pairs. Gadi: one job-wide list; a GPU job of whole nodes (all a node's GPUs,
     or more than one node, which Gadi requires to be whole) takes whole nodes' CPUs and memory: ngpus a multiple of 4, 12 CPUs per
@@ -128,14 +142,8 @@ def resource_options(req: dict, site: Site | dict) -> list[tuple[str, str]]:
     site = Site.of(site)
     nodes, gpn = req["nodes"], req["gpus_per_node"]
     if site.pbs_resources == "gadi":
-        whole = gpn and (nodes > 1 or gpn == site.gpus_per_node)
-        if whole:
-            ngpus = nodes * site.gpus_per_node
-            ncpus = nodes * (site.cpus_per_node or req["cpus_per_node"])
-            mem = memory(nodes * (site.mem_per_node_gb * 1000 if site.mem_per_node_gb
-                                  else req["mem_mb_per_node"]))
-        else:
-            ngpus, ncpus, mem = nodes * gpn, nodes * req["cpus_per_node"], memory(nodes * req["mem_mb_per_node"])
+        held = job_totals(req, site)
+        ngpus, ncpus, mem = held["ngpus"], held["ncpus"], memory(held["mem_mb"])
         items = ([f"ngpus={ngpus}"] if ngpus else []) + [f"ncpus={ncpus}", f"mem={mem}"]
         if site.jobfs_gb:
             items.append(f"jobfs={memory(nodes * site.jobfs_gb * 1000)}")
@@ -283,10 +291,13 @@ def plan_lines(jobs_properties: list[dict], site: Site | dict) -> list[str]:
 
 
 def register_dry_run_plan(workflow, site: Site | dict) -> None:
-    """In a dry run (`snakemake --profile gadi -n`) print the qsub line of every job that would be submitted."""
+    """In a dry run (`snakemake --profile gadi -n`) print the qsub line of every job that would be submitted, then
+    each job's estimated cost in service units and their total (llmhpc.cluster.cost)."""
+    from llmhpc.cluster.cost import register_dry_run_estimate
     from llmhpc.cluster.dryrun import print_at_exit
 
     site = Site.of(site)
+    register_dry_run_estimate(workflow, site)  # registered first: atexit runs last-in first-out, so it prints after
     print_at_exit(workflow, f"PBS submissions of this dry run (site '{site.name}'; nothing was submitted):",
                   lambda jobs: plan_lines([json.loads(job.properties()) for job in jobs], site))
 

@@ -41,6 +41,8 @@ class Site:
     remote_shell: tuple[str, ...] = ("ssh",)
     nodes_on_one_host: bool = False
     qsub_args: tuple[str, ...] = ()
+    su_per_hour: dict[str, float] | None = None  # service units per resource-hour, by queue (llmhpc.cluster.cost)
+    su_resource: str = "cpus"  # cpus (Gadi: max(ncpus, memory proportion)) / gpus / nodes
 
     @classmethod
     def of(cls, site: Site | dict | None) -> Site:

@@ -17,6 +17,7 @@ FINETUNE_METRICS = {
     "steps": "count", "iters": "count", "final_loss": "nats", "final_val_loss": "nats",
     "tokens_with_padding": "tokens", "input_tokens": "tokens", "trainable_parameters": "count",
     "world_size": "count", "micro_batch_size": "samples", "global_batch_size": "samples", "max_seq_length": "tokens",
+    "su": "SU",  # measured cost in the site's service units (llmhpc.cluster.cost), where the site has rates
 }
 # What ran, as text: engine, method and float8 where the run recorded them; attention for every fine-tune, empty
 # where the engine did not print its backend (stock litgpt), so that the column is there and never guessed.
