@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -94,12 +96,25 @@ def test_resumes_after_a_kill(setup, single, tmp_path):
 WORKER = textwrap.dedent("""
     import sys
     from llmhpc.eval.run import main
-    common, out_dp, out_pp = sys.argv[1:-2], sys.argv[-2], sys.argv[-1]
-    def with_out(out):
-        return common + ["--predictions", out + "/p.jsonl", "--metrics", out + "/m.json"]
-    assert main(with_out(out_dp)) == 0
-    assert main(with_out(out_pp) + ["--pipeline-stages", "2"]) == 0
+    common, out = sys.argv[1:-1], sys.argv[-1]
+    assert main(common + ["--predictions", out + "/p.jsonl", "--metrics", out + "/m.json"]) == 0
 """)
+
+
+def torchrun(worker: Path, args: list[str], timeout: int = 240) -> None:
+    """Two CPU ranks (gloo) in a session of their own, killed whole if they outlive the timeout (a hung rank
+    must not outlive its test)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(worker), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        raise AssertionError(f"torchrun {args[-1]} did not finish in {timeout} s:\n{out[-3000:]}") from None
+    assert proc.returncode == 0, out[-3000:]
 
 
 @pytest.mark.distributed
@@ -110,11 +125,9 @@ def test_two_ranks_and_two_stages_match_one(setup, single, tmp_path):
     out_dp, out_pp = tmp_path / "dp", tmp_path / "pp"
     common = ["--checkpoint", str(ckpt), "--eval-file", str(eval_file), "--device", "cpu", "--token-budget",
               "700", "--quiet"]
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(worker), *common, str(out_dp), str(out_pp)],
-                          capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # each layout in processes of its own, as the workflow's scoring jobs run
+    torchrun(worker, common + [str(out_dp)])
+    torchrun(worker, common + ["--pipeline-stages", "2", str(out_pp)])
     one = rows(single)
     for out, layout in ((out_dp, (2, 2, 1)), (out_pp, (2, 1, 2))):
         m = json.loads((out / "m.json").read_text())
