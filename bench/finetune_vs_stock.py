@@ -252,8 +252,10 @@ KIT_ENGINE_RUNS = {"fast": {}, "fast-warm": {}, "fast-fused": {"cross_entropy": 
                    "fast-sdpa": {"attention": "sdpa"}, "fast-noprefetch": {"prefetch": False}}
 
 
-def kit_prep(kit: Path, bench: Path, tiny: bool, records: int) -> Path:
+def kit_prep(kit: Path, bench: Path, tiny: bool, records: int, model: str | None = None) -> Path:
+    """The kit's random checkpoint (its default shape, Llama-2-7b, or `model`), tokenizer and records."""
     flags = ["--tiny", "--accel", "cpu", "--dtype", "fp32"] if tiny else ["--accel", "cuda", "--dtype", "bf16"]
+    flags += ["--model", model] if model else []
     subprocess.run([sys.executable, str(kit / "stock_litgpt_prep.py"), "prep", "--bench", str(bench),
                     "--num-samples", str(records), "--max-seq-length", "512", "--ckpt-file",
                     str(bench / ".ckpt_dir"), *flags], check=True)

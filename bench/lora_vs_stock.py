@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import yaml
+from finetune_vs_stock import PEAK, kit_prep  # the shared kit's preparation and the bf16 peak (same folder)
 
 REPO = Path(__file__).resolve().parents[1]
 GBS = 256
@@ -58,24 +59,6 @@ REPORT = {
     "trainable": r"Number of trainable parameters:\s*([\d,]+)",
     "frozen": r"Number of non-trainable parameters:\s*([\d,]+)",
 }
-PEAK = """
-import time, torch
-x = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-for _ in range(5): x @ x
-torch.cuda.synchronize(); t0 = time.perf_counter()
-for _ in range(40): x @ x
-torch.cuda.synchronize(); print(2 * 8192**3 * 40 / (time.perf_counter() - t0) / 1e12)
-"""
-
-
-def prep(kit: Path, bench: Path, smoke: bool, records: int) -> Path:
-    flags = ["--tiny", "--accel", "cpu", "--dtype", "fp32"] if smoke else ["--accel", "cuda", "--dtype", "bf16"]
-    subprocess.run([sys.executable, str(kit / "stock_litgpt_prep.py"), "prep", "--bench", str(bench), "--model",
-                    "Llama-3.1-8B", "--num-samples", str(records), "--max-seq-length", "512", "--ckpt-file",
-                    str(bench / ".ckpt_dir"), *flags], check=True)
-    return Path((bench / ".ckpt_dir").read_text().strip())
-
-
 def write_yaml(path: Path, ckpt: Path, bench: Path, gpus: int, smoke: bool, engine: dict | None) -> Path:
     """config_hub-style finetune_lora settings, the same for stock and the engine (which adds `engine:`)."""
     cfg = {"checkpoint_dir": str(ckpt), "out_dir": str(path.parent / "out"), "devices": gpus, "num_nodes": 1,
@@ -212,7 +195,8 @@ def main(argv=None) -> int:
         args.gpus = 1
     args.deadline_s = args.deadline_s or (3000 if args.cpu_smoke else 500)
     LORA["lora_dropout"] = args.lora_dropout
-    ckpt = prep(args.kit, args.bench, args.cpu_smoke, args.steps * (GBS // 32 if args.cpu_smoke else GBS))
+    ckpt = kit_prep(args.kit, args.bench, args.cpu_smoke, args.steps * (GBS // 32 if args.cpu_smoke else GBS),
+                    model="Llama-3.1-8B")
     peak = None
     if not args.cpu_smoke:
         peak = float(subprocess.run([sys.executable, "-c", PEAK], capture_output=True, text=True,

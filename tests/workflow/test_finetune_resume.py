@@ -16,37 +16,36 @@ import pytest
 import yaml
 
 from conftest import copy_repo, snakemake
+from slurm_cluster import descendants
 
 pytestmark = [pytest.mark.snakemake, pytest.mark.e2e]
 
 TARGET = "results/finetune/baseline/summary.json"
-ARGS = (TARGET, "--configfile", "config/config.yaml", "tests/quick.yaml", "resume.yaml")
+ARGS = (TARGET, "--configfile", "config/config.yaml", "tests/quick.yaml")
+FIRST_CHECKPOINT = "results/finetune/baseline/out/step-000001/prompt_style.yaml"  # written last: the step is whole
 
 
-def descendants(pid: int) -> list[int]:
-    """The processes started, directly or not, by process `pid` (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
+def resumable_quick(repo: Path) -> None:
+    """Cut `repo`'s tests/quick.yaml to one experiment of 4 steps with a step checkpoint after each (no validation)."""
+    quick = yaml.safe_load((repo / "tests/quick.yaml").read_text())
+    quick["finetune"].update(max_steps=4, save_interval=1, global_batch_size=8, micro_batch_size=8)
+    quick["finetune"]["extra"]["eval"]["interval"] = 100
+    quick["experiments"] = [{"name": "baseline", "notes": "The settings above."}]
+    (repo / "tests/quick.yaml").write_text(yaml.safe_dump(quick))
 
 
-def kill_the_finetune_job(proc: subprocess.Popen, marker: Path, timeout: float = 600) -> None:
-    """SIGKILL every process of the running fine-tune job (its rule script and litgpt) once `marker` exists."""
+def wait_for_first_checkpoint(proc: subprocess.Popen, repo: Path, timeout: float = 900) -> None:
     deadline = time.monotonic() + timeout
-    while not marker.exists():
+    while not (repo / FIRST_CHECKPOINT).exists():
         assert proc.poll() is None, "snakemake ended before the first step checkpoint"
-        assert time.monotonic() < deadline, f"no {marker} within {timeout} s"
+        assert time.monotonic() < deadline, f"no {FIRST_CHECKPOINT} within {timeout} s"
         time.sleep(0.01)
+
+
+def kill_the_finetune_job(proc: subprocess.Popen, repo: Path) -> None:
+    """SIGKILL every process of the running fine-tune job (its rule script and litgpt) once its first step
+    checkpoint is whole."""
+    wait_for_first_checkpoint(proc, repo, timeout=600)
     for pid in descendants(proc.pid):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -56,18 +55,23 @@ def kill_the_finetune_job(proc: subprocess.Popen, marker: Path, timeout: float =
             os.kill(pid, signal.SIGKILL)
 
 
+def pause_the_finetune_job(proc: subprocess.Popen, repo: Path) -> None:
+    """SIGSTOP the fine-tune once its first step checkpoint is whole, so that the scheduler's limit kills it after
+    that checkpoint whatever this machine's speed (the scheduler's SIGKILL still ends a stopped process)."""
+    wait_for_first_checkpoint(proc, repo)
+    for pid in job_processes(repo, b"finetune_full"):
+        os.kill(pid, signal.SIGSTOP)
+
+
 def test_rerun_after_a_killed_finetune_resumes_from_its_step_checkpoint(tmp_path):
     repo = copy_repo(tmp_path / "repo")
-    (repo / "resume.yaml").write_text(yaml.safe_dump({
-        "finetune": {"max_steps": 4, "save_interval": 1, "global_batch_size": 8, "micro_batch_size": 8,
-                     "extra": {"eval": {"interval": 100}}},
-        "experiments": [{"name": "baseline", "notes": "The settings above."}]}))
+    resumable_quick(repo)
     out = repo / "results/finetune/baseline/out"
     log = open(tmp_path / "first.out", "w+")
     first = subprocess.Popen([sys.executable, "-m", "snakemake", *ARGS], cwd=repo, stdout=log,
                              stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(repo / "src")))
     try:
-        kill_the_finetune_job(first, out / "step-000001/prompt_style.yaml")
+        kill_the_finetune_job(first, repo)
         assert first.wait(120) != 0
     finally:
         if first.poll() is None:
@@ -109,11 +113,7 @@ def test_walltime_killed_pbs_finetune_resumes_on_rerun(tmp_path, pbs_env, monkey
 
     monkeypatch.setenv("PBS_EMULATOR_TIME_SCALE", "0.5")  # an emulated minute of walltime lasts 30 s
     repo = cluster_repo(tmp_path, project="ab12")
-    quick = yaml.safe_load((repo / "tests/quick.yaml").read_text())
-    quick["finetune"].update(max_steps=4, save_interval=1, global_batch_size=8, micro_batch_size=8)
-    quick["finetune"]["extra"]["eval"]["interval"] = 100
-    quick["experiments"] = [{"name": "baseline", "notes": "The settings above."}]
-    (repo / "tests/quick.yaml").write_text(yaml.safe_dump(quick))
+    resumable_quick(repo)
     args = ["--profile", "profiles/gadi", "--configfile", "config/config.yaml", "tests/quick.yaml", "test-site.yaml",
             "--seconds-between-status-checks", "2"]
     out = repo / "results/finetune/baseline/out"
@@ -122,12 +122,7 @@ def test_walltime_killed_pbs_finetune_resumes_on_rerun(tmp_path, pbs_env, monkey
                               "--", TARGET], cwd=repo, stdout=log, stderr=subprocess.STDOUT,
                              env=dict(os.environ, PYTHONPATH=str(repo / "src")))
     try:
-        deadline = time.monotonic() + 900
-        while not (out / "step-000001/prompt_style.yaml").exists():
-            assert first.poll() is None and time.monotonic() < deadline, "no step checkpoint before the walltime"
-            time.sleep(0.01)
-        for pid in job_processes(repo, b"finetune_full"):
-            os.kill(pid, signal.SIGSTOP)  # PBS's SIGKILL still ends it
+        pause_the_finetune_job(first, repo)
         assert first.wait(300) != 0
     finally:
         if first.poll() is None:

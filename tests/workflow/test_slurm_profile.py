@@ -222,14 +222,10 @@ def test_finetune_killed_by_its_time_limit_resumes_on_rerun(cluster, tmp_path):
     minute, so that Slurm kills it (TIMEOUT) whatever this machine's speed; the same command again resumes it."""
     import json
 
-    from test_finetune_resume import job_processes
+    from test_finetune_resume import pause_the_finetune_job, resumable_quick
 
     repo = slurm_repo(tmp_path / "repo")
-    quick = yaml.safe_load((repo / "tests/quick.yaml").read_text())
-    quick["finetune"].update(max_steps=4, save_interval=1, global_batch_size=8, micro_batch_size=8)
-    quick["finetune"]["extra"]["eval"]["interval"] = 100
-    quick["experiments"] = [{"name": "baseline", "notes": "The settings above."}]
-    (repo / "tests/quick.yaml").write_text(yaml.safe_dump(quick))
+    resumable_quick(repo)
     target = "results/finetune/baseline/summary.json"
     cmd = snakemake_cmd("--profile", "profiles/slurm", *FAST_STATUS, target)
     out = repo / "results/finetune/baseline/out"
@@ -237,12 +233,7 @@ def test_finetune_killed_by_its_time_limit_resumes_on_rerun(cluster, tmp_path):
     first = subprocess.Popen(cmd, cwd=repo, env=dict(cluster.env, PYTHONPATH=str(repo / "src")), stdout=log,
                              stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 900
-        while not (out / "step-000001/prompt_style.yaml").exists():
-            assert first.poll() is None and time.monotonic() < deadline, "no step checkpoint"
-            time.sleep(0.01)
-        for pid in job_processes(repo, b"finetune_full"):
-            os.kill(pid, signal.SIGSTOP)  # Slurm's SIGKILL still ends it
+        pause_the_finetune_job(first, repo)
         (job_id,) = [j for j in cluster.queue() if rule_of(cluster.job(j)) == "finetune"]
         subprocess.run(["scontrol", "update", f"JobId={job_id}", "TimeLimit=1"], env=cluster.env, check=True,
                        capture_output=True, timeout=30)

@@ -1,7 +1,6 @@
 import os
 from pathlib import Path
 
-from llmhpc import atomic
 from llmhpc.cluster import cost, launch
 from llmhpc.rulelog import to_log
 from llmhpc.stages import finetune
@@ -11,7 +10,11 @@ to_log(snakemake.log[0])
 # NCCL/MPI environment; the experiment's launch_env wins over the site's.
 launch_plan = launch.plan(snakemake.config["site"], snakemake.params.settings)
 os.environ.update(launch_plan["env"])
-summary = finetune.run_stage(
+# The measured cost in service units where the site has charge rates: the stage's wall hours x what this job held
+# x the queue's rate (llmhpc.cluster.cost); the summary table shows it as the metric `su`.
+job = {"rule": snakemake.rule, "wildcards": dict(snakemake.wildcards.items()), "threads": snakemake.threads,
+       "resources": dict(snakemake.resources.items())}
+finetune.run_stage(
     config_path=snakemake.input.config,
     checkpoint_dir=snakemake.input.checkpoint,
     out_dir=Path(snakemake.output.final).parent,
@@ -23,14 +26,5 @@ summary = finetune.run_stage(
     threads=snakemake.threads,
     launch=launch_plan,
     runtime_min=getattr(snakemake.resources, "runtime", None),
+    cost_of=lambda wall_s: cost.measured(job, snakemake.config["site"], wall_s),
 )
-# The measured cost in service units where the site has charge rates: the stage's wall hours x what this job held
-# x the queue's rate (llmhpc.cluster.cost); the summary table shows it as the metric `su`.
-charged = cost.measured(
-    {"rule": snakemake.rule, "wildcards": dict(snakemake.wildcards.items()), "threads": snakemake.threads,
-     "resources": dict(snakemake.resources.items())},
-    snakemake.config["site"],
-    summary.get("stage_wall_s"),
-)
-if charged:
-    atomic.write_json(snakemake.output.summary, {**summary, **charged})

@@ -221,6 +221,25 @@ def text(table: pd.DataFrame, experiment: str, stage: str, metric: str) -> str |
     return None if cell is None or (isinstance(cell, float) and math.isnan(cell)) or cell == "" else str(cell)
 
 
+def accuracy_scatter(fig, ax, plot: Plot, points: dict[str, tuple[float, float]], models: dict[str, str],
+                     palette: dict[str, str], xlabel: str, ylabel: str, floor: float | None = None) -> None:
+    """Points {label: (x, accuracy)}: one dot each in the colour of its experiment (models[label], recorded for
+    the slides), x from 0 to 1.3 x the largest, y around the accuracies and a drawn `floor` line (then a legend),
+    and each point's name placed where it covers no other point."""
+    for label, (x, acc) in points.items():
+        dot = ax.scatter([x], [acc], s=220, color=palette[models[label]], edgecolor="black", zorder=3)
+        _record(plot, models[label], dot)
+    accs = [a for _, a in points.values()] + ([floor] if floor is not None else [])
+    ax.set_xlim(0, max(x for x, _ in points.values()) * 1.3)
+    ax.set_ylim(max(0.0, min(accs) - 0.05), min(1.0, max(accs) + 0.08))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if floor is not None:
+        ax.legend(loc="lower right")
+    _layout(fig, plot)  # the layout the names are placed in (saving keeps it)
+    plot.crowded = label_points(ax, points, marker_area=220)
+
+
 def plot_accuracy_samples(table: pd.DataFrame, experiments: list[str], out_dir) -> Plot:
     """Accuracy after fine-tuning (the evaluate stage's acc) against training samples/s (the ISC25 score), one
     labelled point per experiment: the speed/accuracy trade-off between methods as a measured figure. Drawn where
@@ -242,18 +261,9 @@ def plot_accuracy_samples(table: pd.DataFrame, experiments: list[str], out_dir) 
             base = value(table, "base", "evaluate", "acc")
             if base is not None:
                 ax.axhline(base, color=BASE_COLOUR, linestyle="--", linewidth=2, label="base model (not fine-tuned)")
-            for label, (speed, acc) in points.items():
-                dot = ax.scatter([speed], [acc], s=220, color=palette[labels[label]], edgecolor="black", zorder=3)
-                _record(plot, labels[label], dot)
-            speeds, accs = [s for s, _ in points.values()], [a for _, a in points.values()] + ([base] if base else [])
-            ax.set_xlim(0, max(speeds) * 1.3)
-            ax.set_ylim(max(0.0, min(accs) - 0.05), min(1.0, max(accs) + 0.08))
-            ax.set_xlabel("training samples/s (optimizer steps · global batch / training time)")
-            ax.set_ylabel("accuracy after fine-tuning (acc)")
-            if base is not None:
-                ax.legend(loc="lower right")
-            _layout(fig, plot)  # the layout the names are placed in (saving keeps it)
-            plot.crowded = label_points(ax, points, marker_area=220)
+            accuracy_scatter(fig, ax, plot, points, labels, palette,
+                             "training samples/s (optimizer steps · global batch / training time)",
+                             "accuracy after fine-tuning (acc)", floor=base)
         else:
             _empty(ax, "Accuracy against samples/s needs two experiments with both figures")
         ax.set_title("Accuracy against training samples/s")

@@ -62,11 +62,12 @@ def write_json(path: Path, data: dict) -> None:
 
 def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, summary_path, settings: dict,
               peak_override: float | None, threads: int, launch: dict | None = None, log=print,
-              runtime_min: float | None = None) -> dict:
+              runtime_min: float | None = None, cost_of=None) -> dict:
     """Run the fine-tune of one experiment and write its stdout, metrics.csv and summary JSON. `launch` is
     llmhpc.cluster.launch.plan's answer (its command prefix starts the processes; the whole plan is recorded in the
     summary). A failed fine-tune still leaves its stdout and its step checkpoints (the next run resumes from the
-    newest: llmhpc.train.resume), then raises."""
+    newest: llmhpc.train.resume), then raises. `cost_of(stage wall s)` gives the job's measured cost in service
+    units for the summary (llmhpc.cluster.cost.measured; empty where the site has no rates)."""
     out_dir = Path(out_dir)
     resuming = resume.enabled(settings, Path(config_path), log)
     resumed_from = start_clean(out_dir, Path(config_path), resuming, log)
@@ -95,6 +96,8 @@ def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, s
     resume.discard(out_dir)  # done: the step checkpoints (optimizer state included) go
     if launch is not None:
         summary["launch"] = launch  # launcher, command prefix, environment, hosts, scheduler job id
+    if cost_of is not None:
+        summary.update(cost_of(summary["stage_wall_s"]))
     write_json(summary_path, summary)
     log(json.dumps(summary, indent=1))
     return summary

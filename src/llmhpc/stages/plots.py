@@ -23,12 +23,11 @@ from llmhpc.outputs.charts import (  # noqa: E402
     _accumulation,
     _bar_axis,
     _empty,
-    _layout,
     _note,
     _record,
     _save,
+    accuracy_scatter,
     colours,
-    label_points,
     plot_accuracy_samples,
     read_table,
     style,
@@ -310,21 +309,11 @@ def plot_eval_tradeoff(table: pd.DataFrame, experiments: list[str], tolerance: f
             plot.labels["band"] = f"acc >= {lo:.4f}"
         else:
             plot.missing.append(f"tolerance band: {baseline} has no accuracy yet")
-        for name, (wall, acc) in points.items():
-            dot = ax.scatter([wall], [acc], s=220, color=palette[name], edgecolor="black", zorder=3)
-            _record(plot, name, dot)
         if points:
-            walls = [w for w, _ in points.values()]
-            ax.set_xlim(0, max(walls) * 1.3)
-            accs = [a for _, a in points.values()] + ([lo] if ref else [])
-            ax.set_ylim(max(0.0, min(accs) - 0.05), min(1.0, max(accs) + 0.08))
             items = {value(table, name, "evaluate", "items") for name in points}
-            ax.set_xlabel("inference wall time (s" + (f", {items.pop():.0f} items)" if len(items) == 1 else ")"))
-            ax.set_ylabel("accuracy (acc)")
-            if ref:
-                ax.legend(loc="lower right")
-            _layout(fig, plot)  # the layout the names are placed in (saving keeps it)
-            plot.crowded = label_points(ax, points, marker_area=220)
+            accuracy_scatter(fig, ax, plot, points, {name: name for name in points}, palette,
+                             "inference wall time (s" + (f", {items.pop():.0f} items)" if len(items) == 1 else ")"),
+                             "accuracy (acc)", floor=lo if ref else None)
         else:
             _empty(ax, "No inference results yet")
         ax.set_title("Accuracy against inference time")
