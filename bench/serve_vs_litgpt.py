@@ -2,6 +2,9 @@
 GPU: 1, 4 and 16 concurrent clients sending HELM-shaped greedy requests (prompts of 200-1,500 tokens, 50 new
 tokens). Records requests/s, tokens/s and p50/p99 latency of each, whether every greedy text is the same on both,
 and the single-stream decode floor (the weights read once per new token at the GPU's measured copy bandwidth).
+For llmhpc-serve (its fast path, CUDA graphs on a GPU) also the engine's own times per level from GET /health
+(ms per decode step by batch size: at 1 client, ms per token; prefill seconds) and a torch.profiler table of one
+decode step per batch size (top 10 by device time; with CUDA graphs also the same step run eagerly).
 
     python bench/serve_vs_litgpt.py --shape Llama-2-7b-hf            # a random-initialised model of that shape
     python bench/serve_vs_litgpt.py --checkpoint results/finetune/lora/out/final
@@ -42,6 +45,7 @@ def parse(argv=None):
     p.add_argument("--workdir", type=Path, default=Path("/tmp/bench-serve"))
     p.add_argument("--out", type=Path, default=REPO / "results/bench")
     p.add_argument("--only", choices=["llmhpc", "litgpt"], help="run one server only")
+    p.add_argument("--serve-args", default="", help="more llmhpc-serve options, e.g. '--cuda-graphs off'")
     args = p.parse_args(argv)
     if args.tiny:
         args.prompt_tokens, args.new_tokens, args.precision = "20,120", min(args.new_tokens, 16), "32-true"
@@ -125,7 +129,8 @@ def start_server(kind: str, ckpt: Path, args, port: int, log: Path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
     if kind == "llmhpc":
         cmd = [sys.executable, "-m", "llmhpc.serve.cli", "--checkpoint", str(ckpt), "--port", str(port),
-               "--precision", args.precision, "--max-batch", str(args.max_batch), "--queue-size", "256"]
+               "--precision", args.precision, "--max-batch", str(args.max_batch), "--queue-size", "256",
+               "--profile-out", str(args.workdir / "llmhpc-profile.log"), *args.serve_args.split()]
     else:  # litgpt's own server: greedy (temperature 0, top_k 1), the same new tokens, no request timeout
         cmd = [sys.executable, "-m", "litgpt", "serve", str(ckpt), "--port", str(port), "--precision", args.precision,
                "--temperature", "0", "--top_k", "1", "--max_new_tokens", str(args.new_tokens), "--timeout", "3000"]
@@ -191,22 +196,71 @@ def run_level(kind: str, base: str, prompts: list[str], clients: int, new_tokens
 
 def bench_server(kind: str, ckpt: Path, args, levels: dict[int, list[str]]) -> list[dict]:
     port = client.free_port()
+    if kind == "llmhpc":
+        (args.workdir / "llmhpc-profile.log").unlink(missing_ok=True)
     proc, base = start_server(kind, ckpt, args, port, args.workdir / f"{kind}.log")
     try:
+        t0 = time.perf_counter()
         wait_up(base, proc, kind)
+        print(f"{kind}: up in {time.perf_counter() - t0:.1f} s", flush=True)
         for prompt in next(iter(levels.values()))[:2]:  # warm-up
             ask(kind, base, prompt, args.new_tokens)
         out = []
         for clients, prompts in levels.items():
+            before = health(kind, base)
             out.append(run_level(kind, base, prompts, clients, args.new_tokens))
-            print(f"{kind} {clients} clients: {out[-1]['requests_per_s']:.3f} req/s, p50 {out[-1]['p50_latency_s']:.3f} s",
-                  flush=True)
+            if before is not None:
+                out[-1]["engine"] = engine_times(before, health(kind, base))
+            print(f"{kind} {clients} clients: {out[-1]['requests_per_s']:.3f} req/s, p50 {out[-1]['p50_latency_s']:.3f} s"
+                  + (f", engine {out[-1]['engine']}" if "engine" in out[-1] else ""), flush=True)
         return out
     finally:
         client.stop(proc)
 
 
-def table(result: dict) -> str:
+def health(kind: str, base: str) -> dict | None:
+    if kind != "llmhpc":
+        return None
+    status, answer = client.get(base, "/health", timeout=60)
+    return answer if status == 200 else None
+
+
+def engine_times(before: dict, after: dict) -> dict:
+    """The engine's time during one level: mean ms per decode step by batch size, steps, prefill seconds."""
+    def total_ms(h, b):
+        return h.get("decode_ms_per_step", {}).get(b, 0.0) * h.get("decode_steps", {}).get(b, 0)
+
+    steps = {b: n - before.get("decode_steps", {}).get(b, 0) for b, n in after.get("decode_steps", {}).items()}
+    return {"path": after.get("path"), "cuda_graphs": after.get("cuda_graphs"),
+            "prefill_s": round(after.get("prefill_s", 0.0) - before.get("prefill_s", 0.0), 4),
+            "decode_steps": {b: n for b, n in steps.items() if n},
+            "decode_ms_per_step": {b: round((total_ms(after, b) - total_ms(before, b)) / n, 3)
+                                   for b, n in steps.items() if n}}
+
+
+def engine_lines(result: dict) -> list[str]:
+    """Where llmhpc-serve's time went: ms per decode step (at 1 client: per token) against the floor's."""
+    ours, floor = result.get("llmhpc", []), result["floor"]
+    per_token = floor["floor_s"] / result["new_tokens"] if floor["floor_s"] else None
+    rows = []
+    for r in ours:
+        e = r.get("engine")
+        if not e:
+            continue
+        steps = ", ".join(f"batch {b}: {ms:.2f} ms x {e['decode_steps'][b]}" for b, ms in sorted(
+            e["decode_ms_per_step"].items(), key=lambda kv: int(kv[0])))
+        rows.append(f"- {r['clients']} client(s), {e['path']} path, {e['cuda_graphs']} CUDA graphs: decode steps "
+                    f"{steps or 'none'}; prefill {e['prefill_s']:.3f} s in all")
+    one = next((r for r in ours if r["clients"] == 1 and r.get("engine")), None)
+    if one and "1" in one["engine"]["decode_ms_per_step"]:
+        ms = one["engine"]["decode_ms_per_step"]["1"]
+        rows.append(f"- decode at 1 client: {ms:.2f} ms/token" + (
+            f" (floor {per_token * 1e3:.2f} ms/token: {ms / (per_token * 1e3):.2f}x)" if per_token else ""))
+    return rows
+
+
+def table(result: dict, profile_sections: int | None = None) -> str:
+    """The markdown table, the floor, the engine's times and the profiles (the first profile_sections of them)."""
     rows = ["| clients | server | requests/s | tokens/s | p50 latency (s) | p99 latency (s) | ratio (req/s) | same greedy text |",
             "|---|---|---|---|---|---|---|---|"]
     ours, peer = result.get("llmhpc", []), {r["clients"]: r for r in result.get("litgpt", [])}
@@ -223,6 +277,13 @@ def table(result: dict) -> str:
         rows.append(f"\nSingle-stream decode floor: {floor['floor_s']:.3f} s for {result['new_tokens']} tokens "
                     f"({floor['weight_bytes'] / 1e9:.2f} GB of weights at {floor['bandwidth_Bps'] / 1e12:.2f} TB/s); "
                     f"p50 at 1 client / floor = {ours[0]['p50_latency_s'] / floor['floor_s']:.2f}")
+    lines = engine_lines(result)
+    if lines:
+        rows += ["\nllmhpc-serve's engine (GET /health):", *lines]
+    if result.get("profile"):
+        sections = result["profile"].split("## ")[1:][:profile_sections]
+        rows += ["\nOne decode step, torch.profiler (llmhpc-serve --profile-out):\n```",
+                 "".join("## " + x for x in sections).rstrip(), "```"]
     return "\n".join(rows) + "\n"
 
 
@@ -241,6 +302,9 @@ def main(argv=None) -> int:
     for kind in ("llmhpc", "litgpt"):
         if args.only in (None, kind):
             result[kind] = bench_server(kind, ckpt, args, levels)
+    profile = args.workdir / "llmhpc-profile.log"
+    if "llmhpc" in result and profile.is_file():
+        result["profile"] = profile.read_text()
     if "llmhpc" in result and "litgpt" in result:
         for ours, peer in zip(result["llmhpc"], result["litgpt"]):
             ours["same_text"] = sum(a == b for a, b in zip(ours["texts"], peer["texts"]))
@@ -248,7 +312,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serve_vs_litgpt.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / "serve_vs_litgpt.md").write_text(table(result))
-    print(table(result))
+    print(table(result, profile_sections=2))  # batch 1 (with CUDA graphs: eager, then the graph)
     return 0
 
 

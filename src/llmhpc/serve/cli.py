@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 
@@ -22,6 +23,14 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--max-seq-length", default=None, type=int, help="positions per slot (default: the model's)")
     p.add_argument("--prefill-tokens", default=8192, type=int, help="prompt tokens prefilled together at most")
     p.add_argument("--threads", default=None, type=int, help="torch CPU threads")
+    p.add_argument("--path", default="fast", choices=["fast", "reference"],
+                   help="fast: the lean forward (fastpath.py); reference: LitGPT's own forward and KV cache")
+    p.add_argument("--kv-bucket", default=256, type=int,
+                   help="a decode step attends over the longest sequence's positions rounded up to this")
+    p.add_argument("--cuda-graphs", default="auto", choices=["auto", "on", "off"],
+                   help="decode steps as CUDA graphs (auto: on a GPU), captured at start unless --no-warm-up")
+    p.add_argument("--no-warm-up", action="store_true", help="capture each CUDA graph on first use instead")
+    p.add_argument("--profile-out", type=Path, help="append a torch.profiler table of one decode step per batch size")
     return p.parse_args(argv)
 
 
@@ -32,7 +41,8 @@ def not_a_checkpoint(checkpoint: Path) -> str | None:
 
 
 def build_engine(checkpoint: Path, device="auto", precision="auto", max_batch=16, queue_size=64, max_seq_length=None,
-                 prefill_tokens=8192):
+                 prefill_tokens=8192, **engine):
+    """The engine on the checkpoint; `engine` passes path, kv_bucket, cuda_graphs, profile_out to Engine."""
     from llmhpc.eval.checkpoint import load_litgpt, resolve_device
     from llmhpc.eval.loading import default_precision
     from llmhpc.serve.engine import Engine
@@ -44,7 +54,7 @@ def build_engine(checkpoint: Path, device="auto", precision="auto", max_batch=16
     model, tokenizer = load_litgpt(Path(checkpoint), precision, device)
     if max_seq_length:
         model.max_seq_length = min(max_seq_length, model.config.block_size)
-    return Engine(model, tokenizer, max_batch=max_batch, queue_size=queue_size, prefill_tokens=prefill_tokens)
+    return Engine(model, tokenizer, max_batch=max_batch, queue_size=queue_size, prefill_tokens=prefill_tokens, **engine)
 
 
 def main(argv=None) -> None:
@@ -57,9 +67,16 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     engine = build_engine(args.checkpoint, args.device, args.precision, args.max_batch, args.queue_size,
-                          args.max_seq_length, args.prefill_tokens)
-    print(f"llmhpc-serve: {args.checkpoint} on {engine.device}, max_batch {engine.max_batch}, "
-          f"max_seq_length {engine.max_seq_length}, http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+                          args.max_seq_length, args.prefill_tokens, path=args.path, kv_bucket=args.kv_bucket,
+                          cuda_graphs=args.cuda_graphs != "off", profile_out=args.profile_out)
+    if args.cuda_graphs == "on" and engine.path.graphs is None:
+        print("llmhpc-serve: no CUDA graphs (" + (engine.why_reference or "not a CUDA device") + ")", file=sys.stderr)
+    t0 = time.perf_counter()
+    graphs = 0 if args.no_warm_up else engine.warm_up()
+    path = f"reference path ({engine.why_reference})" if engine.why_reference else "fast path"
+    print(f"llmhpc-serve: {args.checkpoint} on {engine.device}, {path}, {graphs} CUDA graphs captured in "
+          f"{time.perf_counter() - t0:.1f} s, max_batch {engine.max_batch}, max_seq_length {engine.max_seq_length}, "
+          f"http://{args.host}:{args.port}", file=sys.stderr, flush=True)
     uvicorn.run(create_app(engine), host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5)
 
 

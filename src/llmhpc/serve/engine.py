@@ -5,21 +5,29 @@ position per row, so one decode step advances every active sequence at its own l
 slots 0..B-1: a finished one's slot is refilled by moving the last sequence's cache into it, so a step reads the
 first B rows only. New requests are prefilled together (right-padded: the padding's keys sit beyond each row's
 length and are overwritten before any query can see them) into free slots, between decode steps, so a new
-request waits at most one step. Requests wait in a bounded queue; `submit` refuses when it is full (the app answers
+request waits at most one step. The model work itself is fastpath.FastPath (a lean forward, attention over the
+positions in use, CUDA graphs of the decode step on GPUs) or, for configs it does not cover and as the reference
+it is checked against, reference.LitGPTPath; each step's tokens, log-probabilities and top alternatives of the
+whole batch come to the host in one transfer. Requests wait in a bounded queue; `submit` refuses when it is full (the app answers
 503). A request whose client went away is cancelled and its slots freed at the next step. All model work happens
 on the engine's one thread."""
 
 from __future__ import annotations
 
 import collections
+import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
-from llmhpc.serve import sampling
+from llmhpc.serve import sampling, timing
+from llmhpc.serve.fastpath import FastPath, batch_buckets, unsupported
+from llmhpc.serve.reference import LitGPTPath
 from llmhpc.serve.schema import ProcessRequest
+from llmhpc.serve.timing import StepTimes
 
 
 class QueueFull(Exception):
@@ -61,10 +69,13 @@ class Seq:
     tops: list = field(default_factory=list)
     generator: torch.Generator | None = None
     done: bool = False
+    text: str = ""  # the text of ids[:text_ids], kept for the stop-sequence check
+    text_ids: int = 0
 
 
 class Engine:
-    def __init__(self, model, tokenizer, max_batch: int = 16, queue_size: int = 64, prefill_tokens: int = 8192):
+    def __init__(self, model, tokenizer, max_batch: int = 16, queue_size: int = 64, prefill_tokens: int = 8192,
+                 path: str = "fast", kv_bucket: int = 256, cuda_graphs: bool = False, profile_out=None):
         self.model, self.tokenizer = model, tokenizer
         self.device = next(model.parameters()).device
         self.max_batch, self.queue_size, self.prefill_tokens = max_batch, queue_size, max(prefill_tokens, 1)
@@ -72,6 +83,12 @@ class Engine:
         self.vocab = min(tokenizer_vocab(tokenizer), model.config.padded_vocab_size)
         model.set_kv_cache(batch_size=max_batch, device=self.device, dtype=next(model.parameters()).dtype)
         self.caches = [block.attn.kv_cache for block in model.transformer.h]
+        self.why_reference = "asked for" if path == "reference" else unsupported(model.config)
+        if self.why_reference:
+            self.path = LitGPTPath(model, self.caches, self.vocab)
+        else:
+            self.path = FastPath(model, self.caches, self.vocab, kv_bucket, cuda_graphs and self.device.type == "cuda")
+        self.times = StepTimes(profile_out, set(batch_buckets(max_batch)))
         self.waiting: collections.deque[Job] = collections.deque()
         self.active: list[Seq] = []
         self.cond = threading.Condition()
@@ -121,7 +138,21 @@ class Engine:
         with self.cond:
             return {"waiting": len(self.waiting), "active": len(self.active), "max_batch": self.max_batch,
                     "queue_size": self.queue_size, "steps": self.steps,
-                    "peak_batch": self.peak_batch, "cancelled": self.cancelled}
+                    "peak_batch": self.peak_batch, "cancelled": self.cancelled,
+                    "path": "reference" if self.why_reference else "fast",
+                    "cuda_graphs": len(self.path.graphs.graphs) if self.path.graphs else 0, **self.times.summary()}
+
+    def warm_up(self) -> int:
+        """Capture the decode step's CUDA graphs now (before serving) rather than on first use; how many."""
+        if self.path.graphs is None:
+            return 0
+        try:
+            with torch.inference_mode():
+                return self.path.graphs.warm_up()
+        except RuntimeError as err:  # serve eagerly rather than not at all
+            print(f"llmhpc-serve: CUDA graphs off, the capture failed ({err})", file=sys.stderr, flush=True)
+            self.path.graphs = None
+            return 0
 
     # ------------------------------------------------------------------------------------------- the loop
     def start(self) -> None:
@@ -189,6 +220,7 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------- model work
     def _prefill(self, jobs: list[Job]) -> None:
+        t0 = time.perf_counter()
         rows = []
         for job in jobs:
             for i in range(job.request.n):
@@ -198,42 +230,29 @@ class Engine:
                 seq = Seq(job, i, len(self.active) + len(rows), generator=gen)
                 job.sequences.append(seq)
                 rows.append(seq)
-        first = rows[0].slot
-        width = max(len(s.job.prompt_ids) for s in rows)
-        idx = torch.zeros(len(rows), width, dtype=torch.long)
-        for r, seq in enumerate(rows):
-            idx[r, :len(seq.job.prompt_ids)] = torch.tensor(seq.job.prompt_ids)
-        views = [_view(cache, first, len(rows)) for cache in self.caches]
-        for block, view in zip(self.model.transformer.h, views):
-            block.attn.kv_cache = view
-        try:
-            logits = self.model(idx.to(self.device), input_pos=torch.arange(width, device=self.device),
-                                input_pos_maxp1=width)
-        finally:
-            for block, cache in zip(self.model.transformer.h, self.caches):
-                block.attn.kv_cache = cache
-        logits[..., self.vocab:] = float("-inf")
-        for r, seq in enumerate(rows):
-            n = len(seq.job.prompt_ids)
-            seq.length = n
-            if seq.index == 0 and seq.job.request.echo_prompt and n > 1:
+        full = [s.index == 0 and s.job.request.echo_prompt for s in rows]
+        last, scored = self.path.prefill([s.job.prompt_ids for s in rows], rows[0].slot, full)
+        for seq, logits in zip(rows, scored):
+            seq.length = len(seq.job.prompt_ids)
+            if logits is not None:
                 target = torch.tensor(seq.job.prompt_ids[1:], device=self.device)
-                lps, tops = sampling.token_logprobs(logits[r, :n - 1], target, seq.job.request.top_k_per_token)
+                lps, tops = sampling.token_logprobs(logits, target, seq.job.request.top_k_per_token)
                 seq.job.prompt_logprobs = list(zip(lps, tops))
         self.active.extend(rows)
-        last = torch.stack([logits[r, len(s.job.prompt_ids) - 1] for r, s in enumerate(rows)])
         self._advance(rows, last)
+        self.times.prefill(time.perf_counter() - t0, sum(len(s.job.prompt_ids) for s in rows))
 
     def _decode_step(self) -> None:
         live = self.active
         self.peak_batch = max(self.peak_batch, len(live))
-        idx = torch.tensor([[s.pending] for s in live], device=self.device)
-        pos = torch.tensor([[s.length] for s in live], device=self.device)
-        logits = self.model(idx, input_pos=pos, input_pos_maxp1=int(pos.max()) + 1)[:, -1]
-        logits[:, self.vocab:] = float("-inf")
-        for s in live:
-            s.length += 1
-        self._advance(live, logits)
+        if self.times.profile_due(len(live)) and self.path.graphs is not None:  # the same step without its graph
+            with timing.profiled(self.times.profile_out, f"eager decode step (no CUDA graph), batch {len(live)}"):
+                self.path.decode([s.pending for s in live], [s.length for s in live], eager=True)
+        with self.times.step(len(live)):
+            logits = self.path.decode([s.pending for s in live], [s.length for s in live])
+            for s in live:
+                s.length += 1
+            self._advance(live, logits)  # its one transfer to the host ends the step
 
     def _advance(self, seqs: list[Seq], logits: torch.Tensor) -> None:
         """Choose each sequence's next token from its logits (B, V) and decide whether it is finished."""
@@ -242,12 +261,10 @@ class Engine:
             if i not in open_:
                 s.done = True
         if open_:
-            rows = logits[open_]
-            reqs = [seqs[i].job.request for i in open_]
-            chosen = sampling.choose(rows, reqs, [seqs[i].generator for i in open_])
-            lps, tops = sampling.token_logprobs(rows, chosen, max(r.top_k_per_token for r in reqs))
-            for k, i in enumerate(open_):
-                self._append(seqs[i], int(chosen[k]), lps[k], tops[k][:reqs[k].top_k_per_token])
+            rows = logits if len(open_) == len(seqs) else logits[open_]
+            picked = sampling.pick(rows, [seqs[i].job.request for i in open_], [seqs[i].generator for i in open_])
+            for i, (token, logprob, tops) in zip(open_, picked):
+                self._append(seqs[i], token, logprob, tops)
         for job in {id(s.job): s.job for s in seqs}.values():
             if all(s.done for s in job.sequences) and not job.answered and not job.cancelled:
                 job.answered = True
@@ -262,9 +279,21 @@ class Engine:
         seq.logprobs.append(logprob)
         seq.tops.append(tops)
         seq.pending = token
-        stops = [s for s in req.stop_sequences if s]
-        if len(seq.ids) >= req.max_new_tokens or (stops and sampling.first_stop(self.decode(seq.ids), stops) >= 0):
+        if len(seq.ids) >= req.max_new_tokens or self._stopped(seq):
             seq.done = True
+
+    def _stopped(self, seq: Seq) -> bool:
+        """Whether a stop sequence appeared, checking only the text the new token added (and the stop's length
+        before it)."""
+        stops = [s for s in seq.job.request.stop_sequences if s]
+        if not stops:
+            return False
+        new, seq.text_ids = sampling.extend_text(self.decode, seq.ids, seq.text_ids)
+        if not new:
+            return False
+        seen = len(seq.text)
+        seq.text += new
+        return sampling.first_stop(seq.text[max(0, seen - max(map(len, stops)) + 1):], stops) >= 0
 
     def _compact(self) -> None:
         """Drop finished sequences; move the last live ones into the freed low slots (their cache rows too)."""
@@ -306,12 +335,3 @@ class Engine:
             completions.append({"text": text, "tokens": tokens, "logprob": sum(t["logprob"] for t in tokens)})
         return {**completions[0], "completions": completions}
 
-
-def _view(cache, first: int, rows: int):
-    """A KV cache whose rows are slots first..first+rows-1 of `cache` (writes land in `cache`)."""
-    from litgpt.model import KVCache
-
-    view = KVCache((1, 1, 1, 1), (1, 1, 1, 1), device=cache.k.device, dtype=cache.k.dtype)
-    view.k, view.v = cache.k[first:first + rows], cache.v[first:first + rows]
-    view.max_cache_len = cache.max_cache_len
-    return view

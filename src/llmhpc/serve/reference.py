@@ -27,3 +27,48 @@ def greedy_text(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
     vocab = min(tokenizer_vocab(tokenizer), model.config.padded_vocab_size)
     ids = greedy_ids(model, tokenizer.encode(prompt).tolist(), max_new_tokens, vocab, tokenizer.eos_id)
     return tokenizer.decode(torch.tensor(ids, dtype=torch.long)) if ids else ""
+
+
+class LitGPTPath:
+    """The engine's model work through LitGPT's own forward and KV cache (the reference the fast path is checked
+    against, and the path of configs the fast one does not cover): the same interface as fastpath.FastPath."""
+
+    def __init__(self, model, caches, vocab: int):
+        self.model, self.caches, self.vocab = model, caches, vocab
+        self.device = caches[0].k.device
+        self.graphs = None
+
+    def prefill(self, prompts: list[list[int]], first: int, full: list[bool]):
+        width = max(len(p) for p in prompts)
+        idx = torch.zeros(len(prompts), width, dtype=torch.long)
+        for r, p in enumerate(prompts):
+            idx[r, :len(p)] = torch.tensor(p)
+        for block, cache in zip(self.model.transformer.h, self.caches):
+            block.attn.kv_cache = _view(cache, first, len(prompts))
+        try:
+            logits = self.model(idx.to(self.device), input_pos=torch.arange(width, device=self.device),
+                                input_pos_maxp1=width)
+        finally:
+            for block, cache in zip(self.model.transformer.h, self.caches):
+                block.attn.kv_cache = cache
+        logits = logits.float()
+        logits[..., self.vocab:] = float("-inf")
+        last = torch.stack([logits[r, len(p) - 1] for r, p in enumerate(prompts)])
+        return last, [logits[r, :len(p) - 1] if full[r] and len(p) > 1 else None for r, p in enumerate(prompts)]
+
+    def decode(self, tokens: list[int], positions: list[int], eager: bool = True) -> torch.Tensor:
+        idx = torch.tensor(tokens, device=self.device).view(-1, 1)
+        pos = torch.tensor(positions, device=self.device).view(-1, 1)
+        logits = self.model(idx, input_pos=pos, input_pos_maxp1=max(positions) + 1)[:, -1].float()
+        logits[:, self.vocab:] = float("-inf")
+        return logits
+
+
+def _view(cache, first: int, rows: int):
+    """A KV cache whose rows are slots first..first+rows-1 of `cache` (writes land in `cache`)."""
+    from litgpt.model import KVCache
+
+    view = KVCache((1, 1, 1, 1), (1, 1, 1, 1), device=cache.k.device, dtype=cache.k.dtype)
+    view.k, view.v = cache.k[first:first + rows], cache.v[first:first + rows]
+    view.max_cache_len = cache.max_cache_len
+    return view

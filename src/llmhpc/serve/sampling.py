@@ -34,7 +34,22 @@ def choose(logits: torch.Tensor, params: list, generators: list) -> torch.Tensor
     for i, p in enumerate(params):
         if not is_greedy(p.temperature):
             probs = filter_logits(logits[i], p.temperature, p.top_k, p.top_p).softmax(-1)
-            out[i] = torch.multinomial(probs, 1, generator=generators[i]).item()
+            out[i:i + 1] = torch.multinomial(probs, 1, generator=generators[i])  # on device: no host sync
+    return out
+
+
+def pick(logits: torch.Tensor, params: list, generators: list) -> list[tuple[int, float, list]]:
+    """choose and token_logprobs for a batch (B, V) on device, with one transfer to the host: each row's
+    (token, its log-probability, the params[i].top_k_per_token best (id, log-probability))."""
+    chosen = choose(logits, params, generators).view(-1, 1)
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    n = max(p.top_k_per_token for p in params)
+    values, ids = torch.topk(logp, n, dim=-1)
+    packed = torch.cat([chosen.double(), logp.gather(-1, chosen).double(), ids.double(), values.double()], 1)
+    out = []
+    for row, p in zip(packed.tolist(), params):
+        k = p.top_k_per_token
+        out.append((int(row[0]), row[1], [(int(i), v) for i, v in zip(row[2:2 + k], row[2 + n:2 + n + k])]))
     return out
 
 
@@ -66,6 +81,18 @@ def token_texts(decode, ids: list[int], window: int | None = 8) -> list[str]:
     if window is not None and "".join(texts) != decode(ids):
         return token_texts(decode, ids, None)
     return texts
+
+
+def extend_text(decode, ids: list[int], done: int, window: int = 8) -> tuple[str, int]:
+    """The text that tokens ids[done:] add to the text of ids[:done] (done: a count of tokens after which the text
+    ends with a whole character), decoding a few tokens only, and the new such count (`done` again while the new
+    tokens end inside a character). For the incremental stop-sequence check; the answer's own cut decodes it all."""
+    start = max(0, done - window)
+    previous, current = decode(ids[start:done]), decode(ids[start:])
+    if current.endswith("\ufffd") and len(ids) - done < 4:
+        return "", done
+    common = len(previous) if current.startswith(previous) else len(_common_prefix(previous, current))
+    return current[common:], len(ids)
 
 
 def _common_prefix(a: str, b: str) -> str:

@@ -1,0 +1,88 @@
+"""Where the engine's time goes: wall time of prefills and of decode steps per batch size (GET /health shows them),
+and, when asked (`llmhpc-serve --profile-out FILE`), a torch.profiler table of one decode step per batch size
+(the top 10 kernels by device time, or CPU time without a GPU) appended to FILE, for the batch buckets 1, 2, 4, ..."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import torch
+
+PROFILE_AT = 8  # the decode step of a batch size that is profiled (later than the CUDA graphs' capture)
+
+
+class StepTimes:
+    def __init__(self, profile_out=None, profile_batches=None):
+        self.profile_out = Path(profile_out) if profile_out else None
+        self.profile_batches = profile_batches  # the batch sizes profiled (None: all)
+        self.prefill_s, self.prefill_tokens, self.prefills = 0.0, 0, 0
+        self.decode: dict[int, list] = {}  # batch size: [steps, seconds]
+
+    def prefill(self, seconds: float, tokens: int) -> None:
+        self.prefill_s += seconds
+        self.prefill_tokens += tokens
+        self.prefills += 1
+
+    def profile_due(self, batch: int) -> bool:
+        return (self.profile_out is not None and self.decode.get(batch, [0])[0] == PROFILE_AT
+                and (self.profile_batches is None or batch in self.profile_batches))
+
+    @contextlib.contextmanager
+    def step(self, batch: int):
+        """Time one decode step of `batch` sequences (the step ends with its transfer to the host)."""
+        counts = self.decode.setdefault(batch, [0, 0.0])
+        profiler = None
+        if self.profile_due(batch):
+            profiler = torch.profiler.profile(activities=activities())
+            profiler.__enter__()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            seconds = time.perf_counter() - t0
+            counts[0] += 1
+            counts[1] += seconds
+            if profiler is not None:
+                profiler.__exit__(None, None, None)
+                self.write(profiler, f"decode step, batch {batch}, {seconds * 1e3:.2f} ms wall")
+
+    def write(self, profiler, title: str) -> None:
+        self.profile_out.parent.mkdir(parents=True, exist_ok=True)
+        with self.profile_out.open("a") as f:
+            f.write(f"## {title}\n{top_table(profiler)}\n")
+
+    def summary(self) -> dict:
+        return {"prefill_s": self.prefill_s, "prefill_tokens": self.prefill_tokens, "prefills": self.prefills,
+                "decode_steps": {str(b): n for b, (n, _) in sorted(self.decode.items())},
+                "decode_ms_per_step": {str(b): 1e3 * s / n for b, (n, s) in sorted(self.decode.items()) if n}}
+
+
+def activities() -> list:
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        acts.append(torch.profiler.ProfilerActivity.CUDA)
+    return acts
+
+
+def top_table(profiler, rows: int = 10) -> str:
+    """The profiler's top `rows` operators and kernels by self device time (CPU time without a GPU)."""
+    events = profiler.key_averages()
+    for key in (("self_device_time_total", "self_cuda_time_total") if torch.cuda.is_available() else ()) + (
+            "self_cpu_time_total",):
+        try:
+            return events.table(sort_by=key, row_limit=rows, max_name_column_width=60)
+        except (AttributeError, KeyError, ValueError):
+            continue
+    return str(events)
+
+
+@contextlib.contextmanager
+def profiled(path, title: str):
+    """Profile the block; append its top table under `title` to `path`."""
+    with torch.profiler.profile(activities=activities()) as prof:
+        yield
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    StepTimes(path).write(prof, title)
