@@ -132,7 +132,7 @@ def recompute(figure, figures, rows, manifest, cfg):
         return value
     args = [recompute(figures[i], figures, rows, manifest, cfg) for i in ref["args"]]
     return {"diff": lambda: args[0] - args[1], "ratio": lambda: args[0] / args[1],
-            "remainder": lambda: args[0] - sum(args[1:]), "product": lambda: math.prod(args),
+            "remainder": lambda: args[0] - sum(args[1:]), "product": lambda: math.prod(args), "sum": lambda: sum(args),
             "accumulation": lambda: args[0] // args[2] // args[1]}[ref["op"]]()  # global / GPUs / per device
 
 

@@ -9,7 +9,7 @@ from llmhpc.parsetime import PLOT_NAMES, export_pythonpath, is_dry_run, run_args
 
 export_pythonpath(Path(workflow.basedir) / "src")
 
-from llmhpc.cluster import pbs, preflight, resources, slurm
+from llmhpc.cluster import cost, pbs, preflight, resources, slurm
 from llmhpc.cluster import site as cluster_site
 from llmhpc.config import check, load_schema
 from llmhpc.stages.data import check_alpaca, read_hellaswag
@@ -30,6 +30,8 @@ if workflow.is_main_process:
         pbs.register_dry_run_plan(workflow, SITE)  # `-n` lists the qsub lines
     elif SITE.scheduler == "slurm":
         slurm.register_dry_run_plan(workflow, SITE)  # `-n` lists the sbatch lines
+    if SITE.on_scheduler:
+        cost.register_run_estimate(workflow, SITE)  # a real run records every job's estimated cost before submitting
 # The experiments serve_check serves (serve.enabled; none otherwise): their figures join the summary and the bundle.
 SERVED = served_experiments(config, EXPERIMENTS) if config["serve"]["enabled"] else []
 EMBEDDED = Path(workflow.basedir) / "src/llmhpc/embedded"

@@ -3,15 +3,24 @@ resources the job holds (site.su_resource) x hours. NCI Gadi: rate x max(ncpus, 
 memory, in CPUs) x walltime used.
 
 Before anything is queued, `-n` prints each job's estimate from what llmhpc.cluster.pbs.requested asks (its
-requested walltime: an upper bound, a job is charged for the walltime it uses) and the total; after a fine-tune,
-its summary records the measured cost from the stage's wall time and the resources the job held."""
+requested walltime: an upper bound, a job is charged for the walltime it uses) and the total; a real run records the
+same estimate, every job's and each experiment's, in results/jobs/cost_estimate.json before it submits anything
+(ESTIMATE_FILE: the submission bundle carries it with the job scripts); after a fine-tune, its summary records the
+measured cost (su) from the stage's wall time and the resources the job held, beside its estimate (su_estimate).
+A site or queue without a rate is "no published rate", never 0 SU."""
 
 from __future__ import annotations
+
+import json
+import sys
 
 from llmhpc.cluster import pbs
 from llmhpc.cluster.site import Site
 
 UNIT_NAMES = {"cpus": "CPUs", "gpus": "GPUs", "nodes": "nodes"}
+ESTIMATE_FILE = "results/jobs/cost_estimate.json"
+NO_RATE = "no published rate"
+BASIS = "requested walltime x resources held x the queue's rate (an upper bound: a job is charged for the walltime it uses)"
 
 
 def charged_units(held: dict, site: Site | dict) -> float:
@@ -48,7 +57,7 @@ def describe(name: str, cost: dict, site: Site | dict) -> str:
     site = Site.of(site)
     unit = UNIT_NAMES[site.su_resource]
     if cost["su"] is None:
-        return f"{name}: queue {cost['queue'] or '(default)'} has no rate in site.su_per_hour: not counted"
+        return f"{name}: queue {cost['queue'] or '(default)'}: {NO_RATE} (not in site.su_per_hour), not counted"
     return (f"{name}: {cost['queue']}, {cost['rate']:g} SU/h x {cost['units']:g} {unit} x {cost['hours']:.2f} h"
             f" = {cost['su']:g} SU")
 
@@ -57,7 +66,7 @@ def estimate_lines(jobs_properties: list[dict], site: Site | dict) -> list[str]:
     """A line per job (its requested walltime) and the total; one line saying why where the site has no rates."""
     site = Site.of(site)
     if not site.su_per_hour:
-        return [f"site '{site.name}' has no su_per_hour: no estimate (the queues' charge rates go in its site.yaml)"]
+        return [no_rates(site)]
     lines, total, missing = [], 0.0, 0
     for props in jobs_properties:
         cost = job_cost(props, site)
@@ -68,7 +77,13 @@ def estimate_lines(jobs_properties: list[dict], site: Site | dict) -> list[str]:
             total += cost["su"]
     note = f"; {missing} job(s) without a rate not counted" if missing else ""
     lines.append(f"total: {total:g} SU at most (a job is charged for the walltime it uses){note}")
+    lines.append(f"recorded by a real run in {ESTIMATE_FILE}")
     return lines
+
+
+def no_rates(site: Site) -> str:
+    return (f"site '{site.name}': {NO_RATE} (site.su_per_hour is null): no estimate; the queues' charge rates go in"
+            f" its site.yaml")
 
 
 def register_dry_run_estimate(workflow, site: Site | dict) -> None:
@@ -84,11 +99,83 @@ def register_dry_run_estimate(workflow, site: Site | dict) -> None:
 
 
 def measured(props: dict, site: Site | dict, wall_s: float | None) -> dict:
-    """What a finished job cost, for its summary: su (and su_queue, su_rate, su_units) from its wall time; empty
-    where the site has no rate or the wall time is unknown."""
-    if wall_s is None:
+    """What a finished job cost, for its summary: su from its wall time beside su_estimate from its requested
+    walltime (the figure the run's estimate recorded for it), with su_queue, su_rate, su_units (how many of
+    su_resource were charged per hour) and su_resource; empty where the site or the job's queue has no rate, su left
+    out where the wall time is unknown."""
+    estimate = job_cost(props, site)
+    if not estimate or estimate["su"] is None:
         return {}
-    cost = job_cost(props, site, hours=wall_s / 3600)
-    if not cost or cost["su"] is None:
-        return {}
-    return {"su": cost["su"], "su_queue": cost["queue"], "su_rate": cost["rate"], "su_units": cost["units"]}
+    out = {"su_estimate": estimate["su"], "su_queue": estimate["queue"], "su_rate": estimate["rate"],
+           "su_units": estimate["units"], "su_resource": Site.of(site).su_resource}
+    if wall_s is not None:
+        out["su"] = job_cost(props, site, hours=wall_s / 3600)["su"]
+    return out
+
+
+def experiment_of(props: dict) -> str | None:
+    """The experiment a job belongs to: its fine-tune, evaluation or serve check; None for shared jobs (the base
+    model's conversion and evaluation, downloads)."""
+    wildcards = props.get("wildcards") or {}
+    name = wildcards.get("experiment") or wildcards.get("model")
+    return None if name in (None, "base") else str(name)
+
+
+def estimate_record(jobs: list[tuple[dict, bool]], site: Site | dict) -> dict:
+    """The run's estimate as ESTIMATE_FILE records it, from (job properties, whether this invocation runs it) of
+    every job the scheduler gets: each job's cost, each experiment's sum, the shared jobs', the run's total and the
+    part this invocation submits. Jobs of a queue without a rate are listed under not_counted, never as 0 SU."""
+    site = Site.of(site)
+    record = {"site": site.name, "basis": BASIS, "su_resource": site.su_resource, "su_per_hour": site.su_per_hour}
+    if not site.su_per_hour:
+        return {**record, "note": no_rates(site), "total_su": None, "experiments": {},
+                "jobs": [{"job": pbs.job_name(p), "experiment": experiment_of(p), "runs": runs, "su": None}
+                         for p, runs in jobs]}
+    rows, experiments, not_counted = [], {}, []
+    shared = total = to_run = 0.0
+    for props, runs in jobs:
+        cost, name, experiment = job_cost(props, site), pbs.job_name(props), experiment_of(props)
+        rows.append({"job": name, "experiment": experiment, "runs": runs, **cost})
+        if experiment is not None:
+            experiments.setdefault(experiment, {"su": 0.0, "jobs": []})["jobs"].append(name)
+        if cost["su"] is None:
+            not_counted.append(f"{name}: queue {cost['queue'] or '(default)'}: {NO_RATE}")
+            continue
+        total += cost["su"]
+        to_run += cost["su"] if runs else 0.0
+        if experiment is None:
+            shared += cost["su"]
+        else:
+            experiments[experiment]["su"] += cost["su"]
+    for entry in experiments.values():
+        entry["su"] = round(entry["su"], 2)
+    return {**record, "jobs": rows, "experiments": experiments, "shared_su": round(shared, 2),
+            "total_su": round(total, 2), "to_run_su": round(to_run, 2), "not_counted": not_counted}
+
+
+def register_run_estimate(workflow, site: Site | dict, path: str = ESTIMATE_FILE) -> None:
+    """At the start of a real run (Snakemake's onstart: never in a dry run, nor when there is nothing to do), write
+    the estimate of every job the scheduler gets to `path`, atomically, before anything is submitted. A failure to
+    record it is reported and does not stop the run."""
+    from llmhpc import atomic
+
+    site = Site.of(site)
+    previous = getattr(workflow, "_onstart", None)
+
+    def record(log=None):
+        try:
+            dag, local = workflow.dag, getattr(workflow, "_localrules", set())  # as dryrun.jobs_to_submit
+            submitted = sorted((job for job in dag.jobs if job.rule.name not in local and not job.rule.norun),
+                               key=lambda job: job.jobid)  # finished jobs too: the whole run's estimate
+            jobs = [(json.loads(job.properties()), bool(dag.needrun(job))) for job in submitted]
+            data = estimate_record(jobs, site)
+            atomic.write_json(path, data)
+            total = "no published rate" if data["total_su"] is None else f"{data['total_su']:g} SU at most"
+            print(f"Estimated cost of this run's jobs (site '{site.name}'): {total}; recorded in {path}",
+                  file=sys.stderr)
+        except Exception as exc:  # the record is an account, not a gate: the run goes on
+            print(f"cost estimate not recorded in {path}: {exc}", file=sys.stderr)
+        if previous is not None:
+            previous(log)
+
+    workflow.onstart(record)

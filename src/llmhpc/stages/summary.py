@@ -17,11 +17,15 @@ FINETUNE_METRICS = {
     "steps": "count", "iters": "count", "final_loss": "nats", "final_val_loss": "nats",
     "tokens_with_padding": "tokens", "input_tokens": "tokens", "trainable_parameters": "count",
     "world_size": "count", "micro_batch_size": "samples", "global_batch_size": "samples", "max_seq_length": "tokens",
-    "su": "SU",  # measured cost in the site's service units (llmhpc.cluster.cost), where the site has rates
+    # cost in the site's service units (llmhpc.cluster.cost), where the site has rates: measured (stage wall time)
+    # and estimated (requested walltime, as results/jobs/cost_estimate.json records it), the queue's rate per
+    # resource-hour and the resources charged
+    "su": "SU", "su_estimate": "SU", "su_rate": "SU/h", "su_units": "resources",
 }
-# What ran, as text: engine, method and float8 where the run recorded them; attention for every fine-tune, empty
-# where the engine did not print its backend (stock litgpt), so that the column is there and never guessed.
-FINETUNE_TEXT = ("device", "precision", "engine", "method", "float8")
+# What ran, as text: engine, method and float8 where the run recorded them, and the queue and resource its cost was
+# charged on; attention for every fine-tune, empty where the engine did not print its backend (stock litgpt), so
+# that the column is there and never guessed.
+FINETUNE_TEXT = ("device", "precision", "engine", "method", "float8", "su_queue", "su_resource")
 INFER_METRICS = {"acc": "fraction", "acc_norm": "fraction", "items": "count", "wall_s": "s", "load_s": "s",
                  "score_s": "s", "items_per_s": "items/s", "bos_prepended": "bool"}
 SERVE_METRICS = {"p50_latency_s": "s", "p99_latency_s": "s", "requests_per_s": "requests/s", "tokens_per_s": "tokens/s",

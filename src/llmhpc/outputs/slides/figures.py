@@ -34,6 +34,9 @@ FORMATS = {
     "samples": (1, 0, "", False),
     "nats": (1, 3, "", False),
     "TFLOP/s": (1, 1, " TFLOP/s", False),
+    "SU": (1, 2, " SU", False),  # service units, as the site charges them (llmhpc.cluster.cost)
+    "SU/h": (1, 2, " SU/h", False),
+    "resources": (1, 2, "", False),  # resources charged per hour (CPUs, GPUs or nodes: the site's su_resource)
 }
 
 

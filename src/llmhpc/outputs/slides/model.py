@@ -96,7 +96,7 @@ class DeckBuilder(SlideContent, TrainingSlides):
             return None
         v = [a.value for a in args]
         value = {"diff": lambda: v[0] - v[1], "ratio": lambda: v[0] / v[1] if v[1] else None,
-                 "remainder": lambda: v[0] - sum(v[1:]), "product": lambda: math.prod(v),
+                 "remainder": lambda: v[0] - sum(v[1:]), "product": lambda: math.prod(v), "sum": lambda: sum(v),
                  # micro batches per step from (global batch, micro batch, GPUs): the settings' own arithmetic
                  "accumulation": lambda: FinetuneSettings(global_batch_size=int(v[0]), micro_batch_size=int(v[1]),
                                                           devices=int(v[2])).accumulation}[op]()
@@ -152,6 +152,7 @@ class DeckBuilder(SlideContent, TrainingSlides):
         self.inference_slide()
         self.serving_slide()
         self.time_slide()
+        self.cost_slide()
         self.memory_slide()
         self.scaling_slide()
         self.did_not_work_slide()
