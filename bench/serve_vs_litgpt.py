@@ -85,6 +85,9 @@ def write_checkpoint(workdir: Path, shape: str, tiny: bool) -> Path:
     torch.save(model.state_dict(), ckpt / "lit_model.pth")
     save_config(config, ckpt)
     save_prompt_style(Default(), ckpt)
+    del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the servers need the GPU's memory, not this process's cache
     return ckpt
 
 
@@ -121,6 +124,7 @@ def decode_floor_s(ckpt: Path, new_tokens: int) -> dict:
     torch.cuda.synchronize()
     bandwidth = 10 * 2 * a.numel() * a.element_size() / (time.perf_counter() - t0)  # read + write
     del a, b
+    torch.cuda.empty_cache()
     return {"weight_bytes": weight_bytes, "bandwidth_Bps": bandwidth, "floor_s": new_tokens * weight_bytes / bandwidth}
 
 
@@ -302,18 +306,22 @@ def main(argv=None) -> int:
     for kind in ("llmhpc", "litgpt"):
         if args.only in (None, kind):
             result[kind] = bench_server(kind, ckpt, args, levels)
+            write(result, args)  # after each server: a run cut short keeps what it measured
+    print(table(result, profile_sections=2))  # batch 1 (with CUDA graphs: eager, then the graph)
+    return 0
+
+
+def write(result: dict, args) -> None:
     profile = args.workdir / "llmhpc-profile.log"
     if "llmhpc" in result and profile.is_file():
         result["profile"] = profile.read_text()
     if "llmhpc" in result and "litgpt" in result:
         for ours, peer in zip(result["llmhpc"], result["litgpt"]):
-            ours["same_text"] = sum(a == b for a, b in zip(ours["texts"], peer["texts"]))
-            ours["same_text"] = f"{ours['same_text']}/{len(ours['texts'])}"
+            same = sum(a == b for a, b in zip(ours["texts"], peer["texts"]))
+            ours["same_text"] = f"{same}/{len(ours['texts'])}"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serve_vs_litgpt.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / "serve_vs_litgpt.md").write_text(table(result))
-    print(table(result, profile_sections=2))  # batch 1 (with CUDA graphs: eager, then the graph)
-    return 0
 
 
 if __name__ == "__main__":
