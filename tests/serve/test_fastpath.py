@@ -187,3 +187,19 @@ def test_batch_buckets_and_static_buffers_of_the_graph_path_answer_as_the_refere
     assert fast.load()["cuda_graphs"] == 3 * 16  # batches 1, 2, 4 x widths 16, 32, ..., 256
     for want, answer in zip(run(engines["reference"], BODIES, one_at_a_time=True), got):
         same_answer(want, answer)
+
+
+@torch.inference_mode()
+def test_compiled_pointwise_ops_give_the_same_logits():
+    """--compile: RMSNorm, RoPE and SiLU x up through torch.compile (inductor; C++ on CPU, Triton on a GPU)."""
+    model, vocab = tiny_model("llama-gqa", 2), 300
+    path = FastPath(model, [b.attn.kv_cache for b in model.transformer.h], vocab, kv_bucket=16, compile_pointwise=True)
+    prompts = [[1, 2, 3, 4, 5], [7, 8, 9]]
+    last, _ = path.prefill(prompts, 0, [False, False])
+    for r, p in enumerate(prompts):
+        torch.testing.assert_close(last[r], plain_logits(model, p, vocab)[-1], atol=1e-4, rtol=0)
+    for token in (11, 12):
+        logits = path.decode([token, token], [len(p) for p in prompts])
+        for r, p in enumerate(prompts):
+            p.append(token)
+            torch.testing.assert_close(logits[r], plain_logits(model, p, vocab)[-1], atol=1e-4, rtol=0)

@@ -17,6 +17,7 @@ def test_top_k_and_top_p_keep_the_right_tokens():
     assert kept(sampling.filter_logits(logits, 1.0, None, 0.8)) == [0, 1]
     assert kept(sampling.filter_logits(logits, 1.0, None, 0.81)) == [0, 1, 2]
     assert kept(sampling.filter_logits(logits, 1.0, 200, 1.0)) == [0, 1, 2, 3]
+    assert kept(sampling.filter_logits(logits, 0.8, 200, 5e-324)) == [0]  # 0 in float32: still the best token
 
 
 def test_greedy_below_1e_5_and_seeded_sampling_is_reproducible():

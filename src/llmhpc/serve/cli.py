@@ -30,6 +30,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--cuda-graphs", default="auto", choices=["auto", "on", "off"],
                    help="decode steps as CUDA graphs (auto: on a GPU), captured at start unless --no-warm-up")
     p.add_argument("--no-warm-up", action="store_true", help="capture each CUDA graph on first use instead")
+    p.add_argument("--compile", action="store_true",
+                   help="fuse RMSNorm, RoPE and SiLU x up into one kernel each (torch.compile; compiled at warm-up)")
     p.add_argument("--profile-out", type=Path, help="append a torch.profiler table of one decode step per batch size")
     return p.parse_args(argv)
 
@@ -42,7 +44,8 @@ def not_a_checkpoint(checkpoint: Path) -> str | None:
 
 def build_engine(checkpoint: Path, device="auto", precision="auto", max_batch=16, queue_size=64, max_seq_length=None,
                  prefill_tokens=8192, **engine):
-    """The engine on the checkpoint; `engine` passes path, kv_bucket, cuda_graphs, profile_out to Engine."""
+    """The engine on the checkpoint; `engine` passes path, kv_bucket, cuda_graphs, profile_out, compile_pointwise
+    to Engine."""
     from llmhpc.eval.checkpoint import load_litgpt, resolve_device
     from llmhpc.eval.loading import default_precision
     from llmhpc.serve.engine import Engine
@@ -68,7 +71,8 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     engine = build_engine(args.checkpoint, args.device, args.precision, args.max_batch, args.queue_size,
                           args.max_seq_length, args.prefill_tokens, path=args.path, kv_bucket=args.kv_bucket,
-                          cuda_graphs=args.cuda_graphs != "off", profile_out=args.profile_out)
+                          cuda_graphs=args.cuda_graphs != "off", profile_out=args.profile_out,
+                          compile_pointwise=args.compile)
     if args.cuda_graphs == "on" and engine.path.graphs is None:
         print("llmhpc-serve: no CUDA graphs (" + (engine.why_reference or "not a CUDA device") + ")", file=sys.stderr)
     t0 = time.perf_counter()

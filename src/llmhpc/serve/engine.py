@@ -75,7 +75,8 @@ class Seq:
 
 class Engine:
     def __init__(self, model, tokenizer, max_batch: int = 16, queue_size: int = 64, prefill_tokens: int = 8192,
-                 path: str = "fast", kv_bucket: int = 256, cuda_graphs: bool = False, profile_out=None):
+                 path: str = "fast", kv_bucket: int = 256, cuda_graphs: bool = False, profile_out=None,
+                 compile_pointwise: bool = False):
         self.model, self.tokenizer = model, tokenizer
         self.device = next(model.parameters()).device
         self.max_batch, self.queue_size, self.prefill_tokens = max_batch, queue_size, max(prefill_tokens, 1)
@@ -87,7 +88,8 @@ class Engine:
         if self.why_reference:
             self.path = LitGPTPath(model, self.caches, self.vocab)
         else:
-            self.path = FastPath(model, self.caches, self.vocab, kv_bucket, cuda_graphs and self.device.type == "cuda")
+            self.path = FastPath(model, self.caches, self.vocab, kv_bucket, cuda_graphs and self.device.type == "cuda",
+                                 compile_pointwise)
         self.times = StepTimes(profile_out, set(batch_buckets(max_batch)))
         self.waiting: collections.deque[Job] = collections.deque()
         self.active: list[Seq] = []

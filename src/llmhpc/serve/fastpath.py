@@ -33,6 +33,18 @@ def unsupported(config) -> str | None:
     return ", ".join(reasons) or None
 
 
+def rms(x, weight, eps: float):
+    return F.rms_norm(x.float(), (x.shape[-1],), weight, eps).to(x.dtype)
+
+
+def rope(x, cos, sin, half: int):
+    return (x * cos + x.roll(half, -1) * sin).to(x.dtype)
+
+
+def silu_mul(a, b):
+    return F.silu(a) * b
+
+
 def _is_rms(module) -> bool:
     from litgpt.model import RMSNorm
 
@@ -49,7 +61,8 @@ def batch_buckets(max_batch: int) -> list[int]:
 
 
 class FastPath:
-    def __init__(self, model, caches, vocab: int, kv_bucket: int = 256, cuda_graphs: bool = False):
+    def __init__(self, model, caches, vocab: int, kv_bucket: int = 256, cuda_graphs: bool = False,
+                 compile_pointwise: bool = False):
         self.model, self.config = model, model.config
         self.k = [c.k for c in caches]  # (max_batch, groups, max_seq_length, head_size) each
         self.v = [c.v for c in caches]
@@ -64,6 +77,10 @@ class FastPath:
         self.sin_signed = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)  # roll(x) * this == rotate_half(x) * sin
         self.norm_weights = {id(m): ((1 + m.weight) if m.add_unit_offset else m.weight).float()
                              for m in model.modules() if _is_rms(m)}  # computed once, never inside a capture
+        self.rms, self.rope_fn, self.silu_mul = rms, rope, silu_mul
+        if compile_pointwise:  # one fused kernel each (torch.compile), compiled by the first step of each shape
+            self.rms, self.rope_fn, self.silu_mul = (torch.compile(f, dynamic=True, fullgraph=True)
+                                                     for f in (rms, rope, silu_mul))
         self.graphs = Graphs(self) if cuda_graphs else None
 
     # ------------------------------------------------------------------------------------------ pieces
@@ -72,14 +89,13 @@ class FastPath:
         w = self.norm_weights.get(id(norm))
         if w is None:
             return norm(x)
-        return F.rms_norm(x.float(), (x.shape[-1],), w, norm.eps).to(x.dtype)
+        return self.rms(x, w, norm.eps)
 
     def _rope(self, x, cos, sin):
         """RoPE on the first rope_n_elem features of x (B, H, T, hs): x * cos + rotate_half(x) * sin."""
         if self.rope == x.shape[-1]:
-            return (x * cos + x.roll(self.rope // 2, -1) * sin).to(x.dtype)
-        r = x[..., :self.rope]
-        return torch.cat(((r * cos + r.roll(self.rope // 2, -1) * sin).to(x.dtype), x[..., self.rope:]), dim=-1)
+            return self.rope_fn(x, cos, sin, self.rope // 2)
+        return torch.cat((self.rope_fn(x[..., :self.rope], cos, sin, self.rope // 2), x[..., self.rope:]), dim=-1)
 
     def _attention(self, attn, x, cos, sin, store, attend):
         cfg = self.config
@@ -105,7 +121,14 @@ class FastPath:
         else:
             x = h + x
             x_normed = self._norm(block.norm_2, x)
-        return block.post_mlp_norm(block.mlp(x_normed)) + x
+        return block.post_mlp_norm(self._mlp(block.mlp, x_normed)) + x
+
+    def _mlp(self, mlp, x):
+        from litgpt.model import LLaMAMLP
+
+        if type(mlp) is not LLaMAMLP:
+            return mlp(x)
+        return mlp.proj(self.silu_mul(mlp.fc_1(x), mlp.fc_2(x)))
 
     def _head(self, x):
         logits = self.model.lm_head(self._norm(self.model.transformer.ln_f, x)).float()

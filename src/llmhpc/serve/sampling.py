@@ -24,6 +24,7 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, t
         sorted_logits, order = torch.sort(logits, descending=True)
         cumulative = sorted_logits.softmax(-1).cumsum(-1)
         drop = cumulative - sorted_logits.softmax(-1) >= top_p  # tokens after the set reached top_p
+        drop[0] = False  # the best token always (a top_p below float32's smallest number is 0 to the tensor)
         logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
     return logits
 
