@@ -5,6 +5,10 @@
 #   bash bench/hellaswag_vs_lmeval.sh 7b    # Llama-2-7b shape: lm-eval batch 16 (GPU 0) | lm-eval --batch_size auto
 #                                           # (GPU 1, with --log_samples for per-item agreement) | ours on 1 GPU
 #                                           # (GPU 2), concurrently; then ours data-parallel on 4 GPUs
+#   bash bench/hellaswag_vs_lmeval.sh 7b1   # Llama-2-7b shape on ONE GPU, in turn: lm-eval batch 16 (--log_samples),
+#                                           # ours with a cold compile cache, ours again (warm cache), ours eager
+#                                           # (--compile false: the reference path), a kernel profile of ours;
+#                                           # LMEVAL_AUTO=1 adds lm-eval --batch_size auto
 #   bash bench/hellaswag_vs_lmeval.sh 30b   # LLaMA-30B shape, each GPU capped at MAX_GIB (32, a V100's memory):
 #                                           # ours as 4 pipeline stages on LIMIT items and on all items; lm-eval
 #                                           # parallelize=True (accelerate spreads the layers) on the same LIMIT items
@@ -14,7 +18,8 @@
 # log timestamping and summary). Whole runs are timed from process start to results written, model load included.
 # The peak bf16 matrix product is measured in the same call (MFU = 2 x parameters x unique tokens / scoring time /
 # peak; unique tokens = each context once plus every ending).
-# Env: OUT (/tmp/hsbench), HS (/tmp/hsb), N_ITEMS (10042), LIMIT (30b subset, 1000), MAX_GIB (32), BUDGET_S (560),
+# Env: OUT (/tmp/hsbench), HS (/tmp/hsb), N_ITEMS (10042), LIMIT (30b subset, 1000), SAMPLES (7b1: lm-eval's
+#      per-item answers on this many items, 2000), MAX_GIB (32), BUDGET_S (560),
 #      PYTHON (python3), SKIP_WHEELS (0), CPU_SMOKE (0: 1 = tiny model on CPU, to test this script)
 set -uo pipefail
 MODE="${1:-7b}"
@@ -25,6 +30,7 @@ HS="${HS:-/tmp/hsb}"
 KIT="$REPO/.bench-ref/lmeval"
 N_ITEMS="${N_ITEMS:-10042}"
 LIMIT="${LIMIT:-1000}"
+SAMPLES="${SAMPLES:-2000}"
 MAX_GIB="${MAX_GIB:-32}"
 BUDGET_S="${BUDGET_S:-560}"
 BENCH="$REPO/bench/hellaswag_vs_lmeval.py"
@@ -103,14 +109,42 @@ EOF
 }
 
 SHAPE=$MODE; DEV=cuda:0; FAST_DEV=(); PEAK=0; NGPU=4
+NGPU_HAVE=$(nvidia-smi -L 2>/dev/null | grep -c GPU || true); [ "${NGPU_HAVE:-0}" -ge 1 ] || NGPU_HAVE=1
 if [ "${CPU_SMOKE:-0}" = "1" ]; then
   SHAPE=tiny; DEV=cpu; FAST_DEV=(--device cpu); NGPU=2
 else
-  PEAK=$(CUDA_VISIBLE_DEVICES=3 $PY "$BENCH" peak | tee /dev/stderr | sed -n 's/.*tflops=\([0-9.]*\).*/\1/p')
+  PEAK=$(CUDA_VISIBLE_DEVICES=$((NGPU_HAVE - 1)) $PY "$BENCH" peak | tee /dev/stderr | sed -n 's/.*tflops=\([0-9.]*\).*/\1/p')
 fi
 echo "=== peak ${PEAK} TFLOP/s"
 
-if [ "$MODE" = "7b" ]; then
+if [ "$MODE" = "7b1" ]; then
+  t=$(now)
+  CUDA_VISIBLE_DEVICES=0 $PY "$BENCH" build --shape "${SHAPE/7b1/7b}" --hf-out "$HS/model" --tokenizer "$HS/tok" \
+    || { echo "FATAL: build"; exit 4; }
+  echo "=== model written in $(since "$t") s"
+  run_lmeval b16 0 16 "pretrained=$HS/model,dtype=bfloat16" --device "$DEV"
+  [ "${LMEVAL_AUTO:-0}" = "1" ] && run_lmeval auto 0 auto "pretrained=$HS/model,dtype=bfloat16" --device "$DEV"
+  export TORCHINDUCTOR_CACHE_DIR="$HS/inductor-cache" TRITON_CACHE_DIR="$HS/triton-cache"
+  rm -rf "$TORCHINDUCTOR_CACHE_DIR" "$TRITON_CACHE_DIR"
+  run_fast cold 0 1 "$HS/model"
+  run_fast warm 0 1 "$HS/model"
+  run_fast eager 0 1 "$HS/model" --compile false
+  # lm-eval's per-item answers (--log_samples) on the first SAMPLES items: agreement, outside the timed runs
+  LM_LIMIT=$SAMPLES run_lmeval samples 0 16 "pretrained=$HS/model,dtype=bfloat16" --device "$DEV" --limit "$SAMPLES" \
+    --log_samples
+  $PY "$BENCH" agree --label "lm-eval b16 vs ours compiled" --lmeval-out "$OUT/lm_samples" --predictions "$OUT/fast_warm.jsonl"
+  $PY "$BENCH" agree --label "lm-eval b16 vs ours eager" --lmeval-out "$OUT/lm_samples" --predictions "$OUT/fast_eager.jsonl"
+  $PY -m llmhpc.eval.guard --predictions "$OUT/fast_warm.jsonl" --reference-predictions "$OUT/fast_eager.jsonl" \
+    | tr -d '\n' | cut -c1-300; echo
+  for r in cold warm; do $PY -c "import json,sys; m=json.load(open(sys.argv[1])); print(sys.argv[2], 'compile', m.get('compile'), 'phases', m.get('phases_s'))" \
+    "$OUT/fast_$r.json" "$r" 2>/dev/null; done
+  [ "$DEV" != cpu ] && CUDA_VISIBLE_DEVICES=0 timeout "$(left)" $PY "$BENCH" profile --checkpoint "$HS/model" \
+    --eval-file "$HS/hellaswag_val.jsonl" > "$OUT/profile_7b.txt" 2>&1; grep -A 24 PROFILE "$OUT/profile_7b.txt" | cut -c1-180
+  echo "=== total $(since "$T_START") s"
+  $PY "$BENCH" table --baseline lmeval-b16 "lmeval-b16:lmeval:$OUT/lm_b16.summary" \
+    ${LMEVAL_AUTO:+"lmeval-auto:lmeval:$OUT/lm_auto.summary"} "ours-cold-compile:fast:$OUT/fast_cold.json" \
+    "ours-warm-cache:fast:$OUT/fast_warm.json" "ours-eager:fast:$OUT/fast_eager.json"
+elif [ "$MODE" = "7b" ]; then
   t=$(now)
   CUDA_VISIBLE_DEVICES=0 $PY "$BENCH" build --shape "$SHAPE" --hf-out "$HS/model" --tokenizer "$HS/tok" \
     || { echo "FATAL: build"; exit 4; }

@@ -153,6 +153,7 @@ class EvaluateSettings:
     gpus: int = 1
     pipeline_stages: int = 1
     token_budget: int = 0
+    compile: str = "auto"
     reference_metrics: str | None = None
     tolerance_pt: float = 0.5
 

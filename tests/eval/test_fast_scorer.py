@@ -71,6 +71,57 @@ def test_same_rows_as_reference(tokenizer, docs, family, block_size, budget, bos
     assert_same_rows(ref, fast)
 
 
+@pytest.mark.litgpt
+@pytest.mark.parametrize("family", ["llama", "neox"])
+def test_compiled_blocks_give_the_same_rows_with_one_graph(tokenizer, docs, family):
+    """The compiled path (torch.compile of the block forward, here with the aot_eager backend: the same graph
+    capture and functionalisation as on GPU, eager kernels) gives the reference rows; the stand-in warm-up in a
+    thread compiles the one graph that every block and every batch shape of the scoring then reuses."""
+    import threading
+
+    from torch._dynamo.utils import counters
+
+    from llmhpc.eval.fast import score_items_fast, warm_up
+    from llmhpc.eval.reference import score_items
+
+    torch._dynamo.reset()
+    counters.clear()
+    model = tiny_gpt(family)
+    shapes = ((3, 37), (2, 32))  # 32: the mask's width is a multiple of 16 (one layout for every width)
+    warm = threading.Thread(target=warm_up, args=(model.config, "cpu", torch.float32, "aot_eager", shapes))
+    warm.start()
+    warm.join()
+    assert counters["stats"]["unique_graphs"] == 1
+    encode = lambda s: tokenizer.encode(s).ids  # noqa: E731
+    ref = score_items(model, encode, docs, 16, 0, "cpu")
+    fast = score_items_fast(model, encode, docs, 0, "cpu", token_budget=400, compile="aot_eager")
+    assert_same_rows(ref, fast)
+    assert counters["stats"]["unique_graphs"] == 1, "a block or batch shape recompiled"
+
+
+@pytest.mark.litgpt
+def test_batches_run_eager_until_the_compiled_code_is_ready(tokenizer, docs):
+    from llmhpc.eval.fast import Collector, Stage, plan, run_stage
+    from llmhpc.eval.schedule import tokenize_items
+
+    model = tiny_gpt("llama")
+    items = tokenize_items(docs[:12], encode_batch_from(lambda s: tokenizer.encode(s).ids), 0)
+    _, batches = plan(items, 256, 150)
+    asked = []
+    stage = Stage(model, "cpu", compile="aot_eager", compiled_ready=lambda: asked.append(1) or len(asked) > 2)
+    collect = Collector(items)
+    run_stage(stage, batches, collect)
+    assert len(batches) > 3 and stage.eager_batches == 2 and len(collect.rows) == 12
+
+
+def test_compile_modes():
+    from llmhpc.eval.fast import compile_backend
+
+    assert compile_backend("auto", "cpu") is None and compile_backend("false", "cuda") is None
+    assert compile_backend("auto", "cuda") == "inductor" and compile_backend("true", "cpu") == "inductor"
+    assert compile_backend("aot_eager", "cpu") == "aot_eager"
+
+
 def test_packed_row_layout():
     item = Item(7, "q", ["a", "bb"], 1, context=[1, 2, 3], continuations=[[4, 5], [6]])
     (row,) = build_rows([item], max_len=64)
@@ -108,6 +159,29 @@ def test_shards_are_disjoint_complete_and_balanced():
     assert sorted(it.index for sh in shards for it in sh) == list(range(101))
     work = [sum(it.unique_tokens for it in sh) for sh in shards]
     assert max(work) - min(work) <= 47
+
+
+def test_chunks_cover_every_item_once_and_grow():
+    from llmhpc.eval.schedule import chunk_bounds
+
+    assert chunk_bounds(0) == []
+    assert chunk_bounds(10, 4) == [(0, 4), (4, 10)]
+    bounds = chunk_bounds(10042)
+    assert bounds[0] == (0, 256) and bounds[-1][1] == 10042
+    assert all(a[1] == b[0] and b[1] - b[0] <= 2 * (a[1] - a[0]) for a, b in zip(bounds, bounds[1:]))
+
+
+def test_shard_positions_by_size_before_tokenising():
+    from llmhpc.eval.schedule import doc_size, shard_positions
+
+    sizes = [5, 100, 7, 60, 61, 3, 90, 8]
+    shards = [shard_positions(sizes, 3, s) for s in range(3)]
+    assert sorted(sum(shards, [])) == list(range(len(sizes)))
+    loads = [sum(sizes[i] for i in sh) for sh in shards]
+    assert max(loads) - min(loads) <= max(sizes) and all(sh == sorted(sh) for sh in shards)
+    doc = {"ctx_a": "A man is", "ctx_b": "sitting", "endings": ["a", "bb", "ccc", "dddd"], "label": 0,
+           "activity_label": "X"}
+    assert doc_size(doc) > len("A man is") + 10
 
 
 def test_tokenize_items_moves_trailing_space_like_encode_pair():

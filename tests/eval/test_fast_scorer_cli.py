@@ -76,11 +76,14 @@ def test_matches_reference_and_writes_evaluate_metrics(setup, single):
 
 
 def test_resumes_after_a_kill(setup, single, tmp_path):
-    """Part files as a killed run leaves them (some items, a cut line): the next run scores only the rest."""
+    """Part files as a killed run leaves them (some items, a cut line): the next run scores only the rest
+    (in chunks of 4, 8, 16 items, its blocks compiled in a thread meanwhile: the same answers as one chunk,
+    eager)."""
     from llmhpc.eval import run, store
 
     out = tmp_path
-    argv = args(*setup, out, "--reference-metrics", str(single / "m.json"))
+    argv = args(*setup, out, "--reference-metrics", str(single / "m.json"), "--first-chunk", "4",
+                "--compile", "aot_eager", "--wait-for-compile")
     a = run.parse_args(argv)
     store.read_parts(a.predictions, run.fingerprint(a, "32-true", N_ITEMS))  # what a started run writes first
     done = rows(single)[:: 3]
@@ -89,6 +92,9 @@ def test_resumes_after_a_kill(setup, single, tmp_path):
     assert run.main(argv) == 0
     m = json.loads((out / "m.json").read_text())
     assert m["resumed_items"] == len(done) and m["accuracy_guard"]["ok"]
+    # compiled in a thread while loading, every batch waiting for it: the one warm-up graph, reused
+    assert m["compile"]["backend"] == "aot_eager" and m["compile"]["graphs"] == 1, m["compile"]
+    assert m["compile"]["eager_batches"] == 0 and m["compile"]["warm_up_s"] > 0
     assert [(r["index"], r["pred"], r["pred_norm"]) for r in rows(out)] == \
         [(r["index"], r["pred"], r["pred_norm"]) for r in rows(single)]
 
@@ -124,7 +130,7 @@ def test_two_ranks_and_two_stages_match_one(setup, single, tmp_path):
     worker.write_text(WORKER)
     out_dp, out_pp = tmp_path / "dp", tmp_path / "pp"
     common = ["--checkpoint", str(ckpt), "--eval-file", str(eval_file), "--device", "cpu", "--token-budget",
-              "700", "--quiet"]
+              "700", "--quiet", "--first-chunk", "4"]  # several chunks (4, 8, 16, ...) per rank
     # each layout in processes of its own, as the workflow's scoring jobs run
     torchrun(worker, common + [str(out_dp)])
     torchrun(worker, common + ["--pipeline-stages", "2", str(out_pp)])

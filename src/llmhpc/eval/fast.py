@@ -66,13 +66,15 @@ def batch_tensors(batch: list[Row], pin: bool = False) -> dict:
 def attention_mask(segments: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(B, 1, T, T) additive mask: causal, and a key of an ending visible only to its own ending. Padding
     (segment -1) sees the context, so no row of the mask is empty. The last dimension is allocated to a
-    multiple of 16 (aligned strides for the fused kernels) and sliced back."""
+    multiple of 16 (aligned strides for the fused kernels) that is always longer than T, and sliced back: every
+    mask has the same (non-contiguous) layout, so the compiled blocks keep one graph (on 1 x H200 a T that was a
+    multiple of 16 gave a contiguous mask and a second graph)."""
     B, T = segments.shape
     idx = torch.arange(T, device=segments.device)
     causal = idx[None, :, None] >= idx[None, None, :]
     k_seg = segments[:, None, :]
     allowed = causal & ((k_seg == 0) | (k_seg == segments[:, :, None]))
-    padded = -(-T // 16) * 16
+    padded = (T // 16 + 1) * 16
     mask = torch.full((B, 1, T, padded), float("-inf"), dtype=dtype, device=segments.device)
     mask[:, 0, :, :T].masked_fill_(allowed, 0.0)
     return mask[..., :T]
@@ -93,12 +95,70 @@ def fuse_rms_norms(modules) -> int:
     return n
 
 
+def _block_forward(block, x, cos, sin, mask):
+    return block(x, cos, sin, mask)
+
+
+_COMPILED: dict[str, object] = {}
+
+
+def compiled_block(backend: str = "inductor"):
+    """LitGPT's block forward under torch.compile, one function for every block: the block is an argument
+    and its parameters graph inputs, so one graph (dynamic batch and length) serves all blocks and batch
+    shapes. On GPU inductor fuses each block's element-wise work (RMSNorm, RoPE, SwiGLU, residual adds), which
+    in eager mode took half the scoring time (docs/bench-hellaswag.md); the matrix products stay cuBLAS."""
+    if backend not in _COMPILED:
+        _COMPILED[backend] = torch.compile(_block_forward, dynamic=True, backend=backend)
+    return _COMPILED[backend]
+
+
+def compile_backend(mode: str, device) -> str | None:
+    """The torch.compile backend a Stage uses: mode auto (inductor on GPU, eager on CPU: compiling costs tens of
+    seconds on a CPU and saves little there), true, false, or a backend's name (tests: aot_eager)."""
+    on_gpu = torch.device(device).type == "cuda"
+    if mode in ("auto", None):
+        return "inductor" if on_gpu else None
+    if mode in ("false", False):
+        return None
+    return "inductor" if mode in ("true", True) else str(mode)
+
+
+def warm_up(config, device, dtype: torch.dtype, backend: str = "inductor", shapes=((3, 37),)) -> float:
+    """Compile the block forward on a stand-in block (random weights, the model's shapes) and stand-in batches,
+    so that compiling runs while the real weights load; the scoring calls then find the compiled code (same
+    code, same guards: inference mode, dtypes, device). Returns the seconds it took."""
+    import time
+
+    from litgpt.model import Block
+
+    t = time.perf_counter()
+    with torch.device(device):  # made outside inference mode, as the real blocks are (a guard checks it)
+        block = Block(config, 0).to(dtype).eval()
+    fn = compiled_block(backend)
+    with torch.inference_mode():
+        _warm_calls(fn, block, config, device, dtype, shapes)
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t
+
+
+def _warm_calls(fn, block, config, device, dtype, shapes) -> None:
+    for B, T in shapes:
+        x = torch.randn(B, T, config.n_embd, device=device, dtype=dtype)
+        cos = torch.randn(B, T, config.rope_n_elem, device=device, dtype=dtype)
+        segments = torch.zeros(B, T, dtype=torch.long, device=device)
+        segments[:, T // 2:] = 1 + torch.arange(T - T // 2, device=device) % 3
+        fn(block, x, cos, cos.clone(), attention_mask(segments, dtype))
+
+
 class Stage:
     """A model's blocks [first_block, last_block) on one device, with the embedding when it is the first stage
-    and the output head when it is the last. One stage holding every block is the whole model. On GPU the
-    RMS norms are fused (fuse=None: on GPU only; the CPU path stays LitGPT's own, operation for operation)."""
+    and the output head when it is the last. One stage holding every block is the whole model.
+    compile (see compile_backend): on GPU by default the blocks run compiled; eager, the RMS norms are fused
+    on GPU (fuse=None: on GPU only; the CPU path stays LitGPT's own, operation for operation)."""
 
-    def __init__(self, model, device, first_block: int = 0, last_block: int | None = None, fuse: bool | None = None):
+    def __init__(self, model, device, first_block: int = 0, last_block: int | None = None, fuse: bool | None = None,
+                 compile: str | bool | None = "auto", compiled_ready=None):
         self.model = model
         self.device = torch.device(device)
         self.config = model.config
@@ -107,8 +167,15 @@ class Stage:
         self.is_first, self.is_last = first_block == 0, self.last_block == n
         self.dtype = next(model.transformer.h[self.first_block].parameters()).dtype
         check_supported(self.config)
+        self.backend = compile_backend(compile, self.device)
+        self.block_fn = compiled_block(self.backend) if self.backend else _block_forward
+        # while the warm-up still compiles (compiled_ready() False), batches run eager rather than wait for it
+        self.compiled_ready = compiled_ready
+        self.eager_batches = 0
         if fuse if fuse is not None else self.device.type == "cuda":
-            blocks = [model.transformer.h[i] for i in range(self.first_block, self.last_block)]
+            # compiled, the blocks' norms stay LitGPT's: inductor fuses them, and a per-block override would
+            # be a graph per block
+            blocks = [] if self.backend else [model.transformer.h[i] for i in range(self.first_block, self.last_block)]
             fuse_rms_norms(blocks + ([model.transformer.ln_f] if self.is_last else []))
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -120,9 +187,13 @@ class Stage:
     def blocks(self, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         cos, sin = self.model.cos[positions], self.model.sin[positions]  # (B, T, rope_n_elem)
         rope_indices = self.config.rope_indices
+        fn = self.block_fn
+        if self.compiled_ready is not None and not self.compiled_ready():
+            fn = _block_forward
+            self.eager_batches += 1
         for i in range(self.first_block, self.last_block):
             c, s = (cos, sin) if rope_indices is None else (cos[..., rope_indices[i]], sin[..., rope_indices[i]])
-            x = self.model.transformer.h[i](x, c, s, mask)
+            x = fn(self.model.transformer.h[i], x, c, s, mask)
         return x
 
     def loglikelihoods(self, x: torch.Tensor, t: dict, chunk: int = 8192) -> torch.Tensor:
@@ -217,12 +288,12 @@ def plan(items: list[Item], max_len: int, token_budget: int, pin: bool = False) 
 
 
 def score_items_fast(model, encode, docs: list[dict], bos_id: int | None, device, token_budget: int | None = None,
-                     encode_batch=None) -> list[dict]:
+                     encode_batch=None, compile: str | bool | None = "auto") -> list[dict]:
     """Per-item predictions, row for row those of reference.score_items, on one device."""
     device = torch.device(device)
     budget = token_budget or DEFAULT_TOKEN_BUDGET.get(device.type, 16384)
     items = tokenize_items(docs, encode_batch or encode_batch_from(encode), bos_id)
     _, batches = plan(items, model.max_seq_length, budget, pin=device.type == "cuda")
     collect = Collector(items)
-    run_stage(Stage(model, device), batches, collect)
+    run_stage(Stage(model, device, compile=compile), batches, collect)
     return sorted(collect.rows, key=lambda r: r["index"])

@@ -129,10 +129,12 @@ def item_rows(pos: int, item: Item, max_len: int) -> list[Row]:
     return rows
 
 
-def build_rows(items: list[Item], max_len: int) -> list[Row]:
+def build_rows(items: list[Item], max_len: int, first: int = 0) -> list[Row]:
+    """The rows of `items`; a row's `item` is its item's position in the list plus `first` (the items of
+    earlier chunks)."""
     rows = []
     for pos, item in enumerate(items):
-        rows.extend(item_rows(pos, item, max_len))
+        rows.extend(item_rows(first + pos, item, max_len))
     return rows
 
 
@@ -153,15 +155,37 @@ def make_batches(rows: list[Row], token_budget: int, max_rows: int | None = None
     return batches
 
 
-def shard_items(items: list[Item], n_shards: int, shard: int) -> list[Item]:
-    """This shard's items: sorted by size and dealt out in a snake order, so shards get equal work."""
-    order = sorted(range(len(items)), key=lambda i: -items[i].unique_tokens)
+def shard_positions(sizes: list[int], n_shards: int, shard: int) -> list[int]:
+    """This shard's positions in `sizes`, ascending: sorted by size and dealt out in a snake order, so shards
+    get equal work."""
+    order = sorted(range(len(sizes)), key=lambda i: -sizes[i])
     mine = []
     for k, i in enumerate(order):
         rnd, r = divmod(k, n_shards)
         if (r if rnd % 2 == 0 else n_shards - 1 - r) == shard:
-            mine.append(items[i])
-    return sorted(mine, key=lambda it: it.index)
+            mine.append(i)
+    return sorted(mine)
+
+
+def shard_items(items: list[Item], n_shards: int, shard: int) -> list[Item]:
+    """This shard's items, dealt by their token counts (shard_positions)."""
+    return [items[i] for i in shard_positions([it.unique_tokens for it in items], n_shards, shard)]
+
+
+def doc_size(doc: dict) -> int:
+    """An item's characters, context once and every ending: its work before it is tokenised (to shard by)."""
+    query, choices, _ = doc_to_request(doc)
+    return len(query) + sum(len(c) for c in choices)
+
+
+def chunk_bounds(n: int, first: int = 256, growth: int = 2) -> list[tuple[int, int]]:
+    """[lo, hi) chunks over n items, growing from `first`: the first batches reach the device after a few
+    hundred items are tokenised, and later chunks are large enough to sort into batches with little padding."""
+    bounds, lo, size = [], 0, max(1, first)
+    while lo < n:
+        bounds.append((lo, min(n, lo + size)))
+        lo, size = lo + size, size * growth
+    return bounds
 
 
 def schedule_stats(items: list[Item], batches: list[list[Row]]) -> dict:

@@ -83,7 +83,7 @@ def run(settings: dict, checkpoint_dir, eval_file, predictions_path, metrics_pat
     args = ["--checkpoint", str(checkpoint_dir), "--eval-file", str(eval_file), "--predictions",
             str(predictions_path), "--metrics", str(metrics_path), "--precision", s.precision, "--bos", str(s.bos),
             "--device", s.device, "--token-budget", str(s.token_budget), "--pipeline-stages", str(s.pipeline_stages),
-            "--tolerance-pt", str(s.tolerance_pt)]
+            "--tolerance-pt", str(s.tolerance_pt), "--compile", str(s.compile)]
     args += ["--reference-metrics", s.reference_metrics] if s.reference_metrics else []
     if s.processes == 1:
         from llmhpc.eval.run import score_file
@@ -91,7 +91,7 @@ def run(settings: dict, checkpoint_dir, eval_file, predictions_path, metrics_pat
         return score_file(checkpoint_dir, eval_file, predictions_path, metrics_path, precision=s.precision,
                           bos=str(s.bos), device=s.device, token_budget=s.token_budget,
                           pipeline_stages=s.pipeline_stages, reference_metrics=s.reference_metrics,
-                          tolerance_pt=s.tolerance_pt, quiet=False)
+                          tolerance_pt=s.tolerance_pt, compile=str(s.compile), quiet=False)
     import subprocess
     import sys
 
