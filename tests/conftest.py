@@ -30,6 +30,15 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
+def seeded_copy(finished: Path, dest: Path, *remove: str) -> Path:
+    """A copy of a finished run's tree, Snakemake's records included, less the outputs in `remove`: a command in the
+    copy runs the jobs that remake those (and what depends on them among its targets), not the jobs before them."""
+    shutil.copytree(finished, dest, symlinks=True)
+    for rel in remove:
+        shutil.rmtree(dest / rel)
+    return dest
+
+
 def snakemake(workdir: Path, *args, check=True, timeout=900) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "snakemake", *args]
     env = dict(os.environ, PYTHONPATH=str(workdir / "src"))
@@ -52,12 +61,10 @@ EMULATOR = REPO / "tests/pbs_emulator"
 CONSOLE_SCRIPTS = ("llmhpc-pbs-submit", "llmhpc-pbs-status", "llmhpc-pbs-cancel")
 
 
-@pytest.fixture
-def pbs_env(tmp_path, monkeypatch):
-    """The PBS emulator and this environment's console scripts on PATH, a fresh emulated server."""
+def pbs_server(monkeypatch: pytest.MonkeyPatch, home: Path) -> Path:
+    """The PBS emulator and this environment's console scripts on PATH, a fresh emulated server in `home`."""
     monkeypatch.setenv("PATH", os.pathsep.join([str(EMULATOR), str(Path(sys.executable).parent),
                                                 os.environ["PATH"]]))
-    home = tmp_path / "pbs-server"
     monkeypatch.setenv("PBS_EMULATOR_HOME", str(home))
     monkeypatch.setenv("PBS_EMULATOR_QUEUES", "gpuvolta,normal,copyq")
     monkeypatch.setenv("PBS_EMULATOR_KILL_DELAY", "0.5")
@@ -67,6 +74,11 @@ def pbs_env(tmp_path, monkeypatch):
     return home
 
 
+@pytest.fixture
+def pbs_env(tmp_path, monkeypatch):
+    return pbs_server(monkeypatch, tmp_path / "pbs-server")
+
+
 # --------------------------------------------------------------------------------------------------- tiers
 # A test says what it needs with a marker (pyproject.toml lists them). One with none of them is a unit test:
 # pure Python in this process. The guard below makes that a checked fact rather than a hope, so that
@@ -74,7 +86,35 @@ def pbs_env(tmp_path, monkeypatch):
 NEEDS = ("litgpt", "distributed", "snakemake", "browser", "slurm", "plots", "e2e", "subprocess")
 
 
+# ------------------------------------------------------------------------------------------------ two workers
+# CI runs `pytest -n 2 --dist loadfile`: pytest-xdist hands out whole files, in collection order (pyproject.toml
+# turns off its reordering by test count, which put these few-test files last). The files that take minutes go
+# first, longest first, so that the short ones fill in behind them and the two workers end together rather than one
+# finishing a long file alone. Seconds of each (`pytest FILE --durations=0`, measured together on a loaded 2-core
+# machine: only their order matters), to be kept roughly current.
+LONG_FILES = {
+    "tests/workflow/test_embedded_default.py": 1500,
+    "tests/workflow/test_slurm_profile.py": 1240,
+    "tests/outputs/test_slides.py": 1010,
+    "tests/workflow/test_pbs_profiles.py": 990,
+    "tests/train/test_litgpt_run.py": 730,
+    "tests/train/test_fast_resume.py": 680,
+    "tests/workflow/test_finetune_resume.py": 530,
+    "tests/stages/test_weights.py": 360,
+    "tests/outputs/test_bundle.py": 270,
+    "tests/test_config.py": 210,
+    "tests/eval/test_lmeval_crosscheck.py": 200,
+    "tests/test_workloads.py": 190,
+    "tests/train/test_fast_lora_distributed.py": 180,
+    "tests/train/test_litgpt_resume.py": 180,
+    "tests/outputs/test_plots.py": 175,
+    "tests/eval/test_fast_scorer.py": 170,
+    "tests/serve/test_bench_serve.py": 155,
+}
+
+
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: -LONG_FILES.get(item.nodeid.split("::")[0], 0))  # stable: the rest keep their order
     for item in items:
         if "pbs_env" in getattr(item, "fixturenames", ()):  # the PBS emulator's qsub/qstat/qdel are programs
             item.add_marker(pytest.mark.subprocess)

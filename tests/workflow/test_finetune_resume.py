@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import copy_repo, snakemake
+from conftest import copy_repo, seeded_copy, snakemake
 from slurm_cluster import descendants
 
 pytestmark = [pytest.mark.snakemake, pytest.mark.e2e]
@@ -63,9 +63,19 @@ def pause_the_finetune_job(proc: subprocess.Popen, repo: Path) -> None:
         os.kill(pid, signal.SIGSTOP)
 
 
-def test_rerun_after_a_killed_finetune_resumes_from_its_step_checkpoint(tmp_path):
-    repo = copy_repo(tmp_path / "repo")
+@pytest.fixture(scope="module")
+def before_the_finetune(tmp_path_factory) -> Path:
+    """A tree with what the fine-tune takes (environment manifest, base checkpoint, data; no scheduler: these
+    jobs' settings hold no site), made once: each test copies it and runs the fine-tune it kills."""
+    repo = copy_repo(tmp_path_factory.mktemp("resume") / "repo")
     resumable_quick(repo)
+    snakemake(repo, *ARGS[1:], "--", "results/checkpoints/base", "results/data/finetune/train.json",
+              "results/data/finetune/val.json")
+    return repo
+
+
+def test_rerun_after_a_killed_finetune_resumes_from_its_step_checkpoint(before_the_finetune, tmp_path):
+    repo = seeded_copy(before_the_finetune, tmp_path / "repo")
     out = repo / "results/finetune/baseline/out"
     log = open(tmp_path / "first.out", "w+")
     first = subprocess.Popen([sys.executable, "-m", "snakemake", *ARGS], cwd=repo, stdout=log,
@@ -105,15 +115,14 @@ def job_processes(repo: Path, name: bytes) -> list[int]:
     return found
 
 
-def test_walltime_killed_pbs_finetune_resumes_on_rerun(tmp_path, pbs_env, monkeypatch):
+def test_walltime_killed_pbs_finetune_resumes_on_rerun(before_the_finetune, tmp_path, pbs_env, monkeypatch):
     """Through the Gadi profile and the PBS emulator: once its first step checkpoint is whole the fine-tune is
     paused (SIGSTOP) until its walltime passes, so that PBS kills it (SIGTERM, SIGKILL, Exit_status 271) whatever
     this machine's speed; the rerun with the job's normal walltime resumes from that checkpoint."""
-    from test_pbs_profiles import cluster_repo
+    from test_pbs_profiles import with_site
 
     monkeypatch.setenv("PBS_EMULATOR_TIME_SCALE", "0.5")  # an emulated minute of walltime lasts 30 s
-    repo = cluster_repo(tmp_path, project="ab12")
-    resumable_quick(repo)
+    repo = with_site(seeded_copy(before_the_finetune, tmp_path / "repo"), project="ab12")
     args = ["--profile", "profiles/gadi", "--configfile", "config/config.yaml", "tests/quick.yaml", "test-site.yaml",
             "--seconds-between-status-checks", "2"]
     out = repo / "results/finetune/baseline/out"

@@ -9,17 +9,28 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import copy_repo, snakemake
+from conftest import copy_repo, pbs_server, seeded_copy, snakemake
 from pbs_helpers import calls
 
 pytestmark = [pytest.mark.snakemake]
+# The runs stop at the summary table: every PBS job (convert, fine-tunes, evaluations) is before it, and the plots,
+# slides and submission after it are local rules, run by tests/workflow/test_embedded_default.py.
+SUMMARY = "results/summary.csv"
+# What a copy of a finished run's tree must lose to run on a fresh emulated server: the status cache of the first
+# server's jobs (the new server numbers its jobs from the same first id).
+PBS_STATE = ".snakemake/llmhpc-pbs"
+PBS_OUTPUTS = ("results/checkpoints", "results/finetune", "results/evaluate", "results/jobs", "results/logs/scheduler",
+               PBS_STATE)
 
 # ---------------------------------------------------------------------------- the workflow through the profiles
 
 def cluster_repo(tmp_path: Path, **site) -> Path:
     """A copy of the repository and a config file of test-site keys (no environment modules on this machine;
     status checks every 2 s instead of 30)."""
-    repo = copy_repo(tmp_path / "repo")
+    return with_site(copy_repo(tmp_path / "repo"), **site)
+
+
+def with_site(repo: Path, **site) -> Path:
     (repo / "test-site.yaml").write_text(yaml.safe_dump({"site": {"modules": [], "jobfs_gb": None, **site}}))
     return repo
 
@@ -46,22 +57,33 @@ def test_shipped_gadi_profile_refuses_before_queueing_until_a_project_is_set(tmp
     assert not calls(pbs_env, "qsub")
 
 
+@pytest.fixture(scope="module")
+def gadi_run(tmp_path_factory):
+    """The quick config through the Gadi profile on an emulated PBS server of its own: first `-n`, then the run.
+    Returns the repository, the dry run's qsub lines, the qsub calls the dry run made, and the server's home."""
+    tmp = tmp_path_factory.mktemp("gadi")
+    with pytest.MonkeyPatch.context() as mp:
+        home = pbs_server(mp, tmp / "pbs-server")
+        repo = cluster_repo(tmp, project="ab12", env={"NCCL_SHM_DISABLE": "1"})
+        dry = run_profile(repo, "gadi", "-n", "--", SUMMARY)
+        lines, dry_qsubs = qsub_lines(dry.stdout + dry.stderr), calls(home, "qsub")
+        run_profile(repo, "gadi", "--", SUMMARY)
+    return repo, lines, dry_qsubs, home
+
+
 @pytest.mark.e2e
-def test_embedded_default_through_the_gadi_profile(tmp_path, pbs_env):
-    repo = cluster_repo(tmp_path, project="ab12", env={"NCCL_SHM_DISABLE": "1"})
-    dry = run_profile(repo, "gadi", "-n")
-    lines = qsub_lines(dry.stdout + dry.stderr)
+def test_embedded_default_through_the_gadi_profile(gadi_run):
+    repo, lines, dry_qsubs, pbs_home = gadi_run
     logs, jobs = repo / "results/logs/scheduler", repo / "results/jobs"
     assert f"cd {logs} && qsub -N finetune.baseline -P ab12 -q gpuvolta" \
            f" -l ngpus=1,ncpus=12,mem=95500MB,walltime=02:00:00 -j n {jobs}/finetune/finetune.baseline.pbs" in lines
     assert f"cd {logs} && qsub -N convert -P ab12 -q normal -l ncpus=1,mem=8GB,walltime=01:00:00 -j n" \
            f" {jobs}/convert/convert.pbs" in lines
-    assert len(lines) == 6 and not calls(pbs_env, "qsub")  # convert, 2 finetunes, 3 evaluations; nothing submitted
+    assert len(lines) == 6 and not dry_qsubs  # convert, 2 finetunes, 3 evaluations; nothing submitted
 
-    run_profile(repo, "gadi")
-    submitted = calls(pbs_env, "qsub")
+    submitted = calls(pbs_home, "qsub")
     assert sorted(submitted) == sorted(shlex.split(ln.split(" && qsub ", 1)[1]) for ln in lines)
-    assert len(calls(pbs_env, "qstat")) < 3 * len(submitted) + 30  # one qstat per cache window, not per call
+    assert len(calls(pbs_home, "qstat")) < 3 * len(submitted) + 30  # one qstat per cache window, not per call
     assert (repo / "results/summary.csv").exists()
     for name in ("finetune/finetune.baseline.pbs", "finetune/finetune.mbs16.pbs", "evaluate/evaluate.base.pbs",
                  "convert/convert.pbs"):
@@ -73,9 +95,10 @@ def test_embedded_default_through_the_gadi_profile(tmp_path, pbs_env):
 
 
 @pytest.mark.e2e
-def test_embedded_default_through_the_aspire2a_profile(tmp_path, pbs_env):
-    repo = cluster_repo(tmp_path, project="12345678")
-    run_profile(repo, "aspire2a")
+def test_embedded_default_through_the_aspire2a_profile(gadi_run, tmp_path, pbs_env):
+    # Every PBS job's outputs (and Gadi's job scripts and logs) removed: all six are submitted again, through Aspire 2A
+    repo = with_site(seeded_copy(gadi_run[0], tmp_path / "repo", *PBS_OUTPUTS), project="12345678")
+    run_profile(repo, "aspire2a", "--", SUMMARY)
     submitted = calls(pbs_env, "qsub")
     finetune = next(a for a in submitted if a[1] == "finetune.baseline")
     assert finetune[:finetune.index("-j")] == ["-N", "finetune.baseline", "-P", "12345678", "-q", "normal", "-l",
@@ -85,9 +108,11 @@ def test_embedded_default_through_the_aspire2a_profile(tmp_path, pbs_env):
 
 
 @pytest.mark.e2e
-def test_failed_and_walltime_killed_jobs_fail_the_run_and_keep_their_logs(tmp_path, pbs_env, monkeypatch):
+def test_failed_and_walltime_killed_jobs_fail_the_run_and_keep_their_logs(gadi_run, tmp_path, pbs_env, monkeypatch):
     monkeypatch.setenv("PBS_EMULATOR_TIME_SCALE", "0.05")  # one emulated minute of walltime lasts 3 s
-    repo = cluster_repo(tmp_path, project="ab12")
+    repo = with_site(seeded_copy(gadi_run[0], tmp_path / "repo", "results/finetune", "results/logs/scheduler",
+                                 PBS_STATE),
+                     project="ab12")
     quick = yaml.safe_load((repo / "tests/quick.yaml").read_text())
     # `broken` passes the checks but litgpt refuses its config: the job exits non-zero
     quick["experiments"] = [{"name": "slow"},
@@ -114,7 +139,7 @@ def test_failed_and_walltime_killed_jobs_fail_the_run_and_keep_their_logs(tmp_pa
 
 
 @pytest.mark.e2e
-def test_ctrl_c_of_a_pbs_run_leaves_no_job_behind(tmp_path, pbs_env):
+def test_ctrl_c_of_a_pbs_run_leaves_no_job_behind(gadi_run, tmp_path, pbs_env):
     """Ctrl-C while a fine-tune job runs: cluster-generic calls llmhpc-pbs-cancel, which qdels the run's jobs; the
     emulated server then holds no queued or running job, and the fine-tune's outputs are not there."""
     import os
@@ -123,7 +148,7 @@ def test_ctrl_c_of_a_pbs_run_leaves_no_job_behind(tmp_path, pbs_env):
     import sys
     import time
 
-    repo = cluster_repo(tmp_path, project="ab12")
+    repo = with_site(seeded_copy(gadi_run[0], tmp_path / "repo", "results/finetune/baseline", PBS_STATE), project="ab12")
     cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/gadi", "--configfile", "config/config.yaml",
            "tests/quick.yaml", "test-site.yaml", "--seconds-between-status-checks", "2",
            "results/finetune/baseline/summary.json"]

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import copy_repo
+from conftest import copy_repo, seeded_copy
 from slurm_cluster import FAKE_GPUS, SlurmCluster, missing_binaries
 
 pytestmark = [pytest.mark.slurm, pytest.mark.snakemake, pytest.mark.e2e]
@@ -81,10 +81,13 @@ def rule_of(job: dict) -> str:
 
 @pytest.fixture(scope="module")
 def slurm_run(cluster, tmp_path_factory):
+    """The quick config through profiles/slurm up to the summary table: every compute job (convert, fine-tunes,
+    evaluations) as a Slurm job. The plots, slides and submission after it are local rules, run by
+    tests/workflow/test_embedded_default.py."""
     repo = slurm_repo(tmp_path_factory.mktemp("slurm") / "repo")
     t0 = time.perf_counter()
     out = run(cluster, repo, snakemake_cmd("--profile", "profiles/slurm", *FAST_STATUS,
-                                           "--slurm-keep-successful-logs"))
+                                           "--slurm-keep-successful-logs", "results/summary.csv"))
     print(f"embedded default (quick) through Slurm: {time.perf_counter() - t0:.0f} s")
     return repo, out, slurm_jobs(cluster, out)
 
@@ -141,8 +144,8 @@ def test_scoring_jobs_ask_slurm_for_one_gpu(slurm_run):
         assert job["NumTasks"] == "1" and job["CPUs/Task"] == str(CPUS_PER_GPU), job
 
 
-def test_ctrl_c_leaves_no_job_behind(cluster, tmp_path):
-    repo = slurm_repo(tmp_path / "repo")
+def test_ctrl_c_leaves_no_job_behind(cluster, slurm_run, tmp_path):
+    repo = seeded_copy(slurm_run[0], tmp_path / "repo", "results/finetune/baseline")
     env = dict(cluster.env, PYTHONPATH=str(repo / "src"))
     log = open(tmp_path / "snakemake.out", "w+")
     # Its own process group, as a shell gives a foreground command: Ctrl-C signals the whole group.
@@ -178,53 +181,59 @@ def test_ctrl_c_leaves_no_job_behind(cluster, tmp_path):
     assert not (repo / "results/finetune/baseline/summary.json").exists()
 
 
-def test_profile_by_bare_name_after_install(cluster, tmp_path):
-    repo = slurm_repo(tmp_path / "repo")
-    home = tmp_path / "home"
+@pytest.fixture(scope="module")
+def shipped_profile_by_bare_name(cluster, slurm_run, tmp_path_factory):
+    """profiles/slurm by its bare name, before and after the set-up step (`llmhpc.cluster.profiles install`), with
+    the shipped site's unknown node shape (cpus_per_node: null): the base model's conversion and its evaluation,
+    remade in a copy of the module run's tree."""
+    tmp = tmp_path_factory.mktemp("bare-name")
+    repo = seeded_copy(slurm_run[0], tmp / "repo", "results/checkpoints/base", "results/evaluate/base")
+    (repo / "tests/slurm_site.yaml").write_text(yaml.safe_dump({"site": {"gpus_per_node": FAKE_GPUS}}))
+    home = tmp / "home"
     user_env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
     env = dict(cluster.env, PYTHONPATH=str(repo / "src"), **user_env)
     # Before the set-up step Snakemake does not find `slurm`: it does not look in profiles/.
     before = subprocess.run(snakemake_cmd("--profile", "slurm", "-n"), cwd=repo, env=env, capture_output=True,
                             text=True, timeout=300)
-    assert before.returncode != 0 and "profile directory given (slurm)" in before.stderr
     install = subprocess.run([sys.executable, "-m", "llmhpc.cluster.profiles", "install"], cwd=repo, env=env,
                              capture_output=True, text=True, timeout=120)
     assert install.returncode == 0, install.stderr
+    out = run(cluster, repo, snakemake_cmd("--profile", "slurm", *FAST_STATUS, "--verbose",
+                                           "results/evaluate/base/metrics.json"), env_extra=user_env)
+    return repo, home, before, out, slurm_jobs(cluster, out)
+
+
+def test_profile_by_bare_name_after_install(shipped_profile_by_bare_name):
+    repo, home, before, out, jobs = shipped_profile_by_bare_name
+    assert before.returncode != 0 and "profile directory given (slurm)" in before.stderr
     installed = home / ".config/snakemake/slurm"
     assert installed.is_symlink() and installed.resolve() == (repo / "profiles/slurm").resolve()
-    out = run(cluster, repo, snakemake_cmd("--profile", "slurm", *FAST_STATUS, "results/checkpoints/base"),
-              env_extra=user_env)
     assert "Using profiles slurm and workflow specific profile profiles/default" in out
-    jobs = slurm_jobs(cluster, out)
-    assert [rule_of(j) for j in jobs.values()] == ["convert"]
+    assert sorted(rule_of(j) for j in jobs.values()) == ["convert", "evaluate"]
     assert all(j["JobState"] == "COMPLETED" for j in jobs.values())
     assert (repo / "results/checkpoints/base/lit_model.pth").is_file()
 
 
-def test_unknown_node_shape_leaves_cpus_to_slurm(cluster, tmp_path):
+def test_unknown_node_shape_leaves_cpus_to_slurm(shipped_profile_by_bare_name):
     """profiles/slurm as shipped (cpus_per_node: null): GPU jobs ask for no CPUs, so the partition's default
     applies, instead of the login node's core count."""
-    repo = copy_repo(tmp_path / "repo")
-    (repo / "tests/slurm_site.yaml").write_text(yaml.safe_dump({"site": {"gpus_per_node": FAKE_GPUS}}))
-    out = run(cluster, repo, snakemake_cmd("--profile", "profiles/slurm", *FAST_STATUS, "--verbose",
-                                           "results/evaluate/base/metrics.json"))
+    _, _, _, out, jobs = shipped_profile_by_bare_name
     calls = re.findall(r"sbatch call: (sbatch .*)", out)
     scoring = [c for c in calls if "rule_evaluate" in c]
     assert len(scoring) == 1, out[-4000:]
     assert "--cpus-per-task" not in scoring[0] and "--gres" in scoring[0], scoring[0]
     assert any("rule_convert" in c and "--cpus-per-task" in c for c in calls)  # CPU jobs keep their threads
-    jobs = slurm_jobs(cluster, out)
     assert all(j["JobState"] == "COMPLETED" for j in jobs.values()), jobs
 
 
-def test_finetune_killed_by_its_time_limit_resumes_on_rerun(cluster, tmp_path):
+def test_finetune_killed_by_its_time_limit_resumes_on_rerun(cluster, slurm_run, tmp_path):
     """Once its first step checkpoint is whole the fine-tune is paused (SIGSTOP) and its time limit cut to one
     minute, so that Slurm kills it (TIMEOUT) whatever this machine's speed; the same command again resumes it."""
     import json
 
     from test_finetune_resume import pause_the_finetune_job, resumable_quick
 
-    repo = slurm_repo(tmp_path / "repo")
+    repo = seeded_copy(slurm_run[0], tmp_path / "repo", "results/finetune")
     resumable_quick(repo)
     target = "results/finetune/baseline/summary.json"
     cmd = snakemake_cmd("--profile", "profiles/slurm", *FAST_STATUS, target)
