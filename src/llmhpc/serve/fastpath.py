@@ -194,7 +194,9 @@ class FastPath:
         rows = torch.arange(B, device=tokens.device)
         cos = self.cos.index_select(0, positions).view(B, 1, 1, -1)
         sin = self.sin_signed.index_select(0, positions).view(B, 1, 1, -1)
-        mask = (torch.arange(width, device=tokens.device).view(1, width) <= positions.view(B, 1)).view(B, 1, 1, width)
+        seen = torch.arange(width, device=tokens.device).view(1, width) <= positions.view(B, 1)
+        mask = torch.zeros(B, 1, 1, width, dtype=self.k[0].dtype, device=tokens.device)  # additive, built once a step
+        mask.masked_fill_(~seen.view(B, 1, 1, width), float("-inf"))
         x = self._embed(tokens.view(B, 1))
         for i, block in enumerate(self.model.transformer.h):
             def store(k, v, i=i):
