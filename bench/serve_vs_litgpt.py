@@ -45,7 +45,7 @@ def parse(argv=None):
     p.add_argument("--workdir", type=Path, default=Path("/tmp/bench-serve"))
     p.add_argument("--out", type=Path, default=REPO / "results/bench")
     p.add_argument("--only", choices=["llmhpc", "litgpt"], help="run one server only")
-    p.add_argument("--serve-args", default="", help="more llmhpc-serve options, e.g. '--cuda-graphs off'")
+    p.add_argument("--serve-args", default="", help="more llmhpc-serve options, given with =: --serve-args='--cuda-graphs off'")
     args = p.parse_args(argv)
     if args.tiny:
         args.prompt_tokens, args.new_tokens, args.precision = "20,120", min(args.new_tokens, 16), "32-true"
