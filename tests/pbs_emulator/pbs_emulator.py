@@ -1,4 +1,4 @@
-"""AN EMULATOR of PBS Pro's qsub, qstat and qdel, for tests only (PBS Pro cannot be installed here).
+"""AN EMULATOR of PBS Pro's qsub, qstat, qdel and qalter, for tests only (PBS Pro cannot be installed here).
 
 It is written from PBS Pro's documented command-line behaviour, not from its code, and covers what the
 workflow uses:
@@ -23,6 +23,8 @@ workflow uses:
   queue, Resource_List, resources_used, Exit_status, Output_Path, Error_Path, ...}}}; finished jobs are in state
   F and shown only with -x; an unknown id gives "qstat: Unknown Job Id <id>" on stderr and exit 153.
 - qdel ids...: a running job gets SIGTERM then SIGKILL (Exit_status 271); a queued one goes to F.
+- qalter -l walltime=HH:MM:SS ids...: a new walltime for a queued or running job (as a PBS manager may change a
+  running job's), enforced from then on; a finished job gives "qalter: Request invalid for state of job" (exit 168).
 
 State lives in $PBS_EMULATOR_HOME (job table as jobs/<seq>.json). Every command call is appended to
 calls.log there, so tests can count qstat runs. Faults for tests: a JSON list in qstat_faults ("exit",
@@ -374,6 +376,8 @@ def run(seq: int) -> int:
     while proc.poll() is None:
         time.sleep(0.1)
         elapsed = (time.time() - start) / scale
+        walltime = ((read_job(root, seq) or {}).get("Resource_List") or {}).get("walltime")  # qalter may change it
+        limit = seconds(walltime) if walltime else limit
         if limit is not None and elapsed > limit and forced is None:
             err.write(f"=>> PBS: job killed: walltime {math.ceil(elapsed)} exceeded limit {limit}\n")
             err.flush()
@@ -520,10 +524,38 @@ def qdel(argv: list[str]) -> int:
     return code
 
 
+def qalter(argv: list[str]) -> int:
+    root = home()
+    log_call(root, ["qalter", *argv])
+    try:
+        pairs, ids = getopt.getopt(argv, "l:")
+        changes = parse_resources([value for _, value in pairs])
+    except (getopt.GetoptError, QsubError) as exc:
+        message = str(exc)
+        print(message.replace("qsub:", "qalter:", 1) if message.startswith("qsub:") else f"qalter: {message}",
+              file=sys.stderr)
+        return 2
+    if not ids or set(changes) - {"walltime"}:
+        print("PBS emulator: only `qalter -l walltime=HH:MM:SS job_identifier...` is emulated", file=sys.stderr)
+        return 2
+    code = 0
+    for job_id in ids:
+        job = find(root, job_id)
+        if job is None:
+            print(f"qalter: Unknown Job Id {job_id}", file=sys.stderr)
+            code = 153
+        elif job["job_state"] == "F":
+            print(f"qalter: Request invalid for state of job {job_id}", file=sys.stderr)
+            code = 168
+        else:
+            update_job(root, job["_seq"], Resource_List={**job["Resource_List"], **changes})
+    return code
+
+
 def main(command: str, argv: list[str]) -> int:
     if command == "run":
         return run(int(argv[0]))
-    return {"qsub": qsub, "qstat": qstat, "qdel": qdel}[command](argv)
+    return {"qsub": qsub, "qstat": qstat, "qdel": qdel, "qalter": qalter}[command](argv)
 
 
 if __name__ == "__main__":

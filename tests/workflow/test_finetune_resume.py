@@ -117,28 +117,31 @@ def job_processes(repo: Path, name: bytes) -> list[int]:
 
 def test_walltime_killed_pbs_finetune_resumes_on_rerun(before_the_finetune, tmp_path, pbs_env, monkeypatch):
     """Through the Gadi profile and the PBS emulator: once its first step checkpoint is whole the fine-tune is
-    paused (SIGSTOP) until its walltime passes, so that PBS kills it (SIGTERM, SIGKILL, Exit_status 271) whatever
-    this machine's speed; the rerun with the job's normal walltime resumes from that checkpoint."""
+    paused (SIGSTOP) and its walltime cut to one minute (qalter, as a PBS manager may), so that PBS kills it (SIGTERM,
+    SIGKILL, Exit_status 271) whatever this machine's speed; the same command again resumes from that checkpoint."""
     from test_pbs_profiles import with_site
 
-    monkeypatch.setenv("PBS_EMULATOR_TIME_SCALE", "0.5")  # an emulated minute of walltime lasts 30 s
+    monkeypatch.setenv("PBS_EMULATOR_TIME_SCALE", "0.2")  # an emulated minute of walltime lasts 12 s
     repo = with_site(seeded_copy(before_the_finetune, tmp_path / "repo"), project="ab12")
     args = ["--profile", "profiles/gadi", "--configfile", "config/config.yaml", "tests/quick.yaml", "test-site.yaml",
             "--seconds-between-status-checks", "2"]
     out = repo / "results/finetune/baseline/out"
     log = open(tmp_path / "first.out", "w+")
-    first = subprocess.Popen([sys.executable, "-m", "snakemake", *args, "--set-resources", "finetune:runtime=3",
-                              "--", TARGET], cwd=repo, stdout=log, stderr=subprocess.STDOUT,
-                             env=dict(os.environ, PYTHONPATH=str(repo / "src")))
+    first = subprocess.Popen([sys.executable, "-m", "snakemake", *args, "--", TARGET], cwd=repo, stdout=log,
+                             stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(repo / "src")))
     try:
         pause_the_finetune_job(first, repo)
+        (job,) = [json.loads(p.read_text()) for p in (pbs_env / "jobs").glob("*.json")
+                  if json.loads(p.read_text())["Job_Name"] == "finetune.baseline"]
+        subprocess.run(["qalter", "-l", "walltime=00:01:00", f"{job['_seq']}.emu-pbs"], check=True,
+                       capture_output=True, timeout=30)
         assert first.wait(300) != 0
     finally:
         if first.poll() is None:
             first.kill()
     log.seek(0)
     output = log.read()
-    assert re.search(r"\(finetune\.baseline\) killed for exceeding its walltime 00:03:00 \(Exit_status 271\)", output), \
+    assert re.search(r"\(finetune\.baseline\) killed for exceeding its walltime 00:01:00 \(Exit_status 271\)", output), \
         output[-3000:]
     assert (out / "step-000001/lit_model.pth").is_file() and not (out / "final").exists()
 
