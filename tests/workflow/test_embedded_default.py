@@ -1,6 +1,8 @@
 """The embedded default end to end through real Snakemake and real LitGPT, then what reruns and what doesn't."""
 
+import contextlib
 import json
+import os
 import re
 import subprocess
 import tarfile
@@ -136,22 +138,31 @@ def test_report_by_target_and_by_flag(done):
             assert caption in text, (name, caption)
 
 
-def test_editing_a_template_rerenders_only_the_slides(done):
-    css = done / "workflow/templates/deck.css"
-    original = css.read_text()
+@contextlib.contextmanager
+def edited(path, text: str):
+    """`path` with `text` appended for the block, then as it was, its modification time too: the tests after it
+    copy this run's tree, and a newer input would make Snakemake redo what depends on it there."""
+    original, stat = path.read_text(), path.stat()
     try:
-        css.write_text(original + "\n/* edited */\n")
-        planned = jobs_planned(snakemake(done, "-n"))
-        assert planned == {"slides": 1, "submission": 1, "all": 1}
+        path.write_text(original + text)
+        yield
     finally:
-        css.write_text(original)
+        path.write_text(original)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_editing_a_template_rerenders_only_the_slides(done):
+    with edited(done / "workflow/templates/deck.css", "\n/* edited */\n"):
+        planned = jobs_planned(snakemake(done, "-n"))
+    assert planned == {"slides": 1, "submission": 1, "all": 1}
 
 
 def test_changing_envs_reruns_the_pipeline(done):
-    req = done / "envs/cpu.txt"
-    req.write_text(req.read_text() + "\n# touched\n")
-    planned = jobs_planned(snakemake(done, "-n"))
+    with edited(done / "envs/cpu.txt", "\n# touched\n"):
+        planned = jobs_planned(snakemake(done, "-n"))
     assert planned["env"] == 1 and planned["finetune"] == 2 and planned["convert"] == 1
+    after = snakemake(done, "-n")
+    assert "Nothing to be done" in after.stdout + after.stderr  # as it was: nothing to redo for the tests after
 
 
 def test_the_fast_scorer_gives_the_reference_scorers_answers_through_the_workflow(done, tmp_path):
