@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import copy_repo, pbs_server, seeded_copy, snakemake
-from pbs_helpers import calls
+from pbs_helpers import calls, wait_for
 
 pytestmark = [pytest.mark.snakemake]
 # The runs stop at the summary table: every PBS job (convert, fine-tunes, evaluations) is before it, and the plots,
@@ -150,7 +150,7 @@ def test_ctrl_c_of_a_pbs_run_leaves_no_job_behind(gadi_run, tmp_path, pbs_env):
 
     repo = with_site(seeded_copy(gadi_run[0], tmp_path / "repo", "results/finetune/baseline", PBS_STATE), project="ab12")
     cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/gadi", "--configfile", "config/config.yaml",
-           "tests/quick.yaml", "test-site.yaml", "--seconds-between-status-checks", "2",
+           "tests/quick.yaml", "test-site.yaml", "--seconds-between-status-checks", "5",
            "results/finetune/baseline/summary.json"]
     log = open(tmp_path / "snakemake.out", "w+")
     # its own process group, as a shell gives a foreground command: Ctrl-C signals the whole group
@@ -167,6 +167,12 @@ def test_ctrl_c_of_a_pbs_run_leaves_no_job_behind(gadi_run, tmp_path, pbs_env):
             time.sleep(0.5)
         log.seek(0)
         assert running, f"no fine-tune job ran:\n{log.read()[-4000:]}"
+        # Snakemake's remote executor takes its jobs off the active list while it checks their states, and a Ctrl-C
+        # in that moment cancels none of them: the Ctrl-C comes 2 s after the first check's qstat, between that
+        # check's end and the next one (5 s of sleep apart here).
+        wait_for(lambda: calls(pbs_env, "qstat"), timeout=120)
+        time.sleep(2)
+        assert next(j for j in jobs() if j["Job_Name"] == "finetune.baseline")["job_state"] == "R"
         os.killpg(proc.pid, signal.SIGINT)
         rc = proc.wait(180)
     finally:
