@@ -90,26 +90,24 @@ NEEDS = ("litgpt", "distributed", "snakemake", "browser", "slurm", "plots", "e2e
 # CI runs `pytest -n 2 --dist loadfile`: pytest-xdist hands out whole files, in collection order (pyproject.toml
 # turns off its reordering by test count, which put these few-test files last). The files that take minutes go
 # first, longest first, so that the short ones fill in behind them and the two workers end together rather than one
-# finishing a long file alone. Seconds of each (`pytest FILE --durations=0`, measured together on a loaded 2-core
-# machine: only their order matters), to be kept roughly current.
+# finishing a long file alone. Seconds of each in a full `pytest -n 2 --dist loadfile` on 2 cores (junit times; only
+# their order matters), to be kept roughly current.
 LONG_FILES = {
-    "tests/workflow/test_embedded_default.py": 1500,
-    "tests/workflow/test_slurm_profile.py": 1240,
-    "tests/outputs/test_slides.py": 1010,
-    "tests/workflow/test_pbs_profiles.py": 990,
-    "tests/train/test_litgpt_run.py": 730,
-    "tests/train/test_fast_resume.py": 680,
-    "tests/workflow/test_finetune_resume.py": 530,
-    "tests/stages/test_weights.py": 360,
-    "tests/outputs/test_bundle.py": 270,
-    "tests/test_config.py": 210,
-    "tests/eval/test_lmeval_crosscheck.py": 200,
-    "tests/test_workloads.py": 190,
-    "tests/train/test_fast_lora_distributed.py": 180,
-    "tests/train/test_litgpt_resume.py": 180,
-    "tests/outputs/test_plots.py": 175,
-    "tests/eval/test_fast_scorer.py": 170,
-    "tests/serve/test_bench_serve.py": 155,
+    "tests/workflow/test_embedded_default.py": 930,
+    "tests/workflow/test_slurm_profile.py": 700,
+    "tests/workflow/test_pbs_profiles.py": 520,
+    "tests/outputs/test_slides.py": 390,
+    "tests/train/test_litgpt_run.py": 320,
+    "tests/workflow/test_finetune_resume.py": 270,
+    "tests/train/test_fast_resume.py": 180,
+    "tests/train/test_litgpt_resume.py": 130,
+    "tests/eval/test_fast_scorer.py": 90,
+    "tests/serve/test_bench_serve.py": 86,
+    "tests/outputs/test_plots.py": 74,
+    "tests/train/test_fast_lora_distributed.py": 73,
+    "tests/stages/test_weights.py": 62,
+    "tests/eval/test_lmeval_crosscheck.py": 55,
+    "tests/test_workloads.py": 54,
 }
 
 
