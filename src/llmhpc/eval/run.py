@@ -157,7 +157,7 @@ def start_warm_up(checkpoint: Path, device: str, precision: str, backend: str | 
         return {}
     from llmhpc.eval.loading import DTYPES
 
-    state: dict = {"ready": threading.Event()}
+    state: dict = {"ready": threading.Event(), "graphs_before": compiled_graphs()}  # the count is per process
 
     def work():
         try:
@@ -180,7 +180,8 @@ def compile_record(state: dict, backend: str | None, stage, log) -> dict:
     if "error" in state:
         log(f"torch.compile failed ({type(state['error']).__name__}: {state['error']}); scored eager")
     return {"backend": backend if state.get("seconds") is not None else None, "requested": backend,
-            "warm_up_s": state.get("seconds"), "eager_batches": stage.eager_batches, "graphs": compiled_graphs()}
+            "warm_up_s": state.get("seconds"), "eager_batches": stage.eager_batches,
+            "graphs": compiled_graphs() - state["graphs_before"] if state else 0}
 
 
 def compiled_graphs() -> int:
