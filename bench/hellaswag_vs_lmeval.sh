@@ -142,7 +142,7 @@ if [ "$MODE" = "7b1" ]; then
     --eval-file "$HS/hellaswag_val.jsonl" > "$OUT/profile_7b.txt" 2>&1; grep -A 24 PROFILE "$OUT/profile_7b.txt" | cut -c1-180
   echo "=== total $(since "$T_START") s"
   $PY "$BENCH" table --baseline lmeval-b16 "lmeval-b16:lmeval:$OUT/lm_b16.summary" \
-    ${LMEVAL_AUTO:+"lmeval-auto:lmeval:$OUT/lm_auto.summary"} "ours-cold-compile:fast:$OUT/fast_cold.json" \
+    $([ "${LMEVAL_AUTO:-0}" = 1 ] && echo "lmeval-auto:lmeval:$OUT/lm_auto.summary") "ours-cold-compile:fast:$OUT/fast_cold.json" \
     "ours-warm-cache:fast:$OUT/fast_warm.json" "ours-eager:fast:$OUT/fast_eager.json"
 elif [ "$MODE" = "7b" ]; then
   t=$(now)

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from llmhpc.eval.schedule import Item, build_rows, encode_batch_from, make_batches, shard_items, tokenize_items
+from llmhpc.eval.schedule import Item, build_rows, encode_batch_from, make_batches, shard_positions, tokenize_items
 
 pytestmark = [pytest.mark.unit]
 LL_TOL = 1e-4
@@ -155,7 +155,7 @@ def test_schedule_budget_and_long_rows():
 
 def test_shards_are_disjoint_complete_and_balanced():
     items = [Item(i, "q", ["a"], 0, [1] * (10 + i % 37), [[2]]) for i in range(101)]
-    shards = [shard_items(items, 3, s) for s in range(3)]
+    shards = [[items[i] for i in shard_positions([it.unique_tokens for it in items], 3, s)] for s in range(3)]
     assert sorted(it.index for sh in shards for it in sh) == list(range(101))
     work = [sum(it.unique_tokens for it in sh) for sh in shards]
     assert max(work) - min(work) <= 47

@@ -281,9 +281,10 @@ def prediction_row(item: Item, lls: list[float]) -> dict:
     }
 
 
-def plan(items: list[Item], max_len: int, token_budget: int, pin: bool = False) -> tuple[list[list[Row]], list[dict]]:
-    """The batches of rows for a list of items, and their CPU tensors."""
-    batches = make_batches(build_rows(items, max_len), token_budget)
+def plan(items: list[Item], max_len: int, token_budget: int, pin: bool = False,
+         first: int = 0) -> tuple[list[list[Row]], list[dict]]:
+    """The batches of rows for a list of items (their positions counted from `first`), and their CPU tensors."""
+    batches = make_batches(build_rows(items, max_len, first), token_budget)
     return batches, [batch_tensors(b, pin=pin) for b in batches]
 
 

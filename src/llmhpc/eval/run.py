@@ -29,9 +29,9 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from llmhpc.eval import parallel, store  # noqa: E402
-from llmhpc.eval.fast import DEFAULT_TOKEN_BUDGET, Collector, Stage, batch_tensors, compile_backend, run_stage, warm_up  # noqa: E402
+from llmhpc.eval.fast import DEFAULT_TOKEN_BUDGET, Collector, Stage, compile_backend, plan, run_stage, warm_up  # noqa: E402
 from llmhpc.eval.loading import batch_encoder, default_precision, load_model_part, load_tokenizer, prefetch, resolve_bos  # noqa: E402
-from llmhpc.eval.schedule import build_rows, chunk_bounds, doc_size, make_batches, schedule_stats, shard_positions, tokenize_items  # noqa: E402
+from llmhpc.eval.schedule import chunk_bounds, doc_size, schedule_stats, shard_positions, tokenize_items  # noqa: E402
 
 SCORER = "fast"
 
@@ -110,8 +110,7 @@ def prepare(args, topo, docs, done: set, max_len: int, budget: int, pin: bool, o
             t0 = time.perf_counter()
             items = tokenize_items([docs[i] for i in mine[lo:hi]], encode, bos_id, indices=mine[lo:hi])
             t1 = time.perf_counter()
-            row_batches = make_batches(build_rows(items, max_len, first=len(out["items"])), budget)
-            tensors = [batch_tensors(b, pin=pin) for b in row_batches]
+            row_batches, tensors = plan(items, max_len, budget, pin=pin, first=len(out["items"]))
             out["items"].extend(items)
             out["row_batches"].extend(row_batches)
             out["tokenize_s"] += t1 - t0

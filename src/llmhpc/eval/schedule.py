@@ -167,11 +167,6 @@ def shard_positions(sizes: list[int], n_shards: int, shard: int) -> list[int]:
     return sorted(mine)
 
 
-def shard_items(items: list[Item], n_shards: int, shard: int) -> list[Item]:
-    """This shard's items, dealt by their token counts (shard_positions)."""
-    return [items[i] for i in shard_positions([it.unique_tokens for it in items], n_shards, shard)]
-
-
 def doc_size(doc: dict) -> int:
     """An item's characters, context once and every ending: its work before it is tokenised (to shard by)."""
     query, choices, _ = doc_to_request(doc)
