@@ -1,11 +1,12 @@
 """The fine-tune through the workflow's own launch path over real NCCL, on one host with several GPUs:
 
-    python bench/multinode_nccl.py --checkpoint DIR --data DIR [--engine fsdp2|litgpt] [--shapes 2x2,1x4]
+    python bench/multinode_nccl.py --checkpoint DIR --data DIR [--engine fsdp2|litgpt] [--shapes 2x2,2x2@mpirun,1x4]
 
 Each shape NODESxGPUS runs what the finetune rule's script runs (llmhpc.cluster.launch.plan, then
 llmhpc.stages.finetune.run_stage): with 2 or more nodes the `pernode` launcher starts one torchrun per "node",
 node ranks 0..N-1 on disjoint GPUs of this host (site.nodes_on_one_host), exactly as it starts them over the
-node file on a cluster; with one node the engine starts its own processes. NCCL_DEBUG=INFO puts every rank's
+node file on a cluster; `@mpirun` starts every rank with mpirun (all on this host, grouped into nodes by rank);
+with one node the engine starts its own processes. NCCL_DEBUG=INFO puts every rank's
 NCCL set-up into the stdout. Prints, per shape: NCCL communicators set up per rank, world size, exit, number of
 final checkpoints written, training time, stage wall, tokens/s per GPU, MFU, peak memory; and the cost of the
 node split as a ratio.
@@ -41,10 +42,15 @@ SETTINGS = {
 }
 
 
-def run_shape(nodes: int, gpus: int, engine: str, options: dict, checkpoint: Path, data: Path, out: Path) -> dict:
-    name = f"{nodes}x{gpus}"
+def run_shape(shape: str, engine: str, options: dict, checkpoint: Path, data: Path, out: Path) -> dict:
+    """shape: NODESxGPUS, with @mpirun for the mpirun launcher (default: pernode on several nodes, local on one)."""
+    name, _, launcher = shape.partition("@")
+    nodes, gpus = map(int, name.split("x"))
+    launcher = launcher or ("pernode" if nodes > 1 else "local")
+    name = f"{name}-{launcher}"
     ft = {**SETTINGS, "devices": gpus, "num_nodes": nodes, "engine": engine, "engine_options": options}
-    site = {"name": "one-host", "scheduler": "local", "launcher": "pernode" if nodes > 1 else "local",
+    # --bind-to none as in the Gadi and Aspire 2A site files (OpenMPI would pin each rank to one core)
+    site = {"name": "one-host", "scheduler": "local", "launcher": launcher, "mpirun_args": ["--bind-to", "none"],
             "nodes_on_one_host": True, "gpus_per_node": gpus, "env": {"NCCL_DEBUG": "INFO"}}
     work = out / name
     work.mkdir(parents=True, exist_ok=True)
@@ -77,21 +83,19 @@ def main() -> int:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/multinode")))
     ap.add_argument("--engine", default="fsdp2", choices=["fsdp2", "litgpt"])
-    ap.add_argument("--shapes", default="2x2,1x4")
+    ap.add_argument("--shapes", default="2x2,1x4", help="NODESxGPUS[@mpirun|@pernode], comma-separated")
     ap.add_argument("--options", default="{}", help="engine_options as JSON")
     args = ap.parse_args()
     export_pythonpath(REPO / "src")  # as the workflow does: the launched processes import this package
     rows = []
     for shape in args.shapes.split(","):
-        nodes, gpus = map(int, shape.split("x"))
-        rows.append(run_shape(nodes, gpus, args.engine, json.loads(args.options), args.checkpoint, args.data,
-                              args.out))
+        rows.append(run_shape(shape, args.engine, json.loads(args.options), args.checkpoint, args.data, args.out))
         print(json.dumps(rows[-1]), flush=True)
     (args.out / "multinode.json").write_text(json.dumps(rows, indent=1) + "\n")
-    print(f"\n{'shape':<6}{'launcher':<10}{'exit':>5}{'NCCL ranks':>12}{'ckpts':>6}{'train s':>9}{'wall s':>8}"
+    print(f"\n{'shape':<13}{'launcher':<10}{'exit':>5}{'NCCL ranks':>12}{'ckpts':>6}{'train s':>9}{'wall s':>8}"
           f"{'tok/s/GPU':>11}{'MFU':>7}{'mem GB':>8}")
     for r in rows:
-        print(f"{r['shape']:<6}{r['launcher']:<10}{r['exit']:>5}{len(r['nccl_ranks_ready']):>12}"
+        print(f"{r['shape']:<13}{r['launcher']:<10}{r['exit']:>5}{len(r['nccl_ranks_ready']):>12}"
               f"{r['final_checkpoints']:>6}{r['training_time_s'] or 0:>9.1f}{r['stage_wall_s'] or 0:>8.1f}"
               f"{r['tokens_per_s_per_device'] or 0:>11.0f}{r['mfu'] or 0:>7.3f}{r['peak_memory_gb'] or 0:>8.1f}")
     split, one = (rows + [None, None])[:2]

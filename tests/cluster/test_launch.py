@@ -30,6 +30,18 @@ def test_mpirun_one_rank_per_gpu_over_the_node_file(tmp_path, monkeypatch):
     assert plan["hosts"] == ["gadi-gpu-1", "gadi-gpu-2"] and plan["job_id"] == "1.gadi"
 
 
+def test_mpirun_on_one_host_puts_every_node_rank_here(tmp_path, monkeypatch):
+    # site.nodes_on_one_host (the multi-node path on one machine): no node file; all ranks on this host, the engine
+    # groups them into num_nodes nodes by rank
+    monkeypatch.setattr(launch.importlib.util, "find_spec", lambda name: object())
+    site = {**GADI, "nodes_on_one_host": True}
+    plan = launch.plan(site, {"num_nodes": 2, "devices": 2}, {}, tmpdir=str(tmp_path))
+    hostfile = plan["prefix"][plan["prefix"].index("--hostfile") + 1]
+    assert Path(hostfile).read_text() == "localhost slots=4\n"
+    assert plan["prefix"][:7] == ["mpirun", "-np", "4", "--hostfile", hostfile, "--map-by", "ppr:4:node"]
+    assert plan["launcher"] == "mpirun" and plan["hosts"] == ["localhost"]
+
+
 def test_launch_refuses_a_job_whose_nodes_differ_from_num_nodes(tmp_path, monkeypatch):
     monkeypatch.setattr(launch.importlib.util, "find_spec", lambda name: object())
     nodefile = tmp_path / "nodefile"

@@ -61,11 +61,11 @@ def write_data(folder: Path, n: int, seed: int = 1) -> None:
     (folder / "val.json").write_text(json.dumps([record() for _ in range(6)]))
 
 
-def config(root: Path, out: str, *, gbs=8, mbs=2, steps=None, epochs=1, engine=None, devices=1,
+def config(root: Path, out: str, *, gbs=8, mbs=2, steps=None, epochs=1, engine=None, devices=1, num_nodes=1,
            max_seq_length=96, final_validation=False, mask_prompt=False) -> Path:
     cfg = {
         "checkpoint_dir": str(root / "ckpt"), "out_dir": str(root / out), "precision": "32-true",
-        "devices": devices, "num_nodes": 1, "resume": False,
+        "devices": devices, "num_nodes": num_nodes, "resume": False,
         "data": {"class_path": "litgpt.data.JSON",
                  "init_args": {"json_path": str(root / "data"), "mask_prompt": mask_prompt, "prompt_style": "alpaca",
                                "ignore_index": -100, "seed": 42, "num_workers": 0}},

@@ -96,11 +96,15 @@ def plan(site: Site | dict, ft: dict, environ=None, tmpdir: str | None = None) -
         if importlib.util.find_spec("mpi4py") is None:
             raise LaunchError("site.launcher 'mpirun' needs mpi4py in the job's Python (Lightning detects MPI"
                               " through it): install mpi4py built against the site's MPI module")
-        hosts = pbs_hosts(environ, ft, kind)
+        if site.nodes_on_one_host:
+            # every "node" here: one host with all the ranks; the engine groups them into num_nodes nodes by rank
+            hosts, per_host = ["localhost"], nodes * devices
+        else:
+            hosts, per_host = pbs_hosts(environ, ft, kind), devices
         fd, hostfile = tempfile.mkstemp(prefix="hosts.", dir=tmpdir or environ.get("TMPDIR"))
         with os.fdopen(fd, "w") as fh:
-            fh.write("".join(f"{h} slots={devices}\n" for h in hosts))
-        prefix = ["mpirun", "-np", str(nodes * devices), "--hostfile", hostfile, "--map-by", f"ppr:{devices}:node"]
+            fh.write("".join(f"{h} slots={per_host}\n" for h in hosts))
+        prefix = ["mpirun", "-np", str(nodes * devices), "--hostfile", hostfile, "--map-by", f"ppr:{per_host}:node"]
         for key in sorted(env):
             prefix += ["-x", key]  # OpenMPI exports these to the ranks on other nodes
         prefix += list(site.mpirun_args)

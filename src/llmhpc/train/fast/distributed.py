@@ -44,6 +44,10 @@ def cluster_environment():
 def init(devices: int, num_nodes: int) -> World:
     """Join (or create) the process group; check the world against devices x num_nodes."""
     found = cluster_environment()
+    if found is None and int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
+        # mpirun started several ranks but mpi4py sees a world of one: it was built against another MPI
+        raise RuntimeError(f"mpirun started {os.environ['OMPI_COMM_WORLD_SIZE']} ranks but mpi4py does not see them "
+                           "(MPI world size 1): install mpi4py built against the MPI that provides this mpirun")
     if found is None:
         if devices * num_nodes > 1 and os.environ.get("LLMHPC_FAST_NO_RESPAWN") != "1":
             raise RuntimeError(f"devices x num_nodes = {devices} x {num_nodes} but no launcher started this "

@@ -37,6 +37,10 @@ def setup(argv=None) -> None:
         # everything is written and closed: skip the interpreter's and CUDA's teardown of this process
         sys.stdout.flush()
         sys.stderr.flush()
+        if world.launcher == "mpirun":
+            from mpi4py import MPI  # MPI counts a rank that exits without MPI_Finalize as a failure
+
+            MPI.Finalize()
         os._exit(0)
 
 
