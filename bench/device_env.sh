@@ -2,7 +2,10 @@
 # (snakemake, litgpt and what they need; docs/gpu-runs.md says how they were downloaded) and sets the
 # offline, unbuffered environment. Returns 2 when the install fails.
 if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || return 2
+  if [ ! -f /tmp/site/.installed ]; then  # once per machine: the scripts of one call share it
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || return 2
+    touch /tmp/site/.installed
+  fi
   export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
