@@ -3,6 +3,7 @@ and manifest of a real run of the embedded default), every number traced back to
 headless Chromium (a screenshot per slide, overflow detection, keyboard navigation), the PDF from Chromium and from
 the matplotlib fallback, the PPTX, and the Snakemake rule (editing a template reruns the slides only)."""
 
+import base64
 import csv
 import json
 import math
@@ -484,12 +485,27 @@ def body_data(dom: str) -> dict:
     return {k: json.loads(v.replace("&quot;", '"')) for k, v in re.findall(r'data-(\w+)="([^"]*)"', body)}
 
 
-def screenshot(chromium, html_path: Path, n: int, out: Path) -> None:
-    with tempfile.TemporaryDirectory() as profile:
-        proc = subprocess.run(deck_pdf.chromium_cmd(chromium, profile, "--window-size=1280,720", f"--screenshot={out}",
-                                                  f"{html_path.resolve().as_uri()}#{n}"),
-                              capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and out.is_file(), proc.stderr[-2000:]
+def screenshots(chromium, html_path: Path, n_slides: int, out_dir: Path) -> list[Path]:
+    """Slide n as a link to deck.html#n opens it: a fresh page load at that address in a 1280x720 window, shot once
+    the deck says it is ready. One Chromium for them all (a tab per slide over the DevTools pipe), not one each."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    browser, close = cdp_browser(chromium)
+    shots = []
+    try:
+        for n in range(1, n_slides + 1):
+            target = browser("Target.createTarget", {"url": "about:blank"})["targetId"]
+            session = browser("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+            browser("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": 720, "deviceScaleFactor": 1,
+                                                           "mobile": False}, session)
+            browser("Page.navigate", {"url": f"{html_path.resolve().as_uri()}#{n}"}, session)
+            wait_ready(lambda method, params=None: browser(method, params, session))
+            png = browser("Page.captureScreenshot", {"format": "png"}, session)["data"]
+            shots.append(out_dir / f"slide{n:02d}.png")
+            shots[-1].write_bytes(base64.b64decode(png))
+            browser("Target.closeTarget", {"targetId": target})
+    finally:
+        close()
+    return shots
 
 
 def test_every_slide_in_chromium_is_drawn_and_fits(tmp_path, deck, chromium):
@@ -499,9 +515,7 @@ def test_every_slide_in_chromium_is_drawn_and_fits(tmp_path, deck, chromium):
     assert data["ready"] == 1 and data["slides"] == len(deck["slides"])
     assert data["overflow"] == [], f"slides that overflow: {data['overflow']}"
     previous = None
-    for n in range(1, len(deck["slides"]) + 1):
-        png = tmp_path / f"slide{n:02d}.png"
-        screenshot(chromium, html, n, png)
+    for n, png in enumerate(screenshots(chromium, html, len(deck["slides"]), tmp_path / "shots"), 1):
         pixels = mpimg.imread(png)[..., :3]
         assert pixels.shape[:2] == (720, 1280)
         assert pixels.std() > 0.05, f"slide {n} looks blank"
@@ -528,8 +542,9 @@ def test_overflow_is_detected(tmp_path, deck, chromium):
     assert data["fit"][:2] == [1, 1]
 
 
-def cdp_session(chromium, url):
-    """Chromium driven over --remote-debugging-pipe (the DevTools protocol on file descriptors 3 and 4)."""
+def cdp_browser(chromium):
+    """Chromium driven over --remote-debugging-pipe (the DevTools protocol on file descriptors 3 and 4): returns
+    call(method, params, session) and close()."""
     to_chrome_r, to_chrome_w = os.pipe()
     from_chrome_r, from_chrome_w = os.pipe()
     profile = tempfile.mkdtemp()
@@ -573,9 +588,24 @@ def cdp_session(chromium, url):
             os.close(fd)
         shutil.rmtree(profile, ignore_errors=True)
 
-    target = call("Target.createTarget", {"url": url})["targetId"]
-    session = call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-    return (lambda method, params=None: call(method, params, session)), close
+    return call, close
+
+
+def cdp_session(chromium, url):
+    """A page at `url` in a Chromium driven over the DevTools pipe: call(method, params) on that page, close()."""
+    browser, close = cdp_browser(chromium)
+    target = browser("Target.createTarget", {"url": url})["targetId"]
+    session = browser("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+    return (lambda method, params=None: browser(method, params, session)), close
+
+
+def wait_ready(call, timeout=30) -> None:
+    """Until deck.js has laid the deck out (document.body.dataset.ready)."""
+    deadline = time.time() + timeout
+    while call("Runtime.evaluate", {"expression": "document.body && document.body.dataset.ready",
+                                    "returnByValue": True})["result"].get("value") != "1":
+        assert time.time() < deadline, "the deck did not load"
+        time.sleep(0.05)
 
 
 def test_keyboard_navigation(tmp_path, deck, chromium):
@@ -586,10 +616,7 @@ def test_keyboard_navigation(tmp_path, deck, chromium):
         def js(expr):
             return call("Runtime.evaluate", {"expression": expr, "returnByValue": True})["result"].get("value")
 
-        deadline = time.time() + 30
-        while js("document.body && document.body.dataset.ready") != "1":
-            assert time.time() < deadline, "the deck did not load"
-            time.sleep(0.2)
+        wait_ready(call)
 
         def press(key, code, vk):
             for kind in ("keyDown", "keyUp"):
@@ -679,11 +706,7 @@ def test_in_chromium_every_slide_fits_shows_something_and_commands_are_one_per_l
     html.write_text(deck_html.render_html(deck, TEMPLATES))
     call, close = cdp_session(chromium, html.resolve().as_uri())
     try:
-        deadline = time.time() + 30
-        while call("Runtime.evaluate", {"expression": "document.body && document.body.dataset.ready",
-                                        "returnByValue": True})["result"].get("value") != "1":
-            assert time.time() < deadline, "the deck did not load"
-            time.sleep(0.2)
+        wait_ready(call)
         overflow = call("Runtime.evaluate", {"expression": "document.body.dataset.overflow"})["result"]["value"]
         slides_seen = call("Runtime.evaluate", {"expression": LAYOUT_JS, "returnByValue": True})["result"]["value"]
     finally:
@@ -705,9 +728,8 @@ def test_in_chromium_every_slide_fits_shows_something_and_commands_are_one_per_l
                 assert squash(text) == squash(c.replace("   # ", " # ")), (text, c)
             assert all(a[1] <= b[0] for a, b in zip(lines, lines[1:])), "commands share a line"
     shots = Path(os.environ.get("DECK_SCREENSHOTS") or tmp_path / "shots") / case.replace(" ", "-")
-    shots.mkdir(parents=True, exist_ok=True)
-    for n in range(1, len(deck["slides"]) + 1):
-        screenshot(chromium, html, n, shots / f"slide{n:02d}.png")
+    pngs = screenshots(chromium, html, len(deck["slides"]), shots)
+    assert all(mpimg.imread(png).shape[:2] == (720, 1280) for png in pngs)
 
 
 def pdf_pages(pdf_path, out_prefix) -> list:
