@@ -37,6 +37,16 @@ def engine(config) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def rerun_here(config, capsys) -> str:
+    """The rerun after the kill, in this process (the engine's imports are paid once, not once more per rerun; the
+    runs that are killed are programs of their own): what it printed."""
+    from llmhpc.train.fast.engine import setup
+
+    capsys.readouterr()
+    setup(["--config", str(config)])
+    return capsys.readouterr().out
+
+
 def weights(out_dir) -> dict:
     return torch.load(out_dir / "final/lit_model.pth", weights_only=True)["model"]
 
@@ -57,7 +67,7 @@ def kit(tmp_path_factory):
     return root
 
 
-def test_killed_run_resumes_to_the_uninterrupted_weights(kit):
+def test_killed_run_resumes_to_the_uninterrupted_weights(kit, capsys):
     config = resumable(kit, "killed")
     out = kit / "killed"
     fast_tiny.kill_once_whole(engine(config), out / "step-000004/resume.json")
@@ -65,11 +75,9 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(kit):
     assert "step-000004" in whole and not (out / "final").exists()
     newest = out / whole[-1]
     (newest / "resume.json").unlink()  # as if the kill had come during this save: half-written
-    proc = subprocess.run([sys.executable, "-m", "llmhpc.train.fast", "--config", str(config)], env=ENV,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = rerun_here(config, capsys)
     start = int(whole[-2].split("-")[1])
-    assert f"Resuming training from {out / whole[-2]} (step {start})" in proc.stdout
+    assert f"Resuming training from {out / whole[-2]} (step {start})" in text
     reference, resumed = weights(kit / "whole"), weights(out)
     assert reference.keys() == resumed.keys()
     for name in reference:
@@ -131,7 +139,7 @@ def test_two_ranks_resume_their_sharded_checkpoint_and_one_process_can_too(tmp_p
         torch.testing.assert_close(tensor, reference[name], rtol=1e-4, atol=1e-5)
 
 
-def test_the_scheduler_s_warning_saves_at_the_end_of_the_step_and_the_rerun_resumes(kit):
+def test_the_scheduler_s_warning_saves_at_the_end_of_the_step_and_the_rerun_resumes(kit, capsys):
     """SIGTERM (PBS Pro and Slurm before their SIGKILL): the run saves after the step it is in (no save_interval
     falls in the run), exits 143 and the rerun resumes from that step to the uninterrupted weights."""
     config = resumable(kit, "warned", save_interval=1000)
@@ -148,9 +156,8 @@ def test_the_scheduler_s_warning_saves_at_the_end_of_the_step_and_the_rerun_resu
     (saved,) = [f for f in out.glob("step-*") if (f / "resume.json").exists()]
     step = int(saved.name.split("-")[1])
     assert f"Stopped after step {step} on the scheduler's signal" in text and 2 < step < 24
-    proc = subprocess.run([sys.executable, "-m", "llmhpc.train.fast", "--config", str(config)], env=ENV,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 and f"Resuming training from {saved} (step {step})" in proc.stdout, proc.stdout[-3000:]
+    rerun = rerun_here(config, capsys)
+    assert f"Resuming training from {saved} (step {step})" in rerun, rerun[-3000:]
     reference = weights(kit / "whole")
     for name, tensor in weights(out).items():
         assert torch.equal(reference[name], tensor), name

@@ -13,6 +13,8 @@ import torch
 import yaml
 from torch.distributed.tensor import DTensor, distribute_tensor
 
+from llmhpc.train.fast import converters
+
 
 def read_state(checkpoint_dir: Path) -> dict:
     """Memory-mapped: every process of a node reads the same pages of the page cache."""
@@ -56,6 +58,7 @@ def gather(gpt, main: bool) -> dict:
     for name, tensor in gpt.state_dict().items():
         if isinstance(tensor, DTensor):
             tensor = tensor.full_tensor()
+        tensor = converters.plain(tensor)
         if main:
             out[name] = tensor.to("cpu", non_blocking=True)
     if torch.cuda.is_available():

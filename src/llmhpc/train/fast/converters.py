@@ -32,16 +32,34 @@ def float8_eligible(module: nn.Module, fqn: str) -> bool:
             and module.in_features % 16 == 0 and module.out_features % 16 == 0)
 
 
-def convert_float8(gpt) -> int:
+def convert_float8(gpt, fsdp_all_gather: bool = False, emulate: bool = False) -> int:
+    """`fsdp_all_gather`: FSDP2 gathers the sharded weights already cast to float8 (half the bytes of bf16; the
+    scales from `precompute_float8_scales` after each optimizer step), as torchtitan does. `emulate`: float8
+    arithmetic emulated in higher precision (tests on CPU)."""
     from torchao.float8 import Float8LinearConfig, convert_to_float8_training
 
     before = sum(type(m) is nn.Linear for m in gpt.modules())
-    convert_to_float8_training(gpt, config=Float8LinearConfig(), module_filter_fn=float8_eligible)
+    config = Float8LinearConfig(enable_fsdp_float8_all_gather=fsdp_all_gather, emulate=emulate)
+    convert_to_float8_training(gpt, config=config, module_filter_fn=float8_eligible)
     return before - sum(type(m) is nn.Linear for m in gpt.modules())
 
 
-def convert(gpt, run, device: torch.device) -> list[str]:
-    """Apply engine.method's adapters, then float8. Returns what was done, for the settings line."""
+def precompute_float8_scales(module) -> None:
+    """One amax all-reduce for every float8 weight's scale, for the next all-gathers (after an optimizer step)."""
+    from torchao.float8 import precompute_float8_dynamic_scale_for_fsdp
+
+    precompute_float8_dynamic_scale_for_fsdp(module)
+
+
+def plain(tensor: torch.Tensor) -> torch.Tensor:
+    """The bf16 tensor inside torchao's float8 all-gather weight wrapper (checkpoints hold plain tensors)."""
+    return getattr(tensor, "_tensor", tensor) if type(tensor).__name__ == "WeightWithDynamicFloat8CastTensor" \
+        else tensor
+
+
+def convert(gpt, run, device: torch.device, fsdp: bool = False) -> list[str]:
+    """Apply engine.method's adapters, then float8 (`fsdp`: the weights will be FSDP2-sharded, so they are
+    all-gathered in float8). Returns what was done, for the settings line."""
     done = []
     method = run.engine.method
     if method != "full":
@@ -52,5 +70,6 @@ def convert(gpt, run, device: torch.device) -> list[str]:
                     f"targets={'+'.join(targets)})")
     if run.engine.float8:
         check_float8(device)
-        done.append(f"float8 on {convert_float8(gpt)} Linear layers")
+        done.append(f"float8 on {convert_float8(gpt, fsdp_all_gather=fsdp)} Linear layers"
+                    + (", all-gathered in float8" if fsdp else ""))
     return done

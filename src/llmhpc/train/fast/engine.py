@@ -69,7 +69,8 @@ def main(run, world, t_start: float) -> None:
     t_load = time.perf_counter()
     trainee = build_model(run, world, config, layout, ignore, max_seq_length)
     print_main(world, f"Model built, sharded and loaded in {time.perf_counter() - t_load:.2f} s")
-    state.update(model=trainee, scaler=parallel.grad_scaler(run.precision, layout["sharding"], world))
+    state.update(model=trainee, scaler=parallel.grad_scaler(run.precision, layout["sharding"], world),
+                 float8_all_gather=layout["float8_all_gather"])
     state["optimizer"] = make_optimizer(run, trainee, world)
     state["scheduler"] = get_lr_scheduler(state["optimizer"], warmup_steps=run.train.lr_warmup_steps,
                                           max_steps=lr_max_steps)
@@ -78,7 +79,7 @@ def main(run, world, t_start: float) -> None:
     build = lambda step, rows: data.to_device(  # noqa: E731
         data.collate(rows, samples, step.weight, run.engine.packing, row_len, ignore), world.device)
     shape = lambda rows: data.shape(rows, samples, run.engine.packing, row_len)  # noqa: E731
-    warm = loop.warm_up(state, steps, build, shape, passes=warm_passes(run, layout))
+    warm = loop.warm_up(state, steps, build, shape, passes=warm_passes(run, layout, state["attention"]))
     done = resume.restore(state, run)  # 0, or the steps a killed run had saved (after the warm-up: see restore)
     if run.train.save_interval:
         state["save_step"] = lambda step: resume.save(state, run, step)
@@ -145,7 +146,9 @@ def fused_ce_available(device: torch.device) -> bool:
 
 def build_model(run, world, config, layout: dict, ignore: int, max_seq_length: int):
     gpt = model.build(config, run.precision, world.device)
-    layout["converted"] = converters.convert(gpt, run, world.device)
+    fsdp = world.size > 1 and layout["sharding"] != "none"
+    layout["converted"] = converters.convert(gpt, run, world.device, fsdp=fsdp)
+    layout["float8_all_gather"] = bool(run.engine.float8 and fsdp)
     attention.install(gpt, attention.backend(run.engine.attention, world.device))
     trainee = model.Trainee(gpt, layout["checkpointing"], layout["cross_entropy"], ignore)
     trainee = parallel.wrap(trainee, layout["sharding"], world, layout["compile"])
@@ -189,10 +192,12 @@ def make_logger(run, world):
     return CSVLogger(root_dir=run.out_dir / "logs", name="csv", flush_logs_every_n_steps=run.train.log_interval)
 
 
-def warm_passes(run, layout) -> int | None:
+def warm_passes(run, layout, attention_backend: str) -> int | None:
     """Every shape when packed (rows of max_seq_length: a few shapes, alike on all processes); two otherwise
-    (unpacked micro batches have a shape per longest sample, different on each process)."""
-    if not layout["compile"]:
+    (unpacked micro batches have a shape per longest sample, different on each process). Uncompiled blocks need
+    one pass, unless flex attention (compiled on its own) is packed: its kernels compile per shape (7B on
+    2 x H200, compile off: a step of a shape not warmed took 2.5 s, 13.4 s under mpirun, instead of 0.7)."""
+    if not layout["compile"] and not (attention_backend == "flex" and run.engine.packing):
         return 1
     return None if run.engine.packing else 2
 

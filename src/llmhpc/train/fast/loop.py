@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from llmhpc.train.fast import attention, data
+from llmhpc.train.fast import attention, converters, data
 from llmhpc.train.fast.distributed import all_sum
 from llmhpc.train.fast.model import AUTOCAST
 
@@ -46,6 +46,8 @@ def optimizer_step(state) -> None:
         scaler.update()
     else:
         optimizer.step()
+    if state.get("float8_all_gather"):
+        converters.precompute_float8_scales(state["model"])
     optimizer.zero_grad(set_to_none=True)
     state["scheduler"].step()
 
