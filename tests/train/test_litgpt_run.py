@@ -10,7 +10,6 @@ from llmhpc.config import check, load_schema
 from llmhpc.sources.embedded import shipped_dir
 from llmhpc.sources.tiny import write_tiny_model
 from llmhpc.stages import finetune
-from llmhpc.stages.convert import convert
 from llmhpc.stages.data import prepare_finetune
 from llmhpc.stages.evaluate import evaluate
 from llmhpc.train import litgpt
@@ -20,10 +19,14 @@ pytestmark = [pytest.mark.litgpt]
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    write_tiny_model(root / "hf", "pythia-14m", 1024, 42)
-    convert(root / "hf", root / "lit", "pythia-14m", log=lambda *a: None)
-    return root / "lit"
+    """The embedded default's tiny model in LitGPT's format, by litgpt's converter called in this process (the
+    convert stage, which runs it as a program and loads the result back, has its own tests in test_weights.py)."""
+    from litgpt.scripts.convert_hf_checkpoint import convert_hf_checkpoint
+
+    lit = tmp_path_factory.mktemp("tiny") / "lit"
+    write_tiny_model(lit, "pythia-14m", 1024, 42)
+    convert_hf_checkpoint(lit, model_name="pythia-14m")
+    return lit
 
 
 SCORED = 24  # of the 192 embedded HellaSwag items: that the merged model scores at all, not its accuracy, is the point
