@@ -1,6 +1,6 @@
-"""The cost slide: on a site with charge rates, each fine-tune's measured cost in service units beside the estimate
-its summary records, every number traced to the summary row it comes from (or computed from such rows); no slide
-where the run was not charged (the embedded default on a laptop)."""
+"""The cost slide: on a site with charge rates, each fine-tune's and each evaluation's measured cost in service units
+beside the estimate its summary or metrics record, every number traced to the summary row it comes from (or computed
+from such rows); no slide where the run was not charged (the embedded default on a laptop)."""
 
 import csv
 import re
@@ -17,16 +17,23 @@ from llmhpc.outputs.slides import pptx as deck_pptx
 # A Gadi run's fine-tunes as their summaries record them (llmhpc.cluster.cost.measured): gpuvolta, 3 SU/h, 12 CPUs.
 COSTS = {"baseline": {"su": 0.81, "su_estimate": 72, "su_units": 12},
          "mbs16": {"su": 0.62, "su_estimate": 72, "su_units": 12}}
+# and their evaluations' (the base model's too), as llmhpc.stages.evaluate.run_stage adds them to metrics.json
+EVAL_COSTS = {"base": {"su": 0.05, "su_estimate": 36, "su_units": 12, "stage_wall_s": 5.0},
+              "baseline": {"su": 0.04, "su_estimate": 36, "su_units": 12, "stage_wall_s": 4.0},
+              "mbs16": {"su": 0.04, "su_estimate": 36, "su_units": 12, "stage_wall_s": 4.0}}
+UNITS = {"su": "SU", "su_estimate": "SU", "su_units": "resources", "stage_wall_s": "s"}
 
 
-def charged(rows, costs=COSTS):
-    for name, figures_of in costs.items():
-        for metric, value in figures_of.items():
-            unit = {"su": "SU", "su_estimate": "SU", "su_units": "resources"}[metric]
-            set_value(rows, name, "finetune", metric, value, unit)
-        set_value(rows, name, "finetune", "su_rate", 3, "SU/h")
-        set_value(rows, name, "finetune", "su_queue", "gpuvolta", "text")
-        set_value(rows, name, "finetune", "su_resource", "cpus", "text")
+def charged(rows, costs=COSTS, eval_costs=EVAL_COSTS):
+    for stage, by_name in (("finetune", costs), ("evaluate", eval_costs)):
+        for name, figures_of in by_name.items():
+            source = (f"results/finetune/{name}/summary.json" if stage == "finetune"
+                      else f"results/evaluate/{name}/metrics.json")
+            for metric, value in figures_of.items():
+                set_value(rows, name, stage, metric, value, UNITS[metric], source)
+            set_value(rows, name, stage, "su_rate", 3, "SU/h", source)
+            set_value(rows, name, stage, "su_queue", "gpuvolta", "text", source)
+            set_value(rows, name, stage, "su_resource", "cpus", "text", source)
 
 
 def cost_slide(deck):
@@ -42,18 +49,21 @@ def test_measured_cost_beside_the_estimate_every_number_from_the_summary(tmp_pat
     tree = results_tree(tmp_path, charged)
     deck = build(tree)
     slide = cost_slide(deck)
-    assert slide["table"]["header"] == ["Experiment", "Queue", "Rate", "Charged per hour", "Stage wall time",
+    assert slide["table"]["header"] == ["Job", "Queue", "Rate", "Charged per hour", "Stage wall time",
                                         "Measured", "Estimate", "Share of estimate"]
     rows = {figures.plain(r[0]): [figures.plain(c) for c in r[1:]] for r in slide["table"]["rows"]}
-    assert rows["baseline"][:2] == ["gpuvolta", "3.00 SU/h"] and rows["baseline"][2] == "12.00 cpus"
-    assert rows["baseline"][4:] == ["0.81 SU", "72.00 SU", "1.1%"]
+    assert list(rows) == ["base evaluation", "baseline fine-tune", "baseline evaluation", "mbs16 fine-tune",
+                          "mbs16 evaluation"]
+    assert rows["baseline fine-tune"][:2] == ["gpuvolta", "3.00 SU/h"] and rows["baseline fine-tune"][2] == "12.00 cpus"
+    assert rows["baseline fine-tune"][4:] == ["0.81 SU", "72.00 SU", "1.1%"]
+    assert rows["base evaluation"][4:] == ["0.05 SU", "36.00 SU", "0.1%"]
     assert "results/jobs/cost_estimate.json" in figures.plain(slide["bullets"][0])
     assert [(c["label"], figures.plain(c["value"])) for c in slide["stats"]] == [
-        ("service units, every fine-tune, measured", "1.43 SU")]
+        ("service units, every fine-tune and evaluation, measured", "1.56 SU")]
     # traced: each number to its summary row (the total and the share to the rows they were computed from)
     summary, cfg = summary_rows(tree), default_config()
     shown = [g for g in all_segments(slide) if g["kind"] == "num"]
-    assert len(shown) == 2 * 8 + 1  # eight figures a row, and the total on its card
+    assert len(shown) == 5 * 8 + 1  # eight figures a row, and the total on its card
     for g in shown:
         f = deck["figures"][g["fig"]]
         value = recompute(f, deck["figures"], summary, {}, cfg)
@@ -63,7 +73,8 @@ def test_measured_cost_beside_the_estimate_every_number_from_the_summary(tmp_pat
             assert shown_number(f["text"]) == pytest.approx(round(value * f["scale"], f["decimals"])), f
     for g in all_segments(slide):
         assert g["kind"] != "text" or not re.search(r"\d", g["text"]), g
-    assert {"results/finetune/baseline/summary.json", "results/finetune/mbs16/summary.json"} <= set(slide["sources"])
+    assert {"results/finetune/baseline/summary.json", "results/finetune/mbs16/summary.json",
+            "results/evaluate/base/metrics.json", "results/evaluate/mbs16/metrics.json"} <= set(slide["sources"])
     assert "0.81 SU: su of baseline (finetune) [results/finetune/baseline/summary.json]" in slide["notes"]
 
 
@@ -72,11 +83,19 @@ def test_no_cost_slide_where_the_run_was_not_charged(tmp_path):
 
 
 def test_an_estimate_without_a_measured_cost_says_not_measured_and_gives_no_total(tmp_path):
-    tree = results_tree(tmp_path, lambda rows: charged(rows, {"baseline": {"su_estimate": 72, "su_units": 12}}))
+    tree = results_tree(tmp_path, lambda rows: charged(rows, {"baseline": {"su_estimate": 72, "su_units": 12}}, {}))
     slide = cost_slide(build(tree))
     (row,) = slide["table"]["rows"]
     assert [figures.plain(c) for c in row[5:]] == [figures.NOT_MEASURED, "72.00 SU", figures.NOT_MEASURED]
-    assert slide["stats"] == []  # no total where a fine-tune's measured cost is missing
+    assert slide["stats"] == []  # no total where a job's measured cost is missing
+
+
+def test_evaluations_alone_are_costed_where_only_they_carry_a_cost(tmp_path):
+    tree = results_tree(tmp_path, lambda rows: charged(rows, {}, {"mbs16": EVAL_COSTS["mbs16"]}))
+    slide = cost_slide(build(tree))
+    (row,) = slide["table"]["rows"]
+    assert figures.plain(row[0]) == "mbs16 evaluation"
+    assert [figures.plain(c) for c in row[4:]] == ["4.0 s", "0.04 SU", "36.00 SU", "0.1%"]
 
 
 def test_the_cost_slide_follows_time_and_the_renderers_show_it(tmp_path):
@@ -90,7 +109,7 @@ def test_the_cost_slide_follows_time_and_the_renderers_show_it(tmp_path):
     deck_pptx.render_pptx(deck, tmp_path / "deck.pptx")
     slide = Presentation(tmp_path / "deck.pptx").slides[keys.index("cost")]
     cells = [c.text for sh in slide.shapes if sh.has_table for r in sh.table.rows for c in r.cells]
-    assert "What the fine-tunes cost" in [sh.text_frame.text for sh in slide.shapes if sh.has_text_frame]
+    assert "What the jobs cost" in [sh.text_frame.text for sh in slide.shapes if sh.has_text_frame]
     assert {"Measured", "Estimate", "0.62 SU", "72.00 SU"} <= set(cells)
 
 

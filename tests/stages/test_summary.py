@@ -3,18 +3,25 @@ ISC25 score), what ran, and the attention backend where the engine printed it (e
 
 import json
 import shutil
+import types
 
 from conftest import REPO
+from llmhpc import atomic
+from llmhpc.cluster import cost
 from llmhpc.sources import embedded
+from llmhpc.stages import evaluate
 from llmhpc.stages.summary import build
+from pbs_helpers import ASPIRE, GADI
 
 RUN = REPO / "tests/data/run"
 EXPERIMENTS = ["baseline", "mbs16"]
 
 
-def table_of(tmp_path, edit_mbs16: dict):
+def table_of(tmp_path, edit_mbs16: dict, edit_run=None):
     run = tmp_path / "run"
     shutil.copytree(RUN, run)
+    if edit_run is not None:
+        edit_run(run)
     path = run / "finetune/mbs16/summary.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), **edit_mbs16}))
     train, val = embedded.finetune_records()
@@ -55,3 +62,54 @@ def test_measured_cost_in_service_units_is_a_row_where_the_site_had_rates(tmp_pa
     table, _ = table_of(tmp_path, {"su": 18.0, "su_queue": "gpuvolta", "su_rate": 3, "su_units": 12.0})
     assert (cell(table, "mbs16", "su").value, cell(table, "mbs16", "su").unit) == (18.0, "SU")
     assert cell(table, "baseline", "su") is None  # a site without rates: no row, never a guessed figure
+
+
+# The evaluation job of experiment mbs16 as Snakemake describes it to the cost functions (workflow/scripts/evaluate.py)
+EVALUATE_MBS16 = {"rule": "evaluate", "wildcards": {"model": "mbs16"}, "threads": 1,
+                  "resources": {"nodes": 1, "gpus_per_node": 1, "mem_mb": 8000, "runtime": 30}}
+
+
+def evaluated_on(site, monkeypatch, lines):
+    """The evaluate stage on a site, its scorer standing in (the recorded metrics), 1800 s of stage wall time."""
+
+    def edit(run):
+        path = run / "evaluate/mbs16/metrics.json"
+        scored = json.loads(path.read_text())
+
+        def scorer(settings, checkpoint, eval_file, predictions, metrics_path, log=print):
+            atomic.write_json(metrics_path, scored)
+            return scored
+
+        monkeypatch.setattr(evaluate, "run", scorer)
+        monkeypatch.setattr(evaluate, "time", types.SimpleNamespace(perf_counter=iter([100.0, 1900.0]).__next__))
+        evaluate.run_stage({}, run / "ckpt", run / "eval.jsonl", run / "p.jsonl", path, lines.append,
+                           cost_of=lambda wall_s: cost.measured(EVALUATE_MBS16, site, wall_s))
+
+    return edit
+
+
+def evaluate_cell(table, experiment, metric):
+    rows = table[(table.experiment == experiment) & (table.stage == "evaluate") & (table.metric == metric)]
+    return rows.iloc[0] if len(rows) == 1 else None
+
+
+def test_an_evaluations_measured_cost_is_a_row_where_the_site_had_rates(tmp_path, monkeypatch):
+    lines = []
+    table, run = table_of(tmp_path, {}, evaluated_on(GADI, monkeypatch, lines))
+    su = evaluate_cell(table, "mbs16", "su")  # 3 SU/h x 12 CPUs' worth x 0.5 h
+    assert (su.value, su.unit, su.source) == (18.0, "SU", str(run / "evaluate/mbs16/metrics.json"))
+    assert evaluate_cell(table, "mbs16", "su_estimate").value == 18.0  # its requested 30 min, as the run's estimate
+    assert evaluate_cell(table, "mbs16", "su_queue").value == "gpuvolta"
+    assert evaluate_cell(table, "mbs16", "stage_wall_s").value == 1800.0
+    assert evaluate_cell(table, "mbs16", "acc") is not None  # the scores stay
+    assert lines == ["measured cost: 18 SU (gpuvolta, 3 SU/h x 12 cpus x 0.5000 h)"]
+    assert evaluate_cell(table, "baseline", "su") is None  # not run by the stage here: no figure
+
+
+def test_no_evaluation_cost_where_the_site_has_no_rates(tmp_path, monkeypatch):
+    lines = []
+    table, run = table_of(tmp_path, {}, evaluated_on(ASPIRE, monkeypatch, lines))
+    for metric in ("su", "su_estimate", "su_queue", "su_rate"):
+        assert evaluate_cell(table, "mbs16", metric) is None  # never 0 SU
+    assert evaluate_cell(table, "mbs16", "stage_wall_s").value == 1800.0
+    assert "su" not in json.loads((run / "evaluate/mbs16/metrics.json").read_text()) and lines == []

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 pytest.importorskip("torchao")
+pytestmark = pytest.mark.litgpt
 
 from llmhpc.train.fast import checkpoint, converters  # noqa: E402
 

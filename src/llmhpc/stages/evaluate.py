@@ -1,6 +1,7 @@
 """The evaluate stage: score a LitGPT checkpoint on HellaSwag and write predictions and metrics, with the scorer
 the settings name: the reference (lm-evaluation-harness's loop, here) or the fast one (llmhpc.eval.run: one
-process, or one per GPU under torchrun)."""
+process, or one per GPU under torchrun). run_stage adds the job's stage wall time and, on a site with charge
+rates, its measured cost in service units to the metrics, as the fine-tune's summary has them."""
 
 from __future__ import annotations
 
@@ -102,3 +103,22 @@ def run(settings: dict, checkpoint_dir, eval_file, predictions_path, metrics_pat
     if proc.returncode != 0:
         raise RuntimeError(f"the fast scorer exited with {proc.returncode} (its output is above in this log)")
     return json.loads(Path(metrics_path).read_text())
+
+
+def run_stage(settings: dict, checkpoint_dir, eval_file, predictions_path, metrics_path, log=print,
+              cost_of=None) -> dict:
+    """`run`, then the stage's wall time (stage_wall_s) and `cost_of(stage wall s)`, the job's measured cost in
+    service units (llmhpc.cluster.cost.measured: su, su_estimate, su_queue, ...; empty where the site has no rates),
+    added to the metrics file the scorer wrote."""
+    t0 = time.perf_counter()
+    run(settings, checkpoint_dir, eval_file, predictions_path, metrics_path, log)
+    wall = time.perf_counter() - t0
+    metrics = json.loads(Path(metrics_path).read_text())  # as the scorer wrote it, whichever scorer ran
+    metrics["stage_wall_s"] = round(wall, 3)
+    if cost_of is not None:
+        metrics.update(cost_of(metrics["stage_wall_s"]))
+    atomic.write_json(metrics_path, metrics)
+    if metrics.get("su") is not None:
+        log(f"measured cost: {metrics['su']:g} SU ({metrics['su_queue']}, {metrics['su_rate']:g} SU/h x"
+            f" {metrics['su_units']:g} {metrics['su_resource']} x {wall / 3600:.4f} h)")
+    return metrics

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 from llmhpc import atomic
-from llmhpc.train import resume, walltime
+from llmhpc.train import resume, stock_saves, walltime
 from llmhpc.train.litgpt import PHASE_MARKS, command, find_metrics_csv, read_metrics_csv
-from llmhpc.train.metrics import gpu_name, model_facts, phase_times, summarise
+from llmhpc.train.metrics import gpu_name, model_facts, peak_tflops, phase_times, summarise
 
 
 def run(cmd: list[str], stdout_path: Path, log=print, marks: dict | None = None,
@@ -60,6 +60,41 @@ def write_json(path: Path, data: dict) -> None:
     atomic.write_json(path, data)
 
 
+def earlier_step_s(out_dir: Path, config_path: Path, settings: dict) -> float | None:
+    """Seconds per optimizer step that an earlier attempt of this experiment measured with the same training
+    settings (read before start_clean removes its logs/); stock engine only."""
+    if settings.get("engine", "litgpt") != "litgpt":
+        return None
+    from llmhpc.settings import FinetuneSettings
+
+    now = resume.training_settings(resume.read_yaml(config_path))
+    return stock_saves.measured_step_s(out_dir, FinetuneSettings.from_dict(settings).accumulation, now)
+
+
+def stock_interval(config_path: Path, checkpoint_dir, settings: dict, runtime_min: float | None,
+                   peak_override: float | None, earlier_s: float | None, log=print) -> tuple[Path, dict]:
+    """The YAML stock litgpt runs and what the summary records: in a scheduler job, a copy whose
+    train.save_interval is min(configured, the walltime's plan) (llmhpc.train.stock_saves); elsewhere the YAML."""
+    import yaml
+
+    now = time.time()
+    configured = (resume.read_yaml(config_path).get("train") or {}).get("save_interval")
+    clock = walltime.job_clock(os.environ, now, runtime_min)
+    estimate, gpu = None, None
+    if clock is not None and not earlier_s:
+        gpu = gpu_name()
+        model_config = yaml.safe_load((Path(checkpoint_dir) / "model_config.yaml").read_text())
+        estimate = stock_saves.estimated_step_s(model_config, settings,
+                                                peak_tflops(gpu, settings.get("precision", ""), peak_override))
+    interval = stock_saves.choose(configured, clock, now, settings.get("save_walltime_share", 0.1), earlier_s,
+                                  estimate, gpu)
+    log(interval.line())
+    run_config = Path(config_path)
+    if interval.save_interval != configured:
+        run_config = stock_saves.write_job_yaml(config_path, interval)
+    return run_config, interval.record()
+
+
 def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, summary_path, settings: dict,
               peak_override: float | None, threads: int, launch: dict | None = None, log=print,
               runtime_min: float | None = None, cost_of=None) -> dict:
@@ -69,13 +104,18 @@ def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, s
     newest: llmhpc.train.resume), then raises. `cost_of(stage wall s)` gives the job's measured cost in service
     units for the summary (llmhpc.cluster.cost.measured; empty where the site has no rates)."""
     out_dir = Path(out_dir)
+    earlier_s = earlier_step_s(out_dir, Path(config_path), settings)
     resuming = resume.enabled(settings, Path(config_path), log)
     resumed_from = start_clean(out_dir, Path(config_path), resuming, log)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     # the job's end, for the fast engine's save plan (the rule's runtime resource is the job's walltime)
     os.environ.update(walltime.engine_env(os.environ, time.time(), runtime_min, settings.get("save_walltime_share", 0.1)))
     engine = settings.get("engine", "litgpt")
-    cmd = command(settings["method"], config_path, (launch or {}).get("prefix"), engine=engine)
+    run_config, saves = Path(config_path), {}
+    if engine == "litgpt" and resuming:  # the fsdp2 engine plans its saves online; a run that cannot resume needs none
+        run_config, saves = stock_interval(config_path, checkpoint_dir, settings, runtime_min, peak_override,
+                                           earlier_s, log)
+    cmd = command(settings["method"], run_config, (launch or {}).get("prefix"), engine=engine)
     marks = {}
     code, wall, peak_rss = run(cmd, Path(stdout_path), log, marks, resume.pruner(out_dir, log))
     text = Path(stdout_path).read_text(encoding="utf-8", errors="replace")
@@ -92,6 +132,7 @@ def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, s
                         model_facts(checkpoint_dir), gpu_name(), peak_override, peak_rss)
     summary.update(phase_times(marks, summary["training_time_s"], out_dir / "final"))
     summary["command"] = " ".join(cmd)
+    summary.update(saves)  # the stock engine's step-checkpoint interval and why
     summary["resumed_from_step"] = resume.step_of(resumed_from) if resumed_from else None
     resume.discard(out_dir)  # done: the step checkpoints (optimizer state included) go
     if launch is not None:

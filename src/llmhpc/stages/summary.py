@@ -21,13 +21,20 @@ FINETUNE_METRICS = {
     # and estimated (requested walltime, as results/jobs/cost_estimate.json records it), the queue's rate per
     # resource-hour and the resources charged
     "su": "SU", "su_estimate": "SU", "su_rate": "SU/h", "su_units": "resources",
+    # the stock engine's step-checkpoint interval in a scheduler job (llmhpc.train.stock_saves), and the step time
+    # it was derived from
+    "save_interval": "steps", "save_interval_step_s": "s",
 }
 # What ran, as text: engine, method and float8 where the run recorded them, and the queue and resource its cost was
 # charged on; attention for every fine-tune, empty where the engine did not print its backend (stock litgpt), so
 # that the column is there and never guessed.
-FINETUNE_TEXT = ("device", "precision", "engine", "method", "float8", "su_queue", "su_resource")
+FINETUNE_TEXT = ("device", "precision", "engine", "method", "float8", "su_queue", "su_resource", "save_interval_source")
 INFER_METRICS = {"acc": "fraction", "acc_norm": "fraction", "items": "count", "wall_s": "s", "load_s": "s",
                  "score_s": "s", "items_per_s": "items/s", "bos_prepended": "bool"}
+# An evaluation job's stage wall time and, where the site has rates, its cost, as a fine-tune's (only where present:
+# never a guessed 0 SU).
+EVAL_COST_METRICS = {"stage_wall_s": "s", "su": "SU", "su_estimate": "SU", "su_rate": "SU/h", "su_units": "resources"}
+EVAL_COST_TEXT = ("su_queue", "su_resource")
 SERVE_METRICS = {"p50_latency_s": "s", "p99_latency_s": "s", "requests_per_s": "requests/s", "tokens_per_s": "tokens/s",
                  "completed": "count", "concurrency": "count", "load_new_tokens": "tokens", "peak_batch": "count",
                  "greedy_matches": "count", "greedy_checked": "count", "startup_s": "s"}
@@ -70,6 +77,12 @@ def build(run_name: str, experiments: list[str], manifest, finetune: dict, evalu
         scores = _read(path)
         for metric, unit in INFER_METRICS.items():
             add(name, "evaluate", metric, scores[metric], unit, path)
+        for metric, unit in EVAL_COST_METRICS.items():
+            if scores.get(metric) is not None:
+                add(name, "evaluate", metric, scores[metric], unit, path)
+        for field in EVAL_COST_TEXT:
+            if field in scores:
+                add(name, "evaluate", field, scores[field], "text", path)
 
     for name, path in (serve or {}).items():
         figures = _read(path)

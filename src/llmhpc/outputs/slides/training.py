@@ -3,9 +3,9 @@
 samples/s, the trade-off that team argued (DoRA's accuracy against QLoRA's memory and LoRA's speed).
 
 Every number is a summary row of the experiment's fine-tune (its summary.json records the settings that ran and,
-on a site with charge rates, what the job cost in service units) or a figure derived from such rows by the batch
-arithmetic of llmhpc.settings.FinetuneSettings or by a sum or ratio. The deck writes "·" for a product: "×" is its
-ratio sign alone.
+on a site with charge rates, what the job cost in service units; an evaluation's metrics.json records its cost too)
+or a figure derived from such rows by the batch arithmetic of llmhpc.settings.FinetuneSettings or by a sum or ratio.
+The deck writes "·" for a product: "×" is its ratio sign alone.
 """
 
 from __future__ import annotations
@@ -76,30 +76,31 @@ class TrainingSlides:
                        table={"header": ["Experiment", "Method", "Samples/s", "acc"], "rows": rows}))
 
     def cost_slide(self):
-        """Only where the site charged the fine-tunes (their summaries carry su or su_estimate): each fine-tune's
-        measured cost in service units beside its estimate, the rate, resources and wall time the measured cost is
-        the product of, and the fine-tunes' total."""
-        costed = [n for n in self.names if self.value(n, "finetune", "su") is not None
-                  or self.value(n, "finetune", "su_estimate") is not None]
+        """Only where the site charged the jobs (the fine-tunes' summaries and the evaluations' metrics carry su or
+        su_estimate): each GPU job's measured cost in service units beside its estimate, the rate, resources and
+        wall time the measured cost is the product of, and the total of every job."""
+        jobs = [("base", "evaluate")] + [(n, stage) for n in self.names for stage in ("finetune", "evaluate")]
+        costed = [(n, stage) for n, stage in jobs if self.value(n, stage, "su") is not None
+                  or self.value(n, stage, "su_estimate") is not None]
         if not costed:
             return
         rows, spent = [], []
-        for n in costed:
-            su, estimate = self.measured(n, "finetune", "su"), self.measured(n, "finetune", "su_estimate")
-            share = self.derived("ratio", [su, estimate], "fraction", f"measured cost of {n} over its estimate")
-            rows.append([[seg(n, "name")], [self.num(self.measured(n, "finetune", "su_queue"))],
-                         [self.num(self.measured(n, "finetune", "su_rate"))],
-                         [self.num(self.measured(n, "finetune", "su_units")), seg(" "),
-                          self.num(self.measured(n, "finetune", "su_resource"))],
-                         [self.num(self.measured(n, "finetune", "stage_wall_s"))],
+        for n, stage in costed:
+            su, estimate = self.measured(n, stage, "su"), self.measured(n, stage, "su_estimate")
+            share = self.derived("ratio", [su, estimate], "fraction", f"measured cost of {n} ({stage}) over its estimate")
+            rows.append([[seg(n, "name"), seg(" fine-tune" if stage == "finetune" else " evaluation")],
+                         [self.num(self.measured(n, stage, "su_queue"))], [self.num(self.measured(n, stage, "su_rate"))],
+                         [self.num(self.measured(n, stage, "su_units")), seg(" "),
+                          self.num(self.measured(n, stage, "su_resource"))],
+                         [self.num(self.measured(n, stage, "stage_wall_s"))],
                          [self.num(su)], [self.num(estimate)], [self.num(share)]])
             spent.append(su)
-        total = self.derived("sum", spent, "SU", "measured cost of every fine-tune, in service units")
-        bullets = [[seg("Measured: the fine-tune job's stage wall time · the resources it held · its queue's rate;"
-                        " estimate: the same at its requested walltime, an upper bound, as "),
+        total = self.derived("sum", spent, "SU", "measured cost of every fine-tune and evaluation job, in service units")
+        bullets = [[seg("Measured: the job's stage wall time · the resources it held · its queue's rate; estimate: the"
+                        " same at its requested walltime, an upper bound, as "),
                     seg(ESTIMATE_FILE, "name"), seg(" recorded it before the run")]]
-        stats = [] if total is None else [{"label": "service units, every fine-tune, measured",
+        stats = [] if total is None else [{"label": "service units, every fine-tune and evaluation, measured",
                                            "value": [self.num(total)]}]
-        self.add(Slide("cost", "What the fine-tunes cost", layout="text", bullets=bullets, stats=stats,
-                       table={"header": ["Experiment", "Queue", "Rate", "Charged per hour", "Stage wall time",
+        self.add(Slide("cost", "What the jobs cost", layout="text", bullets=bullets, stats=stats,
+                       table={"header": ["Job", "Queue", "Rate", "Charged per hour", "Stage wall time",
                                          "Measured", "Estimate", "Share of estimate"], "rows": rows}))
