@@ -5,8 +5,9 @@ memory, in CPUs) x walltime used.
 Before anything is queued, `-n` prints each job's estimate from what llmhpc.cluster.pbs.requested asks (its
 requested walltime: an upper bound, a job is charged for the walltime it uses) and the total; a real run records the
 same estimate, every job's and each experiment's, in results/jobs/cost_estimate.json before it submits anything
-(ESTIMATE_FILE: the submission bundle carries it with the job scripts); after a fine-tune, its summary records the
-measured cost (su) from the stage's wall time and the resources the job held, beside its estimate (su_estimate).
+(ESTIMATE_FILE: the submission bundle carries it with the job scripts); after a fine-tune or an evaluation, its
+summary.json or metrics.json records the measured cost (su) from the stage's wall time and the resources the job
+held, beside its estimate (su_estimate).
 A site or queue without a rate is "no published rate", never 0 SU."""
 
 from __future__ import annotations
