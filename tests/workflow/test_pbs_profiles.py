@@ -92,6 +92,12 @@ def test_embedded_default_through_the_gadi_profile(gadi_run):
     record = json.loads((repo / "results/finetune/baseline/summary.json").read_text())["launch"]
     assert record["site"] == "gadi" and record["env"] == {"NCCL_SHM_DISABLE": "1", "OMP_NUM_THREADS": "12"}
     assert re.fullmatch(r"\d+\.emu-pbs", record["job_id"])
+    # Gadi's rates: every evaluation job records its measured cost too, and the summary table has it
+    evaluated = json.loads((repo / "results/evaluate/mbs16/metrics.json").read_text())
+    assert evaluated["su"] is not None and evaluated["su_estimate"] > 0
+    assert "mbs16,evaluate,su," in (repo / "results/summary.csv").read_text()
+    # a stock fine-tune in a PBS job says which step-checkpoint interval it ran with, and why
+    assert "save_interval_why" in json.loads((repo / "results/finetune/baseline/summary.json").read_text())
 
 
 @pytest.mark.e2e
