@@ -10,7 +10,7 @@ import torch
 
 from llmhpc.eval.schedule import Item, build_rows, encode_batch_from, make_batches, shard_positions, tokenize_items
 
-pytestmark = [pytest.mark.unit]
+# unmarked tests are the unit tier (conftest); those that build and run LitGPT models are marked litgpt
 LL_TOL = 1e-4
 
 
