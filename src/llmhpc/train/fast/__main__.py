@@ -28,6 +28,11 @@ def respawn_if_needed(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("LLMHPC_FAST_LAUNCH_TIME", repr(__import__("time").time()))
+    # Packed micro batches come in a few row counts; with fixed-size segments the caching allocator fragments
+    # between them (8B full fine-tune, 2 x H200: 122.9 GB peak with two shapes; a run with a third ran out of memory).
+    # Expandable segments (as torchtitan sets them) grow one mapping instead. Set before CUDA starts; a user's
+    # own PYTORCH_CUDA_ALLOC_CONF wins.
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     respawn_if_needed(sys.argv)
     from llmhpc.train.fast.engine import setup
 
