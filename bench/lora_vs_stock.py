@@ -84,11 +84,11 @@ def write_yaml(path: Path, ckpt: Path, bench: Path, gpus: int, smoke: bool, engi
     return path
 
 
-def run_one(name: str, cmd: list[str], out: Path, timeout_s: float, finish: bool) -> dict:
+def run_one(name: str, cmd: list[str], out: Path, timeout_s: float, finish: bool, extra_env: dict | None = None) -> dict:
     """One process from launch; stopped (its whole process group) a few seconds after its performance report
     unless `finish`. Returns the report's figures and the per-step losses."""
     print(f"=== {name}: {' '.join(cmd)} (timeout {timeout_s:.0f} s)", flush=True)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", JSONARGPARSE_DEPRECATION_WARNINGS="off")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", JSONARGPARSE_DEPRECATION_WARNINGS="off", **(extra_env or {}))
     t0, stopped, reported = time.perf_counter(), False, None
     with open(out / "stdout.txt", "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -189,6 +189,9 @@ def main(argv=None) -> int:
     ap.add_argument("--deadline-s", type=int, help="no run starts after this; default 500 (a device call), 3000 on CPU")
     ap.add_argument("--lora-dropout", type=float, default=LORA["lora_dropout"])
     ap.add_argument("--cpu-smoke", action="store_true", help="2-layer model, fp32, one CPU process, float8 skipped")
+    ap.add_argument("--profile-step", type=int, default=0,
+                    help="the engine prints this step's top CUDA kernels (its time then counts in the training time)")
+    ap.add_argument("--profile-runs", default="", help="the engine runs that profile --profile-step, e.g. fast-full-float8")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
     if args.cpu_smoke:
@@ -217,7 +220,9 @@ def main(argv=None) -> int:
         config = write_yaml(out / "run.yaml", ckpt, args.bench, args.gpus, args.cpu_smoke, copy.deepcopy(engine))
         cmd = ([sys.executable, "-m", "llmhpc.train.fast"] if kind == "fast"
                else [sys.executable, "-m", "litgpt", "finetune_lora"]) + ["--config", str(config)]
-        results[name] = run_one(name, cmd, out, left - 15, name in args.finish.split(","))
+        profile = ({"LLMHPC_FAST_PROFILE_STEP": str(args.profile_step)}
+                   if kind == "fast" and args.profile_step and name in args.profile_runs.split(",") else {})
+        results[name] = run_one(name, cmd, out, left - 15, name in args.finish.split(","), profile)
     tokens = [r["tokens_with_prompt"] for r in results.values() if r.get("tokens_with_prompt")]
     mean_len = statistics.mean(tokens) / (args.steps * (GBS // 32 if args.cpu_smoke else GBS)) if tokens else 0
     text = table(results, ckpt, args, peak, mean_len) if results else "no run"
