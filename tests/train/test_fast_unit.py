@@ -3,6 +3,8 @@ the optimizer warm-up, the switches."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
@@ -169,3 +171,35 @@ def test_warm_up_passes_every_packed_shape_once(monkeypatch):
     seen.clear()
     loop.warm_up(state, steps, lambda step, rows: shape(rows), shape, passes=3)
     assert len(seen) == 3 and len(set(seen)) == min(3, len(wanted))
+
+
+def test_a_failing_prefetch_thread_fails_the_loop_instead_of_hanging(monkeypatch):
+    """An error while the background thread builds micro batches (on the GPU: CUDA out of memory) reaches the
+    training loop as an exception; the loop used to wait for the next batch forever."""
+    items = samples(40)
+    steps = data.plan(items, Train, 1, True, 48, 5, 42, -100, "micro_batch")
+    real = data.collate
+    calls = []
+
+    def collate(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > len(steps[0].micros[0]):  # the second step's first micro batch
+            raise MemoryError("out of memory")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(data, "collate", collate)
+    got = data.batches(steps, 0, items, True, 48, -100, torch.device("cpu"), prefetch=True)
+    assert len(next(got)) == len(steps[0].micros[0])
+    outcome = []
+
+    def consume():  # in a thread, so that a hang fails the test instead of stopping the run
+        try:
+            next(got)
+        except RuntimeError as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=consume, daemon=True)
+    waiter.start()
+    waiter.join(60)
+    assert not waiter.is_alive(), "the loop still waits for a batch the failed thread will never make"
+    assert "prefetch" in str(outcome[0]) and isinstance(outcome[0].__cause__, MemoryError)

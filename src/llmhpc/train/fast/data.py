@@ -205,20 +205,27 @@ def batches(steps: list[Step], rank: int, samples, packed: bool, row_len: int, i
     ready: queue.Queue = queue.Queue(maxsize=2)
 
     def worker() -> None:
-        stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-        for step in steps:
-            if stream is None:
-                ready.put((build(step), None))
-                continue
-            with torch.cuda.stream(stream):
-                micros = build(step)
-                event = torch.cuda.Event()
-                event.record(stream)
-            ready.put((micros, event))
+        try:
+            stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+            for step in steps:
+                if stream is None:
+                    ready.put((build(step), None))
+                    continue
+                with torch.cuda.stream(stream):
+                    micros = build(step)
+                    event = torch.cuda.Event()
+                    event.record(stream)
+                ready.put((micros, event))
+        except BaseException as exc:  # noqa: BLE001 - handed to the training loop, which raises it
+            # without this the loop waited for a batch forever (8B on 2 x H200: CUDA out of memory in this thread,
+            # the job hung until it was killed)
+            ready.put((exc, None))
 
     threading.Thread(target=worker, daemon=True).start()
     for _ in steps:
         micros, event = ready.get()
+        if isinstance(micros, BaseException):
+            raise RuntimeError("building the next micro batches failed (engine.prefetch's thread)") from micros
         if event is not None:
             main = torch.cuda.current_stream(device)
             main.wait_event(event)
