@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The multi-node launch path over real NCCL on one host of 4 GPUs, in one call (docs/gpu-runs.md):
-#   bash bench/multinode_nccl.sh            # OUT=... collects the logs; carry .whl and .bench-ref
+#   bash bench/multinode_nccl.sh            # 2x2 pernode, 2x2 mpirun, 1x4; OUT=... collects the logs; carry .whl, .bench-ref
 #   SHAPES=2x2@mpirun bash bench/multinode_nccl.sh
 # 2 "nodes" x 2 GPUs through the `pernode` launcher (or `mpirun` with @mpirun), then 1 node x 4 GPUs, same model
 # (random Llama-2-7b shape), data (1024 Alpaca-shaped records) and settings (config_hub full.yaml, the fsdp2
@@ -18,7 +18,7 @@ bench=/tmp/bench
 [ -f "$bench/.ckpt_dir" ] || python3 .bench-ref/stock_litgpt_prep.py prep --bench "$bench" --model Llama-2-7b-hf \
   --accel cuda --dtype bf16 --num-samples 1024 --max-seq-length 512 --ckpt-file "$bench/.ckpt_dir" 2>&1 | tail -3 || exit 3
 python3 bench/multinode_nccl.py --checkpoint "$(cat "$bench/.ckpt_dir")" --data "$bench/data" --out "$out" \
-  --shapes "${SHAPES:-2x2,1x4}" --options "${OPTIONS:-{\"compile\": false\}}"
+  --shapes "${SHAPES:-2x2,2x2@mpirun,1x4}" --options "${OPTIONS:-{\"compile\": false\}}"
 rc=$?
 grep -h "Init COMPLETE" "$out"/*/finetune.stdout | head -8
 find "$out" -name '*.pth' -size +1M -delete
