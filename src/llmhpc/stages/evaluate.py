@@ -111,9 +111,8 @@ def run_stage(settings: dict, checkpoint_dir, eval_file, predictions_path, metri
     service units (llmhpc.cluster.cost.measured: su, su_estimate, su_queue, ...; empty where the site has no rates),
     added to the metrics file the scorer wrote."""
     t0 = time.perf_counter()
-    run(settings, checkpoint_dir, eval_file, predictions_path, metrics_path, log)
+    metrics = dict(run(settings, checkpoint_dir, eval_file, predictions_path, metrics_path, log))  # as written
     wall = time.perf_counter() - t0
-    metrics = json.loads(Path(metrics_path).read_text())  # as the scorer wrote it, whichever scorer ran
     metrics["stage_wall_s"] = round(wall, 3)
     if cost_of is not None:
         metrics.update(cost_of(metrics["stage_wall_s"]))

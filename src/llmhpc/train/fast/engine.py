@@ -146,7 +146,7 @@ def fused_ce_available(device: torch.device) -> bool:
 
 def build_model(run, world, config, layout: dict, ignore: int, max_seq_length: int):
     gpt = model.build(config, run.precision, world.device)
-    fsdp = world.size > 1 and layout["sharding"] != "none"
+    fsdp = parallel.fsdp(layout["sharding"], world)
     layout["converted"] = converters.convert(gpt, run, world.device, fsdp=fsdp)
     layout["float8_all_gather"] = bool(run.engine.float8 and fsdp)
     attention.install(gpt, attention.backend(run.engine.attention, world.device))

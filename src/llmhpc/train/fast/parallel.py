@@ -19,6 +19,11 @@ def resolve_sharding(choice: str, world) -> str:
     return choice
 
 
+def fsdp(sharding: str, world) -> bool:
+    """Whether FSDP2 shards the parameters (several processes, a sharding other than none, which is DDP)."""
+    return world.size > 1 and sharding != "none"
+
+
 def shards(sharding: str, world) -> int:
     """Over how many GPUs parameters, gradients and optimizer states are split."""
     if sharding == "none" or world.size == 1:
@@ -37,7 +42,7 @@ def wrap(trainee: model.Trainee, sharding: str, world, compile_blocks: bool):
                 setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 64))
         for block in blocks:
             block.compile()
-    if world.size == 1 or sharding == "none":
+    if not fsdp(sharding, world):
         return trainee
     from torch.distributed.fsdp import fully_shard
 
@@ -75,7 +80,7 @@ def grad_scaler(precision: str, sharding: str, world):
     """Loss scaling for fp16 mixed precision (the V100 path); None otherwise."""
     if precision != "16-mixed":
         return None
-    if world.size > 1 and sharding != "none":
+    if fsdp(sharding, world):
         from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 
         return ShardedGradScaler()
