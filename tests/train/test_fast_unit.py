@@ -203,3 +203,42 @@ def test_a_failing_prefetch_thread_fails_the_loop_instead_of_hanging(monkeypatch
     waiter.join(60)
     assert not waiter.is_alive(), "the loop still waits for a batch the failed thread will never make"
     assert "prefetch" in str(outcome[0]) and isinstance(outcome[0].__cause__, MemoryError)
+
+
+@pytest.mark.unit
+def test_fast_write_loads_back_and_puts_torch_s_save_settings_back(tmp_path):
+    from torch.utils.serialization import config
+
+    from llmhpc.train.fast import checkpoint
+
+    state = {"a.weight": torch.randn(64, 32, dtype=torch.bfloat16), "b.bias": torch.arange(5.0)}
+    before = (config.save.compute_crc32, config.save.use_pinned_memory_for_d2h)
+    seen = {}
+    real_save = torch.save
+
+    def spy(obj, f):
+        seen["crc32"] = config.save.compute_crc32
+        real_save(obj, f)
+
+    for fast in (True, False):
+        torch.save = spy
+        try:
+            checkpoint.write(state, tmp_path / "lit_model.pth", fast=fast)
+        finally:
+            torch.save = real_save
+        assert seen["crc32"] is (not fast)  # the fast save skips the zip CRC32, the stock-like one keeps it
+        assert (config.save.compute_crc32, config.save.use_pinned_memory_for_d2h) == before
+        back = torch.load(tmp_path / "lit_model.pth", mmap=True, weights_only=True)["model"]
+        assert set(back) == set(state) and all(torch.equal(back[k], state[k]) for k in state)
+        assert not (tmp_path / "lit_model.tmp").exists()
+
+
+@pytest.mark.unit
+def test_gather_keeps_cpu_tensors_where_no_gpu_has_room():
+    from llmhpc.train.fast import checkpoint
+
+    gpt = torch.nn.Linear(4, 3)
+    assert not checkpoint.room_on_device(gpt.state_dict())
+    full = checkpoint.gather(gpt, main=True)
+    assert set(full) == {"weight", "bias"} and all(t.device.type == "cpu" for t in full.values())
+    assert checkpoint.gather(gpt, main=False) == {}

@@ -241,7 +241,7 @@ def merge_state(full: dict, slices_of: dict, lora, device: torch.device) -> tupl
             norm = torch.linalg.vector_norm(weight, dim=1)
             magnitude = adapters[f"{name}.lora_magnitude"].to(device, torch.float32)
             weight *= (magnitude_rows(magnitude, norm, slices) / norm)[:, None]
-        merged[f"{name}.weight"] = weight.to("cpu", base.dtype)
+        merged[f"{name}.weight"] = weight.to(base.device, base.dtype)
     return merged, adapters
 
 

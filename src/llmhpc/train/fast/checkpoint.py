@@ -4,6 +4,7 @@ hyperparameters.yaml and prompt_style.yaml."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -53,35 +54,68 @@ def local_shard(full: torch.Tensor, param: DTensor) -> torch.Tensor:
 
 @torch.no_grad()
 def gather(gpt, main: bool) -> dict:
-    """The full state dict on the CPU of the main process (every process takes part in the all-gathers)."""
+    """The full state dict on the main process (every process takes part in the all-gathers). Where the main
+    GPU has room for it the full tensors stay there and `write` copies them out through pinned memory one at a
+    time (13.5 GB: 3.9 s on an H200, against 7.8 s of per-tensor copies into pageable memory before the save);
+    else they come to the CPU here."""
+    state = gpt.state_dict()
+    keep = main and room_on_device(state)
     out = {}
-    for name, tensor in gpt.state_dict().items():
+    for name, tensor in state.items():
         if isinstance(tensor, DTensor):
             tensor = tensor.full_tensor()
         tensor = converters.plain(tensor)
         if main:
-            out[name] = tensor.to("cpu", non_blocking=True)
+            out[name] = tensor if keep else tensor.to("cpu", non_blocking=True)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return out
 
 
+def room_on_device(state: dict, margin: float = 0.9) -> bool:
+    """Whether the full tensors that a gather would add (sharded ones at their global size) fit in the free
+    memory of their GPU, with a margin; False off the GPU."""
+    first = next(iter(state.values()), None)
+    if first is None or first.device.type != "cuda":
+        return False
+    extra = sum(t.numel() * t.element_size() for t in state.values() if isinstance(t, DTensor))
+    free, _ = torch.cuda.mem_get_info(first.device)
+    cached = torch.cuda.memory_reserved(first.device) - torch.cuda.memory_allocated(first.device)
+    return extra <= margin * (free + cached)
+
+
 def write(state: dict, path: Path, fast: bool) -> float:
-    """torch.save as stock's Fabric does; fast skips the zip CRC32 (torch.load does not need it)."""
+    """torch.save as stock's Fabric does, to a temporary name then renamed. fast skips the zip records' CRC32
+    (torch.load does not check it; computing it took 14.6 of the 18.2 s of a 13.5 GB save on an H200). GPU
+    tensors are copied out through pinned memory."""
     t0 = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    config = getattr(getattr(torch.serialization, "config", None), "save", None)
-    previous = getattr(config, "compute_crc32", None)
-    if fast and config is not None:
-        config.compute_crc32 = False
-    try:
+    on_gpu = any(t.device.type == "cuda" for t in state.values())
+    with save_options(crc32=not fast, pinned_d2h=on_gpu):
         torch.save({"model": state}, tmp)
-    finally:
-        if fast and config is not None:
-            config.compute_crc32 = previous
     tmp.replace(path)
     return time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def save_options(crc32: bool, pinned_d2h: bool):
+    """torch.save's settings (torch.utils.serialization.config.save) for one save, put back after it."""
+    try:
+        from torch.utils.serialization import config
+    except ImportError:  # older torch: its defaults
+        yield
+        return
+    keys = {"compute_crc32": crc32, "use_pinned_memory_for_d2h": pinned_d2h}
+    keys = {k: v for k, v in keys.items() if hasattr(config.save, k)}
+    previous = {k: getattr(config.save, k) for k in keys}
+    for k, v in keys.items():
+        setattr(config.save, k, v)
+    try:
+        yield
+    finally:
+        for k, v in previous.items():
+            setattr(config.save, k, v)
 
 
 def write_in_background(state: dict, path: Path, fast: bool) -> threading.Thread:
