@@ -287,3 +287,18 @@ def test_reads_hugging_face_llama_weights_directly(tmp_path, tokenizer, docs):
                 logits = hf(torch.tensor([ctx + cont][:1])[:, :-1]).logits.float()
             logp = torch.log_softmax(logits[0, len(ctx) - 1:], -1).gather(1, torch.tensor(cont)[:, None]).sum()
             assert abs(logp.item() - ll) <= LL_TOL
+
+
+@pytest.mark.litgpt
+def test_weights_that_do_not_match_the_config_are_named(tmp_path):
+    from llmhpc.eval.loading import load_model_part
+    from llmhpc.eval.tinyckpt import write_tiny_litgpt
+
+    ckpt = write_tiny_litgpt(tmp_path / "ckpt")
+    state = torch.load(ckpt / "lit_model.pth", weights_only=True)
+    del state["transformer.h.1.attn.proj.weight"]
+    torch.save(state, ckpt / "lit_model.pth")
+    with pytest.raises(KeyError, match=r"missing \['transformer\.h\.1\.attn\.proj\.weight'\]"):
+        load_model_part(ckpt, "32-true", "cpu")
+    model, n_params = load_model_part(ckpt, "32-true", "cpu", first_block=0, last_block=1)  # stage 1 of 2
+    assert n_params > 0 and model.transformer.h[0].attn.proj.weight.device.type == "cpu"

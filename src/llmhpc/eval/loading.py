@@ -9,8 +9,10 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
+import yaml
 
 DTYPES = {"32-true": torch.float32, "16-true": torch.float16, "bf16-true": torch.bfloat16}
 
@@ -124,22 +126,13 @@ def load_model_part(checkpoint_dir: Path, precision: str | None, device, first_b
     norm and head on the last) on `device`; everything else stays on the meta device and is never used.
     Weights come from lit_model.pth (memory-mapped), or, for Llama shapes, straight from a Hugging Face
     checkpoint's safetensors files when the directory has those and a model_config.yaml instead.
+    The copies to the device start before LitGPT is imported: that import (lightning, torchmetrics: 8-10 s per
+    process on an H200 host, started in a thread when the scorer starts) finishes while the weights move.
     Returns (model, parameter count of the whole model)."""
-    from litgpt import GPT, Config
-
     checkpoint_dir = Path(checkpoint_dir)
-    config = Config.from_file(checkpoint_dir / "model_config.yaml")
-    with torch.device("meta"):
-        model = GPT(config)
-    n_params = sum(p.numel() for p in model.parameters())
-    last = config.n_layer if last_block is None else last_block
-    names = [k for k in model.state_dict() if _wanted(k, first_block, last, config.n_layer)]
-    if (checkpoint_dir / "lit_model.pth").is_file():
-        state = torch.load(checkpoint_dir / "lit_model.pth", mmap=True, weights_only=True, map_location="cpu")
-        state = state.get("model", state)
-        read = state.__getitem__
-    else:
-        read = _hf_reader(checkpoint_dir, config)
+    raw = yaml.safe_load((checkpoint_dir / "model_config.yaml").read_text()) or {}
+    last = raw["n_layer"] if last_block is None else last_block
+    names, read = open_weights(checkpoint_dir, raw, first_block, last)
     dtype = DTYPES[precision] if precision else None
 
     def move(name: str) -> torch.Tensor:
@@ -149,13 +142,40 @@ def load_model_part(checkpoint_dir: Path, precision: str | None, device, first_b
         return t.to(dtype) if dtype is not None and t.is_floating_point() else t
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        part = dict(zip(names, pool.map(move, names)))
+        moving = {name: pool.submit(move, name) for name in names}
+        from litgpt import GPT, Config
+
+        config = Config.from_file(checkpoint_dir / "model_config.yaml")
+        with torch.device("meta"):
+            model = GPT(config)
+        expected = {k for k in model.state_dict() if _wanted(k, first_block, last, config.n_layer)}
+        if expected != set(names):
+            missing, unexpected = sorted(expected - set(names)), sorted(set(names) - expected)
+            raise KeyError(f"{checkpoint_dir}: the weights do not match model_config.yaml's model: missing "
+                           f"{missing[:5]}, unexpected {unexpected[:5]}")
+        part = {name: future.result() for name, future in moving.items()}
+    n_params = sum(p.numel() for p in model.parameters())
     model.load_state_dict(part, strict=False, assign=True)
     cos, sin = model.rope_cache(device=torch.device(device))
     rope_dtype = dtype or next(iter(part.values())).dtype
     model.cos, model.sin = cos.to(rope_dtype), sin.to(rope_dtype)
     model.max_seq_length = config.block_size
     return model.eval(), n_params
+
+
+def open_weights(checkpoint_dir: Path, raw: dict, first: int, last: int) -> tuple[list[str], object]:
+    """(the LitGPT names this part needs, name -> CPU tensor(s)) without importing LitGPT: lit_model.pth's own
+    keys, or a Hugging Face Llama checkpoint's tensors under LitGPT's names (model_config.yaml's fields, with
+    LitGPT's defaults where a field is absent, decide whether it is a Llama shape)."""
+    n_layer = raw["n_layer"]
+    if (checkpoint_dir / "lit_model.pth").is_file():
+        state = torch.load(checkpoint_dir / "lit_model.pth", mmap=True, weights_only=True, map_location="cpu")
+        state = state.get("model", state)
+        return [k for k in state if _wanted(k, first, last, n_layer)], state.__getitem__
+    shape = SimpleNamespace(mlp_class_name=raw.get("mlp_class_name", "GptNeoxMLP"),
+                            norm_class_name=raw.get("norm_class_name", "LayerNorm"), bias=raw.get("bias", True))
+    every = [k.format(i) for k in HF_LLAMA for i in (range(n_layer) if "{}" in k else [None])]
+    return [k for k in every if _wanted(k, first, last, n_layer)], _hf_reader(checkpoint_dir, shape)
 
 
 def load_tokenizer(checkpoint_dir: Path):
