@@ -8,7 +8,8 @@
 #   bash bench/hellaswag_vs_lmeval.sh 7b1   # Llama-2-7b shape on ONE GPU, in turn: lm-eval batch 16 (--log_samples),
 #                                           # ours with a cold compile cache, ours again (warm cache), ours eager
 #                                           # (--compile false: the reference path), a kernel profile of ours;
-#                                           # LMEVAL_AUTO=1 adds lm-eval --batch_size auto
+#                                           # LMEVAL_AUTO=1 adds lm-eval --batch_size auto; QUICK=1 runs only
+#                                           # lm-eval batch 16 and ours eager
 #   bash bench/hellaswag_vs_lmeval.sh 30b   # LLaMA-30B shape, each GPU capped at MAX_GIB (32, a V100's memory):
 #                                           # ours as 4 pipeline stages on LIMIT items and on all items; lm-eval
 #                                           # parallelize=True (accelerate spreads the layers) on the same LIMIT items
@@ -126,6 +127,11 @@ if [ "$MODE" = "7b1" ]; then
   [ "${LMEVAL_AUTO:-0}" = "1" ] && run_lmeval auto 0 auto "pretrained=$HS/model,dtype=bfloat16" --device "$DEV"
   export TORCHINDUCTOR_CACHE_DIR="$HS/inductor-cache" TRITON_CACHE_DIR="$HS/triton-cache"
   rm -rf "$TORCHINDUCTOR_CACHE_DIR" "$TRITON_CACHE_DIR"
+  if [ "${QUICK:-0}" = "1" ]; then  # lm-eval batch 16 and ours eager only: a short call
+    run_fast eager 0 1 "$HS/model" --compile false
+    $PY "$BENCH" table --baseline lmeval-b16 "lmeval-b16:lmeval:$OUT/lm_b16.summary" "ours-eager:fast:$OUT/fast_eager.json"
+    exit 0
+  fi
   run_fast cold 0 1 "$HS/model"
   run_fast warm 0 1 "$HS/model"
   run_fast eager 0 1 "$HS/model" --compile false

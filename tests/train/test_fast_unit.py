@@ -242,3 +242,20 @@ def test_gather_keeps_cpu_tensors_where_no_gpu_has_room():
     full = checkpoint.gather(gpt, main=True)
     assert set(full) == {"weight", "bias"} and all(t.device.type == "cpu" for t in full.values())
     assert checkpoint.gather(gpt, main=False) == {}
+
+
+@pytest.mark.unit
+def test_the_scheduler_s_warning_becomes_a_flag_on_the_device():
+    import signal
+
+    from llmhpc.train.fast import distributed, resume
+
+    warned = resume.Warned()
+    try:
+        world = distributed.World()
+        assert warned.flag(world).item() == 0.0
+        warned._note(signal.SIGUSR1, None)
+        flag = warned.flag(world)
+        assert flag.item() == 1.0 and flag.device == world.device and flag.dtype == torch.float32
+    finally:
+        warned.release()

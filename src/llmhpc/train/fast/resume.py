@@ -157,7 +157,9 @@ class Warned:
                 signal.signal(sig, signal.SIG_DFL)
 
     def flag(self, world) -> torch.Tensor:
-        value = torch.tensor(float(self.signum > 0), device=world.device)
+        # filled on the device: torch.tensor(x, device="cuda") copies from the host and waits for the GPU to
+        # finish the step first, a host sync at every step boundary (the step's kernels could not be queued ahead)
+        value = torch.full((), float(self.signum > 0), device=world.device)
         return distributed.all_sum(value, world)
 
 
