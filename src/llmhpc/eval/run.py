@@ -156,10 +156,13 @@ def start_warm_up(checkpoint: Path, device: str, precision: str, backend: str | 
         return {}
     from llmhpc.eval.loading import DTYPES
 
-    state: dict = {"ready": threading.Event(), "graphs_before": compiled_graphs()}  # the count is per process
+    state: dict = {"ready": threading.Event()}
 
     def work():
         try:
+            # here, not in the caller: importing torch._dynamo there made the main thread wait ~7 s (1 x H200) for
+            # the import lock and the GIL that LitGPT's import (in its own thread) held, before the load began
+            state["graphs_before"] = compiled_graphs()  # the count is per process
             from litgpt import Config
 
             config = Config.from_file(checkpoint / "model_config.yaml")
@@ -180,7 +183,7 @@ def compile_record(state: dict, backend: str | None, stage, log) -> dict:
         log(f"torch.compile failed ({type(state['error']).__name__}: {state['error']}); scored eager")
     return {"backend": backend if state.get("seconds") is not None else None, "requested": backend,
             "warm_up_s": state.get("seconds"), "eager_batches": stage.eager_batches,
-            "graphs": compiled_graphs() - state["graphs_before"] if state else 0}
+            "graphs": compiled_graphs() - state["graphs_before"] if "graphs_before" in state else 0}
 
 
 def compiled_graphs() -> int:
