@@ -95,9 +95,13 @@ def main(run, world, t_start: float) -> None:
     gc.collect()
     gc.freeze()  # the set-up's objects leave the collector's view, and no collection pauses a step
     gc.disable()
+    graphs = compiled_graphs()
     t0 = time.perf_counter()
     loop.fit(state, steps, stream, run, logger, per_epoch=-(-len(samples) // run.train.micro_batch_size), start=done)
     training_time = time.perf_counter() - t0
+    # a slow first step: waiting for data, or a recompile the warm-up did not foresee
+    print_main(world, f"First batch ready after {state.get('first_batch_wait_s', 0.0) * 1000:.1f} ms; "
+                      f"{compiled_graphs() - graphs} graphs compiled during training")
     if "warned" in state:
         state["warned"].release()
     gc.enable()
@@ -294,6 +298,12 @@ def gather_final(state, run, world, final: Path) -> dict:
     full, lora_state = adapters.merge_state(full, slices, run.lora, world.device)
     checkpoint.write(lora_state, final / "lit_model.pth.lora", fast=True)
     return full
+
+
+def compiled_graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 def unwrap(module):

@@ -109,6 +109,8 @@ def fit(state, steps: list[data.Step], stream, run, logger, per_epoch: int, star
     tokens = sum(len(samples[i].input_ids) for step in steps[:start] for i in step.samples)
     warned, t_step = None, time.perf_counter()
     for s, micros in enumerate(stream, start + 1):
+        if s == start + 1:  # what the first step waited for its batch (the prefetch thread's start included)
+            state["first_batch_wait_s"] = time.perf_counter() - t_step
         loss = torch.zeros((), device=device)
         with profiled(s == state.get("profile_step"), world):
             for m, micro in enumerate(micros):
