@@ -1,4 +1,5 @@
 # Config checks and helper functions; every rule file uses these.
+import os
 import sys
 from pathlib import Path
 
@@ -34,7 +35,9 @@ if workflow.is_main_process:
         cost.register_run_estimate(workflow, SITE)  # a real run records every job's estimated cost before submitting
 # The experiments serve_check serves (serve.enabled; none otherwise): their figures join the summary and the bundle.
 SERVED = served_experiments(config, EXPERIMENTS) if config["serve"]["enabled"] else []
-EMBEDDED = Path(workflow.basedir) / "src/llmhpc/embedded"
+# Relative to the working directory, so that a copied or moved project (results and all) finds the same input
+# paths and parameters in Snakemake's records instead of remaking the data and everything after it.
+EMBEDDED = Path(os.path.relpath(Path(workflow.basedir) / "src/llmhpc/embedded"))
 ENV_MANIFEST = "results/env/manifest.json"
 # This run's --configfiles/--config as shell words: the report (a nested `snakemake --report`) and the slides'
 # reproduce slide repeat them, so that both describe the run that made them.
