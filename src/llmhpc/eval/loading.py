@@ -6,7 +6,6 @@ lm-evaluation-harness 0.4.13 makes it (follow the tokenizer); a batch tokenizer 
 from __future__ import annotations
 
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,20 +21,6 @@ def default_precision(device: str) -> str:
         return "32-true"
     major, _ = torch.cuda.get_device_capability(device)
     return "bf16-true" if major >= 8 else "16-true"  # V100 (7.0) has no bf16 tensor cores: fp16
-
-
-def prefetch(checkpoint_dir: Path) -> None:
-    """Ask the kernel to start reading the weights now (read-ahead), while Python imports and tokenises."""
-    if not hasattr(os, "posix_fadvise"):
-        return
-    checkpoint_dir = Path(checkpoint_dir)
-    lit = checkpoint_dir / "lit_model.pth"
-    for path in [lit] if lit.is_file() else sorted(checkpoint_dir.glob("*.safetensors")):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-        finally:
-            os.close(fd)
 
 
 def _wanted(name: str, first: int, last: int, n_layer: int) -> bool:

@@ -30,8 +30,9 @@ import yaml  # noqa: E402
 
 from llmhpc.eval import parallel, store  # noqa: E402
 from llmhpc.eval.fast import DEFAULT_TOKEN_BUDGET, Collector, Stage, compile_backend, plan, run_stage, warm_up  # noqa: E402
-from llmhpc.eval.loading import batch_encoder, default_precision, load_model_part, load_tokenizer, prefetch, resolve_bos  # noqa: E402
+from llmhpc.eval.loading import batch_encoder, default_precision, load_model_part, load_tokenizer, resolve_bos  # noqa: E402
 from llmhpc.eval.schedule import chunk_bounds, doc_size, schedule_stats, shard_positions, tokenize_items  # noqa: E402
+from llmhpc.readahead import prefetch  # noqa: E402
 
 SCORER = "fast"
 
