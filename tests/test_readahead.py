@@ -55,3 +55,14 @@ def test_the_engine_s_first_process_on_a_node_reads_ahead(tmp_path, monkeypatch,
     for thread in started:
         thread.join()
     assert seen == ([(str(tmp_path / "ckpt/lit_model.pth"), os.POSIX_FADV_WILLNEED)] if asks else [])
+
+
+@pytest.mark.unit
+def test_read_ahead_leaves_a_missing_or_broken_yaml_to_the_engine(tmp_path):
+    from llmhpc.train.fast import __main__ as entry
+
+    entry.read_ahead(["python", "--config", str(tmp_path / "missing.yaml")])
+    (tmp_path / "broken.yaml").write_text("checkpoint_dir: [unclosed\n")
+    entry.read_ahead(["python", "--config", str(tmp_path / "broken.yaml")])
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    entry.read_ahead(["python", "--config", str(tmp_path / "list.yaml")])

@@ -38,8 +38,11 @@ def read_ahead(argv: list[str]) -> None:
     local = next((os.environ[k] for k in LOCAL_RANK if k in os.environ), "0")
     if local != "0" or "--config" not in argv:
         return
-    cfg = config_of(argv)
-    if cfg.get("checkpoint_dir"):
+    try:
+        cfg = config_of(argv)
+    except (OSError, yaml.YAMLError):
+        return  # the engine's own reading of the YAML says what is wrong with it
+    if isinstance(cfg, dict) and cfg.get("checkpoint_dir"):
         from llmhpc.readahead import prefetch
 
         prefetch(cfg["checkpoint_dir"])
