@@ -30,12 +30,8 @@ def shapes(layers: int, d: int = 4096, hidden: int = 11008, vocab: int = 32000) 
 def save(state: dict, path: Path, pinned_d2h: bool = False, crc: bool = False) -> None:
     from torch.utils.serialization import config
 
-    old = (config.save.compute_crc32, config.save.use_pinned_memory_for_d2h)
-    config.save.compute_crc32, config.save.use_pinned_memory_for_d2h = crc, pinned_d2h
-    try:
+    with config.patch({"save.compute_crc32": crc, "save.use_pinned_memory_for_d2h": pinned_d2h}):
         torch.save({"model": state}, path)
-    finally:
-        config.save.compute_crc32, config.save.use_pinned_memory_for_d2h = old
 
 
 def sync() -> None:

@@ -302,3 +302,14 @@ def test_weights_that_do_not_match_the_config_are_named(tmp_path):
         load_model_part(ckpt, "32-true", "cpu")
     model, n_params = load_model_part(ckpt, "32-true", "cpu", first_block=0, last_block=1)  # stage 1 of 2
     assert n_params > 0 and model.transformer.h[0].attn.proj.weight.device.type == "cpu"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("raw", [{}, {"mlp_class_name": "LLaMAMLP", "norm_class_name": "RMSNorm"},
+                                 {"mlp_class_name": "GptNeoxMLP", "norm_class_name": "RMSNorm", "bias": False}])
+def test_hugging_face_weights_are_read_directly_only_for_llama_shapes(tmp_path, raw):
+    """A field model_config.yaml lacks takes LitGPT's default (GptNeoxMLP, LayerNorm, bias), never Llama's."""
+    from llmhpc.eval.loading import _hf_reader
+
+    with pytest.raises(NotImplementedError, match="Llama shapes"):
+        _hf_reader(tmp_path, {"n_layer": 2, **raw})

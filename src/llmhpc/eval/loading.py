@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 import yaml
@@ -77,11 +76,13 @@ def safetensors_views(path: Path) -> dict[str, torch.Tensor]:
     return views
 
 
-def _hf_reader(checkpoint_dir: Path, config):
+def _hf_reader(checkpoint_dir: Path, raw: dict):
     """name -> list of CPU tensors (views of the memory-mapped safetensors files) from a Hugging Face Llama
     checkpoint, LitGPT names asked; q/k/v come as three parts that the caller concatenates (on the device) as
-    LitGPT's converter does."""
-    if not (config.mlp_class_name == "LLaMAMLP" and config.norm_class_name == "RMSNorm" and not config.bias):
+    LitGPT's converter does. `raw` is model_config.yaml as read: a field it lacks takes LitGPT's default, which
+    is never the Llama value."""
+    if not (raw.get("mlp_class_name") == "LLaMAMLP" and raw.get("norm_class_name") == "RMSNorm"
+            and raw.get("bias") is False):
         raise NotImplementedError(f"{checkpoint_dir}: reading Hugging Face weights directly is for Llama shapes")
     index = checkpoint_dir / "model.safetensors.index.json"
     files = (sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file()
@@ -115,7 +116,9 @@ def load_model_part(checkpoint_dir: Path, precision: str | None, device, first_b
     process on an H200 host, started in a thread when the scorer starts) finishes while the weights move.
     Returns (model, parameter count of the whole model)."""
     checkpoint_dir = Path(checkpoint_dir)
-    raw = yaml.safe_load((checkpoint_dir / "model_config.yaml").read_text()) or {}
+    raw = yaml.safe_load((checkpoint_dir / "model_config.yaml").read_text())
+    if not raw:
+        raise ValueError(f"{checkpoint_dir / 'model_config.yaml'} is empty")
     last = raw["n_layer"] if last_block is None else last_block
     names, read = open_weights(checkpoint_dir, raw, first_block, last)
     dtype = DTYPES[precision] if precision else None
@@ -130,7 +133,7 @@ def load_model_part(checkpoint_dir: Path, precision: str | None, device, first_b
         moving = {name: pool.submit(move, name) for name in names}
         from litgpt import GPT, Config
 
-        config = Config.from_file(checkpoint_dir / "model_config.yaml")
+        config = Config(**raw)  # as Config.from_file makes it, from the YAML read above
         with torch.device("meta"):
             model = GPT(config)
         expected = {k for k in model.state_dict() if _wanted(k, first_block, last, config.n_layer)}
@@ -150,17 +153,14 @@ def load_model_part(checkpoint_dir: Path, precision: str | None, device, first_b
 
 def open_weights(checkpoint_dir: Path, raw: dict, first: int, last: int) -> tuple[list[str], object]:
     """(the LitGPT names this part needs, name -> CPU tensor(s)) without importing LitGPT: lit_model.pth's own
-    keys, or a Hugging Face Llama checkpoint's tensors under LitGPT's names (model_config.yaml's fields, with
-    LitGPT's defaults where a field is absent, decide whether it is a Llama shape)."""
+    keys, or a Hugging Face Llama checkpoint's tensors under LitGPT's names."""
     n_layer = raw["n_layer"]
     if (checkpoint_dir / "lit_model.pth").is_file():
         state = torch.load(checkpoint_dir / "lit_model.pth", mmap=True, weights_only=True, map_location="cpu")
         state = state.get("model", state)
         return [k for k in state if _wanted(k, first, last, n_layer)], state.__getitem__
-    shape = SimpleNamespace(mlp_class_name=raw.get("mlp_class_name", "GptNeoxMLP"),
-                            norm_class_name=raw.get("norm_class_name", "LayerNorm"), bias=raw.get("bias", True))
     every = [k.format(i) for k in HF_LLAMA for i in (range(n_layer) if "{}" in k else [None])]
-    return [k for k in every if _wanted(k, first, last, n_layer)], _hf_reader(checkpoint_dir, shape)
+    return [k for k in every if _wanted(k, first, last, n_layer)], _hf_reader(checkpoint_dir, raw)
 
 
 def load_tokenizer(checkpoint_dir: Path):

@@ -28,6 +28,7 @@ T0 = time.perf_counter()
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+from llmhpc.compiling import compiled_graphs  # noqa: E402
 from llmhpc.eval import parallel, store  # noqa: E402
 from llmhpc.eval.fast import DEFAULT_TOKEN_BUDGET, Collector, Stage, compile_backend, plan, run_stage, warm_up  # noqa: E402
 from llmhpc.eval.loading import batch_encoder, default_precision, load_model_part, load_tokenizer, resolve_bos  # noqa: E402
@@ -186,11 +187,6 @@ def compile_record(state: dict, backend: str | None, stage, log) -> dict:
             "warm_up_s": state.get("seconds"), "eager_batches": stage.eager_batches,
             "graphs": compiled_graphs() - state["graphs_before"] if "graphs_before" in state else 0}
 
-
-def compiled_graphs() -> int:
-    from torch._dynamo.utils import counters
-
-    return int(counters["stats"]["unique_graphs"])
 
 
 def setup_device(args, topo) -> tuple[str, str]:

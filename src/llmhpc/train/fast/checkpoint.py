@@ -4,7 +4,6 @@ hyperparameters.yaml and prompt_style.yaml."""
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import threading
 import time
@@ -91,31 +90,13 @@ def write(state: dict, path: Path, fast: bool) -> float:
     t0 = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
+    from torch.utils.serialization import config  # torch.save's settings; patch puts them back after
+
     on_gpu = any(t.device.type == "cuda" for t in state.values())
-    with save_options(crc32=not fast, pinned_d2h=on_gpu):
+    with config.patch({"save.compute_crc32": not fast, "save.use_pinned_memory_for_d2h": on_gpu}):
         torch.save({"model": state}, tmp)
     tmp.replace(path)
     return time.perf_counter() - t0
-
-
-@contextlib.contextmanager
-def save_options(crc32: bool, pinned_d2h: bool):
-    """torch.save's settings (torch.utils.serialization.config.save) for one save, put back after it."""
-    try:
-        from torch.utils.serialization import config
-    except ImportError:  # older torch: its defaults
-        yield
-        return
-    keys = {"compute_crc32": crc32, "use_pinned_memory_for_d2h": pinned_d2h}
-    keys = {k: v for k, v in keys.items() if hasattr(config.save, k)}
-    previous = {k: getattr(config.save, k) for k in keys}
-    for k, v in keys.items():
-        setattr(config.save, k, v)
-    try:
-        yield
-    finally:
-        for k, v in previous.items():
-            setattr(config.save, k, v)
 
 
 def write_in_background(state: dict, path: Path, fast: bool) -> threading.Thread:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from llmhpc.compiling import compiled_graphs
 from llmhpc.train.fast import adapters, attention, checkpoint, converters, data, distributed, loop, model, parallel, resume
 from llmhpc.train.fast import args as args_mod
 from llmhpc.train.fast import saves as save_plan
@@ -299,11 +300,6 @@ def gather_final(state, run, world, final: Path) -> dict:
     checkpoint.write(lora_state, final / "lit_model.pth.lora", fast=True)
     return full
 
-
-def compiled_graphs() -> int:
-    from torch._dynamo.utils import counters
-
-    return int(counters["stats"]["unique_graphs"])
 
 
 def unwrap(module):
