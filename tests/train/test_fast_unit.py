@@ -124,6 +124,30 @@ def test_flex_document_mask_equals_the_dense_mask():
     torch.testing.assert_close(flex, dense, rtol=1e-4, atol=1e-4)
 
 
+@torch.no_grad()
+@pytest.mark.litgpt
+@pytest.mark.skipif(attention.flex_attention is None, reason="flex_attention needs torch >= 2.5")
+def test_a_compiled_flex_block_is_not_recompiled_on_its_second_pass():
+    """The engine's warm-up runs each block twice; a guard on the attention module's own state made the second
+    pass recompile every block (seen on 4 x H200). Dynamo traces here without Inductor (backend eager)."""
+    gpt = tiny_gpt()
+    attention.install(gpt, "flex")
+    documents = torch.tensor([[0] * 70 + [1] * 58])
+    ids = torch.randint(0, 64, (1, 128))
+    positions = torch.cat([torch.arange(70), torch.arange(58)]).unsqueeze(0)
+    mask = attention.make_mask(documents, "flex")
+    block = gpt.transformer.h[0]
+    cos, sin = gpt.cos[positions], gpt.sin[positions]
+    x = gpt.transformer.wte(ids)
+    torch._dynamo.reset()
+    compiled = torch.compile(block, backend="eager")
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        first = compiled(x, cos, sin, mask)
+        second = compiled(x, cos, sin, mask)
+    torch.testing.assert_close(second, first)
+    torch.testing.assert_close(first, block(x, cos, sin, mask), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.unit
 def test_optimizer_warm_up_changes_nothing():
     torch.manual_seed(0)

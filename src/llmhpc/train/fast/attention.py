@@ -61,14 +61,26 @@ def _flex(self, q, k, v, mask=None):
     """CausalSelfAttention.scaled_dot_product_attention for a BlockMask; otherwise LitGPT's own method."""
     if BlockMask is None or not isinstance(mask, BlockMask):
         return type(self).scaled_dot_product_attention(self, q, k, v, mask)
-    global _compiled_flex
-    if _compiled_flex is None:  # eager flex_attention materialises the scores; compiled it is one fused kernel
-        _compiled_flex = torch.compile(flex_attention)
-    # inside a compiled block flex_attention is traced as is; eager on CPU (forward only: no backward there)
-    attend = flex_attention if torch.compiler.is_compiling() or not q.is_cuda else _compiled_flex
+    # Inside a compiled block flex_attention is traced as is, and the compiled wrapper's global is never read:
+    # a read (and its first assignment) there became a guard that recompiled every block on the warm-up's second
+    # pass (4 x H200, TORCH_LOGS=recompiles). Eager on CPU (forward only: no backward there).
+    if torch.compiler.is_compiling() or not q.is_cuda:
+        attend = flex_attention
+    else:
+        attend = compiled_flex()
     scale = 1.0 / ((self.config.attention_scores_scalar or self.config.head_size) ** 0.5)
     scale = scale * self.mscale * self.mscale
     return attend(q, k, v, block_mask=mask, scale=scale).transpose(1, 2)
+
+
+@torch.compiler.disable
+def compiled_flex():
+    """Eager flex_attention materialises the scores; compiled it is one fused kernel. Made once, on first use
+    outside a compiled region."""
+    global _compiled_flex
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention)
+    return _compiled_flex
 
 
 def check_supported(config, packing: bool) -> None:
