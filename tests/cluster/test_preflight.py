@@ -165,3 +165,71 @@ def test_a_run_that_cannot_fit_on_the_disk_is_refused_with_the_figures(tmp_path,
     assert "has 10.0 GB free" in text
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(100e9, 10e9, 90e9))
     preflight.preflight(cfg, exps, tmp_path)  # fits: nothing to say
+
+
+# ------------------------------------------------------------------------------------- fsdp2 memory per GPU
+
+def fsdp2_experiments(model="Llama-2-7b-hf", **finetune) -> tuple[dict, dict]:
+    cfg = default_config()
+    cfg["model"]["name"] = model
+    cfg["finetune"].update(dict(engine="fsdp2", precision="16-mixed", global_batch_size=64, micro_batch_size=4,
+                                max_seq_length=512), **finetune)
+    cfg["experiments"] = [{"name": "fast"}]
+    return cfg, check(cfg, load_schema(SCHEMA))
+
+
+def test_fsdp2_memory_is_predicted_per_gpu_before_queueing(capsys):
+    cfg, exps = fsdp2_experiments(devices=4, num_nodes=2)
+    cfg["site"] = GADI
+    preflight.preflight(cfg, exps, "/scratch/ab12/run")
+    said = capsys.readouterr().err
+    # 32 GB V100s: the gathered fp32 model would not fit beside its shards, so auto shards over all 8 GPUs
+    assert "preflight: experiment 'fast' (fsdp2, Llama-2-7b-hf, 4 GPU(s) x 2 node(s)): predicted peak at most" in said
+    assert "of 32 GB per GPU (full sharding: weights, gradients and optimizer 13.5 GB" in said
+
+
+def test_an_fsdp2_run_that_cannot_fit_is_refused_with_the_figures_and_the_levers():
+    cfg, exps = fsdp2_experiments(devices=2, num_nodes=1)
+    said = refusal(cfg, exps, GADI, workdir="/scratch/ab12/run")
+    assert "experiment 'fast': predicted 54.1 GB per GPU with one row of 512 tokens per micro batch and activation " \
+           "checkpointing on, over 85% of 32 GB (finetune.engine_options.memory_fraction)" in said
+    assert "Spread them over more GPUs (devices, num_nodes), use sharding full" in said
+
+
+def test_fsdp2_micro_rows_that_cannot_fit_are_refused():
+    cfg, exps = fsdp2_experiments(devices=4, num_nodes=2, precision="bf16-true", global_batch_size=128,
+                                  engine_options={"micro_rows": 12, "activation_checkpointing": "off"})
+    said = refusal(cfg, exps, ASPIRE, workdir="/scratch/ab12/run")
+    assert "finetune.engine_options micro_rows 12 with activation_checkpointing off is predicted at 40.3 GB" in said
+    assert "over 85% of 40 GB" in said
+    cfg["finetune"]["engine_options"] = {"micro_rows": 8, "activation_checkpointing": "off"}
+    exps = check(cfg, load_schema(SCHEMA))
+    cfg["site"] = ASPIRE
+    preflight.preflight(cfg, exps, "/scratch/ab12/run")
+
+
+def test_stock_runs_and_models_the_estimate_does_not_know_are_not_refused(capsys):
+    cfg, exps = fsdp2_experiments(model="Mixtral-8x7B-v0.1", devices=4, num_nodes=2)
+    cfg["site"] = GADI
+    preflight.preflight(cfg, exps, "/scratch/ab12/run")
+    assert "memory not predicted (model 'Mixtral-8x7B-v0.1': MLP LLaMAMoE is not one the memory estimate knows)" \
+        in capsys.readouterr().err
+    cfg, exps = experiments_for(devices=4, num_nodes=2, precision="16-mixed", global_batch_size=64,
+                                micro_batch_size=4)
+    cfg["model"]["name"] = "Llama-2-7b-hf"
+    cfg["site"] = GADI
+    preflight.preflight(cfg, exps, "/scratch/ab12/run")
+    assert "predicted" not in capsys.readouterr().err
+
+
+def test_unpacked_fsdp2_runs_are_predicted_for_stocks_micro_batch(capsys):
+    cfg, exps = fsdp2_experiments(devices=4, num_nodes=2, precision="bf16-true", global_batch_size=128,
+                                  micro_batch_size=16, engine_options={"packing": False})
+    cfg["site"] = ASPIRE
+    preflight.preflight(cfg, exps, "/scratch/ab12/run")  # 16 rows do not fit without checkpointing: auto turns it on
+    assert "for 16 row(s) of 512 tokens, checkpointing on)" in capsys.readouterr().err
+    cfg["finetune"]["engine_options"] = {"packing": False, "activation_checkpointing": "off"}
+    said = refusal(cfg, check(cfg, load_schema(SCHEMA)), ASPIRE, workdir="/scratch/ab12/run")
+    assert "predicted 51.4 GB per GPU with 16 unpacked samples of up to 512 tokens per micro batch and activation " \
+           "checkpointing off (engine_options; auto would turn it on)" in said
+    assert said.endswith("or turn packing on (the engine then fits its rows)")

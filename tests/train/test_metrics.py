@@ -39,3 +39,10 @@ def test_attention_is_what_the_engine_printed_and_nothing_for_stock():
 def test_no_samples_per_second_without_a_training_time():
     assert summarise(ENGINE_LINE, iters=4)["samples_per_s"] is None
     assert metrics.samples_per_s(None, 256, 10.0) is None
+
+
+def test_the_engines_predicted_memory_sits_beside_the_measured_peak():
+    predicted = "Predicted peak memory per GPU: 49.29 GB (weights, gradients and optimizer 26.95 GB; ...)\n"
+    s = summarise(ENGINE_LINE + predicted + REPORT + "| - Memory Used               :  44.95 GB\n", iters=2)
+    assert (s["predicted_memory_gb"], s["peak_memory_gb"]) == (49.29, 44.95)
+    assert summarise(ENGINE_LINE + REPORT, iters=2)["predicted_memory_gb"] is None  # stock prints none

@@ -136,6 +136,77 @@ def check_requested(name: str, ft: dict, overrides: dict) -> list[str]:
     return problems
 
 
+def gpu_memory(site: Site, gpu: str | None) -> float | None:
+    """GB of one GPU of the site: site.gpu_memory_gb, nvidia-smi's on a site without a scheduler (its jobs run
+    here), else by the GPU's name; None where unknown."""
+    import shutil
+    import subprocess
+
+    from llmhpc.train import memory
+
+    if site.gpu_memory_gb or site.on_scheduler or gpu is None or not shutil.which("nvidia-smi"):
+        return memory.gpu_memory_gb(gpu, site.gpu_memory_gb)
+
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20).stdout.split()
+        return round(float(out[0]) * 1.048576 / 1000, 1)  # MiB
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
+        return memory.gpu_memory_gb(gpu)
+
+
+def check_memory(name: str, ft: dict, model_name: str, gpu_gb: float | None, log=None) -> list[str]:
+    """An fsdp2 experiment's predicted peak memory per GPU (printed), and a refusal when it cannot fit: the
+    engine lowers the rows per micro batch and turns activation checkpointing on to fit, so only a run that
+    overflows with one row and checkpointing (or with the micro_rows and checkpointing it was told) is refused."""
+    from llmhpc.settings import FinetuneSettings
+    from llmhpc.train import memory
+    from llmhpc.train.fast.args import EngineArgs
+    from llmhpc.train.litgpt import ENGINE_KEYS_FROM_FINETUNE
+
+    log = log or (lambda text: print(text, file=sys.stderr))
+    where = f"experiment '{name}'"
+    if gpu_gb is None:
+        return []
+    s = FinetuneSettings.from_dict(ft)
+    try:
+        shape = memory.shape_of(model_name)
+        engine = EngineArgs(**{**s.engine_options, **{key: getattr(s, key) for key in ENGINE_KEYS_FROM_FINETUNE}})
+        common = dict(precision=s.precision, method=engine.method, devices=s.devices, num_nodes=s.num_nodes,
+                      sharding=engine.sharding, micro_rows=engine.micro_rows, fraction=engine.memory_fraction,
+                      row_len=s.max_seq_length, gpu_gb=gpu_gb, packing=engine.packing,
+                      micro_batch_size=s.micro_batch_size)
+        # the least the engine can do: checkpointing on (unless it was turned off), one packed row
+        least = memory.predict(shape, checkpointing="off" if engine.activation_checkpointing == "off" else "on",
+                               rows_needed=1, **common)
+        planned = memory.predict(shape, checkpointing=engine.activation_checkpointing,
+                                 rows_needed=max(1, s.per_rank), **common)
+    except (ValueError, KeyError, ModuleNotFoundError) as exc:  # a model or MLP the estimate does not know
+        log(f"preflight: {where}: memory not predicted ({exc})")
+        return []
+    log(f"preflight: {where} (fsdp2, {model_name}, {s.devices} GPU(s) x {s.num_nodes} node(s)): predicted peak at "
+        f"most {planned.describe()}")
+    budget = f"{engine.memory_fraction:.0%} of {gpu_gb:g} GB (finetune.engine_options.memory_fraction)"
+    if not least.fits:
+        ac = "on" if least.checkpointing else "off (engine_options; auto would turn it on)"
+        rows = f"one row of {s.max_seq_length} tokens" if engine.packing else \
+            f"{s.micro_batch_size} unpacked samples of up to {s.max_seq_length} tokens"
+        return [f"{where}: predicted {least.peak_gb:.1f} GB per GPU with {rows} per micro batch and activation "
+                f"checkpointing {ac}, over {budget}: weights, gradients and optimizer take {least.static_gb:.1f} GB "
+                f"({least.sharding} sharding). Spread them over more GPUs (devices, num_nodes), use sharding full, "
+                f"a lower-memory method (lora, qlora) or a shorter max_seq_length"
+                + ("" if engine.packing else ", or turn packing on (the engine then fits its rows)")]
+    if not planned.fits:
+        asked = (f"finetune.engine_options micro_rows {engine.micro_rows}" if engine.packing else
+                 f"micro_batch_size {s.micro_batch_size} without packing")
+        return [f"{where}: {asked} with activation_checkpointing {engine.activation_checkpointing} is predicted at "
+                f"{planned.peak_gb:.1f} GB per GPU, over {budget}: "
+                + ("set micro_rows to auto (the engine picks what fits)" if engine.packing else
+                   "turn packing on (the engine picks the rows that fit), lower micro_batch_size")
+                + " or set activation_checkpointing to auto"]
+    return []
+
+
 def preflight(config: dict, experiments: dict, workdir, finetune_overrides: dict | None = None,
               dry_run: bool = False) -> None:
     """Refuse, before any job is queued, what cannot run on the configured site, or not fit on its disk (a dry
@@ -152,6 +223,11 @@ def preflight(config: dict, experiments: dict, workdir, finetune_overrides: dict
         gpu = site_gpu(site)
         for name, settings in experiments.items():
             problems += check_float8(name, settings["finetune"], gpu, site.name)
+    fast = {name: s for name, s in experiments.items() if s["finetune"].get("engine") == "fsdp2"}
+    if fast:  # the fsdp2 engine's memory, predicted (and refused where it cannot fit)
+        gpu_gb = gpu_memory(site, site_gpu(site))
+        for name, settings in fast.items():
+            problems += check_memory(name, settings["finetune"], config["model"]["name"], gpu_gb)
     if site.scheduler == "local":
         if problems:
             raise ConfigError(f"preflight for site '{site.name}' refused:\n  " + "\n  ".join(problems))

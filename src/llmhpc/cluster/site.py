@@ -30,6 +30,7 @@ class Site:
     mem_per_node_gb: float | None = None
     jobfs_gb: float | None = None
     gpu_model: str | None = None
+    gpu_memory_gb: float | None = None
     project: str | None = None
     queue: str | None = None
     cpu_queue: str | None = None

@@ -13,7 +13,8 @@ COLUMNS = ["run", "experiment", "stage", "metric", "value", "unit", "source"]
 FINETUNE_METRICS = {
     "training_time_s": "s", "stage_wall_s": "s", "load_s": "s", "save_s": "s",
     "tokens_per_s": "tokens/s", "tokens_per_s_per_device": "tokens/s", "samples_per_s": "samples/s",
-    "peak_memory_gb": "GB", "peak_host_memory_gb": "GB", "mfu": "fraction", "peak_tflops_per_device": "TFLOP/s",
+    "peak_memory_gb": "GB", "predicted_memory_gb": "GB", "peak_host_memory_gb": "GB", "mfu": "fraction",
+    "peak_tflops_per_device": "TFLOP/s",
     "steps": "count", "iters": "count", "final_loss": "nats", "final_val_loss": "nats",
     "tokens_with_padding": "tokens", "input_tokens": "tokens", "trainable_parameters": "count",
     "world_size": "count", "micro_batch_size": "samples", "global_batch_size": "samples", "max_seq_length": "tokens",

@@ -118,6 +118,8 @@ _REPORT = {
     "trainable_parameters": r"Number of trainable parameters:\s*([\d,]+)",
     "non_trainable_parameters": r"Number of non-trainable parameters:\s*([\d,]+)",
     "final_val_loss": r"Final evaluation \| val loss: ([\d.]+)",
+    # the fsdp2 engine's own line (llmhpc.train.memory's estimate for the rows it runs); stock prints none
+    "predicted_memory_gb": r"Predicted peak memory per GPU:\s*([\d.]+)\s*GB",
 }
 
 

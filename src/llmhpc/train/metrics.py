@@ -84,6 +84,7 @@ def summarise(stdout_text: str, metrics_rows: list[dict], ft: dict, wall_s: floa
         "tokens_per_s": rep.get("tokens_per_s"),
         "tokens_per_s_per_device": round(rep["tokens_per_s"] / world, 2) if "tokens_per_s" in rep else None,
         "peak_memory_gb": rep.get("peak_memory_gb"),
+        "predicted_memory_gb": rep.get("predicted_memory_gb"),  # the fsdp2 engine's estimate, beside the measured
         "peak_host_memory_gb": round(peak_rss_gb, 3),
         "input_tokens": rep.get("input_tokens"),
         "tokens_with_padding": rep.get("tokens_with_padding"),

@@ -254,21 +254,3 @@ def parameter_counts(module) -> tuple[int, int]:
         else:
             frozen += p.numel()
     return trainable, frozen
-
-
-def resolve_sharding(choice: str, method: str, world, frozen_bytes: float, gpu_bytes: float) -> str | None:
-    """Adapter methods: `auto` replicates the frozen base on every GPU (DDP over the adapters alone: no weight
-    all-gathers, only the adapters' gradients are reduced) where it takes at most half of a GPU, and shards it
-    with FSDP2 otherwise. qlora is replicated always (an 8B base is about 5 GB in NF4). None for full."""
-    if method == "full":
-        return None
-    if world.size == 1:
-        return "none"
-    if method == "qlora":
-        if choice not in ("auto", "none"):
-            raise ValueError(f"engine.sharding: {choice} with method qlora; its NF4 base is replicated (sharding: "
-                             "none or auto)")
-        return "none"
-    if choice == "auto" and frozen_bytes <= gpu_bytes / 2:
-        return "none"
-    return None

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from llmhpc.compiling import compiled_graphs
+from llmhpc.train import memory
 from llmhpc.train.fast import adapters, attention, checkpoint, converters, data, distributed, loop, model, parallel, resume
 from llmhpc.train.fast import args as args_mod
 from llmhpc.train.fast import saves as save_plan
@@ -122,19 +123,21 @@ def plan_layout(run, world, config, row_len: int) -> dict:
         n_params = model.n_parameters(GPT(config))
     total = (torch.cuda.get_device_properties(world.device).total_memory if world.device.type == "cuda"
              else 64e9)
-    frozen_bytes = n_params * model.PARAM_DTYPES[run.precision].itemsize
-    sharding = (adapters.resolve_sharding(engine.sharding, engine.method, world, frozen_bytes, total)
-                or parallel.resolve_sharding(engine.sharding, world))
-    checkpointing, rows = model.plan_memory(config, n_params, run.precision, sharding,
-                                            parallel.shards(sharding, world), row_len, total,
-                                            engine.memory_fraction, engine.activation_checkpointing, engine.method)
+    sharding = memory.choose_sharding(config, n_params, run.precision, engine.method, engine.sharding, world.size,
+                                      world.nodes, total, engine.memory_fraction, row_len)
+    checkpointing, rows = memory.plan_memory(config, n_params, run.precision, sharding,
+                                             memory.shards(sharding, world.size, world.nodes), row_len, total,
+                                             engine.memory_fraction, engine.activation_checkpointing, engine.method,
+                                             1 if engine.packing else run.train.micro_batch_size)
     micro_rows = rows if engine.micro_rows == "auto" else engine.micro_rows
     cross_entropy = engine.cross_entropy
     lora_head = engine.method != "full" and run.lora.head  # the fused loss reads lm_head.weight, not its adapter
     if cross_entropy == "fused" and (lora_head or not fused_ce_available(world.device)):
         cross_entropy = "chunked"
     return {"sharding": sharding, "checkpointing": checkpointing, "micro_rows": micro_rows,
-            "n_params": n_params, "cross_entropy": cross_entropy,
+            "n_params": n_params, "cross_entropy": cross_entropy, "row_len": row_len, "gpu_bytes": total,
+            "shards": memory.shards(sharding, world.size, world.nodes),
+            "row_bytes": memory.row_bytes(config, run.precision, checkpointing, engine.method, row_len),
             "compile": engine.compile and world.device.type == "cuda"
             or engine.compile and os.environ.get("LLMHPC_FAST_COMPILE_CPU") == "1"}
 
@@ -236,6 +239,14 @@ def report_settings(run, world, layout, state, steps, longest, max_seq_length, t
         f"{len(steps)} optimizer steps of {run.train.global_batch_size} samples"))
     if layout.get("converted"):
         print_main(world, f"Model converters: {'; '.join(layout['converted'])}")
+    # the preflight's estimate, for the rows this run packs: the summary sets it beside the measured peak
+    accumulating = max(len(s.micros[0]) for s in steps) > 1
+    static = memory.static_bytes(layout["n_params"], run.precision, layout["sharding"], layout["shards"],
+                                 engine.method, accumulating)
+    predicted = (static + max(rows) * layout["row_bytes"]) / memory.GB
+    print_main(world, f"Predicted peak memory per GPU: {predicted:.2f} GB (weights, gradients and optimizer "
+                      f"{static / memory.GB:.2f} GB; activations for {max(rows)} row(s) of {layout['row_len']} "
+                      f"tokens)")
 
 
 def report_training(world, steps, samples, run, row_len: int, training_time: float) -> None:

@@ -9,26 +9,9 @@ from llmhpc.train.fast import checkpoint, model
 RESHARD_AFTER_FORWARD = {"full": True, "grad_op": False, "hybrid": False}
 
 
-def resolve_sharding(choice: str, world) -> str:
-    if world.size == 1:
-        return "none"
-    if choice == "auto":
-        return "hybrid" if world.nodes > 1 else "grad_op"
-    if choice == "hybrid" and world.nodes == 1:
-        return "grad_op"  # one node: hybrid sharding is plain sharding without resharding
-    return choice
-
-
 def fsdp(sharding: str, world) -> bool:
     """Whether FSDP2 shards the parameters (several processes, a sharding other than none, which is DDP)."""
     return world.size > 1 and sharding != "none"
-
-
-def shards(sharding: str, world) -> int:
-    """Over how many GPUs parameters, gradients and optimizer states are split."""
-    if sharding == "none" or world.size == 1:
-        return 1
-    return world.size // world.nodes if sharding == "hybrid" else world.size
 
 
 def wrap(trainee: model.Trainee, sharding: str, world, compile_blocks: bool):
