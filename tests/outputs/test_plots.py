@@ -159,6 +159,20 @@ def test_memory_against_the_gpu_capacity_where_there_is_a_gpu(tmp_path):
     assert "NVIDIA H200 memory: 150 GB" in texts
     assert "61.3 GB" in texts and "97.8 GB" in texts  # the GPU figures, not the host RSS beside them
     assert plot.missing == []
+    assert "predicted by the engine" not in texts  # stock litgpt predicts nothing
+
+
+def test_the_engines_predicted_memory_is_drawn_beside_its_measured_peak(tmp_path):
+    table, _ = real_inputs()
+    table = add_rows(table, [("baseline", "finetune", "peak_memory_gb", 44.95),
+                             ("baseline", "finetune", "predicted_memory_gb", 160.0),
+                             ("mbs16", "finetune", "peak_memory_gb", 97.8)])
+    gpu = dict(manifest(), gpus=[{"index": 0, "name": "NVIDIA H200", "memory_gb": 150.0}])
+    plots.plot_memory(table, EXPERIMENTS, gpu, tmp_path)
+    assert "predicted by the engine" in svg_texts(tmp_path / "memory.svg")
+    with open(tmp_path / "memory.svg") as fh:
+        svg = fh.read()
+    assert svg.count("predicted by the engine") == 1  # one legend entry
 
     # the embedded default's CPU run: host RSS, labelled as such; the host's RAM is not in this manifest. Said as
     # plain remarks in grey, not as a red "Missing:" (nothing is missing: a CPU has no GPU memory to measure).

@@ -208,7 +208,11 @@ def plot_memory(table: pd.DataFrame, experiments: list[str], manifest: dict | No
                 peaks[name] = (gpu, "gpu")
             elif host is not None:
                 peaks[name] = (host, "host")
-        top = max([p for p, _ in peaks.values()] + [c for c, _ in caps.values() if c] + [1.0])
+        predicted = {name: value(table, name, "finetune", "predicted_memory_gb") for name in peaks
+                     if peaks[name][1] == "gpu"}  # the fsdp2 engine's estimate (llmhpc.train.memory)
+        predicted = {name: gb for name, gb in predicted.items() if gb is not None}
+        top = max([p for p, _ in peaks.values()] + list(predicted.values()) + [c for c, _ in caps.values() if c]
+                  + [1.0])
         for i, name in enumerate(experiments):
             if name not in peaks:
                 plot.missing.append(f"{name} (no memory figure yet)")
@@ -220,6 +224,11 @@ def plot_memory(table: pd.DataFrame, experiments: list[str], manifest: dict | No
                             edgecolor="white")
             _record(plot, name, bar)
             ax.text(i, peak, f"{peak:.1f} GB", ha="center", va="bottom", fontsize=16)
+            if name in predicted:
+                ax.plot([i - 0.3, i + 0.3], [predicted[name]] * 2, color="black", linewidth=3,
+                        label="predicted by the engine" if name == next(iter(predicted)) else None)
+        if predicted:
+            ax.legend(loc="upper left", fontsize=14)
         for kind in sorted(kinds):
             if kind in caps:
                 gb, label = caps[kind]
