@@ -151,6 +151,7 @@ class EvaluateSettings:
     bos: str = "auto"
     device: str = "auto"
     gpus: int = 1
+    num_nodes: int = 1
     pipeline_stages: int = 1
     token_budget: int = 0
     compile: str = "auto"
@@ -164,11 +165,15 @@ class EvaluateSettings:
                     f" model takes pipeline_stages GPUs")
         if self.pipeline_stages > 1 and self.scorer != "fast":
             return f"pipeline_stages {self.pipeline_stages} needs scorer fast (the reference scorer uses one device)"
+        if self.num_nodes > 1 and (self.scorer != "fast" or self.device == "cpu"):
+            return (f"num_nodes {self.num_nodes} needs scorer fast on GPUs (the reference scorer, and a scorer on"
+                    f" device cpu, use one process)")
         return None
 
     @property
     def processes(self) -> int:
-        """Processes the fast scorer starts: one per GPU (data parallel ranks, or stages of a split model)."""
+        """Processes the fast scorer starts on each node: one per GPU (data parallel ranks, or stages of a split
+        model)."""
         return self.gpus if self.scorer == "fast" and self.device != "cpu" else 1
 
     @classmethod

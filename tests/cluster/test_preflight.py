@@ -233,3 +233,25 @@ def test_unpacked_fsdp2_runs_are_predicted_for_stocks_micro_batch(capsys):
     assert "predicted 51.4 GB per GPU with 16 unpacked samples of up to 512 tokens per micro batch and activation " \
            "checkpointing off (engine_options; auto would turn it on)" in said
     assert said.endswith("or turn packing on (the engine then fits its rows)")
+
+
+def test_scoring_over_nodes_needs_a_multi_node_launcher_and_whole_nodes():
+    cfg, exps = experiments_for()
+    cfg["evaluate"].update(scorer="fast", gpus=8)
+    exps = check(cfg, load_schema(SCHEMA))
+    assert "evaluate.gpus 8 per node, but a gadi node has 4 GPUs: set gpus to 4 or less and raise evaluate.num_nodes" \
+        in refusal(cfg, exps, GADI, workdir="/scratch/ab12/run")
+    cfg["evaluate"].update(gpus=4, num_nodes=2)
+    exps = check(cfg, load_schema(SCHEMA))
+    local = dict(GADI, launcher="local")
+    assert "evaluate.num_nodes 2 with site.launcher 'local', which starts processes on one node only" in \
+        refusal(cfg, exps, local, workdir="/scratch/ab12/run")
+    cfg["site"] = GADI
+    preflight.preflight(cfg, exps, "/scratch/ab12/run")
+
+
+def test_scoring_over_nodes_is_for_the_fast_scorer():
+    cfg, exps = experiments_for()
+    cfg["evaluate"].update(scorer="reference", num_nodes=2)
+    with pytest.raises(ConfigError, match="num_nodes 2 needs scorer fast on GPUs"):
+        check(cfg, load_schema(SCHEMA))

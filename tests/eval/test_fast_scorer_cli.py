@@ -146,3 +146,26 @@ def test_two_ranks_and_two_stages_match_one(setup, single, tmp_path):
             [(r["index"], r["pred"], r["pred_norm"]) for r in one]
         assert max(abs(a - b) for r, s in zip(got, one) for a, b in zip(r["loglikelihoods"], s["loglikelihoods"])) \
             <= 1e-4
+
+
+@pytest.mark.distributed
+def test_mpirun_over_two_nodes_on_one_host_matches_one_process(setup, single, tmp_path):
+    """evaluate.num_nodes 2 with the mpirun launcher as the workflow plans it (site.nodes_on_one_host): the ranks
+    find each other through mpi4py (Lightning's MPI environment), score their shares, and exit cleanly."""
+    from llmhpc.cluster import launch
+
+    ckpt, eval_file = setup
+    site = {"name": "one-host", "launcher": "mpirun", "mpirun_args": ["--bind-to", "none", "--oversubscribe"],
+            "nodes_on_one_host": True, "env": {}}
+    plan = launch.plan(site, {"num_nodes": 2, "devices": 1}, {}, tmpdir=str(tmp_path), what="evaluate")
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1",
+               OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")  # CI runs as root
+    out = tmp_path / "mpi"
+    out.mkdir()
+    proc = subprocess.run([*plan["prefix"], sys.executable, "-m", "llmhpc.eval.run", *args(ckpt, eval_file, out)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    m = json.loads((out / "m.json").read_text())
+    assert (m["world_size"], m["data_parallel"]) == (2, 2)
+    assert [(r["index"], r["pred"], r["pred_norm"]) for r in rows(out)] == \
+        [(r["index"], r["pred"], r["pred_norm"]) for r in rows(single)]

@@ -18,6 +18,7 @@ rule evaluate:
     resources:
         # One GPU unless evaluate.device is cpu (qsub -l ngpus / sbatch --gres on GPU sites).
         gpus_per_node=evaluate_gpus,
+        nodes=lambda wc: evaluate_settings(wc)["num_nodes"] if evaluate_gpus(wc) else 1,
         gres=evaluate_gres,
         cpus_per_task=SLURM_CPUS_PER_TASK,
     params:

@@ -1,8 +1,9 @@
+import os
 from pathlib import Path
 
 import torch
 
-from llmhpc.cluster import cost
+from llmhpc.cluster import cost, launch
 from llmhpc.rulelog import to_log
 from llmhpc.stages import evaluate
 
@@ -13,6 +14,12 @@ checkpoint = Path(snakemake.input.checkpoint)  # the base model, or an experimen
 # finetune.py): the stage's wall hours x what this job held x the queue's rate; the summary shows it as `su`.
 job = {"rule": snakemake.rule, "wildcards": dict(snakemake.wildcards.items()), "threads": snakemake.threads,
        "resources": dict(snakemake.resources.items())}
-evaluate.run_stage(snakemake.params.settings, checkpoint, Path(snakemake.input.eval), snakemake.output.predictions,
+settings = snakemake.params.settings
+plan = None
+if settings["num_nodes"] > 1:  # started on every node by the site's launcher, with its NCCL/MPI environment
+    plan = launch.plan(snakemake.config["site"], {"num_nodes": settings["num_nodes"], "devices": settings["gpus"]},
+                       what="evaluate")
+    os.environ.update(plan["env"])
+evaluate.run_stage(settings, checkpoint, Path(snakemake.input.eval), snakemake.output.predictions,
                    snakemake.output.metrics,
-                   cost_of=lambda wall_s: cost.measured(job, snakemake.config["site"], wall_s))
+                   cost_of=lambda wall_s: cost.measured(job, snakemake.config["site"], wall_s), launch=plan)

@@ -67,19 +67,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def pbs_hosts(environ, ft: dict, launcher: str) -> list[str]:
-    """The job's nodes from $PBS_NODEFILE, checked against finetune.num_nodes."""
+def pbs_hosts(environ, ft: dict, launcher: str, what: str = "finetune") -> list[str]:
+    """The job's nodes from $PBS_NODEFILE, checked against `what`.num_nodes."""
     if not environ.get("PBS_NODEFILE"):
         raise LaunchError(f"site.launcher '{launcher}' reads the nodes from $PBS_NODEFILE, which is not set")
     hosts = node_hosts(environ["PBS_NODEFILE"])
     if len(hosts) != ft["num_nodes"]:
         raise LaunchError(f"the job has {len(hosts)} node(s) ($PBS_NODEFILE: {', '.join(hosts)}) but"
-                          f" finetune.num_nodes is {ft['num_nodes']}: the scheduler request and the litgpt settings"
+                          f" {what}.num_nodes is {ft['num_nodes']}: the scheduler request and the {what} settings"
                           f" disagree")
     return hosts
 
 
-def plan(site: Site | dict, ft: dict, environ=None, tmpdir: str | None = None) -> dict:
+def plan(site: Site | dict, ft: dict, environ=None, tmpdir: str | None = None, what: str = "finetune") -> dict:
+    """How `ft`'s num_nodes x devices processes start on the site (`what`: the config section they come from)."""
     environ = os.environ if environ is None else environ
     site = Site.of(site)
     nodes, devices = ft["num_nodes"], ft["devices"]
@@ -90,7 +91,7 @@ def plan(site: Site | dict, ft: dict, environ=None, tmpdir: str | None = None) -
     hosts: list[str] = []
     if kind == "local":
         if nodes > 1:
-            raise LaunchError(f"finetune.num_nodes {nodes} with site.launcher 'local' (one node only)")
+            raise LaunchError(f"{what}.num_nodes {nodes} with site.launcher 'local' (one node only)")
         prefix: list[str] = []
     elif kind == "mpirun":
         if importlib.util.find_spec("mpi4py") is None:
@@ -100,7 +101,7 @@ def plan(site: Site | dict, ft: dict, environ=None, tmpdir: str | None = None) -
             # every "node" here: one host with all the ranks; the engine groups them into num_nodes nodes by rank
             hosts, per_host = ["localhost"], nodes * devices
         else:
-            hosts, per_host = pbs_hosts(environ, ft, kind), devices
+            hosts, per_host = pbs_hosts(environ, ft, kind, what), devices
         fd, hostfile = tempfile.mkstemp(prefix="hosts.", dir=tmpdir or environ.get("TMPDIR"))
         with os.fdopen(fd, "w") as fh:
             fh.write("".join(f"{h} slots={per_host}\n" for h in hosts))
@@ -110,7 +111,7 @@ def plan(site: Site | dict, ft: dict, environ=None, tmpdir: str | None = None) -
         prefix += list(site.mpirun_args)
     elif kind == "srun":
         if environ.get("SLURM_JOB_NUM_NODES") and int(environ["SLURM_JOB_NUM_NODES"]) != nodes:
-            raise LaunchError(f"the Slurm job has {environ['SLURM_JOB_NUM_NODES']} node(s) but finetune.num_nodes"
+            raise LaunchError(f"the Slurm job has {environ['SLURM_JOB_NUM_NODES']} node(s) but {what}.num_nodes"
                               f" is {nodes}: the scheduler request and the litgpt settings disagree")
         # --overlap: the executor's own job step (srun -n1 around the rule) holds the job's CPUs; without it
         # this inner srun waits for them forever
@@ -120,7 +121,7 @@ def plan(site: Site | dict, ft: dict, environ=None, tmpdir: str | None = None) -
         if site.nodes_on_one_host:
             hosts = ["127.0.0.1"] * nodes
         else:
-            hosts = pbs_hosts(environ, ft, kind)
+            hosts = pbs_hosts(environ, ft, kind, what)
         prefix = [sys.executable, "-m", "llmhpc.cluster.launch", "pernode", "--nproc-per-node", str(devices),
                   "--hosts", ",".join(hosts), "--master-port", str(free_port()),
                   "--remote-shell", json.dumps(list(site.remote_shell) or ["ssh"]),

@@ -72,6 +72,13 @@ def check_experiment(name: str, ft: dict, evaluate: dict, site: Site | dict) -> 
     if ft["num_nodes"] > 1 and site.launcher == "local":
         problems.append(f"{where}: finetune.num_nodes {ft['num_nodes']} with site.launcher 'local', which starts"
                         f" processes on one node only: set site.launcher to mpirun or pernode (PBS) or srun (Slurm)")
+    nodes = evaluate.get("num_nodes", 1)
+    if nodes > 1 and site.launcher == "local":
+        problems.append(f"{where}: evaluate.num_nodes {nodes} with site.launcher 'local', which starts processes on"
+                        f" one node only: set site.launcher to mpirun or pernode (PBS) or srun (Slurm)")
+    if gpus and evaluate.get("scorer") == "fast" and evaluate.get("gpus", 1) > gpus:
+        problems.append(f"{where}: evaluate.gpus {evaluate['gpus']} per node, but a {site.name} node has {gpus} GPUs:"
+                        f" set gpus to {gpus} or less and raise evaluate.num_nodes")
     if site.launcher == "srun" and site.scheduler != "slurm":
         problems.append(f"{where}: site.launcher 'srun' needs site.scheduler 'slurm'")
     return problems

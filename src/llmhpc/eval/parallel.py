@@ -49,8 +49,21 @@ class Topology:
 
 
 def init_distributed(stages: int, device_kind: str) -> Topology:
-    """Topology from torchrun's environment (one process when WORLD_SIZE is unset); the process group is
-    NCCL on GPUs and gloo on CPUs."""
+    """Topology from the launcher's environment: torchrun's (also one torchrun per node), or `mpirun`'s and
+    `srun`'s through the fine-tune engine's (Lightning's) cluster environments; one process when none started
+    this one. The process group is NCCL on GPUs and gloo on CPUs."""
+    if "WORLD_SIZE" not in os.environ and (int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
+                                           or int(os.environ.get("SLURM_NTASKS", "1")) > 1):
+        from llmhpc.train.fast.distributed import cluster_environment
+
+        found = cluster_environment()
+        if found is None:
+            raise RuntimeError("mpirun or srun started several ranks, but none of them can see the others: for mpirun"
+                               " install mpi4py built against the MPI that provides it")
+        _, env = found  # its ranks, and the main address and port (MPI: rank 0's host, broadcast through mpi4py)
+        os.environ.update(WORLD_SIZE=str(env.world_size()), RANK=str(env.global_rank()),
+                          LOCAL_RANK=str(env.local_rank()), MASTER_ADDR=env.main_address,
+                          MASTER_PORT=str(env.main_port))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

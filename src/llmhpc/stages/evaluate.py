@@ -67,8 +67,10 @@ def evaluate(checkpoint_dir: Path, eval_file: Path, predictions_path: Path, metr
     return metrics
 
 
-def run(settings: dict, checkpoint_dir, eval_file, predictions_path, metrics_path, log=print) -> dict:
-    """Score with the scorer `settings` (the evaluate section, llmhpc.settings.EvaluateSettings) names."""
+def run(settings: dict, checkpoint_dir, eval_file, predictions_path, metrics_path, log=print,
+        launch: dict | None = None) -> dict:
+    """Score with the scorer `settings` (the evaluate section, llmhpc.settings.EvaluateSettings) names. `launch`:
+    llmhpc.cluster.launch.plan's answer for a scorer over several nodes (its prefix starts the processes)."""
     from llmhpc.settings import EvaluateSettings
 
     s = EvaluateSettings.from_dict(settings)
@@ -96,8 +98,11 @@ def run(settings: dict, checkpoint_dir, eval_file, predictions_path, metrics_pat
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={s.processes}",
-           "-m", "llmhpc.eval.run", *args]
+    if s.num_nodes > 1:  # the site's launcher, as the fine-tune's (mpirun, srun, or one torchrun per node)
+        cmd = [*(launch or {})["prefix"], sys.executable, "-m", "llmhpc.eval.run", *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={s.processes}",
+               "-m", "llmhpc.eval.run", *args]
     log("running: " + " ".join(cmd))
     proc = subprocess.run(cmd)
     if proc.returncode != 0:
@@ -106,12 +111,12 @@ def run(settings: dict, checkpoint_dir, eval_file, predictions_path, metrics_pat
 
 
 def run_stage(settings: dict, checkpoint_dir, eval_file, predictions_path, metrics_path, log=print,
-              cost_of=None) -> dict:
+              cost_of=None, launch: dict | None = None) -> dict:
     """`run`, then the stage's wall time (stage_wall_s) and `cost_of(stage wall s)`, the job's measured cost in
     service units (llmhpc.cluster.cost.measured: su, su_estimate, su_queue, ...; empty where the site has no rates),
     added to the metrics file the scorer wrote."""
     t0 = time.perf_counter()
-    metrics = dict(run(settings, checkpoint_dir, eval_file, predictions_path, metrics_path, log))  # as written
+    metrics = dict(run(settings, checkpoint_dir, eval_file, predictions_path, metrics_path, log, launch))  # as written
     wall = time.perf_counter() - t0
     metrics["stage_wall_s"] = round(wall, 3)
     if cost_of is not None:
