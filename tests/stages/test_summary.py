@@ -76,7 +76,7 @@ def evaluated_on(site, monkeypatch, lines):
         path = run / "evaluate/mbs16/metrics.json"
         scored = json.loads(path.read_text())
 
-        def scorer(settings, checkpoint, eval_file, predictions, metrics_path, log=print):
+        def scorer(settings, checkpoint, eval_file, predictions, metrics_path, log=print, launch=None):
             atomic.write_json(metrics_path, scored)
             return scored
 

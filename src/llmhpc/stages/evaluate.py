@@ -116,7 +116,7 @@ def run_stage(settings: dict, checkpoint_dir, eval_file, predictions_path, metri
     service units (llmhpc.cluster.cost.measured: su, su_estimate, su_queue, ...; empty where the site has no rates),
     added to the metrics file the scorer wrote."""
     t0 = time.perf_counter()
-    metrics = dict(run(settings, checkpoint_dir, eval_file, predictions_path, metrics_path, log, launch))  # as written
+    metrics = dict(run(settings, checkpoint_dir, eval_file, predictions_path, metrics_path, log, launch=launch))
     wall = time.perf_counter() - t0
     metrics["stage_wall_s"] = round(wall, 3)
     if cost_of is not None:
