@@ -48,12 +48,20 @@ class Topology:
         return self.rank + 1 if self.stage < self.stages - 1 else None
 
 
+def launched_by_mpirun_or_srun() -> bool:
+    """Several ranks that torchrun did not start: their ranks and main address come from Lightning's cluster
+    environments, which import Lightning (see init_distributed)."""
+    return "WORLD_SIZE" not in os.environ and (int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
+                                               or int(os.environ.get("SLURM_NTASKS", "1")) > 1)
+
+
 def init_distributed(stages: int, device_kind: str) -> Topology:
     """Topology from the launcher's environment: torchrun's (also one torchrun per node), or `mpirun`'s and
     `srun`'s through the fine-tune engine's (Lightning's) cluster environments; one process when none started
-    this one. The process group is NCCL on GPUs and gloo on CPUs."""
-    if "WORLD_SIZE" not in os.environ and (int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
-                                           or int(os.environ.get("SLURM_NTASKS", "1")) > 1):
+    this one. The process group is NCCL on GPUs and gloo on CPUs. Under mpirun or srun this imports Lightning:
+    call it before any thread imports LitGPT (two threads importing Lightning at once can each see the other's
+    half-initialised modules)."""
+    if launched_by_mpirun_or_srun():
         from llmhpc.train.fast.distributed import cluster_environment
 
         found = cluster_environment()

@@ -225,10 +225,12 @@ def main(argv=None) -> int:
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     t = {"start": time.perf_counter()}
     prefetch(args.checkpoint)
+    kind = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.split(":")[0]
+    early = parallel.launched_by_mpirun_or_srun()  # the process group first: it imports Lightning itself
+    topo = parallel.init_distributed(args.pipeline_stages, kind) if early else None
     # LitGPT's import (lightning with it: seconds) runs while CUDA and the process group start
     threading.Thread(target=importlib.import_module, args=("litgpt",), daemon=True).start()
-    kind = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.split(":")[0]
-    topo = parallel.init_distributed(args.pipeline_stages, kind)
+    topo = topo or parallel.init_distributed(args.pipeline_stages, kind)
     device, precision = setup_device(args, topo)
     docs = read_docs(args.eval_file, args.limit)
     resumed = resume(args, topo, docs, precision)
