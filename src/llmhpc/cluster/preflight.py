@@ -153,7 +153,6 @@ def gpu_memory(site: Site, gpu: str | None) -> float | None:
 
     if site.gpu_memory_gb or site.on_scheduler or gpu is None or not shutil.which("nvidia-smi"):
         return memory.gpu_memory_gb(gpu, site.gpu_memory_gb)
-
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
                              capture_output=True, text=True, timeout=20).stdout.split()
@@ -226,13 +225,14 @@ def preflight(config: dict, experiments: dict, workdir, finetune_overrides: dict
         print(f"preflight warning (a real run would be refused): {full}", file=sys.stderr)
         full = None
     problems = [full] if full else []
-    if any(s["finetune"].get("float8") for s in experiments.values()):  # nvidia-smi (local sites) only then
-        gpu = site_gpu(site)
+    fast = {name: s for name, s in experiments.items() if s["finetune"].get("engine") == "fsdp2"}
+    float8 = any(s["finetune"].get("float8") for s in experiments.values())
+    gpu = site_gpu(site) if fast or float8 else None  # nvidia-smi (local sites) only then, and once
+    if float8:
         for name, settings in experiments.items():
             problems += check_float8(name, settings["finetune"], gpu, site.name)
-    fast = {name: s for name, s in experiments.items() if s["finetune"].get("engine") == "fsdp2"}
     if fast:  # the fsdp2 engine's memory, predicted (and refused where it cannot fit)
-        gpu_gb = gpu_memory(site, site_gpu(site))
+        gpu_gb = gpu_memory(site, gpu)
         for name, settings in fast.items():
             problems += check_memory(name, settings["finetune"], config["model"]["name"], gpu_gb)
     if site.scheduler == "local":

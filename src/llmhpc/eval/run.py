@@ -188,7 +188,6 @@ def compile_record(state: dict, backend: str | None, stage, log) -> dict:
             "graphs": compiled_graphs() - state["graphs_before"] if "graphs_before" in state else 0}
 
 
-
 def setup_device(args, topo) -> tuple[str, str]:
     kind = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.split(":")[0]
     device = f"cuda:{topo.local_rank}" if kind == "cuda" else "cpu"

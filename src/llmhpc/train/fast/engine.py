@@ -125,8 +125,8 @@ def plan_layout(run, world, config, row_len: int) -> dict:
              else 64e9)
     sharding = memory.choose_sharding(config, n_params, run.precision, engine.method, engine.sharding, world.size,
                                       world.nodes, total, engine.memory_fraction, row_len)
-    checkpointing, rows = memory.plan_memory(config, n_params, run.precision, sharding,
-                                             memory.shards(sharding, world.size, world.nodes), row_len, total,
+    shards = memory.shards(sharding, world.size, world.nodes)
+    checkpointing, rows = memory.plan_memory(config, n_params, run.precision, sharding, shards, row_len, total,
                                              engine.memory_fraction, engine.activation_checkpointing, engine.method,
                                              1 if engine.packing else run.train.micro_batch_size)
     micro_rows = rows if engine.micro_rows == "auto" else engine.micro_rows
@@ -135,8 +135,7 @@ def plan_layout(run, world, config, row_len: int) -> dict:
     if cross_entropy == "fused" and (lora_head or not fused_ce_available(world.device)):
         cross_entropy = "chunked"
     return {"sharding": sharding, "checkpointing": checkpointing, "micro_rows": micro_rows,
-            "n_params": n_params, "cross_entropy": cross_entropy, "row_len": row_len, "gpu_bytes": total,
-            "shards": memory.shards(sharding, world.size, world.nodes),
+            "n_params": n_params, "cross_entropy": cross_entropy, "row_len": row_len, "shards": shards,
             "row_bytes": memory.row_bytes(config, run.precision, checkpointing, engine.method, row_len),
             "compile": engine.compile and world.device.type == "cuda"
             or engine.compile and os.environ.get("LLMHPC_FAST_COMPILE_CPU") == "1"}
@@ -310,7 +309,6 @@ def gather_final(state, run, world, final: Path) -> dict:
     full, lora_state = adapters.merge_state(full, slices, run.lora, world.device)
     checkpoint.write(lora_state, final / "lit_model.pth.lora", fast=True)
     return full
-
 
 
 def unwrap(module):
