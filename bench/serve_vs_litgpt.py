@@ -54,9 +54,10 @@ def parse(argv=None):
     return args
 
 
-def write_checkpoint(workdir: Path, shape: str, tiny: bool) -> Path:
+def write_checkpoint(workdir: Path, shape: str, tiny: bool, weights: bool = True) -> Path:
     """A random-initialised LitGPT checkpoint whose tokenizer covers every id the model can choose (padded with
-    added tokens), with the identity prompt style, so both servers see and answer the same tokens."""
+    added tokens), with the identity prompt style, so both servers see and answer the same tokens; without
+    `weights`, its config and tokenizer only."""
     import torch
     from litgpt import GPT, Config
     from litgpt.prompts import Default, save_prompt_style
@@ -66,7 +67,7 @@ def write_checkpoint(workdir: Path, shape: str, tiny: bool) -> Path:
     from llmhpc.sources.tiny import train_tokenizer
 
     ckpt = workdir / ("tiny" if tiny else shape)
-    if (ckpt / "lit_model.pth").is_file():
+    if (ckpt / "lit_model.pth").is_file() or (not weights and (ckpt / "tokenizer.json").is_file()):
         return ckpt
     ckpt.mkdir(parents=True, exist_ok=True)
     config = (Config(name="bench-tiny", block_size=2048, vocab_size=512, padded_vocab_size=512, n_layer=2, n_head=4,
@@ -78,13 +79,15 @@ def write_checkpoint(workdir: Path, shape: str, tiny: bool) -> Path:
     (ckpt / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast",
                                                             "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
                                                             "add_bos_token": True}))
+    save_config(config, ckpt)
+    save_prompt_style(Default(), ckpt)
+    if not weights:
+        return ckpt
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with torch.device(device):
         model = GPT(config).to(torch.float32 if tiny else torch.bfloat16)
     torch.save(model.state_dict(), ckpt / "lit_model.pth")
-    save_config(config, ckpt)
-    save_prompt_style(Default(), ckpt)
     del model
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # the servers need the GPU's memory, not this process's cache
@@ -263,8 +266,8 @@ def engine_lines(result: dict) -> list[str]:
     return rows
 
 
-def table(result: dict, profile_sections: int | None = None) -> str:
-    """The markdown table, the floor, the engine's times and the profiles (the first profile_sections of them)."""
+def table(result: dict, short: bool = False) -> str:
+    """The markdown table, the floor, the engine's times and the profiles (short: the prefill's and batch 1's)."""
     rows = ["| clients | server | requests/s | tokens/s | p50 latency (s) | p99 latency (s) | ratio (req/s) | same greedy text |",
             "|---|---|---|---|---|---|---|---|"]
     ours, peer = result.get("llmhpc", []), {r["clients"]: r for r in result.get("litgpt", [])}
@@ -285,8 +288,10 @@ def table(result: dict, profile_sections: int | None = None) -> str:
     if lines:
         rows += ["\nllmhpc-serve's engine (GET /health):", *lines]
     if result.get("profile"):
-        sections = result["profile"].split("## ")[1:][:profile_sections]
-        rows += ["\nOne decode step, torch.profiler (llmhpc-serve --profile-out):\n```",
+        sections = [x for x in result["profile"].split("## ")[1:]
+                    if not short or x.startswith("prefill") or x.split("\n")[0].endswith("batch 1")
+                    or ", batch 1," in x.split("\n")[0]]
+        rows += ["\nOne prefill and one decode step, torch.profiler (llmhpc-serve --profile-out):\n```",
                  "".join("## " + x for x in sections).rstrip(), "```"]
     return "\n".join(rows) + "\n"
 
@@ -307,7 +312,7 @@ def main(argv=None) -> int:
         if args.only in (None, kind):
             result[kind] = bench_server(kind, ckpt, args, levels)
             write(result, args)  # after each server: a run cut short keeps what it measured
-    print(table(result, profile_sections=2))  # batch 1 (with CUDA graphs: eager, then the graph)
+    print(table(result, short=True))  # one prefill and the batch-1 step (with CUDA graphs: also eager)
     return 0
 
 

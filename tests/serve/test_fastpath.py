@@ -146,8 +146,8 @@ def test_extend_text_adds_up_to_the_whole_decode_across_split_characters():
 def test_buckets_widths_and_what_falls_back_to_the_reference(engines):
     assert batch_buckets(16) == [1, 2, 4, 8, 16] and batch_buckets(12) == [1, 2, 4, 8, 12] and batch_buckets(1) == [1]
     fast = engines["fast"].path
-    assert fast.width([0]) == 16 and fast.width([15, 3]) == 16 and fast.width([16]) == 32
-    assert fast.width([fast.max_len - 1]) == fast.max_len
+    assert fast.width(0) == 16 and fast.width(15) == 16 and fast.width(16) == 32
+    assert fast.width(fast.max_len - 1) == fast.max_len
     from litgpt import Config
 
     assert unsupported(engines["fast"].model.config) is None
@@ -159,12 +159,15 @@ def test_step_times_and_the_decode_profile(tiny_checkpoint, tmp_path):
     from llmhpc.serve.timing import PROFILE_AT
 
     engine = build_engine(tiny_checkpoint, "cpu", max_batch=2, profile_out=tmp_path / "profile.txt")
-    run(engine, [{**BODIES[0], "max_new_tokens": PROFILE_AT + 3}], one_at_a_time=True)
+    short = [{**BODIES[4], "max_new_tokens": 1}] * PROFILE_AT  # prefills only
+    run(engine, short + [{**BODIES[0], "max_new_tokens": PROFILE_AT + 3}], one_at_a_time=True)
     load = engine.load()
     assert load["decode_steps"]["1"] == PROFILE_AT + 2 and load["decode_ms_per_step"]["1"] > 0
-    assert load["prefills"] == 1 and load["prefill_tokens"] > 0 and load["cuda_graphs"] == 0
+    assert load["prefills"] == PROFILE_AT + 1 and load["prefill_tokens"] > 0 and load["cuda_graphs"] == 0
     text = (tmp_path / "profile.txt").read_text()
-    assert "## decode step, batch 1" in text and "Self CPU" in text
+    assert text.count("## decode step, batch 1") == 1 and "Self CPU" in text
+    prompt_tokens = len(engine.encode(BODIES[0]["prompt"]))
+    assert text.count("## prefill of ") == 1 and f"## prefill of {prompt_tokens} prompt tokens" in text
 
 
 class EagerGraphs(Graphs):
@@ -203,3 +206,56 @@ def test_compiled_pointwise_ops_give_the_same_logits():
         for r, p in enumerate(prompts):
             p.append(token)
             torch.testing.assert_close(logits[r], plain_logits(model, p, vocab)[-1], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("path", ["fast", "reference"])
+def test_decode_windows_answer_as_single_steps(tiny_checkpoint, path):
+    """sync_every steps back to back, each step's tokens chosen on the device: the same greedy and seeded answers,
+    stop sequences and lengths as one step per transfer, with sequences that finish inside a window."""
+    from llmhpc.serve.cli import build_engine
+
+    stopped = {**BODIES[0], "stop_sequences": [run(build_engine(tiny_checkpoint, "cpu", max_batch=4, path=path,
+                                                                 sync_every=1), BODIES[:1], True)[0]["text"][4:7]]}
+    bodies = BODIES + [stopped]
+    answers = {k: run(build_engine(tiny_checkpoint, "cpu", max_batch=4, path=path, kv_bucket=16, sync_every=k),
+                      bodies, one_at_a_time=False) for k in (1, 3, 8)}
+    for one, three, eight in zip(*answers.values()):
+        same_answer(one, three)
+        same_answer(one, eight)
+    assert len(answers[8][-1]["tokens"]) < BODIES[0]["max_new_tokens"]  # the stop cut inside a window
+
+
+def test_a_window_runs_past_a_sequence_that_ends_at_the_last_cache_position(tiny_checkpoint):
+    """A sequence filling its slot to max_seq_length finishes inside a long window of another: its later steps stay
+    inside the cache (positions clamped) and both answers are those of single steps."""
+    from llmhpc.serve.cli import build_engine
+
+    engine = build_engine(tiny_checkpoint, "cpu", max_batch=2, kv_bucket=16, max_seq_length=64, sync_every=16)
+    prompt = " ".join(["one"] * 80)
+    ids = engine.encode(prompt)[:62]
+    full = {"prompt": engine.decode(ids), "temperature": 1e-7}
+    fits = len(engine.encode(full["prompt"]))
+    bodies = [{**full, "max_new_tokens": 64 - fits}, {"prompt": "the", "temperature": 1e-7, "max_new_tokens": 20}]
+    single = build_engine(tiny_checkpoint, "cpu", max_batch=2, kv_bucket=16, max_seq_length=64, sync_every=1)
+    for want, got in zip(run(single, bodies, one_at_a_time=False), run(engine, bodies, one_at_a_time=False)):
+        same_answer(want, got)
+    assert engine.load()["decode_steps"]["2"] >= 1
+
+
+def test_a_failed_compile_at_warm_up_leaves_the_eager_ops_and_the_graphs(tiny_checkpoint, monkeypatch, capsys):
+    from llmhpc.serve import fastpath
+    from llmhpc.serve.cli import build_engine
+
+    engine = build_engine(tiny_checkpoint, "cpu", max_batch=2, kv_bucket=64, compile_pointwise="on")
+    assert engine.path.compiled
+    monkeypatch.setattr(engine.path, "graphs", EagerGraphs(engine.path))
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("InductorError: no C++ compiler")
+
+    engine.path.rms = no_compiler
+    assert engine.warm_up() == 2 * len(engine.path.graphs.widths())
+    assert not engine.path.compiled and engine.path.rms is fastpath.rms
+    assert "--compile off, it failed (RuntimeError: InductorError: no C++ compiler)" in capsys.readouterr().err
+    same_answer(run(engine, BODIES[:1], True)[0], run(build_engine(tiny_checkpoint, "cpu", max_batch=2), BODIES[:1],
+                                                       True)[0])

@@ -30,8 +30,11 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--cuda-graphs", default="auto", choices=["auto", "on", "off"],
                    help="decode steps as CUDA graphs (auto: on a GPU), captured at start unless --no-warm-up")
     p.add_argument("--no-warm-up", action="store_true", help="capture each CUDA graph on first use instead")
-    p.add_argument("--compile", action="store_true",
-                   help="fuse RMSNorm, RoPE and SiLU x up into one kernel each (torch.compile; compiled at warm-up)")
+    p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+                   help="fuse RMSNorm, RoPE and SiLU x up into one kernel each (torch.compile, at warm-up; auto: on a"
+                        " GPU, off if the compile fails)")
+    p.add_argument("--sync-every", default=8, type=int,
+                   help="decode steps run back to back, tokens chosen on the device, before one transfer to the host")
     p.add_argument("--profile-out", type=Path, help="append a torch.profiler table of one decode step per batch size")
     return p.parse_args(argv)
 
@@ -44,8 +47,8 @@ def not_a_checkpoint(checkpoint: Path) -> str | None:
 
 def build_engine(checkpoint: Path, device="auto", precision="auto", max_batch=16, queue_size=64, max_seq_length=None,
                  prefill_tokens=8192, **engine):
-    """The engine on the checkpoint; `engine` passes path, kv_bucket, cuda_graphs, profile_out, compile_pointwise
-    to Engine."""
+    """The engine on the checkpoint; `engine` passes path, kv_bucket, cuda_graphs, profile_out, compile_pointwise,
+    sync_every to Engine."""
     from llmhpc.eval.checkpoint import load_litgpt, resolve_device
     from llmhpc.eval.loading import default_precision
     from llmhpc.serve.engine import Engine
@@ -53,6 +56,9 @@ def build_engine(checkpoint: Path, device="auto", precision="auto", max_batch=16
     if problem := not_a_checkpoint(checkpoint):
         raise SystemExit(f"llmhpc-serve: {problem}")
     device = resolve_device(device)
+    if engine.get("compile_pointwise") == "auto":
+        engine["compile_pointwise"] = device.startswith("cuda")
+    engine["compile_pointwise"] = engine.get("compile_pointwise") in (True, "on")
     precision = default_precision(device) if precision == "auto" else None if precision == "stored" else precision
     model, tokenizer = load_litgpt(Path(checkpoint), precision, device)
     if max_seq_length:
@@ -72,7 +78,7 @@ def main(argv=None) -> None:
     engine = build_engine(args.checkpoint, args.device, args.precision, args.max_batch, args.queue_size,
                           args.max_seq_length, args.prefill_tokens, path=args.path, kv_bucket=args.kv_bucket,
                           cuda_graphs=args.cuda_graphs != "off", profile_out=args.profile_out,
-                          compile_pointwise=args.compile)
+                          compile_pointwise=args.compile, sync_every=args.sync_every)
     if args.cuda_graphs == "on" and engine.path.graphs is None:
         print("llmhpc-serve: no CUDA graphs (" + (engine.why_reference or "not a CUDA device") + ")", file=sys.stderr)
     t0 = time.perf_counter()

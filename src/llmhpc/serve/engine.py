@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -76,10 +75,11 @@ class Seq:
 class Engine:
     def __init__(self, model, tokenizer, max_batch: int = 16, queue_size: int = 64, prefill_tokens: int = 8192,
                  path: str = "fast", kv_bucket: int = 256, cuda_graphs: bool = False, profile_out=None,
-                 compile_pointwise: bool = False):
+                 compile_pointwise: bool = False, sync_every: int = 8):
         self.model, self.tokenizer = model, tokenizer
         self.device = next(model.parameters()).device
         self.max_batch, self.queue_size, self.prefill_tokens = max_batch, queue_size, max(prefill_tokens, 1)
+        self.sync_every = max(1, sync_every)  # decode steps between two transfers to the host
         self.max_seq_length = model.max_seq_length
         self.vocab = min(tokenizer_vocab(tokenizer), model.config.padded_vocab_size)
         model.set_kv_cache(batch_size=max_batch, device=self.device, dtype=next(model.parameters()).dtype)
@@ -151,7 +151,13 @@ class Engine:
         try:
             with torch.inference_mode():
                 return self.path.graphs.warm_up()
-        except RuntimeError as err:  # serve eagerly rather than not at all
+        except Exception as err:  # serve eagerly rather than not at all
+            if getattr(self.path, "compiled", False):  # the compile failed (no compiler, ...): without it
+                print(f"llmhpc-serve: --compile off, it failed ({type(err).__name__}: {err})".splitlines()[0],
+                      file=sys.stderr, flush=True)
+                self.path.uncompile()
+                self.path.graphs.graphs.clear()
+                return self.warm_up()
             print(f"llmhpc-serve: CUDA graphs off, the capture failed ({err})", file=sys.stderr, flush=True)
             self.path.graphs = None
             return 0
@@ -216,45 +222,64 @@ class Engine:
             self._prefill(admitted)
             self._compact()
         if self.active:
-            self._decode_step()
+            self._decode_window()
             self._compact()
         self.steps += 1
 
     # ------------------------------------------------------------------------------------------- model work
     def _prefill(self, jobs: list[Job]) -> None:
-        t0 = time.perf_counter()
-        rows = []
-        for job in jobs:
-            for i in range(job.request.n):
-                seed = job.request.seed
-                gen = torch.Generator(device=self.device)
-                gen.manual_seed((seed + i) % 2**63 if seed is not None else torch.seed())
-                seq = Seq(job, i, len(self.active) + len(rows), generator=gen)
-                job.sequences.append(seq)
-                rows.append(seq)
-        full = [s.index == 0 and s.job.request.echo_prompt for s in rows]
-        last, scored = self.path.prefill([s.job.prompt_ids for s in rows], rows[0].slot, full)
-        for seq, logits in zip(rows, scored):
-            seq.length = len(seq.job.prompt_ids)
-            if logits is not None:
-                target = torch.tensor(seq.job.prompt_ids[1:], device=self.device)
-                lps, tops = sampling.token_logprobs(logits, target, seq.job.request.top_k_per_token)
-                seq.job.prompt_logprobs = list(zip(lps, tops))
-        self.active.extend(rows)
-        self._advance(rows, last)
-        self.times.prefill(time.perf_counter() - t0, sum(len(s.job.prompt_ids) for s in rows))
+        with self.times.prefill(sum(len(job.prompt_ids) * job.request.n for job in jobs)):
+            rows = []
+            for job in jobs:
+                for i in range(job.request.n):
+                    seed = job.request.seed
+                    gen = torch.Generator(device=self.device)
+                    gen.manual_seed((seed + i) % 2**63 if seed is not None else torch.seed())
+                    seq = Seq(job, i, len(self.active) + len(rows), generator=gen)
+                    job.sequences.append(seq)
+                    rows.append(seq)
+            full = [s.index == 0 and s.job.request.echo_prompt for s in rows]
+            last, scored = self.path.prefill([s.job.prompt_ids for s in rows], rows[0].slot, full)
+            for seq, logits in zip(rows, scored):
+                seq.length = len(seq.job.prompt_ids)
+                if logits is not None:
+                    target = torch.tensor(seq.job.prompt_ids[1:], device=self.device)
+                    lps, tops = sampling.token_logprobs(logits, target, seq.job.request.top_k_per_token)
+                    seq.job.prompt_logprobs = list(zip(lps, tops))
+            self.active.extend(rows)
+            self._advance(rows, last)
 
-    def _decode_step(self) -> None:
+    def _decode_window(self) -> None:
+        """Up to sync_every decode steps of every active sequence, each step's tokens chosen on the device and fed
+        straight to the next, with one transfer to the host at the end: the host's bookkeeping (stop checks,
+        answers) runs while no step waits for it. A sequence that finishes inside the window has its later tokens
+        discarded (its slot is freed after the window); a new request waits at most the window's steps."""
         live = self.active
-        self.peak_batch = max(self.peak_batch, len(live))
-        if self.times.profile_due(len(live)) and self.path.graphs is not None:  # the same step without its graph
-            with timing.profiled(self.times.profile_out, f"eager decode step (no CUDA graph), batch {len(live)}"):
-                self.path.decode([s.pending for s in live], [s.length for s in live], eager=True)
-        with self.times.step(len(live)):
-            logits = self.path.decode([s.pending for s in live], [s.length for s in live])
-            for s in live:
-                s.length += 1
-            self._advance(live, logits)  # its one transfer to the host ends the step
+        n, top = len(live), max(s.length for s in live)
+        self.peak_batch = max(self.peak_batch, n)
+        k = min(self.sync_every, max(s.job.request.max_new_tokens - len(s.ids) for s in live))
+        if self.times.profile_due(n, k):  # the window ends before the profiled step, which then runs alone
+            k = self.times.steps_before_profile(n) or 1
+            if not self.times.steps_before_profile(n) and self.path.graphs is not None:  # that step, no graph
+                with timing.profiled(self.times.profile_out, f"eager decode step (no CUDA graph), batch {n}"):
+                    self.path.decode([s.pending for s in live], [s.length for s in live], eager=True)
+        params, generators = [s.job.request for s in live], [s.generator for s in live]
+        with self.times.step(n, k):
+            inp = torch.tensor([[s.pending for s in live], [s.length for s in live]]).to(self.device)
+            tokens, positions, packs = inp[0], inp[1], []
+            for _ in range(k):
+                logits = self.path.decode_device(tokens, positions, top)
+                tokens, packed = sampling.pick_device(logits, params, generators)
+                packs.append(packed)
+                # rows that finished earlier in the window go on past their end: kept inside their own slot
+                positions = (positions + 1).clamp_(max=self.max_seq_length - 1)
+                top = min(top + 1, self.max_seq_length - 1)
+            for step in torch.stack(packs).tolist():  # the window's one transfer
+                for seq, row in zip(live, step):
+                    if not seq.done:
+                        seq.length += 1
+                        self._append(seq, *sampling.unpack(row, seq.job.request.top_k_per_token))
+            self._answer_finished(live)
 
     def _advance(self, seqs: list[Seq], logits: torch.Tensor) -> None:
         """Choose each sequence's next token from its logits (B, V) and decide whether it is finished."""
@@ -267,6 +292,9 @@ class Engine:
             picked = sampling.pick(rows, [seqs[i].job.request for i in open_], [seqs[i].generator for i in open_])
             for i, (token, logprob, tops) in zip(open_, picked):
                 self._append(seqs[i], token, logprob, tops)
+        self._answer_finished(seqs)
+
+    def _answer_finished(self, seqs: list[Seq]) -> None:
         for job in {id(s.job): s.job for s in seqs}.values():
             if all(s.done for s in job.sequences) and not job.answered and not job.cancelled:
                 job.answered = True

@@ -57,9 +57,12 @@ class LitGPTPath:
         return last, [logits[r, :len(p) - 1] if full[r] and len(p) > 1 else None for r, p in enumerate(prompts)]
 
     def decode(self, tokens: list[int], positions: list[int], eager: bool = True) -> torch.Tensor:
-        idx = torch.tensor(tokens, device=self.device).view(-1, 1)
-        pos = torch.tensor(positions, device=self.device).view(-1, 1)
-        logits = self.model(idx, input_pos=pos, input_pos_maxp1=max(positions) + 1)[:, -1].float()
+        inp = torch.tensor([tokens, positions], device=self.device)
+        return self.decode_device(inp[0], inp[1], max(positions))
+
+    def decode_device(self, tokens: torch.Tensor, positions: torch.Tensor, top: int, eager: bool = True):
+        logits = self.model(tokens.view(-1, 1), input_pos=positions.view(-1, 1), input_pos_maxp1=top + 1)
+        logits = logits[:, -1].float()
         logits[:, self.vocab:] = float("-inf")
         return logits
 

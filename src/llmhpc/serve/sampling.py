@@ -39,19 +39,30 @@ def choose(logits: torch.Tensor, params: list, generators: list) -> torch.Tensor
     return out
 
 
-def pick(logits: torch.Tensor, params: list, generators: list) -> list[tuple[int, float, list]]:
-    """choose and token_logprobs for a batch (B, V) on device, with one transfer to the host: each row's
-    (token, its log-probability, the params[i].top_k_per_token best (id, log-probability))."""
-    chosen = choose(logits, params, generators).view(-1, 1)
+def pick_device(logits: torch.Tensor, params: list, generators: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """choose and token_logprobs for a batch (B, V), on device without a host synchronisation: the chosen tokens
+    (B,) and one (B, 2 + 2 n) float64 row each (token, its log-probability, the n = max top_k_per_token best ids,
+    their log-probabilities) for `unpack`."""
+    chosen = choose(logits, params, generators)
     logp = torch.log_softmax(logits.float(), dim=-1)
     n = max(p.top_k_per_token for p in params)
     values, ids = torch.topk(logp, n, dim=-1)
-    packed = torch.cat([chosen.double(), logp.gather(-1, chosen).double(), ids.double(), values.double()], 1)
-    out = []
-    for row, p in zip(packed.tolist(), params):
-        k = p.top_k_per_token
-        out.append((int(row[0]), row[1], [(int(i), v) for i, v in zip(row[2:2 + k], row[2 + n:2 + n + k])]))
-    return out
+    column = chosen.view(-1, 1)
+    packed = torch.cat([column.double(), logp.gather(-1, column).double(), ids.double(), values.double()], 1)
+    return chosen, packed
+
+
+def unpack(row: list[float], top_k_per_token: int) -> tuple[int, float, list]:
+    """One row of pick_device's packed output on the host: (token, its log-probability, the top_k_per_token best
+    (id, log-probability))."""
+    n, k = (len(row) - 2) // 2, top_k_per_token
+    return int(row[0]), row[1], [(int(i), v) for i, v in zip(row[2:2 + k], row[2 + n:2 + n + k])]
+
+
+def pick(logits: torch.Tensor, params: list, generators: list) -> list[tuple[int, float, list]]:
+    """pick_device with its one transfer to the host, unpacked per row."""
+    _, packed = pick_device(logits, params, generators)
+    return [unpack(row, p.top_k_per_token) for row, p in zip(packed.tolist(), params)]
 
 
 def token_logprobs(logits: torch.Tensor, chosen: torch.Tensor, top_n: int) -> tuple[list, list]:

@@ -1,6 +1,7 @@
 """Where the engine's time goes: wall time of prefills and of decode steps per batch size (GET /health shows them),
-and, when asked (`llmhpc-serve --profile-out FILE`), a torch.profiler table of one decode step per batch size
-(the top 10 kernels by device time, or CPU time without a GPU) appended to FILE, for the batch buckets 1, 2, 4, ..."""
+and, when asked (`llmhpc-serve --profile-out FILE`), a torch.profiler table of one prefill and of one decode step
+per batch size (the top 10 kernels by device time, or CPU time without a GPU) appended to FILE, for the batch
+buckets 1, 2, 4, ..."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-PROFILE_AT = 8  # the decode step of a batch size that is profiled (later than the CUDA graphs' capture)
+PROFILE_AT = 8  # the prefill, and the decode step of a batch size, that is profiled (past the first shapes' start)
 
 
 class StepTimes:
@@ -20,21 +21,12 @@ class StepTimes:
         self.prefill_s, self.prefill_tokens, self.prefills = 0.0, 0, 0
         self.decode: dict[int, list] = {}  # batch size: [steps, seconds]
 
-    def prefill(self, seconds: float, tokens: int) -> None:
-        self.prefill_s += seconds
-        self.prefill_tokens += tokens
-        self.prefills += 1
-
-    def profile_due(self, batch: int) -> bool:
-        return (self.profile_out is not None and self.decode.get(batch, [0])[0] == PROFILE_AT
-                and (self.profile_batches is None or batch in self.profile_batches))
-
     @contextlib.contextmanager
-    def step(self, batch: int):
-        """Time one decode step of `batch` sequences (the step ends with its transfer to the host)."""
-        counts = self.decode.setdefault(batch, [0, 0.0])
+    def prefill(self, tokens: int):
+        """Time one prefill of `tokens` prompt tokens (ending with its transfer to the host); prefill PROFILE_AT is
+        profiled when a profile is asked for."""
         profiler = None
-        if self.profile_due(batch):
+        if self.profile_out is not None and self.prefills == PROFILE_AT:
             profiler = torch.profiler.profile(activities=activities())
             profiler.__enter__()
         t0 = time.perf_counter()
@@ -42,7 +34,37 @@ class StepTimes:
             yield
         finally:
             seconds = time.perf_counter() - t0
-            counts[0] += 1
+            self.prefill_s += seconds
+            self.prefill_tokens += tokens
+            self.prefills += 1
+            if profiler is not None:
+                profiler.__exit__(None, None, None)
+                self.write(profiler, f"prefill of {tokens} prompt tokens, {seconds * 1e3:.2f} ms wall")
+
+    def profile_due(self, batch: int, steps: int = 1) -> bool:
+        """Whether step PROFILE_AT of this batch size falls among the next `steps` (then run alone)."""
+        done = self.decode.get(batch, [0])[0]
+        return (self.profile_out is not None and done <= PROFILE_AT < done + steps
+                and (self.profile_batches is None or batch in self.profile_batches))
+
+    def steps_before_profile(self, batch: int) -> int:
+        return PROFILE_AT - self.decode.get(batch, [0])[0]
+
+    @contextlib.contextmanager
+    def step(self, batch: int, steps: int = 1):
+        """Time `steps` decode steps of `batch` sequences run back to back (ending with their one transfer to the
+        host); a step due for profiling is run alone (steps 1)."""
+        counts = self.decode.setdefault(batch, [0, 0.0])
+        profiler = None
+        if self.profile_due(batch, steps):
+            profiler = torch.profiler.profile(activities=activities())
+            profiler.__enter__()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            seconds = time.perf_counter() - t0
+            counts[0] += steps
             counts[1] += seconds
             if profiler is not None:
                 profiler.__exit__(None, None, None)
