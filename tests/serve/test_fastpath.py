@@ -259,3 +259,17 @@ def test_a_failed_compile_at_warm_up_leaves_the_eager_ops_and_the_graphs(tiny_ch
     assert "--compile off, it failed (RuntimeError: InductorError: no C++ compiler)" in capsys.readouterr().err
     same_answer(run(engine, BODIES[:1], True)[0], run(build_engine(tiny_checkpoint, "cpu", max_batch=2), BODIES[:1],
                                                        True)[0])
+
+
+def test_with_compile_the_warm_up_leaves_nothing_to_compile_while_serving(tiny_checkpoint, monkeypatch):
+    """Prefills of one row and of several, with and without echo, and decode steps of every batch bucket: all
+    compiled at warm-up (a recompile while serving stalls every request for seconds)."""
+    from llmhpc.serve.cli import build_engine
+
+    engine = build_engine(tiny_checkpoint, "cpu", max_batch=4, kv_bucket=64, compile_pointwise="on")
+    monkeypatch.setattr(engine.path, "graphs", EagerGraphs(engine.path))
+    engine.warm_up()
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    got = run(engine, BODIES, one_at_a_time=False)
+    for want, answer in zip(run(build_engine(tiny_checkpoint, "cpu", max_batch=4), BODIES, True), got):
+        same_answer(want, answer)
