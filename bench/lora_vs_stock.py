@@ -109,6 +109,7 @@ def run_one(name: str, cmd: list[str], out: Path, timeout_s: float, finish: bool
     print("\n".join(line for line in text.splitlines() if "arn" not in line[:60])[-2500:], flush=True)
     result = {"run": name, "exit": "stopped after report" if stopped and reported else proc.returncode,
               "wall_s": round(time.perf_counter() - t0, 1), "losses": step_losses(out / "out")}
+    result["step_ms"] = [float(x) for x in re.findall(r"iter time: ([\d.]+) ms \(step\)", text)]  # engine runs
     for key, pattern in REPORT.items():
         found = re.findall(pattern, text)
         if found:
@@ -149,12 +150,25 @@ def row(r: dict, gpus: int, steps: int, peak: float | None, facts: dict, ref: di
     if r["run"] == "fast-full-float8" and r.get("losses") and ref.get("fast-full", {}).get("losses"):
         pairs = list(zip(r["losses"], ref["fast-full"]["losses"]))
         loss_diff = round(100 * max(abs(a - b) / b for a, b in pairs), 2)
+    steady, other_steady = steady_step_s(r), steady_step_s(ref.get(versus, {}))
     return {"run": r["run"], "exit": r["exit"], "samples_per_s": round(samples / t, 2) if t else None,
             "step_s": step_s, "step_time_vs": f"{ratio(t, other)} x {versus}" if versus and other and t else "",
+            "steady_step_s": steady and round(steady, 3),
+            "steady_vs": f"{ratio(steady, other_steady)} x {versus}" if versus and steady and other_steady else "",
             "useful_tok_s_gpu": round(useful) if useful else None, "mfu_pct": mfu,
             "peak_mem_gb": r.get("peak_memory_gb"), "trainable": int(r["trainable"]) if r.get("trainable") else None,
             "float8_loss_diff_pct": loss_diff, "last_loss": r["losses"][-1] if r.get("losses") else None,
             "wall_s": r["wall_s"]}
+
+
+def steady_step_s(r: dict) -> float | None:
+    """The median step time after the first (which carries the first all-gathers and allocations), leaving out a
+    profiled step (PROFILED_STEP); None for stock runs, which log micro batches, not steps."""
+    times = [ms / 1e3 for i, ms in enumerate(r.get("step_ms") or [], 1) if i > 1 and i != PROFILED_STEP[0]]
+    return statistics.median(times) if times else None
+
+
+PROFILED_STEP = [0]  # the step --profile-step slows down in the runs that profile it
 
 
 def table(results: dict, ckpt: Path, args, peak: float | None, tokens_mean: float) -> str:
@@ -197,6 +211,7 @@ def main(argv=None) -> int:
     if args.cpu_smoke:
         args.gpus = 1
     args.deadline_s = args.deadline_s or (3000 if args.cpu_smoke else 500)
+    PROFILED_STEP[0] = args.profile_step
     LORA["lora_dropout"] = args.lora_dropout
     ckpt = kit_prep(args.kit, args.bench, args.cpu_smoke, args.steps * (GBS // 32 if args.cpu_smoke else GBS),
                     model="Llama-3.1-8B")

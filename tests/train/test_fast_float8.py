@@ -69,3 +69,16 @@ def test_float8_all_gather_trains_and_saves_plain_weights(one_rank_group):
 
     checkpoint.load_into(gpt, before)  # the loader copies full tensors into the wrapped shards
     assert torch.equal(converters.plain(weight.to_local()), before["transformer.h.0.attn.qkv.weight"])
+
+
+@pytest.mark.parametrize("choice, fsdp, nodes, gathers", [
+    ("auto", True, 1, False), ("auto", True, 2, True), ("on", True, 1, True), ("off", True, 4, False),
+    (True, True, 1, True), ("auto", False, 2, False)])
+def test_float8_weights_are_gathered_in_float8_across_nodes_only_unless_told(choice, fsdp, nodes, gathers):
+    from llmhpc.train.fast.args import EngineArgs
+
+    engine = EngineArgs(float8=True, float8_all_gather=choice)  # YAML's on reads as True
+    assert converters.gathers_float8(engine, fsdp, nodes) is gathers
+    assert not converters.gathers_float8(EngineArgs(float8_all_gather="on"), True, 2)  # no float8, no float8 gather
+    with pytest.raises(ValueError, match="engine.float8_all_gather: 'always' is not one of auto, on, off"):
+        EngineArgs(float8=True, float8_all_gather="always")

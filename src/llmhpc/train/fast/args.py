@@ -21,6 +21,7 @@ CHOICES = {
     "loss_weighting": ("micro_batch", "token"),
     "attention": ("auto", "flex", "sdpa"),
     "method": ("full", "lora", "dora", "qlora"),
+    "float8_all_gather": ("auto", "on", "off"),
 }
 
 
@@ -45,6 +46,8 @@ class EngineArgs:
     method: str = "full"  # full / lora / dora / qlora (LoRA over an NF4 base); the adapters' settings are the
     #                       top-level lora_* keys of `litgpt finetune_lora`
     float8: bool = False  # torchao float8 training of the Linear layers (GPUs of compute capability >= 8.9)
+    float8_all_gather: str = "auto"  # FSDP2 gathers float8 weights (half the bytes; eager casts each gather);
+    #                                  auto: only over several nodes, where the traffic is what costs
 
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():

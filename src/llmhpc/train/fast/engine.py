@@ -154,8 +154,8 @@ def fused_ce_available(device: torch.device) -> bool:
 def build_model(run, world, config, layout: dict, ignore: int, max_seq_length: int):
     gpt = model.build(config, run.precision, world.device)
     fsdp = parallel.fsdp(layout["sharding"], world)
-    layout["converted"] = converters.convert(gpt, run, world.device, fsdp=fsdp)
-    layout["float8_all_gather"] = bool(run.engine.float8 and fsdp)
+    layout["float8_all_gather"] = converters.gathers_float8(run.engine, fsdp, world.nodes)
+    layout["converted"] = converters.convert(gpt, run, world.device, fsdp=layout["float8_all_gather"])
     attention.install(gpt, attention.backend(run.engine.attention, world.device))
     trainee = model.Trainee(gpt, layout["checkpointing"], layout["cross_entropy"], ignore)
     trainee = parallel.wrap(trainee, layout["sharding"], world, layout["compile"])
