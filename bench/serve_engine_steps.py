@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from serve_vs_litgpt import make_prompts, write_checkpoint  # noqa: E402
+from serve_vs_litgpt import copy_bandwidth, make_prompts, write_checkpoint  # noqa: E402
 
 
 def parse(argv=None):
@@ -56,17 +56,8 @@ def floor_ms_per_token(model) -> tuple[float | None, float | None]:
 
     if not torch.cuda.is_available():
         return None, None
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    a = torch.empty(2**30, dtype=torch.uint16, device="cuda")
-    b = torch.empty_like(a)
-    b.copy_(a)
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(10):
-        b.copy_(a)
-    torch.cuda.synchronize()
-    bandwidth = 10 * 2 * a.numel() * a.element_size() / (time.perf_counter() - t0)
-    return 1e3 * weight_bytes / bandwidth, bandwidth
+    bandwidth = copy_bandwidth()
+    return 1e3 * sum(p.numel() * p.element_size() for p in model.parameters()) / bandwidth, bandwidth
 
 
 def ask(engine, prompt: str, new_tokens: int) -> float:

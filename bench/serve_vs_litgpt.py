@@ -109,14 +109,10 @@ def make_prompts(ckpt: Path, lo_hi: str, n: int, block: int, new: int) -> list[s
     return out
 
 
-def decode_floor_s(ckpt: Path, new_tokens: int) -> dict:
-    """new_tokens x (weight bytes / bandwidth): the bandwidth of a 2 GiB device-to-device copy, measured."""
+def copy_bandwidth() -> float:
+    """Bytes per second of a 2 GiB device-to-device copy, read + write (the GPU's usable memory bandwidth)."""
     import torch
 
-    state = torch.load(ckpt / "lit_model.pth", mmap=True, weights_only=True)
-    weight_bytes = sum(t.numel() * t.element_size() for t in state.values())
-    if not torch.cuda.is_available():
-        return {"weight_bytes": weight_bytes, "bandwidth_Bps": None, "floor_s": None}
     a = torch.empty(2**30, dtype=torch.uint16, device="cuda")
     b = torch.empty_like(a)
     b.copy_(a)
@@ -125,9 +121,21 @@ def decode_floor_s(ckpt: Path, new_tokens: int) -> dict:
     for _ in range(10):
         b.copy_(a)
     torch.cuda.synchronize()
-    bandwidth = 10 * 2 * a.numel() * a.element_size() / (time.perf_counter() - t0)  # read + write
+    bandwidth = 10 * 2 * a.numel() * a.element_size() / (time.perf_counter() - t0)
     del a, b
     torch.cuda.empty_cache()
+    return bandwidth
+
+
+def decode_floor_s(ckpt: Path, new_tokens: int) -> dict:
+    """new_tokens x (weight bytes / bandwidth): the bandwidth of a 2 GiB device-to-device copy, measured."""
+    import torch
+
+    state = torch.load(ckpt / "lit_model.pth", mmap=True, weights_only=True)
+    weight_bytes = sum(t.numel() * t.element_size() for t in state.values())
+    if not torch.cuda.is_available():
+        return {"weight_bytes": weight_bytes, "bandwidth_Bps": None, "floor_s": None}
+    bandwidth = copy_bandwidth()
     return {"weight_bytes": weight_bytes, "bandwidth_Bps": bandwidth, "floor_s": new_tokens * weight_bytes / bandwidth}
 
 

@@ -97,7 +97,9 @@ class FastPath:
         w = self.norm_weights.get(id(norm))
         if w is None:
             return norm(x)
-        return self.rms(x, w, norm.eps)
+        # always 2-D: a compiled function keeps one variant per rank and per size-1 dimension (8 at most), and
+        # prefill, decode and the head give 3-D and 2-D inputs of one row and of several
+        return self.rms(x.reshape(-1, x.shape[-1]), w, norm.eps).view(x.shape)
 
     def _rope(self, x, cos, sin):
         """RoPE on the first rope_n_elem features of x (B, H, T, hs): x * cos + rotate_half(x) * sin."""
@@ -136,7 +138,8 @@ class FastPath:
 
         if type(mlp) is not LLaMAMLP:
             return mlp(x)
-        return mlp.proj(self.silu_mul(mlp.fc_1(x), mlp.fc_2(x)))
+        a, b = mlp.fc_1(x), mlp.fc_2(x)
+        return mlp.proj(self.silu_mul(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])).view(a.shape))
 
     def _head(self, x):
         logits = self.model.lm_head(self._norm(self.model.transformer.ln_f, x)).float()

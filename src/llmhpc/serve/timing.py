@@ -22,11 +22,11 @@ class StepTimes:
         self.decode: dict[int, list] = {}  # batch size: [steps, seconds]
 
     @contextlib.contextmanager
-    def prefill(self, tokens: int):
-        """Time one prefill of `tokens` prompt tokens (ending with its transfer to the host); prefill PROFILE_AT is
-        profiled when a profile is asked for."""
+    def timed(self, profile: bool, title: str, count):
+        """Time the block and pass its seconds to `count` (also when it raises); with `profile`, also profile it
+        and append its table under `title`, where `{ms}` becomes the block's wall time."""
         profiler = None
-        if self.profile_out is not None and self.prefills == PROFILE_AT:
+        if profile:
             profiler = torch.profiler.profile(activities=activities())
             profiler.__enter__()
         t0 = time.perf_counter()
@@ -34,12 +34,20 @@ class StepTimes:
             yield
         finally:
             seconds = time.perf_counter() - t0
-            self.prefill_s += seconds
-            self.prefill_tokens += tokens
-            self.prefills += 1
+            count(seconds)
             if profiler is not None:
                 profiler.__exit__(None, None, None)
-                self.write(profiler, f"prefill of {tokens} prompt tokens, {seconds * 1e3:.2f} ms wall")
+                self.write(profiler, title.format(ms=f"{seconds * 1e3:.2f}"))
+
+    def prefill(self, tokens: int):
+        """Time one prefill of `tokens` prompt tokens (ending with its transfer to the host); prefill PROFILE_AT is
+        profiled when a profile is asked for."""
+        def count(seconds):
+            self.prefill_s, self.prefill_tokens, self.prefills = (self.prefill_s + seconds,
+                                                                  self.prefill_tokens + tokens, self.prefills + 1)
+
+        profile = self.profile_out is not None and self.prefills == PROFILE_AT
+        return self.timed(profile, f"prefill of {tokens} prompt tokens, {{ms}} ms wall", count)
 
     def profile_due(self, batch: int, steps: int = 1) -> bool:
         """Whether step PROFILE_AT of this batch size falls among the next `steps` (then run alone)."""
@@ -50,25 +58,16 @@ class StepTimes:
     def steps_before_profile(self, batch: int) -> int:
         return PROFILE_AT - self.decode.get(batch, [0])[0]
 
-    @contextlib.contextmanager
     def step(self, batch: int, steps: int = 1):
         """Time `steps` decode steps of `batch` sequences run back to back (ending with their one transfer to the
         host); a step due for profiling is run alone (steps 1)."""
         counts = self.decode.setdefault(batch, [0, 0.0])
-        profiler = None
-        if self.profile_due(batch, steps):
-            profiler = torch.profiler.profile(activities=activities())
-            profiler.__enter__()
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            seconds = time.perf_counter() - t0
+
+        def count(seconds):
             counts[0] += steps
             counts[1] += seconds
-            if profiler is not None:
-                profiler.__exit__(None, None, None)
-                self.write(profiler, f"decode step, batch {batch}, {seconds * 1e3:.2f} ms wall")
+
+        return self.timed(self.profile_due(batch, steps), f"decode step, batch {batch}, {{ms}} ms wall", count)
 
     def write(self, profiler, title: str) -> None:
         self.profile_out.parent.mkdir(parents=True, exist_ok=True)
