@@ -7,9 +7,10 @@ first B rows only. New requests are prefilled together (right-padded: the paddin
 length and are overwritten before any query can see them) into free slots, between decode steps, so a new
 request waits at most one step. The model work itself is fastpath.FastPath (a lean forward, attention over the
 positions in use, CUDA graphs of the decode step on GPUs) or, for configs it does not cover and as the reference
-it is checked against, reference.LitGPTPath; each step's tokens, log-probabilities and top alternatives of the
-whole batch come to the host in one transfer. Requests wait in a bounded queue; `submit` refuses when it is full (the app answers
-503). A request whose client went away is cancelled and its slots freed at the next step. All model work happens
+it is checked against, reference.LitGPTPath. Decode steps run in windows of up to `sync_every`, each step's
+tokens chosen on the device and fed to the next; the window's tokens, log-probabilities and top alternatives
+come to the host in one transfer. Requests wait in a bounded queue; `submit` refuses when it is full (the app
+answers 503). A request whose client went away is cancelled and its slots freed at the next step. All model work happens
 on the engine's one thread."""
 
 from __future__ import annotations
