@@ -269,7 +269,7 @@ def test_with_compile_the_warm_up_leaves_nothing_to_compile_while_serving(tiny_c
     engine = build_engine(tiny_checkpoint, "cpu", max_batch=4, kv_bucket=64, compile_pointwise="on")
     monkeypatch.setattr(engine.path, "graphs", EagerGraphs(engine.path))
     engine.warm_up()
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
-    got = run(engine, BODIES, one_at_a_time=False)
+    with torch._dynamo.config.patch(error_on_recompile=True):  # (monkeypatch's undo would hide the key)
+        got = run(engine, BODIES, one_at_a_time=False)
     for want, answer in zip(run(build_engine(tiny_checkpoint, "cpu", max_batch=4), BODIES, True), got):
         same_answer(want, answer)
