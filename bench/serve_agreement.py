@@ -64,17 +64,23 @@ def answers(engine, prompts: list[str], new_tokens: int, together: bool) -> list
 
 
 def compare(fast: list[dict], ref: list[dict]) -> dict:
-    same, firsts, worst = 0, [], 0.0
+    """Texts alike, where the others part, the reference's gap between its two best tokens there (a near-tie
+    when it is within the log-probability differences before), and the largest difference before parting."""
+    same, firsts, gaps, worst = 0, [], [], 0.0
     for a, b in zip(fast, ref):
         ta, tb = [t["text"] for t in a["tokens"]], [t["text"] for t in b["tokens"]]
         same += a["text"] == b["text"]
         first = next((i for i, (x, y) in enumerate(zip(ta, tb)) if x != y), None)
+        if first is not None:
+            best = sorted(b["tokens"][first]["top_logprob"].values(), reverse=True)
+            gaps.append(best[0] - best[1] if len(best) > 1 else None)
         if first is not None or len(ta) != len(tb):
             firsts.append(first if first is not None else min(len(ta), len(tb)))
         upto = firsts[-1] if first is not None else min(len(ta), len(tb))
         for x, y in zip(a["tokens"][:upto], b["tokens"][:upto]):
             worst = max(worst, abs(x["logprob"] - y["logprob"]))
-    return {"same": same, "of": len(fast), "first_differing_token": firsts, "max_logprob_diff": worst}
+    return {"same": same, "of": len(fast), "first_differing_token": firsts, "top2_gap_there": gaps,
+            "max_logprob_diff": worst}
 
 
 def run(precision: str, args, ckpt, prompts) -> dict:
@@ -116,10 +122,11 @@ def main(argv=None) -> int:
     prompts = make_prompts(ckpt, "20,120" if args.tiny else "200,1500", args.requests, block, args.new_tokens)
     results = [run(p, args, ckpt, prompts) for p in args.precisions.split(",")]
     print("\n| precision | fast path (CUDA graphs, peak batch) | same greedy text as LitGPT's forward | "
-          "first differing token | max logprob diff before it |\n|---|---|---|---|---|")
+          "first differing token | reference's top-2 gap there | max logprob diff before it |\n|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['precision']} | {r['graphs']} graphs, batch {r['peak_batch']} | {r['same']}/{r['of']} | "
-              f"{r['first_differing_token'] or '-'} | {r['max_logprob_diff']:.2e} |")
+              f"{r['first_differing_token'] or '-'} | {[g and float(f'{g:.2e}') for g in r['top2_gap_there']] or '-'} | "
+              f"{r['max_logprob_diff']:.2e} |")
     return 0
 
 
