@@ -39,6 +39,7 @@ from finetune_vs_stock import PEAK, kit_prep  # the shared kit's preparation and
 
 REPO = Path(__file__).resolve().parents[1]
 GBS = 256
+WARMUP = [1]  # lr_warmup_steps of every run (--lr-warmup-steps)
 # Dropout 0 (torchtune's Llama 3 LoRA recipes): with dropout, DoRA as peft and the paper's code define it takes a
 # second base matmul on the dropped-out input, about doubling its cost over LoRA's (--lora-dropout to measure that).
 LORA = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "lora_query": True, "lora_key": True,
@@ -67,7 +68,7 @@ def write_yaml(path: Path, ckpt: Path, bench: Path, gpus: int, smoke: bool, engi
                     "init_args": {"json_path": str(bench / "data"), "mask_prompt": False, "prompt_style": "alpaca",
                                   "ignore_index": -100, "seed": 42, "num_workers": 4}},
            "train": {"save_interval": 100000, "log_interval": 1, "global_batch_size": GBS // 32 if smoke else GBS,
-                     "micro_batch_size": 4 if smoke else 16, "lr_warmup_steps": 1, "epochs": 1, "max_tokens": None,
+                     "micro_batch_size": 4 if smoke else 16, "lr_warmup_steps": WARMUP[0], "epochs": 1, "max_tokens": None,
                      "max_steps": None, "max_seq_length": 512, "tie_embeddings": None, "max_norm": None,
                      "min_lr": 6.0e-05},
            "eval": {"interval": 100000, "max_new_tokens": 100, "max_iters": 100, "initial_validation": False,
@@ -202,6 +203,9 @@ def main(argv=None) -> int:
     ap.add_argument("--engine", default="{}", help="JSON of engine switches added to every engine run")
     ap.add_argument("--deadline-s", type=int, help="no run starts after this; default 500 (a device call), 3000 on CPU")
     ap.add_argument("--lora-dropout", type=float, default=LORA["lora_dropout"])
+    ap.add_argument("--lr-warmup-steps", type=int, default=1,
+                    help="1 by default; 25 (config_hub's full fine-tune) keeps a random model's loss from diverging "
+                         "over a few steps, for the float8 loss comparison")
     ap.add_argument("--cpu-smoke", action="store_true", help="2-layer model, fp32, one CPU process, float8 skipped")
     ap.add_argument("--profile-step", type=int, default=0,
                     help="the engine prints this step's top CUDA kernels (its time then counts in the training time)")
@@ -213,6 +217,7 @@ def main(argv=None) -> int:
     args.deadline_s = args.deadline_s or (3000 if args.cpu_smoke else 500)
     PROFILED_STEP[0] = args.profile_step
     LORA["lora_dropout"] = args.lora_dropout
+    WARMUP[0] = args.lr_warmup_steps
     ckpt = kit_prep(args.kit, args.bench, args.cpu_smoke, args.steps * (GBS // 32 if args.cpu_smoke else GBS),
                     model="Llama-3.1-8B")
     peak = None
