@@ -4,15 +4,14 @@ LitGPT's own KV cache holds `max_batch` slots (rows) of `max_seq_length` positio
 position per row, so one decode step advances every active sequence at its own length. Active sequences occupy
 slots 0..B-1: a finished one's slot is refilled by moving the last sequence's cache into it, so a step reads the
 first B rows only. New requests are prefilled together (right-padded: the padding's keys sit beyond each row's
-length and are overwritten before any query can see them) into free slots, between decode windows, so a new
-request waits at most one window (sync_every steps). The model work itself is fastpath.FastPath (a lean
-forward, attention over the
-positions in use, CUDA graphs of the decode step on GPUs) or, for configs it does not cover and as the reference
-it is checked against, reference.LitGPTPath. Decode steps run in windows of up to `sync_every`, each step's
-tokens chosen on the device and fed to the next; the window's tokens, log-probabilities and top alternatives
-come to the host in one transfer. Requests wait in a bounded queue; `submit` refuses when it is full (the app
-answers 503). A request whose client went away is cancelled and its slots freed at the next step. All model work happens
-on the engine's one thread."""
+length and are overwritten before any query can see them) into free slots between decode windows, so a new
+request waits at most one window. The model work itself is fastpath.FastPath (a lean forward, attention over
+the positions in use, CUDA graphs of the decode step on GPUs) or, for configs it does not cover and as the
+reference it is checked against, reference.LitGPTPath. Decode steps run in windows of up to `sync_every`, each
+step's tokens chosen on the device and fed to the next; the window's tokens, log-probabilities and top
+alternatives come to the host in one transfer. Requests wait in a bounded queue; `submit` refuses when it is
+full (the app answers 503). A request whose client went away is cancelled and its slots freed at the next
+window. All model work happens on the engine's one thread."""
 
 from __future__ import annotations
 
