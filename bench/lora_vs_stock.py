@@ -39,7 +39,6 @@ from finetune_vs_stock import PEAK, kit_prep  # the shared kit's preparation and
 
 REPO = Path(__file__).resolve().parents[1]
 GBS = 256
-WARMUP = [1]  # lr_warmup_steps of every run (--lr-warmup-steps)
 # Dropout 0 (torchtune's Llama 3 LoRA recipes): with dropout, DoRA as peft and the paper's code define it takes a
 # second base matmul on the dropped-out input, about doubling its cost over LoRA's (--lora-dropout to measure that).
 LORA = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "lora_query": True, "lora_key": True,
@@ -60,7 +59,10 @@ REPORT = {
     "trainable": r"Number of trainable parameters:\s*([\d,]+)",
     "frozen": r"Number of non-trainable parameters:\s*([\d,]+)",
 }
-def write_yaml(path: Path, ckpt: Path, bench: Path, gpus: int, smoke: bool, engine: dict | None) -> Path:
+
+
+def write_yaml(path: Path, ckpt: Path, bench: Path, gpus: int, smoke: bool, engine: dict | None,
+               warmup: int = 1) -> Path:
     """config_hub-style finetune_lora settings, the same for stock and the engine (which adds `engine:`)."""
     cfg = {"checkpoint_dir": str(ckpt), "out_dir": str(path.parent / "out"), "devices": gpus, "num_nodes": 1,
            "precision": "32-true" if smoke else "bf16-true", **LORA,
@@ -68,7 +70,7 @@ def write_yaml(path: Path, ckpt: Path, bench: Path, gpus: int, smoke: bool, engi
                     "init_args": {"json_path": str(bench / "data"), "mask_prompt": False, "prompt_style": "alpaca",
                                   "ignore_index": -100, "seed": 42, "num_workers": 4}},
            "train": {"save_interval": 100000, "log_interval": 1, "global_batch_size": GBS // 32 if smoke else GBS,
-                     "micro_batch_size": 4 if smoke else 16, "lr_warmup_steps": WARMUP[0], "epochs": 1, "max_tokens": None,
+                     "micro_batch_size": 4 if smoke else 16, "lr_warmup_steps": warmup, "epochs": 1, "max_tokens": None,
                      "max_steps": None, "max_seq_length": 512, "tie_embeddings": None, "max_norm": None,
                      "min_lr": 6.0e-05},
            "eval": {"interval": 100000, "max_new_tokens": 100, "max_iters": 100, "initial_validation": False,
@@ -151,7 +153,7 @@ def row(r: dict, gpus: int, steps: int, peak: float | None, facts: dict, ref: di
     if r["run"] == "fast-full-float8" and r.get("losses") and ref.get("fast-full", {}).get("losses"):
         pairs = list(zip(r["losses"], ref["fast-full"]["losses"]))
         loss_diff = round(100 * max(abs(a - b) / b for a, b in pairs), 2)
-    steady, other_steady = steady_step_s(r), steady_step_s(ref.get(versus, {}))
+    steady, other_steady = (steady_step_s(x, facts["profile_step"]) for x in (r, ref.get(versus, {})))
     return {"run": r["run"], "exit": r["exit"], "samples_per_s": round(samples / t, 2) if t else None,
             "step_s": step_s, "step_time_vs": f"{ratio(t, other)} x {versus}" if versus and other and t else "",
             "steady_step_s": steady and round(steady, 3),
@@ -162,14 +164,11 @@ def row(r: dict, gpus: int, steps: int, peak: float | None, facts: dict, ref: di
             "wall_s": r["wall_s"]}
 
 
-def steady_step_s(r: dict) -> float | None:
-    """The median step time after the first (which carries the first all-gathers and allocations), leaving out a
-    profiled step (PROFILED_STEP); None for stock runs, which log micro batches, not steps."""
-    times = [ms / 1e3 for i, ms in enumerate(r.get("step_ms") or [], 1) if i > 1 and i != PROFILED_STEP[0]]
+def steady_step_s(r: dict, profile_step: int) -> float | None:
+    """The median step time after the first (which carries the first all-gathers and allocations), leaving out
+    the step --profile-step slowed down; None for stock runs, which log micro batches, not steps."""
+    times = [ms / 1e3 for i, ms in enumerate(r.get("step_ms") or [], 1) if i > 1 and i != profile_step]
     return statistics.median(times) if times else None
-
-
-PROFILED_STEP = [0]  # the step --profile-step slows down in the runs that profile it
 
 
 def table(results: dict, ckpt: Path, args, peak: float | None, tokens_mean: float) -> str:
@@ -178,7 +177,7 @@ def table(results: dict, ckpt: Path, args, peak: float | None, tokens_mean: floa
                      if r.get("trainable") and r.get("frozen")), None)
     n_params = n_params or next((int(r["trainable"]) for r in results.values() if r.get("trainable")), 0)
     facts = {"n_layer": config["n_layer"], "n_embd": config["n_embd"], "mean_len": tokens_mean,
-             "n_params": n_params, "gbs": GBS // 32 if args.cpu_smoke else GBS}
+             "n_params": n_params, "gbs": GBS // 32 if args.cpu_smoke else GBS, "profile_step": args.profile_step}
     rows = [row(r, args.gpus, args.steps, peak, facts, results) for r in results.values()]
     smi = shutil.which("nvidia-smi") and subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
                                                          capture_output=True, text=True).stdout.strip()
@@ -215,9 +214,7 @@ def main(argv=None) -> int:
     if args.cpu_smoke:
         args.gpus = 1
     args.deadline_s = args.deadline_s or (3000 if args.cpu_smoke else 500)
-    PROFILED_STEP[0] = args.profile_step
     LORA["lora_dropout"] = args.lora_dropout
-    WARMUP[0] = args.lr_warmup_steps
     ckpt = kit_prep(args.kit, args.bench, args.cpu_smoke, args.steps * (GBS // 32 if args.cpu_smoke else GBS),
                     model="Llama-3.1-8B")
     peak = None
@@ -237,7 +234,8 @@ def main(argv=None) -> int:
         engine = {**engine, **json.loads(args.engine)} if engine is not None else None
         out = args.bench / name
         shutil.rmtree(out, ignore_errors=True)
-        config = write_yaml(out / "run.yaml", ckpt, args.bench, args.gpus, args.cpu_smoke, copy.deepcopy(engine))
+        config = write_yaml(out / "run.yaml", ckpt, args.bench, args.gpus, args.cpu_smoke, copy.deepcopy(engine),
+                            args.lr_warmup_steps)
         cmd = ([sys.executable, "-m", "llmhpc.train.fast"] if kind == "fast"
                else [sys.executable, "-m", "litgpt", "finetune_lora"]) + ["--config", str(config)]
         profile = ({"LLMHPC_FAST_PROFILE_STEP": str(args.profile_step)}

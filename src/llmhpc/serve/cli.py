@@ -56,9 +56,8 @@ def build_engine(checkpoint: Path, device="auto", precision="auto", max_batch=16
     if problem := not_a_checkpoint(checkpoint):
         raise SystemExit(f"llmhpc-serve: {problem}")
     device = resolve_device(device)
-    if engine.get("compile_pointwise") == "auto":
-        engine["compile_pointwise"] = device.startswith("cuda")
-    engine["compile_pointwise"] = engine.get("compile_pointwise") in (True, "on")
+    choice = engine.get("compile_pointwise", "off")  # auto / on / off (True / False from Python callers)
+    engine["compile_pointwise"] = choice in (True, "on") or choice == "auto" and device.startswith("cuda")
     precision = default_precision(device) if precision == "auto" else None if precision == "stored" else precision
     model, tokenizer = load_litgpt(Path(checkpoint), precision, device)
     if max_seq_length:

@@ -150,11 +150,11 @@ class Engine:
         step's CUDA graphs captured. How many graphs."""
         try:
             with torch.inference_mode():
-                if getattr(self.path, "compiled", False):
+                if self.path.compiled:
                     self._warm_prefill()
                 return self.path.graphs.warm_up() if self.path.graphs is not None else 0
         except Exception as err:  # serve eagerly rather than not at all
-            if getattr(self.path, "compiled", False):  # the compile failed (no compiler, ...): without it
+            if self.path.compiled:  # the compile failed (no compiler, ...): without it
                 print(f"llmhpc-serve: --compile off, it failed ({type(err).__name__}: {err})".splitlines()[0],
                       file=sys.stderr, flush=True)
                 self.path.uncompile()
@@ -270,8 +270,9 @@ class Engine:
         self.peak_batch = max(self.peak_batch, n)
         k = min(self.sync_every, max(s.job.request.max_new_tokens - len(s.ids) for s in live))
         if self.times.profile_due(n, k):  # the window ends before the profiled step, which then runs alone
-            k = self.times.steps_before_profile(n) or 1
-            if not self.times.steps_before_profile(n) and self.path.graphs is not None:  # that step, no graph
+            before = self.times.steps_before_profile(n)
+            k = before or 1
+            if not before and self.path.graphs is not None:  # that step, without its graph
                 with timing.profiled(self.times.profile_out, f"eager decode step (no CUDA graph), batch {n}"):
                     self.path.decode([s.pending for s in live], [s.length for s in live], eager=True)
         params, generators = [s.job.request for s in live], [s.generator for s in live]

@@ -78,7 +78,6 @@ class FastPath:
         self.sin_signed = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)  # roll(x) * this == rotate_half(x) * sin
         self.norm_weights = {id(m): ((1 + m.weight) if m.add_unit_offset else m.weight).float()
                              for m in model.modules() if _is_rms(m)}  # computed once, never inside a capture
-        self.compiled = False
         self.uncompile()
         if compile_pointwise:  # one fused kernel each (torch.compile), compiled by the first step of each shape
             self.rms, self.rope_fn, self.silu_mul = (torch.compile(f, dynamic=True, fullgraph=True)

@@ -36,7 +36,7 @@ class LitGPTPath:
     def __init__(self, model, caches, vocab: int):
         self.model, self.caches, self.vocab = model, caches, vocab
         self.device = caches[0].k.device
-        self.graphs = None
+        self.graphs, self.compiled = None, False
 
     def prefill(self, prompts: list[list[int]], first: int, full: list[bool]):
         width = max(len(p) for p in prompts)

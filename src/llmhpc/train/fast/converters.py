@@ -66,9 +66,9 @@ def plain(tensor: torch.Tensor) -> torch.Tensor:
         else tensor
 
 
-def convert(gpt, run, device: torch.device, fsdp: bool = False) -> list[str]:
-    """Apply engine.method's adapters, then float8 (`fsdp`: FSDP2 all-gathers the sharded weights in float8).
-    Returns what was done, for the settings line."""
+def convert(gpt, run, device: torch.device, float8_all_gather: bool = False) -> list[str]:
+    """Apply engine.method's adapters, then float8 (`float8_all_gather`: FSDP2 all-gathers the sharded weights in
+    float8, see gathers_float8). Returns what was done, for the settings line."""
     done = []
     method = run.engine.method
     if method != "full":
@@ -79,6 +79,6 @@ def convert(gpt, run, device: torch.device, fsdp: bool = False) -> list[str]:
                     f"targets={'+'.join(targets)})")
     if run.engine.float8:
         check_float8(device)
-        done.append(f"float8 on {convert_float8(gpt, fsdp_all_gather=fsdp)} Linear layers"
-                    + (", all-gathered in float8" if fsdp else ""))
+        done.append(f"float8 on {convert_float8(gpt, fsdp_all_gather=float8_all_gather)} Linear layers"
+                    + (", all-gathered in float8" if float8_all_gather else ""))
     return done

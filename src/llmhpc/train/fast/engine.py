@@ -155,7 +155,7 @@ def build_model(run, world, config, layout: dict, ignore: int, max_seq_length: i
     gpt = model.build(config, run.precision, world.device)
     fsdp = parallel.fsdp(layout["sharding"], world)
     layout["float8_all_gather"] = converters.gathers_float8(run.engine, fsdp, world.nodes)
-    layout["converted"] = converters.convert(gpt, run, world.device, fsdp=layout["float8_all_gather"])
+    layout["converted"] = converters.convert(gpt, run, world.device, layout["float8_all_gather"])
     attention.install(gpt, attention.backend(run.engine.attention, world.device))
     trainee = model.Trainee(gpt, layout["checkpointing"], layout["cross_entropy"], ignore)
     trainee = parallel.wrap(trainee, layout["sharding"], world, layout["compile"])
