@@ -109,20 +109,37 @@ def run_one(name: str, cmd: list[str], out: Path, timeout_s: float, finish: bool
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
     text = (out / "stdout.txt").read_text(errors="replace")
-    print("\n".join(line for line in text.splitlines() if "arn" not in line[:60])[-2500:], flush=True)
+    shown = (line for line in text.splitlines() if "arn" not in line[:60] and not line.startswith("transformer."))
+    print("\n".join(shown)[-2500:], flush=True)
     result = {"run": name, "exit": "stopped after report" if stopped and reported else proc.returncode,
               "wall_s": round(time.perf_counter() - t0, 1), "losses": step_losses(out / "out")}
-    result["step_ms"] = [float(x) for x in re.findall(r"iter time: ([\d.]+) ms \(step\)", text)]  # engine runs
     for key, pattern in REPORT.items():
         found = re.findall(pattern, text)
         if found:
             result[key] = float(found[-1].replace(",", ""))
+    result["step_ms"] = step_times_ms(text)
+    if "training_time_s" not in result and result["step_ms"]:
+        # stock stopped before its report (the deadline): its own per-iteration clock, every step complete
+        result["training_time_s"], result["clock"] = round(sum(result["step_ms"]) / 1e3, 3), "iteration log"
     if finish:
         final = out / "out/final"
         result["final_files"] = sorted(p.name for p in final.iterdir()) if final.is_dir() else []
         print(f"{name} final/: {result['final_files']}", flush=True)
     shutil.rmtree(out / "out/final", ignore_errors=True)  # 16 GB of random weights
     return result
+
+
+def step_times_ms(text: str) -> list[float]:
+    """Each optimizer step's time: the engine logs one line per step, stock one per micro batch (iteration) with
+    "(step)" on the step's last, so a step is the sum of its iterations. Lines after the last "(step)" belong to a
+    step that did not finish and are left out."""
+    steps, running = [], 0.0
+    for ms, marked in re.findall(r"iter time: ([\d.]+) ms( \(step\))?", text):
+        running += float(ms)
+        if marked:
+            steps.append(running)
+            running = 0.0
+    return steps
 
 
 def step_losses(out_dir: Path) -> list[float]:
@@ -137,6 +154,7 @@ def step_losses(out_dir: Path) -> list[float]:
 
 def row(r: dict, gpus: int, steps: int, peak: float | None, facts: dict, ref: dict) -> dict:
     t = r.get("training_time_s")
+    steps = len(r["step_ms"]) if r.get("clock") else steps  # a stopped stock run: the steps it finished
     samples = steps * facts["gbs"]
     useful = r["tokens_with_prompt"] / t / gpus if t and r.get("tokens_with_prompt") else None
     mfu = None
@@ -161,12 +179,13 @@ def row(r: dict, gpus: int, steps: int, peak: float | None, facts: dict, ref: di
             "useful_tok_s_gpu": round(useful) if useful else None, "mfu_pct": mfu,
             "peak_mem_gb": r.get("peak_memory_gb"), "trainable": int(r["trainable"]) if r.get("trainable") else None,
             "float8_loss_diff_pct": loss_diff, "last_loss": r["losses"][-1] if r.get("losses") else None,
-            "wall_s": r["wall_s"]}
+            "clock": r.get("clock", "report"), "wall_s": r["wall_s"]}
 
 
 def steady_step_s(r: dict, profile_step: int) -> float | None:
     """The median step time after the first (which carries the first all-gathers and allocations), leaving out
-    the step --profile-step slowed down; None for stock runs, which log micro batches, not steps."""
+    the step --profile-step slowed down (the engine reads a step's loss one step late, so its first step's time
+    is only the host's dispatch and the second absorbs the wait)."""
     times = [ms / 1e3 for i, ms in enumerate(r.get("step_ms") or [], 1) if i > 1 and i != profile_step]
     return statistics.median(times) if times else None
 
