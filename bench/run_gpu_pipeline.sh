@@ -16,8 +16,9 @@ t0=$(date +%s)
 timeout "${PIPELINE_TIMEOUT_S:-520}" python3 -m snakemake --configfile "$config" --cores all "$@" 2>&1 | tee "$out/snakemake.log"
 rc=${PIPESTATUS[0]}
 echo "pipeline exit $rc, wall $(( $(date +%s) - t0 )) s"
-tar czf "$out/results-small.tar.gz" --exclude='*.pth' --exclude='*.safetensors' --exclude='*.bin' \
-  --exclude='results/weights' --exclude='results/checkpoints' results 2>/dev/null
+# files under 2 MB only: weights, adapters (*.pth.lora) and optimizer states would make it too large to come back
+find results -type f -size -2M ! -path 'results/weights/*' ! -path 'results/checkpoints/*' -print0 \
+  | tar czf "$out/results-small.tar.gz" --null -T - 2>/dev/null
 [ -f results/summary.csv ] && cp results/summary.csv "$out/summary.csv"
 python3 - <<'PY'
 import pandas as pd
