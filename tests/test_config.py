@@ -1,6 +1,7 @@
 """Config refusals: every mistake names its key and what was expected, before any job is built."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -146,7 +147,17 @@ def test_example_configs_are_accepted(example, repo_copy):
     if data.get("path") == "bench/data":  # the benchmark's generated set, made as its script makes it
         subprocess.run([sys.executable, "bench/make_alpaca.py", "bench/data"], cwd=repo_copy, check=True,
                        env=dict(os.environ, PYTHONPATH=str(repo_copy / "src")))
-    proc = snakemake(repo_copy, "-n", "--configfile", f"config/examples/{example.name}")
+    args = ["-n", "--configfile", f"config/examples/{example.name}"]
+    float8 = [e["name"] for e in yaml.safe_load(example.read_text()).get("experiments", [])
+              if e.get("finetune", {}).get("float8")]
+    if float8 and not shutil.which("nvidia-smi"):
+        # an FP8 experiment is refused where there is no FP8 GPU, naming it, before any job; on a site that names
+        # such a GPU (site.gpu_model, as a cluster profile does) the same config is accepted
+        proc = snakemake(repo_copy, *args, check=False)
+        assert proc.returncode != 0 and f"experiment '{float8[0]}': finetune.float8 true needs" in proc.stdout + proc.stderr
+        (repo_copy / "h200.yaml").write_text("site:\n  gpu_model: H200\n")
+        args += ["--configfile", "h200.yaml"]
+    proc = snakemake(repo_copy, *args)
     assert "Job stats:" in proc.stdout
 
 
