@@ -25,9 +25,24 @@ def test_mpirun_one_rank_per_gpu_over_the_node_file(tmp_path, monkeypatch):
     assert Path(hostfile).read_text() == "gadi-gpu-1 slots=4\ngadi-gpu-2 slots=4\n"
     assert plan["prefix"] == ["mpirun", "-np", "8", "--hostfile", hostfile, "--map-by", "ppr:4:node",
                               "-x", "NCCL_DEBUG", "-x", "NCCL_SHM_DISABLE", "-x", "OMP_NUM_THREADS",
-                              "--bind-to", "none"]
-    assert plan["env"] == {"NCCL_DEBUG": "WARN", "NCCL_SHM_DISABLE": "1", "OMP_NUM_THREADS": "12"}
+                              "-x", "TORCHINDUCTOR_CACHE_DIR", "--bind-to", "none"]
+    assert plan["env"] == {"NCCL_DEBUG": "WARN", "NCCL_SHM_DISABLE": "1", "OMP_NUM_THREADS": "12",
+                           "TORCHINDUCTOR_CACHE_DIR": str(Path.cwd() / ".cache/torch-compile")}
     assert plan["hosts"] == ["gadi-gpu-1", "gadi-gpu-2"] and plan["job_id"] == "1.gadi"
+
+
+def test_compile_cache_is_absolute_and_yields_to_one_already_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ft = {"num_nodes": 1, "devices": 4}
+    assert launch.plan(GADI, ft, {})["env"]["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / ".cache/torch-compile")
+    assert launch.plan({**GADI, "compile_cache": "~/tc"}, ft, {})["env"]["TORCHINDUCTOR_CACHE_DIR"] == \
+        str(Path.home() / "tc")
+    named = {**GADI, "env": {"TORCHINDUCTOR_CACHE_DIR": "/scratch/ab12/tc"}}
+    assert launch.plan(named, ft, {})["env"]["TORCHINDUCTOR_CACHE_DIR"] == "/scratch/ab12/tc"
+    # the submitting shell's own choice reaches the job unchanged; "" leaves torch's default
+    assert "TORCHINDUCTOR_CACHE_DIR" not in launch.plan(GADI, ft, {"TORCHINDUCTOR_CACHE_DIR": "/x"})["env"]
+    assert "TORCHINDUCTOR_CACHE_DIR" not in launch.plan({**GADI, "compile_cache": ""}, ft, {})["env"]
+    assert launch.compile_cache_env(GADI, {}, {}) == {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / ".cache/torch-compile")}
 
 
 def test_mpirun_on_one_host_puts_every_node_rank_here(tmp_path, monkeypatch):

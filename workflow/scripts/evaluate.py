@@ -20,6 +20,8 @@ if settings["num_nodes"] > 1:  # started on every node by the site's launcher, w
     plan = launch.plan(snakemake.config["site"], {"num_nodes": settings["num_nodes"], "devices": settings["gpus"]},
                        what="evaluate")
     os.environ.update(plan["env"])
+else:  # one process here, or the scorer's data-parallel processes on this node: only the compile cache
+    os.environ.update(launch.compile_cache_env(snakemake.config["site"], {}, os.environ))
 evaluate.run_stage(settings, checkpoint, Path(snakemake.input.eval), snakemake.output.predictions,
                    snakemake.output.metrics,
                    cost_of=lambda wall_s: cost.measured(job, snakemake.config["site"], wall_s), launch=plan)

@@ -51,14 +51,26 @@ def node_hosts(nodefile: str | Path) -> list[str]:
     return hosts
 
 
-def process_env(site: Site | dict, ft: dict) -> dict:
+def process_env(site: Site | dict, ft: dict, environ=None) -> dict:
     """The site's settings, then the experiment's launch_env (which wins), plus OpenMP threads per process
-    sized to the CPUs a GPU gets (one process per GPU)."""
+    sized to the CPUs a GPU gets (one process per GPU) and torch.compile's persistent cache (site.compile_cache,
+    made absolute here, in the job's working directory: processes on other nodes start elsewhere)."""
     site = Site.of(site)
+    environ = os.environ if environ is None else environ
     env = {**site.env, **(ft.get("launch_env") or {})}
     if "OMP_NUM_THREADS" not in env and cpus_per_gpu(site):
         env["OMP_NUM_THREADS"] = str(cpus_per_gpu(site))
+    env.update(compile_cache_env(site, env, environ))
     return {k: str(v) for k, v in env.items()}
+
+
+def compile_cache_env(site: Site | dict, env: dict, environ) -> dict:
+    """TORCHINDUCTOR_CACHE_DIR for site.compile_cache, absolute, unless `env` (the site's and the experiment's
+    settings) or the job's own environment already name one, or the key is ""."""
+    site = Site.of(site)
+    if not site.compile_cache or "TORCHINDUCTOR_CACHE_DIR" in env or "TORCHINDUCTOR_CACHE_DIR" in environ:
+        return {}
+    return {"TORCHINDUCTOR_CACHE_DIR": str(Path(site.compile_cache).expanduser().resolve())}
 
 
 def free_port() -> int:
@@ -87,7 +99,7 @@ def plan(site: Site | dict, ft: dict, environ=None, tmpdir: str | None = None, w
     kind = site.launcher
     if nodes == 1 and kind in ("mpirun", "pernode") and not site.nodes_on_one_host:
         kind = "local"  # on one node litgpt starts its processes itself; MPI or torchrun add nothing there
-    env = process_env(site, ft)
+    env = process_env(site, ft, environ)
     hosts: list[str] = []
     if kind == "local":
         if nodes > 1:

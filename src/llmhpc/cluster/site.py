@@ -44,6 +44,7 @@ class Site:
     qsub_args: tuple[str, ...] = ()
     su_per_hour: dict[str, float] | None = None  # service units per resource-hour, by queue (llmhpc.cluster.cost)
     su_resource: str = "cpus"  # cpus (Gadi: max(ncpus, memory proportion)) / gpus / nodes
+    compile_cache: str = ".cache/torch-compile"  # TORCHINDUCTOR_CACHE_DIR of GPU jobs; "" = torch's default
 
     @classmethod
     def of(cls, site: Site | dict | None) -> Site:
