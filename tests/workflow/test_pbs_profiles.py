@@ -90,7 +90,9 @@ def test_embedded_default_through_the_gadi_profile(gadi_run):
         assert (jobs / name).read_text().startswith("#!/bin/bash\n#PBS -N ")
     assert len(list(logs.glob("finetune.baseline.o*"))) == 1 and len(list(logs.glob("evaluate.mbs16.e*"))) == 1
     record = json.loads((repo / "results/finetune/baseline/summary.json").read_text())["launch"]
-    assert record["site"] == "gadi" and record["env"] == {"NCCL_SHM_DISABLE": "1", "OMP_NUM_THREADS": "12"}
+    assert record["site"] == "gadi" and record["env"] == {
+        "NCCL_SHM_DISABLE": "1", "OMP_NUM_THREADS": "12",  # the job's compile cache outlives the job's /tmp
+        "TORCHINDUCTOR_CACHE_DIR": str((repo / ".cache/torch-compile").resolve())}
     assert re.fullmatch(r"\d+\.emu-pbs", record["job_id"])
     # Gadi's rates: every evaluation job records its measured cost too, and the summary table has it
     evaluated = json.loads((repo / "results/evaluate/mbs16/metrics.json").read_text())
