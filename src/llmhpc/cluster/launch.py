@@ -70,7 +70,7 @@ def compile_cache_env(site: Site | dict, env: dict, environ) -> dict:
     site = Site.of(site)
     if not site.compile_cache or "TORCHINDUCTOR_CACHE_DIR" in env or "TORCHINDUCTOR_CACHE_DIR" in environ:
         return {}
-    return {"TORCHINDUCTOR_CACHE_DIR": str(Path(site.compile_cache).expanduser().resolve())}
+    return {"TORCHINDUCTOR_CACHE_DIR": str(Path(os.path.expandvars(site.compile_cache)).expanduser().resolve())}
 
 
 def free_port() -> int:
