@@ -50,6 +50,10 @@ RUNS = {  # name: (command kind, engine switches), in the order they run: the ta
     # full fine-tune at 8B on 2 GPUs: weights, gradients and AdamW states (64 GB) sharded, resharded after forward
     "fast-full": ("fast", {"method": "full", "sharding": "full"}),
     "fast-full-float8": ("fast", {"method": "full", "sharding": "full", "float8": True}),
+    # the same pair as a user gets it (engine.sharding auto: grad_op on one node where it fits, no re-gather in
+    # backward), to run beside the pair above when looking for where float8's step time goes
+    "fast-full-auto": ("fast", {"method": "full"}),
+    "fast-full-float8-auto": ("fast", {"method": "full", "float8": True}),
     "fast-qlora": ("fast", {"method": "qlora"}),
 }
 REPORT = {
@@ -165,11 +169,11 @@ def row(r: dict, gpus: int, steps: int, peak: float | None, facts: dict, ref: di
     ratio = lambda a, b: round(a / b, 2) if a and b else None  # noqa: E731
     step_s = round(t / steps, 3) if t else None
     versus = {"fast-lora": "stock-lora", "fast-dora": "fast-lora", "fast-qlora": "fast-lora",
-              "fast-full-float8": "fast-full"}.get(r["run"])
+              "fast-full-float8": "fast-full", "fast-full-float8-auto": "fast-full-auto"}.get(r["run"])
     other = ref.get(versus, {}).get("training_time_s")
     loss_diff = None
-    if r["run"] == "fast-full-float8" and r.get("losses") and ref.get("fast-full", {}).get("losses"):
-        pairs = list(zip(r["losses"], ref["fast-full"]["losses"]))
+    if "float8" in r["run"] and r.get("losses") and ref.get(versus, {}).get("losses"):
+        pairs = list(zip(r["losses"], ref[versus]["losses"]))
         loss_diff = round(100 * max(abs(a - b) / b for a, b in pairs), 2)
     steady, other_steady = (steady_step_s(x, facts["profile_step"]) for x in (r, ref.get(versus, {})))
     return {"run": r["run"], "exit": r["exit"], "samples_per_s": round(samples / t, 2) if t else None,
@@ -216,7 +220,8 @@ def main(argv=None) -> int:
     ap.add_argument("--bench", type=Path, default=Path("/tmp/bench-lora"))
     ap.add_argument("--gpus", type=int, default=2)
     ap.add_argument("--steps", type=int, default=3, help="optimizer steps of 256 samples per run")
-    ap.add_argument("--runs", default=",".join(RUNS), help="in this order, each while the deadline leaves time")
+    ap.add_argument("--runs", default=",".join(r for r in RUNS if not r.endswith("-auto")),
+                    help="in this order, each while the deadline leaves time (the -auto pair only when named)")
     ap.add_argument("--finish", default="", help="runs that also write their (merged) final checkpoint, e.g. fast-lora")
     ap.add_argument("--engine", default="{}", help="JSON of engine switches added to every engine run")
     ap.add_argument("--deadline-s", type=int, help="no run starts after this; default 500 (a device call), 3000 on CPU")
