@@ -168,6 +168,11 @@ def profiled(enabled: bool, world):
         except (AttributeError, KeyError, ValueError):
             table = averages.table(sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=70)
         print(table, flush=True)
+        if world.device.type == "cuda":  # what the kernel table cannot show: exposed communication and idle gaps
+            from llmhpc import profiling
+
+            timeline = profiling.device_timeline(profiling.kernel_intervals(prof.events()))
+            print(f"Profiled step, rank 0: {profiling.describe(timeline)}", flush=True)
 
 
 def log_step(loss: torch.Tensor, metrics: dict, run, world, logger) -> None:
