@@ -5,7 +5,8 @@ waiting for the host or for a synchronisation). A kernel table sums each kernel'
 either of the last two; they are what a faster matrix product (float8) uncovers.
 
 Pure functions over (start, end, is_communication) intervals in microseconds, and one adapter from a
-torch.profiler result; the main process of the fine-tune engine prints the line."""
+torch.profiler result; the main process of the fine-tune engine prints the line. Also the kernel table itself,
+shared by the engine's profiled step and the server's (`llmhpc-serve --profile-out`)."""
 
 from __future__ import annotations
 
@@ -67,3 +68,18 @@ def describe(timeline: dict[str, float]) -> str:
             f"{t['compute']:.1f} ms, communication {t['communication']:.1f} ms of which {t['communication_exposed']:.1f}"
             f" ms with no compute beside it ({pct(t['communication_exposed'])}), nothing running {t['idle']:.1f} ms "
             f"({pct(t['idle'])})")
+
+
+def top_table(profiler, rows: int = 10, width: int = 60) -> str:
+    """The profiler's top `rows` operators and kernels by their own device time (the operators around a kernel
+    would count it twice), or by CPU time where nothing ran on a GPU."""
+    import torch
+
+    events = profiler.key_averages()
+    keys = ("self_device_time_total", "self_cuda_time_total") if torch.cuda.is_available() else ()
+    for key in keys + ("self_cpu_time_total",):
+        try:
+            return events.table(sort_by=key, row_limit=rows, max_name_column_width=width)
+        except (AttributeError, KeyError, ValueError):
+            continue
+    return str(events)

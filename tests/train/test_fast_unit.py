@@ -283,3 +283,18 @@ def test_the_scheduler_s_warning_becomes_a_flag_on_the_device():
         assert flag.item() == 1.0 and flag.device == world.device and flag.dtype == torch.float32
     finally:
         warned.release()
+
+
+def test_a_profiled_step_prints_its_top_operators_on_the_main_process_only(capsys):
+    from types import SimpleNamespace
+
+    a = torch.randn(64, 64)
+    for main in (True, False):
+        with loop.profiled(True, SimpleNamespace(device=torch.device("cpu"), main=main)):
+            torch.mm(a, a)
+        out = capsys.readouterr().out
+        assert ("aten::mm" in out) is main  # without a GPU: by CPU time, and no device timeline to print
+        assert "device span" not in out
+    with loop.profiled(False, SimpleNamespace(device=torch.device("cpu"), main=True)):
+        torch.mm(a, a)
+    assert capsys.readouterr().out == ""

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from llmhpc.profiling import top_table
+
 PROFILE_AT = 8  # the prefill, and the decode step of a batch size, that is profiled (past the first shapes' start)
 
 
@@ -85,18 +87,6 @@ def activities() -> list:
     if torch.cuda.is_available():
         acts.append(torch.profiler.ProfilerActivity.CUDA)
     return acts
-
-
-def top_table(profiler, rows: int = 10) -> str:
-    """The profiler's top `rows` operators and kernels by self device time (CPU time without a GPU)."""
-    events = profiler.key_averages()
-    for key in (("self_device_time_total", "self_cuda_time_total") if torch.cuda.is_available() else ()) + (
-            "self_cpu_time_total",):
-        try:
-            return events.table(sort_by=key, row_limit=rows, max_name_column_width=60)
-        except (AttributeError, KeyError, ValueError):
-            continue
-    return str(events)
 
 
 @contextlib.contextmanager

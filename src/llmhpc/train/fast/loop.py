@@ -162,15 +162,10 @@ def profiled(enabled: bool, world):
         if world.device.type == "cuda":
             torch.cuda.synchronize()
     if world.main:
-        averages = prof.key_averages()
-        try:  # by the kernels' own time: the operators around them would count it twice
-            table = averages.table(sort_by="self_device_time_total", row_limit=25, max_name_column_width=70)
-        except (AttributeError, KeyError, ValueError):
-            table = averages.table(sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=70)
-        print(table, flush=True)
-        if world.device.type == "cuda":  # what the kernel table cannot show: exposed communication and idle gaps
-            from llmhpc import profiling
+        from llmhpc import profiling
 
+        print(profiling.top_table(prof, rows=25, width=70), flush=True)
+        if world.device.type == "cuda":  # what the kernel table cannot show: exposed communication and idle gaps
             timeline = profiling.device_timeline(profiling.kernel_intervals(prof.events()))
             print(f"Profiled step, rank 0: {profiling.describe(timeline)}", flush=True)
 
