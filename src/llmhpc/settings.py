@@ -131,6 +131,12 @@ class FinetuneSettings:
         if self.float8 and self.method == "qlora":
             return ("float8 with method qlora: QLoRA's base weights are 4-bit NF4, which float8 matrix products do"
                     " not take; use method lora or dora with float8, or qlora without it")
+        targets = set(self.lora_targets)
+        if self.float8 and self.adapters and {"projection", "mlp"} <= targets and targets & {"query", "key", "value"}:
+            # the fused qkv layer is adapted when any of query/key/value is, so every block Linear would be
+            return (f"float8 with lora_targets {sorted(targets)}: float8 runs only the block layers without"
+                    " adapters (an adapted layer and lm_head stay bf16), and these targets leave none, so float8"
+                    " would change nothing; leave a layer kind out of lora_targets or set float8: false")
         return None
 
     def warmup_problem(self) -> str | None:

@@ -89,6 +89,18 @@ def test_float8_with_qlora_is_refused():
         configured(method="qlora", float8=True)
 
 
+@pytest.mark.parametrize("targets", [["query", "projection", "mlp"], ["key", "value", "projection", "mlp", "head"]])
+def test_float8_with_every_block_layer_adapted_is_refused(targets):
+    with pytest.raises(ConfigError, match=r"float8 with lora_targets .*these targets leave none, so float8 would"
+                                          r" change nothing"):
+        configured(method="dora", float8=True, lora_targets=targets)
+
+
+def test_float8_beside_adapters_on_some_layers_is_accepted():
+    configured(method="dora", float8=True, lora_targets=["query", "value"])  # the ISC25 preset's dora-fp8
+    configured(method="lora", float8=True, lora_targets=["projection", "mlp"])  # qkv stays without adapters
+
+
 def test_an_adapter_method_without_targets_is_refused():
     with pytest.raises(ConfigError, match=r"method dora with lora_targets \[\]: no weight gets an adapter"):
         configured(method="dora", lora_targets=[])
