@@ -37,8 +37,7 @@ def test_compile_cache_is_absolute_and_yields_to_one_already_named(tmp_path, mon
     assert launch.plan(GADI, ft, {})["env"]["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / ".cache/torch-compile")
     assert launch.plan({**GADI, "compile_cache": "~/tc"}, ft, {})["env"]["TORCHINDUCTOR_CACHE_DIR"] == \
         str(Path.home() / "tc")
-    monkeypatch.setenv("LLMHPC_TEST_USER", "ab1234")
-    assert launch.plan({**GADI, "compile_cache": "/scratch/ab12/$LLMHPC_TEST_USER/tc"}, ft, {})["env"][
+    assert launch.plan({**GADI, "compile_cache": "/scratch/ab12/$USER/tc"}, ft, {"USER": "ab1234"})["env"][
         "TORCHINDUCTOR_CACHE_DIR"] == "/scratch/ab12/ab1234/tc"
     named = {**GADI, "env": {"TORCHINDUCTOR_CACHE_DIR": "/scratch/ab12/tc"}}
     assert launch.plan(named, ft, {})["env"]["TORCHINDUCTOR_CACHE_DIR"] == "/scratch/ab12/tc"

@@ -25,6 +25,7 @@ import os
 import shlex
 import signal
 import socket
+import string
 import subprocess
 import sys
 import tempfile
@@ -65,12 +66,14 @@ def process_env(site: Site | dict, ft: dict, environ=None) -> dict:
 
 
 def compile_cache_env(site: Site | dict, env: dict, environ) -> dict:
-    """TORCHINDUCTOR_CACHE_DIR for site.compile_cache, absolute, unless `env` (the site's and the experiment's
-    settings) or the job's own environment already name one, or the key is ""."""
+    """TORCHINDUCTOR_CACHE_DIR for site.compile_cache, absolute, with `~` and the job environment's $VARIABLES
+    expanded, unless `env` (the site's and the experiment's settings) or that environment already name one, or
+    the key is ""."""
     site = Site.of(site)
     if not site.compile_cache or "TORCHINDUCTOR_CACHE_DIR" in env or "TORCHINDUCTOR_CACHE_DIR" in environ:
         return {}
-    return {"TORCHINDUCTOR_CACHE_DIR": str(Path(os.path.expandvars(site.compile_cache)).expanduser().resolve())}
+    path = string.Template(site.compile_cache).safe_substitute(environ)  # unknown names stay, as in a shell's
+    return {"TORCHINDUCTOR_CACHE_DIR": str(Path(path).expanduser().resolve())}
 
 
 def free_port() -> int:
