@@ -3,7 +3,9 @@ the optimizer warm-up, the switches."""
 
 from __future__ import annotations
 
+import os
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -255,6 +257,52 @@ def test_fast_write_loads_back_and_puts_torch_s_save_settings_back(tmp_path):
         back = torch.load(tmp_path / "lit_model.pth", mmap=True, weights_only=True)["model"]
         assert set(back) == set(state) and all(torch.equal(back[k], state[k]) for k in state)
         assert not (tmp_path / "lit_model.tmp").exists()
+
+
+@pytest.mark.unit
+def test_packed_float8_runs_compile_a_graph_per_shape_and_others_go_shape_generic():
+    from llmhpc.train.fast.engine import static_shapes
+
+    assert static_shapes(EngineArgs(float8=True))
+    assert static_shapes(EngineArgs(packing=False, compile_shapes="static"))
+    assert not static_shapes(EngineArgs()) and not static_shapes(EngineArgs(packing=False, float8=True))
+    assert not static_shapes(EngineArgs(float8=True, compile_shapes="dynamic"))
+    with pytest.raises(ValueError, match="engine.compile_shapes: 'fixed' is not one of auto, static, dynamic"):
+        EngineArgs(compile_shapes="fixed")
+
+
+@pytest.mark.unit
+def test_a_background_write_lands_where_it_was_asked_when_the_main_thread_changes_directory(tmp_path,
+                                                                                             monkeypatch):
+    """jsonargparse (litgpt's save_hyperparameters, run beside the write) changes the working directory while it
+    parses: a relative path given to the writer must still name the folder it named when the write began."""
+    from llmhpc.train.fast import checkpoint
+
+    (tmp_path / "job").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "job")
+    real_save = torch.save
+
+    def save_after_a_chdir(obj, f):
+        os.chdir(tmp_path / "elsewhere")  # what the main thread does halfway through the write
+        real_save(obj, f)
+
+    monkeypatch.setattr(torch, "save", save_after_a_chdir)
+    writer = checkpoint.write_in_background({"w": torch.ones(3)}, Path("out/final/lit_model.pth"), fast=True)
+    assert checkpoint.joined(writer) >= 0
+    back = torch.load(tmp_path / "job/out/final/lit_model.pth", weights_only=True)["model"]
+    assert torch.equal(back["w"], torch.ones(3))
+    assert not (tmp_path / "elsewhere/out").exists()
+
+
+@pytest.mark.unit
+def test_a_failed_background_write_fails_the_run_naming_the_file(tmp_path):
+    from llmhpc.train.fast import checkpoint
+
+    (tmp_path / "final").write_text("a file where the folder should be")
+    writer = checkpoint.write_in_background({"w": torch.ones(3)}, tmp_path / "final/lit_model.pth", fast=True)
+    with pytest.raises(RuntimeError, match=r"writing .*final/lit_model\.pth failed"):
+        checkpoint.joined(writer)
 
 
 @pytest.mark.unit

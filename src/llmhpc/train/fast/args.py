@@ -22,6 +22,7 @@ CHOICES = {
     "attention": ("auto", "flex", "sdpa"),
     "method": ("full", "lora", "dora", "qlora"),
     "float8_all_gather": ("auto", "on", "off"),
+    "compile_shapes": ("auto", "static", "dynamic"),
 }
 
 
@@ -35,6 +36,10 @@ class EngineArgs:
     sharding: str = "auto"  # full (FSDP2) / grad_op (no reshard after forward) / none (DDP) / hybrid; auto:
     #                         grad_op on one node, hybrid (shard in a node, replicate across nodes) on several
     compile: bool = True  # torch.compile of each transformer block
+    compile_shapes: str = "auto"  # static: one graph per micro-batch shape, so a whole-tensor reduction such as
+    #                               float8's amax gets kernels sized for its shape (shape-generic, one took 0.9 ms a
+    #                               layer on 4 x H200, 8B); dynamic: shape-generic graphs from the second shape on
+    #                               (a compile less per extra shape); auto: static for packed float8 runs
     fused_adamw: bool = True  # AdamW(fused=True) on CUDA
     cross_entropy: str = "chunked"  # chunked: lm_head + CE per 4096 tokens, recomputed in backward (never the
     #                                 full logits); fused: liger-kernel's fused linear cross-entropy

@@ -100,11 +100,31 @@ def write(state: dict, path: Path, fast: bool) -> float:
 
 
 def write_in_background(state: dict, path: Path, fast: bool) -> threading.Thread:
-    result = {}
-    thread = threading.Thread(target=lambda: result.setdefault("s", write(state, path, fast)), daemon=False)
+    """`write` in a thread; `joined` waits for it. The path is made absolute first: the main thread goes on to
+    litgpt's save_hyperparameters, whose jsonargparse changes the working directory while it parses (a relative
+    path then named another folder halfway through a write, 4 x H200)."""
+    path = Path(path).absolute()
+    result: dict = {"path": path}
+
+    def target() -> None:
+        try:
+            result["s"] = write(state, path, fast)
+        except BaseException as error:  # re-raised by `joined` in the main thread
+            result["error"] = error
+
+    thread = threading.Thread(target=target, daemon=False)
     thread.result = result
     thread.start()
     return thread
+
+
+def joined(thread: threading.Thread) -> float:
+    """Wait for a background write; its seconds, or its error raised here, naming the file."""
+    thread.join()
+    if "error" in thread.result:
+        raise RuntimeError(f"writing {thread.result['path']} failed: {thread.result['error']!r}") \
+            from thread.result["error"]
+    return thread.result["s"]
 
 
 def side_files(run, final_dir: Path) -> None:

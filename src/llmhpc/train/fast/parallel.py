@@ -14,8 +14,9 @@ def fsdp(sharding: str, world) -> bool:
     return world.size > 1 and sharding != "none"
 
 
-def wrap(trainee: model.Trainee, sharding: str, world, compile_blocks: bool):
-    """Compile each block (LitGPT's Block code, unchanged), then shard. Returns the module to call."""
+def wrap(trainee: model.Trainee, sharding: str, world, compile_blocks: bool, static_shapes: bool = False):
+    """Compile each block (LitGPT's Block code, unchanged), then shard. Returns the module to call.
+    `static_shapes`: never shape-generic (dynamic=False: a graph per shape, the limit below allows 64)."""
     blocks = trainee.gpt.transformer.h
     if compile_blocks:
         import torch._dynamo
@@ -24,7 +25,7 @@ def wrap(trainee: model.Trainee, sharding: str, world, compile_blocks: bool):
             if hasattr(torch._dynamo.config, name):
                 setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 64))
         for block in blocks:
-            block.compile()
+            block.compile(dynamic=False if static_shapes else None)
     if not fsdp(sharding, world):
         return trainee
     from torch.distributed.fsdp import fully_shard
