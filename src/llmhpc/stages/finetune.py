@@ -56,6 +56,14 @@ def start_clean(out_dir: Path, config_path: Path, resuming: bool, log=print) -> 
     return resume.prepare(out_dir, config_path, log)
 
 
+def check_final_weights(out_dir: Path, stdout_path) -> None:
+    """A fine-tune that exited 0 must have left its weights: without them the directory output would pass to the
+    evaluate jobs, which would fail later, on their own GPUs, far from the cause."""
+    weights = Path(out_dir) / "final" / "lit_model.pth"
+    if not weights.is_file():
+        raise RuntimeError(f"the fine-tune exited with 0 but wrote no {weights}; see {stdout_path}")
+
+
 def write_json(path: Path, data: dict) -> None:
     atomic.write_json(path, data)
 
@@ -124,6 +132,7 @@ def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, s
         what = "the fsdp2 engine" if engine == "fsdp2" else f"litgpt finetune_{settings['method']}"
         raise RuntimeError(f"{what} exited with {code}; last lines of"
                            f" {stdout_path}:\n{tail}")
+    check_final_weights(out_dir, stdout_path)
     csv_path = find_metrics_csv(out_dir)
     if csv_path is None:
         raise RuntimeError(f"litgpt wrote no metrics.csv under {out_dir}/logs/csv")
