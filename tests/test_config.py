@@ -50,6 +50,11 @@ def _walk(schema, path="config"):
         yield from _walk(schema["items"], path + "[]")
 
 
+@pytest.mark.unit
+def test_the_schema_reads_the_same_through_libyaml_as_through_pure_python():
+    assert SCHEMA_DICT == yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
+
+
 def test_every_schema_key_has_description_and_default():
     missing = [p for p, sub in _walk(SCHEMA_DICT) if "description" not in sub
                or ("default" not in sub and not p.endswith("[].name"))]
