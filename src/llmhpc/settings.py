@@ -131,6 +131,11 @@ class FinetuneSettings:
         if self.float8 and self.method == "qlora":
             return ("float8 with method qlora: QLoRA's base weights are 4-bit NF4, which float8 matrix products do"
                     " not take; use method lora or dora with float8, or qlora without it")
+        options = self.engine_options if self.engine == "fsdp2" else {}
+        if options.get("compile_shapes") == "static" and options.get("packing") is False:
+            return ("engine_options compile_shapes static with packing false: an unpacked run has a shape per"
+                    " longest sample, each a compile of every block (during training, past the warm-up); use"
+                    " compile_shapes auto or dynamic, or packing true")
         targets = set(self.lora_targets)
         if self.float8 and self.adapters and {"projection", "mlp"} <= targets and targets & {"query", "key", "value"}:
             # the fused qkv layer is adapted when any of query/key/value is, so every block Linear would be

@@ -101,6 +101,13 @@ def test_float8_beside_adapters_on_some_layers_is_accepted():
     configured(method="lora", float8=True, lora_targets=["projection", "mlp"])  # qkv stays without adapters
 
 
+def test_static_compile_shapes_without_packing_is_refused_before_any_job():
+    with pytest.raises(ConfigError, match=r"compile_shapes static with packing false: an unpacked run has a shape"):
+        configured(engine_options={"compile_shapes": "static", "packing": False})
+    configured(engine_options={"compile_shapes": "static"})  # packed: a few shapes, compiled in the warm-up
+    configured(engine_options={"packing": False})  # auto: shape-generic when unpacked
+
+
 def test_an_adapter_method_without_targets_is_refused():
     with pytest.raises(ConfigError, match=r"method dora with lora_targets \[\]: no weight gets an adapter"):
         configured(method="dora", lora_targets=[])
