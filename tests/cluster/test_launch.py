@@ -73,6 +73,15 @@ def test_mpirun_needs_mpi4py(monkeypatch):
         launch.plan(GADI, {"num_nodes": 2, "devices": 4}, {"PBS_NODEFILE": "/nonexistent"})
 
 
+@pytest.mark.unit
+def test_srun_starts_a_rank_per_gpu_and_a_failed_rank_ends_the_others():
+    plan = launch.plan({**GADI, "launcher": "srun"}, {"num_nodes": 2, "devices": 4}, {"SLURM_JOB_NUM_NODES": "2"})
+    assert plan["prefix"] == ["srun", "--overlap", "--kill-on-bad-exit=1", "--nodes=2", "--ntasks-per-node=4",
+                              "--ntasks=8", "--export=ALL"]
+    with pytest.raises(launch.LaunchError, match="the Slurm job has 1 node"):
+        launch.plan({**GADI, "launcher": "srun"}, {"num_nodes": 2, "devices": 4}, {"SLURM_JOB_NUM_NODES": "1"})
+
+
 def test_one_node_jobs_let_litgpt_start_its_processes():
     plan = launch.plan(GADI, {"num_nodes": 1, "devices": 4}, {})
     assert plan["prefix"] == [] and plan["launcher"] == "local" and plan["site_launcher"] == "mpirun"

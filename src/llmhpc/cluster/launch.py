@@ -129,8 +129,9 @@ def plan(site: Site | dict, ft: dict, environ=None, tmpdir: str | None = None, w
             raise LaunchError(f"the Slurm job has {environ['SLURM_JOB_NUM_NODES']} node(s) but {what}.num_nodes"
                               f" is {nodes}: the scheduler request and the litgpt settings disagree")
         # --overlap: the executor's own job step (srun -n1 around the rule) holds the job's CPUs; without it
-        # this inner srun waits for them forever
-        prefix = ["srun", "--overlap", f"--nodes={nodes}", f"--ntasks-per-node={devices}",
+        # this inner srun waits for them forever. --kill-on-bad-exit: a rank that fails ends the others (as
+        # mpirun and pernode do), instead of leaving them in a collective until NCCL's timeout or the walltime
+        prefix = ["srun", "--overlap", "--kill-on-bad-exit=1", f"--nodes={nodes}", f"--ntasks-per-node={devices}",
                   f"--ntasks={nodes * devices}", "--export=ALL"]
     elif kind == "pernode":
         if site.nodes_on_one_host:
