@@ -824,6 +824,12 @@ def test_rule_renders_all_four_and_a_template_edit_reruns_only_the_slides(tmp_pa
     html_titles = re.findall(r'data-title="([^"]*)"', (out / "deck.html").read_text())
     assert titles == [t.replace("&amp;", "&") for t in html_titles]
     assert jobs_of(snakemake(repo, target, "-n")) == set()
+    # A moved project (results, Snakemake's records and all, times kept) is still finished: no input is recorded
+    # by an absolute path.
+    moved = tmp_path / "moved"
+    shutil.copytree(repo, moved, symlinks=True)
+    assert jobs_of(snakemake(moved, target, "-n")) == set()
+    shutil.rmtree(moved)
 
     # Edit a template: only the slides are made again, no fine-tune, no inference.
     time.sleep(1.1)

@@ -2,7 +2,11 @@
 # `presentation` section. The templates are inputs, so editing one re-renders the slides and nothing upstream.
 from llmhpc.parsetime import cluster_profiles
 
-SLIDE_TEMPLATES = sorted(str(p) for p in Path(workflow.basedir, "workflow/templates").glob("*") if p.is_file())
+# Relative to the working directory (as EMBEDDED): Snakemake records input paths, and absolute ones would make a
+# moved or copied project render the slides (and pack the submission) again.
+SLIDE_TEMPLATES = sorted(
+    os.path.relpath(p) for p in Path(workflow.basedir, "workflow/templates").glob("*") if p.is_file()
+)
 
 
 rule slides:
