@@ -1,5 +1,6 @@
 """Config refusals: every mistake names its key and what was expected, before any job is built."""
 
+import copy
 import os
 import shutil
 import subprocess
@@ -173,3 +174,105 @@ def test_dry_runs_are_told_from_the_command_line(argv, dry):
     from llmhpc.parsetime import is_dry_run
 
     assert is_dry_run(argv) is dry
+
+
+def _wrong_values(sub: dict) -> list:
+    """Values the schema node `sub` refuses, by its type and enum."""
+    kinds = sub.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    wrong = []
+    if "enum" in sub:
+        wrong.append("not-one-of-them")
+    if not {"integer", "number"} & set(kinds):
+        wrong.append(7)
+    if "string" not in kinds:
+        wrong.append("seven")
+    if "boolean" not in kinds:
+        wrong.append(True)
+    if "object" in kinds:
+        wrong.append({"surely_not_a_key": 1})
+    if "minimum" in sub:
+        wrong.append(sub["minimum"] - 1)
+    return wrong
+
+
+def _set(cfg: dict, parts: list[str], value) -> bool:
+    node = cfg
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            return False
+    node[parts[-1]] = value
+    return True
+
+
+def _corpus() -> list:
+    """Every shipped config (alone and over config/config.yaml), and the default config with each schema key in
+    turn set to values its schema refuses."""
+    from llmhpc.train.litgpt import deep_merge
+
+    base = default_config()
+    shipped = sorted((REPO / "config").glob("*/*.yaml"))
+    corpus = [base] + [yaml.safe_load(p.read_text()) for p in shipped]
+    corpus += [deep_merge(copy.deepcopy(base), yaml.safe_load(p.read_text())) for p in shipped]
+    for path, sub in _walk(SCHEMA_DICT):
+        if "[]" in path:
+            continue
+        for value in _wrong_values(sub):
+            cfg = copy.deepcopy(base)
+            if _set(cfg, path.split(".")[1:], value):
+                corpus.append(cfg)
+    corpus.append({**copy.deepcopy(base), "run_name": "white space"})  # pattern
+    corpus.append({**copy.deepcopy(base), "experiments": [{"name": "base"}]})  # not const
+    return corpus
+
+
+@pytest.mark.unit
+def test_the_fast_verdict_agrees_with_jsonschema_on_every_key():
+    import jsonschema
+
+    from llmhpc.config import apply_defaults, fast_verdict
+
+    validator = jsonschema.Draft202012Validator(SCHEMA_DICT)
+    corpus = _corpus()
+    verdicts = []
+    for cfg in corpus:
+        cfg = apply_defaults(cfg, SCHEMA_DICT)
+        verdicts.append((fast_verdict(cfg, SCHEMA_DICT), not any(validator.iter_errors(cfg))))
+    assert [i for i, (fast, slow) in enumerate(verdicts) if fast != slow] == []
+    assert sum(slow for _, slow in verdicts) >= 2 * 10  # every shipped config, alone and merged, is valid
+    assert sum(not slow for _, slow in verdicts) > 300  # and hundreds of refusals were compared
+
+
+@pytest.mark.unit
+def test_a_valid_config_is_checked_without_jsonschema_and_a_refusal_still_uses_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "jsonschema", None)  # `import jsonschema` now fails
+    assert list(check(default_config(), SCHEMA_DICT)) == ["baseline", "mbs16"]
+    cfg = default_config()
+    cfg["finetune"]["epochs"] = 0
+    with pytest.raises(ImportError):
+        check(cfg, SCHEMA_DICT)
+
+
+@pytest.mark.unit
+def test_without_jsonschema_rs_the_same_config_is_accepted_and_the_same_refused(monkeypatch):
+    import llmhpc.config
+
+    cfg = default_config()
+    cfg["finetune"]["precision"] = "bf16"
+    with_rs = refused(copy.deepcopy(cfg))
+    monkeypatch.setattr(llmhpc.config, "jsonschema_rs", None)
+    assert refused(cfg) == with_rs
+    assert list(check(default_config(), SCHEMA_DICT)) == ["baseline", "mbs16"]
+
+
+@pytest.mark.unit
+def test_values_jsonschema_rs_cannot_read_are_judged_by_jsonschema():
+    import datetime
+
+    from llmhpc.config import fast_verdict
+
+    cfg = default_config()
+    cfg["presentation"]["event"] = datetime.date(2026, 11, 28)  # YAML reads an unquoted 2026-11-28 as a date
+    assert fast_verdict(cfg, SCHEMA_DICT) is False
+    assert "'presentation.event': expected a value of type string, got datetime.date(2026, 11, 28)" in refused(cfg)
