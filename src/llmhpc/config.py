@@ -100,7 +100,8 @@ def fast_verdict(instance: Any, schema: dict) -> bool:
     """True when jsonschema-rs finds `instance` valid. Every Snakemake parse (each dry run, each cluster job) checks
     a config that is nearly always valid; this answers in Rust without importing jsonschema, whose bundled
     meta-schemas cost ~0.07 s of a 1.5 s parse. False (ask jsonschema) when it is missing, finds a problem, or cannot
-    read a value (a YAML date, an integer beyond 64 bits): jsonschema stays the judge of every refusal."""
+    read a value (a YAML date, a mapping key that is not a string): jsonschema stays the judge of every
+    refusal."""
     if jsonschema_rs is None:
         return False
     try:

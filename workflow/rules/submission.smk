@@ -13,7 +13,7 @@ SUBMISSION_INPUTS = [
     str(source) for source, _ in layout(EXPERIMENTS, configfiles=SUBMISSION_CONFIGFILES, served=SERVED)
 ]
 # The bundle carries the effective config: any change to it remakes the bundle (a digest keeps -n readable). JSON
-# with sorted keys, as Snakemake records params: C-speed at every parse, where a YAML dump took ~0.02 s.
+# with sorted keys: C speed at every parse, where a YAML dump took ~0.02 s.
 SUBMISSION_CONFIG_SHA256 = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
 
