@@ -159,3 +159,28 @@ def test_a_tight_prefill_budget_admits_one_request_at_a_time_with_the_same_answe
     want = [greedy(engine, b["prompt"], 12) for b in bodies]
     monkeypatch.setattr(engine, "prefill_tokens", 1)  # padded rows x longest prompt: only the first job fits
     assert [r.json()["text"] for r in client.many("/process", bodies)] == want
+
+
+def test_helm_python_side_names_are_honoured_warned_and_every_request_is_logged(client, caplog):
+    """max_tokens / num_completions (helm.common.request.Request's names) are read as max_new_tokens /
+    num_return_sequences, the answer and the log say so, an unknown field is warned of, and each request leaves one
+    access-log line with its status and latency."""
+    import logging
+    import re
+
+    caplog.set_level(logging.INFO, logger="llmhpc.serve")
+    body = {"prompt": HELM_PROCESS["prompt"], "temperature": 1.0, "seed": 3, "max_tokens": 5, "num_completions": 2,
+            "presence_penalty": 0}
+    r = client.post("/process", body)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert len(answer["completions"]) == 2 and len(answer["tokens"]) == 5
+    assert any("'max_tokens' read as 'max_new_tokens'" in w for w in answer["warnings"])
+    assert any("unknown field 'presence_penalty'" in w for w in answer["warnings"])
+    assert client.post("/process", HELM_PROCESS).json()["warnings"] == []
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "llmhpc.serve"]
+    assert any("/process: field 'num_completions' read as 'num_return_sequences'" in line for line in lines)
+    access = [line for line in lines if re.search(r'"POST /process" 200 [\d.]+ ms$', line)]
+    assert len(access) == 2, lines
+    client.post("/tokenize", {**HELM_TOKENIZE, "max_len": 3})
+    assert any(re.search(r'"POST /tokenize" 200 [\d.]+ ms$', rec.getMessage()) for rec in caplog.records)

@@ -4,13 +4,17 @@ FastAPI + uvicorn rather than LitServe: LitServe batches whole requests for one 
 so a 16-token answer waits for the 1,500-token one beside it; continuous batching (engine.py) needs the loop to
 own the KV cache between steps, which a plain app around one engine thread gives directly, with the OpenAPI schema
 that the property-based tests fuzz. Bad requests get 4xx with a message (422: the body's shape, 400: what depends
-on the model), a full queue 503 with Retry-After."""
+on the model), a full queue 503 with Retry-After. Misnamed or unknown fields are answered with `warnings` (schema.py)
+and logged; every request gets one access-log line with its status and latency (logger `llmhpc.serve`, to stderr).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import logging
+import sys
 import time
 
 from fastapi import FastAPI, HTTPException, Request
@@ -30,6 +34,48 @@ from llmhpc.serve.schema import (
 ERRORS = {400: {"description": "A request the loaded model cannot answer (length, vocabulary)"},
           503: {"description": "The request queue is full: retry later"}}
 DISCONNECT_POLL_S = 0.25
+LOG = logging.getLogger("llmhpc.serve")
+
+
+def log_to_stderr() -> None:
+    """uvicorn runs with its own access log off (log_level warning): this logger's lines go to stderr, once."""
+    if not LOG.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        LOG.addHandler(handler)
+    LOG.setLevel(logging.INFO)
+
+
+class AccessLog:
+    """One line per request: client, method, path, status and latency (a plain ASGI middleware, so that the
+    endpoint's own disconnect polling sees the client as it is)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0, status = time.perf_counter(), [500]
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            host = (scope.get("client") or ("-",))[0]
+            LOG.info('%s "%s %s" %d %.1f ms', host, scope["method"], scope["path"], status[0],
+                     (time.perf_counter() - t0) * 1000)
+
+
+def warned(path: str, body) -> list[str]:
+    """The request's notes on misnamed or unknown fields, logged; the answer carries them too."""
+    for note in body.warnings:
+        LOG.warning("%s: %s", path, note)
+    return body.warnings
 
 
 def create_app(engine: Engine) -> FastAPI:
@@ -42,6 +88,8 @@ def create_app(engine: Engine) -> FastAPI:
             engine.stop()
 
     app = FastAPI(title="llmhpc-serve", description="A LitGPT checkpoint served to HELM", lifespan=lifespan)
+    app.add_middleware(AccessLog)
+    log_to_stderr()
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError):
@@ -53,6 +101,7 @@ def create_app(engine: Engine) -> FastAPI:
     @app.post("/process", response_model=ProcessResponse, responses=ERRORS)
     async def process(body: ProcessRequest, request: Request):
         t0 = time.perf_counter()
+        notes = warned("/process", body)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
 
@@ -71,7 +120,8 @@ def create_app(engine: Engine) -> FastAPI:
             if not future.done() and await request.is_disconnected():
                 engine.cancel(job)  # frees its slots at the engine's next step
                 return Response(status_code=499)
-        return ProcessResponse(**future.result(), request_time=time.perf_counter() - t0)
+        return ProcessResponse(**future.result(), request_time=time.perf_counter() - t0,
+                               warnings=notes)
 
     @app.post("/tokenize", response_model=TokenizeResponse, responses=ERRORS)
     async def tokenize(body: TokenizeRequest):
@@ -79,15 +129,17 @@ def create_app(engine: Engine) -> FastAPI:
         ids = engine.encode(body.text)
         if body.truncation:
             ids = ids[:body.max_length]
-        return TokenizeResponse(tokens=ids, request_time=time.perf_counter() - t0)
+        return TokenizeResponse(tokens=ids, request_time=time.perf_counter() - t0, warnings=warned("/tokenize", body))
 
     @app.post("/decode", response_model=DecodeResponse, responses=ERRORS)
     async def decode(body: DecodeRequest):
         t0 = time.perf_counter()
+        notes = warned("/decode", body)
         bad = [t for t in body.tokens if not 0 <= t < engine.vocab]
         if bad:
             raise HTTPException(400, f"token ids outside the vocabulary [0, {engine.vocab}): {bad[:10]}")
-        return DecodeResponse(text=engine.decode(body.tokens), request_time=time.perf_counter() - t0)
+        return DecodeResponse(text=engine.decode(body.tokens), request_time=time.perf_counter() - t0,
+                              warnings=notes)
 
     @app.get("/health")
     async def health():

@@ -1,11 +1,18 @@
 """HELM's request and response bodies (helm/clients/http_model_client.py, helm/tokenizers/http_model_tokenizer.py,
 and the NeurIPS 2023 challenge's sample server). Every field HELM sends is honoured; fields this server does not
 know are ignored, as HELM expects. Bounds that depend on the model (prompt length, token ids) are checked by the
-app against the loaded checkpoint, with a 4xx saying what to change."""
+app against the loaded checkpoint, with a 4xx saying what to change.
+
+A field the body does not define is not silently dropped: HELM's Python-side names (`max_tokens`,
+`num_completions`, what helm.common.request.Request calls them) are read as their wire names, and every such
+alias or unknown field is named in the answer's `warnings` (and the server's log), with a did-you-mean."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import difflib
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 MAX_RETURN_SEQUENCES = 64
 MAX_TOP_K_PER_TOKEN = 100
@@ -22,9 +29,43 @@ def _encodable(text: str) -> str:
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False, strict=True)  # no "5" for 5, no false for 0
+    ALIASES: ClassVar[dict[str, str]] = {}  # another name a client may send: the field it means
+    _warnings: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _note_names(cls, data, handler):
+        """Read ALIASES as their fields and note them, and note the fields this body does not define (still
+        ignored: HELM sends fields a server may not know), so the answer can say what was not understood."""
+        notes = []
+        if isinstance(data, dict):
+            data = dict(data)
+            for alias, name in cls.ALIASES.items():
+                if alias not in data:
+                    continue
+                value = data.pop(alias)
+                if name in data:
+                    notes.append(f"field '{alias}' ignored: '{name}' is given too (the name this server reads)")
+                else:
+                    data[name] = value
+                    notes.append(f"field '{alias}' read as '{name}' (HELM's Python-side name; send '{name}')")
+            known = [*cls.model_fields, *cls.ALIASES]
+            for key in (k for k in data if k not in cls.model_fields):
+                hint = difflib.get_close_matches(str(key), known, n=1)
+                did = f" (did you mean '{hint[0]}'?)" if hint else ""
+                notes.append(f"unknown field '{key}' ignored{did}")
+        model = handler(data)
+        model._warnings = notes
+        return model
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self._warnings)
 
 
 class ProcessRequest(_Body):
+    ALIASES: ClassVar[dict[str, str]] = {"max_tokens": "max_new_tokens", "num_completions": "num_return_sequences"}
+
     prompt: str = Field(description="The text to continue.")
     num_samples: int | None = Field(None, ge=1, le=MAX_RETURN_SEQUENCES,
                                     description="The challenge sample's name for num_return_sequences.")
@@ -72,6 +113,8 @@ class ProcessResponse(Completion):
     """The first completion at the top level (what HELM reads), every completion in `completions`."""
     completions: list[Completion]
     request_time: float
+    warnings: list[str] = Field(default_factory=list,
+                                description="Fields of the request that were misnamed or unknown, and what was done.")
 
 
 class TokenizeRequest(_Body):
@@ -88,6 +131,8 @@ class TokenizeRequest(_Body):
 class TokenizeResponse(BaseModel):
     tokens: list[int]
     request_time: float
+    warnings: list[str] = Field(default_factory=list,
+                                description="Fields of the request that were misnamed or unknown, and what was done.")
 
 
 class DecodeRequest(_Body):
@@ -98,3 +143,5 @@ class DecodeRequest(_Body):
 class DecodeResponse(BaseModel):
     text: str
     request_time: float
+    warnings: list[str] = Field(default_factory=list,
+                                description="Fields of the request that were misnamed or unknown, and what was done.")
