@@ -276,3 +276,23 @@ def test_values_jsonschema_rs_cannot_read_are_judged_by_jsonschema():
     cfg["presentation"]["event"] = datetime.date(2026, 11, 28)  # YAML reads an unquoted 2026-11-28 as a date
     assert fast_verdict(cfg, SCHEMA_DICT) is False
     assert "'presentation.event': expected a value of type string, got datetime.date(2026, 11, 28)" in refused(cfg)
+
+
+def test_a_typo_inside_finetune_extra_is_refused_at_parse_time_naming_the_key():
+    cfg = default_config()
+    cfg["finetune"]["extra"] = {"train": {"max_step": 5}, "eval": {"interval": 3}}
+    msg = refused(cfg)
+    assert "config key 'finetune.extra.train.max_step'" in msg and "did you mean 'max_steps'?" in msg
+    assert msg.count("finetune.extra.train.max_step") == 1  # shared by both experiments, said once
+    cfg = default_config()
+    cfg["experiments"][1]["finetune"]["engine"] = "fsdp2"
+    cfg["experiments"][1]["finetune"]["extra"] = {"engine": {"packin": False}, "resum": "auto"}
+    msg = refused(cfg)
+    assert "config key 'experiments[1].finetune.extra.engine.packin'" in msg and "did you mean 'packing'?" in msg
+    assert "'experiments[1].finetune.extra.resum'" in msg and "did you mean 'resume'?" in msg
+    cfg = default_config()
+    cfg["finetune"]["extra"] = {"engine": {"packing": False}}  # stock litgpt has no engine: section
+    assert "config key 'finetune.extra.engine': not a key of litgpt finetune_full" in refused(cfg)
+    cfg = default_config()
+    cfg["finetune"]["extra"] = {"train": {"max_steps": 3, "lr_warmup_fraction": 0.1}, "data": {"init_args": {"seed": 1}}}
+    check(cfg, SCHEMA_DICT)  # LitGPT's own keys pass

