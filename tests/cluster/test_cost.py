@@ -6,16 +6,22 @@ hours); a site or queue without a rate says "no published rate", never 0 SU."""
 import json
 
 import pytest
+import yaml
 
-from conftest import default_config
-from llmhpc.cluster import cost
+from conftest import REPO, default_config
+from llmhpc.cluster import cost, pbs
 from llmhpc.config import ConfigError, check, load_schema
 from pbs_helpers import ASPIRE, GADI, SCHEMA, finetune_props, site_of
 
+# 4 GB: one core's share of a Gadi normal-queue node (48 cores, 192 GB), so charged as its one CPU
 CONVERT = {"type": "single", "rule": "convert", "jobid": 3, "wildcards": {}, "threads": 1,
-           "resources": {"mem_mb": 8000, "runtime": 60}}
+           "resources": {"mem_mb": 4000, "runtime": 60}}
 DOWNLOAD = {"type": "single", "rule": "download", "jobid": 1, "wildcards": {}, "threads": 1,
             "resources": {"mem_mb": 4000, "runtime": 30, "internet": 1}}
+def convert_props(mem_mb: int) -> dict:
+    return {**CONVERT, "resources": {"mem_mb": mem_mb, "runtime": 60}}
+
+
 ASPIRE_RATED = {**ASPIRE, "su_per_hour": {"normal": 10}, "su_resource": "gpus"}
 
 
@@ -27,6 +33,10 @@ ASPIRE_RATED = {**ASPIRE, "su_per_hour": {"normal": 10}, "su_resource": "gpus"}
     # 190 GB with 1 GPU: charged on memory, 190 x 48 / 382 = 23.87 CPUs' worth
     (finetune_props(1, 1, mem_mb=190000), GADI, "gpuvolta", 23.87, 143.25),
     (CONVERT, GADI, "normal", 1, 2),  # CPU job, 1 h at 2 SU/h
+    # NCI charges a CPU job on its memory too: 25 GB on normal (4 GB a core) is 6.25 cores' worth, 94 GB 23.5
+    (convert_props(25000), GADI, "normal", 6.25, 12.5),
+    (convert_props(94000), GADI, "normal", 23.5, 47),
+    (convert_props(25000), {**GADI, "su_mem_per_cpu_gb": None}, "normal", 1, 2),  # no figure: by its CPUs
     (DOWNLOAD, GADI, "copyq", 1, None),  # no copyq rate in the site: not costed
     (finetune_props(2, 4), ASPIRE_RATED, "normal", 8, 160),  # GPU-hours: 8 GPUs x 2 h x 10
 ])
@@ -163,3 +173,14 @@ def test_a_run_whose_estimate_cannot_be_made_goes_on_and_says_so(tmp_path, capsy
     workflow._onstart(None)
     assert not path.exists() and f"cost estimate not recorded in {path}" in capsys.readouterr().err
     assert workflow.started == [None]
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (REPO / "config/workloads").glob("*.yaml")))
+def test_presets_ask_gadi_for_their_gpus_share_of_a_node(preset):
+    """A preset describes the workload, not the node: under Gadi's profile a 1-GPU job holds 12 cores and 95.5 GB
+    (36 SU/h), not the whole node a preset's `site: {gpus_per_node: 1}` made of it (48 cores, 382 GB, 4x the SU)."""
+    own = yaml.safe_load((REPO / f"config/workloads/{preset}.yaml").read_text()).get("site") or {}
+    site = site_of("gadi", project="ab12", **own)  # the profile's site.yaml under the preset's keys, as apply_site
+    held = pbs.job_totals(pbs.requested(finetune_props(1, 1), site), site)
+    assert (held["ngpus"], held["ncpus"], held["mem_mb"]) == (1, 12, 95500)
+    assert cost.job_cost(finetune_props(1, 1, runtime=60), site)["su"] == 36

@@ -1,6 +1,6 @@
 """Service units (SU), what a site charges its projects for a job: the queue's charge rate (site.su_per_hour) x the
-resources the job holds (site.su_resource) x hours. NCI Gadi: rate x max(ncpus, the job's share of the node's
-memory, in CPUs) x walltime used.
+resources the job holds (site.su_resource) x hours. NCI Gadi: rate x max(ncpus, mem / (the queue's node memory /
+its cores)) x walltime used, on every queue (normal: 4 GB a core; gpuvolta: 382 GB / 48 cores).
 
 Before anything is queued, `-n` prints each job's estimate from what llmhpc.cluster.pbs.requested asks (its
 requested walltime: an upper bound, a job is charged for the walltime it uses) and the total; a real run records the
@@ -24,18 +24,33 @@ NO_RATE = "no published rate"
 BASIS = "requested walltime x resources held x the queue's rate (an upper bound: a job is charged for the walltime it uses)"
 
 
-def charged_units(held: dict, site: Site | dict) -> float:
-    """Resources charged per hour for what a job holds (pbs.job_totals). cpus: Gadi's max(ncpus, memory proportion)
-    for GPU jobs, where the proportion is mem x cpus_per_node / mem_per_node_gb of the GPU node the site describes;
-    CPU jobs (another node type) are charged by their CPUs."""
+def mem_per_cpu_gb(site: Site | dict, queue: str | None) -> float | None:
+    """GB of memory charged as one CPU on `queue` (NCI: the node's memory / its cores): site.su_mem_per_cpu_gb's
+    figure for the queue, else, for the GPU queue, the GPU node's mem_per_node_gb / cpus_per_node; None where the
+    site says neither (the job is charged by its CPUs alone)."""
+    site = Site.of(site)
+    named = site.su_mem_per_cpu_gb or {}
+    if queue in named:
+        return float(named[queue])
+    if queue == site.queue and site.cpus_per_node and site.mem_per_node_gb:
+        return site.mem_per_node_gb / site.cpus_per_node
+    return None
+
+
+def charged_units(held: dict, site: Site | dict, queue: str | None = None) -> float:
+    """Resources charged per hour for what a job holds (pbs.job_totals) on `queue`. cpus: Gadi's max(ncpus, memory
+    proportion), the proportion being the job's memory over the GB per CPU of the queue's nodes (mem_per_cpu_gb):
+    a 1-CPU job asking 25 GB on Gadi's normal queue (4 GB a core) is charged as 6.25 CPUs, a 1-GPU gpuvolta job's
+    95.5 GB as 12."""
     site = Site.of(site)
     if site.su_resource == "gpus":
         return float(held["ngpus"])
     if site.su_resource == "nodes":
         return float(held["nodes"])
     units = float(held["ncpus"])
-    if held["ngpus"] and site.cpus_per_node and site.mem_per_node_gb:
-        units = max(units, held["mem_mb"] / 1000 * site.cpus_per_node / site.mem_per_node_gb)
+    per_cpu = mem_per_cpu_gb(site, queue if queue is not None else site.queue if held["ngpus"] else site.cpu_queue)
+    if per_cpu:
+        units = max(units, held["mem_mb"] / 1000 / per_cpu)
     return units
 
 
@@ -47,7 +62,7 @@ def job_cost(props: dict, site: Site | dict, hours: float | None = None) -> dict
         return None
     req = pbs.requested(props, site)
     queue = pbs.queue_for(req, site)
-    units = charged_units(pbs.job_totals(req, site), site)
+    units = charged_units(pbs.job_totals(req, site), site, queue)
     hours = req["walltime_s"] / 3600 if hours is None else hours
     rate = site.su_per_hour.get(queue) if queue else None
     su = None if rate is None else round(rate * units * hours, 2)

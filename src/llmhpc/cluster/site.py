@@ -32,6 +32,10 @@ class Site:
     gpu_model: str | None = None
     gpu_memory_gb: float | None = None
     project: str | None = None
+    account: str | None = None  # Slurm: sbatch -A
+    partition: str | None = None  # Slurm: sbatch -p
+    constraint: str | None = None  # Slurm: sbatch -C
+    qos: str | None = None  # Slurm: sbatch --qos
     queue: str | None = None
     cpu_queue: str | None = None
     copy_queue: str | None = None
@@ -44,6 +48,7 @@ class Site:
     qsub_args: tuple[str, ...] = ()
     su_per_hour: dict[str, float] | None = None  # service units per resource-hour, by queue (llmhpc.cluster.cost)
     su_resource: str = "cpus"  # cpus (Gadi: max(ncpus, memory proportion)) / gpus / nodes
+    su_mem_per_cpu_gb: dict[str, float] | None = None  # GB that count as one CPU in the charge, by queue (Gadi normal 4)
     compile_cache: str = ".cache/torch-compile"  # TORCHINDUCTOR_CACHE_DIR of GPU jobs; "" = torch's default
 
     @classmethod
