@@ -104,6 +104,8 @@ def four_gpu_nodes(repo: Path, name: str, profile: str = "slurm", float8: bool =
     workload, the same effective batch on nodes of 4 GPUs (2 x 4), on the seed's H100 where the profile leaves its
     GPU unnamed; `float8` False leaves out the FP8 experiment, which a V100 or A100 site refuses."""
     extra = {"site": {"project": "ab12"}}
+    if profile == "slurm":  # the generic Slurm site leaves its nodes' shape and account to the user
+        extra["site"].update(cpus_per_node=64, mem_per_node_gb=500, account="ab12", partition="gpu")
     if name.startswith("isc25"):
         extra["finetune"] = {"devices": 4, "num_nodes": 2}
         experiments = yaml.safe_load((REPO / f"config/workloads/{name}.yaml").read_text())["experiments"]
@@ -126,12 +128,18 @@ def test_preset_dry_runs_under_every_profile(name, repo_copy):
         assert any("evaluate" in ln for ln in lines), lines
         if name.startswith("samsung") and profile == "slurm":  # LLaMA-30B split over the node's 4 GPUs
             assert all("--gres=gpu:4" in ln for ln in lines if "evaluate" in ln), lines
+            # the whole node's cores and memory, not the 8 GB a flat profile value gave while its convert got 94 GB
+            assert all("--mem 500000" in ln and "--cpus-per-task=64" in ln for ln in lines if "evaluate" in ln), lines
+        if profile == "slurm":  # the site's account and partition on every job
+            assert all("-A ab12 -p gpu" in ln for ln in lines), lines
         if not name.startswith("samsung"):
             finetune = [ln for ln in lines if "finetune" in ln]
             assert finetune, lines
             nodes = 2 if name.startswith(("apac", "isc25")) else 1
             if profile == "slurm":
                 assert all(f"--nodes={nodes}" in ln for ln in finetune), finetune
+                if nodes == 2:  # a 7B or 8B model on 2 x 4 GPUs: each node's memory, 16 cores per GPU task
+                    assert all("--mem 500000" in ln and "--cpus-per-task=16" in ln for ln in finetune), finetune
             elif profile == "aspire2a":
                 assert all(f"select={nodes}:" in ln for ln in finetune), finetune
             elif nodes == 2:

@@ -89,8 +89,24 @@ def test_preflight_has_nothing_to_say_locally():
     preflight.preflight(cfg, exps, "/anywhere")
 
 
+def test_preflight_refuses_a_slurm_gpu_site_that_does_not_say_its_node_shape():
+    """Without cores and memory a GPU job would ask Slurm for no CPUs and a few GB (the shipped generic profile),
+    and fail after the queue: refused, naming both keys and how to read them off the cluster."""
+    cfg, exps = experiments_for()
+    text = refusal(cfg, exps, site_of("slurm"))
+    assert ("site 'slurm' (Slurm, 4 GPUs a node) does not say its GPU nodes' site.cpus_per_node (cores) and"
+            " site.mem_per_node_gb (memory in GB), from which each GPU job's --cpus-per-task and --mem are sized: set"
+            " site.cpus_per_node and site.mem_per_node_gb in the profile's site.yaml") in text
+    assert "sinfo -N" in text
+    assert "site.cpus_per_node (cores)" not in refusal(cfg, exps, site_of("slurm", cpus_per_node=64))
+    cfg["site"] = site_of("slurm", cpus_per_node=64, mem_per_node_gb=500)
+    preflight.preflight(cfg, exps, "/home/user/run")
+    cfg["site"] = site_of("slurm", gpus_per_node=0)  # a CPU cluster: jobs keep their threads and mem_mb
+    preflight.preflight(cfg, exps, "/home/user/run")
+
+
 # ---------------------------------------------------------------------------------------------------- float8
-HOPPER = site_of("slurm", gpu_model="H100", gpus_per_node=8)
+HOPPER = site_of("slurm", gpu_model="H100", gpus_per_node=8, cpus_per_node=112, mem_per_node_gb=2000)
 
 
 def float8_experiments(**finetune) -> tuple[dict, dict]:

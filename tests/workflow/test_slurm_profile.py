@@ -15,14 +15,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import copy_repo, seeded_copy
-from slurm_cluster import FAKE_GPUS, SlurmCluster, missing_binaries
+from conftest import REPO, copy_repo, seeded_copy
+from slurm_cluster import FAKE_GPUS, SlurmCluster, missing_binaries, node_shape
 
 pytestmark = [pytest.mark.slurm, pytest.mark.snakemake, pytest.mark.e2e]
 
 
-# The test node's shape for the workflow's site (profiles/slurm/site.yaml describes a generic GPU cluster).
-SITE_OVERRIDE = {"site": {"gpus_per_node": FAKE_GPUS, "cpus_per_node": os.cpu_count()}}
+# The test node's shape for the workflow's site (profiles/slurm/site.yaml describes a generic GPU cluster, and
+# leaves cores and memory to the user: the preflight refuses GPU jobs without them).
 CPUS_PER_GPU = max(1, os.cpu_count() // FAKE_GPUS)
 # Poll squeue every few seconds instead of the profile's 20 s: the jobs here take seconds.
 FAST_STATUS = ["--slurm-init-seconds-before-status-checks", "3"]
@@ -49,9 +49,15 @@ def cluster():
         c.stop()
 
 
+def site_override() -> dict:
+    """The test node's GPUs, cores and memory (slurmd's RealMemory, so that no job asks for more than it has)."""
+    return {"site": {"gpus_per_node": FAKE_GPUS, "cpus_per_node": os.cpu_count(),
+                     "mem_per_node_gb": int(node_shape()["RealMemory"]) / 1000}}
+
+
 def slurm_repo(dest):
     repo = copy_repo(dest)
-    (repo / "tests/slurm_site.yaml").write_text(yaml.safe_dump(SITE_OVERRIDE))
+    (repo / "tests/slurm_site.yaml").write_text(yaml.safe_dump(site_override()))
     return repo
 
 
@@ -188,9 +194,10 @@ def test_ctrl_c_leaves_no_job_behind(cluster, slurm_run, tmp_path):
 
 @pytest.fixture(scope="module")
 def shipped_profile_by_bare_name(cluster, slurm_run, tmp_path_factory):
-    """profiles/slurm by its bare name, before and after the set-up step (`llmhpc.cluster.profiles install`), with
-    the shipped site's unknown node shape (cpus_per_node: null): the base model's conversion and its evaluation,
-    remade in a copy of the module run's tree."""
+    """profiles/slurm by its bare name, before and after the set-up step (`llmhpc.cluster.profiles install`):
+    first with the shipped site's unknown node shape (cpus_per_node, mem_per_node_gb: null), which the preflight
+    refuses, then with the test node's, the base model's conversion and its evaluation remade in a copy of the
+    module run's tree."""
     tmp = tmp_path_factory.mktemp("bare-name")
     repo = seeded_copy(slurm_run[0], tmp / "repo", "results/checkpoints/base", "results/evaluate/base")
     (repo / "tests/slurm_site.yaml").write_text(yaml.safe_dump({"site": {"gpus_per_node": FAKE_GPUS}}))
@@ -203,13 +210,16 @@ def shipped_profile_by_bare_name(cluster, slurm_run, tmp_path_factory):
     install = subprocess.run([sys.executable, "-m", "llmhpc.cluster.profiles", "install"], cwd=repo, env=env,
                              capture_output=True, text=True, timeout=120)
     assert install.returncode == 0, install.stderr
+    unsized = subprocess.run(snakemake_cmd("--profile", "slurm", "results/evaluate/base/metrics.json"), cwd=repo,
+                             env=env, capture_output=True, text=True, timeout=300)
+    (repo / "tests/slurm_site.yaml").write_text(yaml.safe_dump(site_override()))
     out = run(cluster, repo, snakemake_cmd("--profile", "slurm", *FAST_STATUS, "--verbose",
                                            "results/evaluate/base/metrics.json"), env_extra=user_env)
-    return repo, home, before, out, slurm_jobs(cluster, out)
+    return repo, home, before, unsized, out, slurm_jobs(cluster, out)
 
 
 def test_profile_by_bare_name_after_install(shipped_profile_by_bare_name):
-    repo, home, before, out, jobs = shipped_profile_by_bare_name
+    repo, home, before, _, out, jobs = shipped_profile_by_bare_name
     assert before.returncode != 0 and "profile directory given (slurm)" in before.stderr
     installed = home / ".config/snakemake/slurm"
     assert installed.is_symlink() and installed.resolve() == (repo / "profiles/slurm").resolve()
@@ -219,14 +229,23 @@ def test_profile_by_bare_name_after_install(shipped_profile_by_bare_name):
     assert (repo / "results/checkpoints/base/lit_model.pth").is_file()
 
 
-def test_unknown_node_shape_leaves_cpus_to_slurm(shipped_profile_by_bare_name):
-    """profiles/slurm as shipped (cpus_per_node: null): GPU jobs ask for no CPUs, so the partition's default
-    applies, instead of the login node's core count."""
-    _, _, _, out, jobs = shipped_profile_by_bare_name
+def test_unknown_node_shape_is_refused_before_any_job(shipped_profile_by_bare_name):
+    """profiles/slurm as shipped (cpus_per_node, mem_per_node_gb: null): refused by the preflight, naming the keys,
+    before anything is submitted, instead of GPU jobs that ask for a laptop's memory and fail after the queue.
+    Described, the scoring job asks for its GPU's share of the node's cores and memory."""
+    _, _, _, unsized, out, jobs = shipped_profile_by_bare_name
+    assert unsized.returncode != 0
+    assert "site.cpus_per_node (cores) and site.mem_per_node_gb (memory in GB)" in unsized.stderr, unsized.stderr
+    assert "has been submitted" not in unsized.stdout + unsized.stderr
     calls = re.findall(r"sbatch call: (sbatch .*)", out)
     scoring = [c for c in calls if "rule_evaluate" in c]
     assert len(scoring) == 1, out[-4000:]
-    assert "--cpus-per-task" not in scoring[0] and "--gres" in scoring[0], scoring[0]
+    assert f"--cpus-per-task={CPUS_PER_GPU}" in scoring[0] and "--gres" in scoring[0], scoring[0]
+    from llmhpc.cluster.resources import gpu_job_mem_mb
+
+    model = yaml.safe_load((REPO / "config/config.yaml").read_text())["model"]["name"]
+    mem_mb = gpu_job_mem_mb({**site_override()["site"], "scheduler": "slurm"}, model, 1)  # a GPU's share of the node
+    assert f"--mem {mem_mb} " in scoring[0], scoring[0]
     assert any("rule_convert" in c and "--cpus-per-task" in c for c in calls)  # CPU jobs keep their threads
     assert all(j["JobState"] == "COMPLETED" for j in jobs.values()), jobs
 

@@ -86,6 +86,24 @@ def finetune_gres(wildcards):
 # one GPU for each of the job's processes (llmhpc.cluster.resources says why).
 GPU_JOB_THREADS = resources.gpu_job_threads(SITE, workflow.cores)
 SLURM_CPUS_PER_TASK = resources.slurm_cpus_per_task(SITE)
+# sbatch -A, -p, -C and --qos of every job sent to the cluster, from site.account, partition, constraint and qos.
+SLURM_SITE = resources.slurm_site_resources(SITE)
+
+
+def finetune_mem_mb(wildcards):
+    """The fine-tune's memory: its GPUs' share of each node, at least what its processes need for the model."""
+    ft = finetune_settings(wildcards)
+    return resources.gpu_job_mem_mb(SITE, config["model"]["name"], ft["devices"], ft["num_nodes"])
+
+
+def evaluate_cpus_per_task(wildcards):
+    """Scoring is one task that starts a process per GPU: the CPUs of all its GPUs."""
+    return resources.slurm_cpus_per_task(SITE, evaluate_gpus(wildcards))
+
+
+def evaluate_mem_mb(wildcards):
+    nodes = evaluate_settings(wildcards)["num_nodes"] if evaluate_gpus(wildcards) else 1
+    return resources.gpu_job_mem_mb(SITE, config["model"]["name"], evaluate_gpus(wildcards), nodes)
 
 
 def evaluate_gpus(wildcards):

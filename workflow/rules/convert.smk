@@ -12,6 +12,7 @@ rule convert:
     conda:
         "../../envs/conda.yaml"
     resources:
+        **SLURM_SITE,
         # sized from the model: a 7B model needs about 24 GB (llmhpc.cluster.resources.convert_mem_mb)
         mem_mb=resources.convert_mem_mb(config["model"]["name"]),
     params:

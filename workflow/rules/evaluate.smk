@@ -16,11 +16,13 @@ rule evaluate:
         "../../envs/conda.yaml"
     threads: GPU_JOB_THREADS
     resources:
+        **SLURM_SITE,
         # One GPU unless evaluate.device is cpu (qsub -l ngpus / sbatch --gres on GPU sites).
         gpus_per_node=evaluate_gpus,
         nodes=lambda wc: evaluate_settings(wc)["num_nodes"] if evaluate_gpus(wc) else 1,
         gres=evaluate_gres,
-        cpus_per_task=SLURM_CPUS_PER_TASK,
+        cpus_per_task=evaluate_cpus_per_task,
+        mem_mb=evaluate_mem_mb,
     params:
         settings=evaluate_settings,
     message:

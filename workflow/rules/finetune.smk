@@ -52,6 +52,7 @@ rule finetune:
         "../../envs/conda.yaml"
     threads: GPU_JOB_THREADS
     resources:
+        **SLURM_SITE,
         # What the job needs from a scheduler; the cluster profiles turn these into qsub/sbatch options.
         nodes=lambda wc: finetune_settings(wc)["num_nodes"],
         gpus_per_node=lambda wc: finetune_settings(wc)["devices"],
@@ -59,6 +60,8 @@ rule finetune:
         gres=finetune_gres,
         # -1: no --cpus-per-task where the site does not give its node shape (the partition's default applies).
         cpus_per_task=SLURM_CPUS_PER_TASK,
+        # The GPUs' share of each node's memory, at least what loading the model takes (llmhpc.cluster.resources).
+        mem_mb=finetune_mem_mb,
     params:
         settings=finetune_settings,
         peak_tflops=config["hardware"]["peak_tflops"],

@@ -16,9 +16,9 @@ rule serve_check:
         "../../envs/conda.yaml"
     threads: GPU_JOB_THREADS
     resources:
-        # Host memory for the checkpoint (memory-mapped, then moved to the GPU) and the server; the profiles'
-        # set-resources may raise it.
-        mem_mb=16000,
+        **SLURM_SITE,
+        # Host memory for the checkpoint (memory-mapped, then moved to the GPU) and the server: as evaluate's.
+        mem_mb=lambda wildcards: resources.gpu_job_mem_mb(SITE, config["model"]["name"], 1),
         runtime=60,
         # One GPU unless serve.device is cpu (qsub -l ngpus / sbatch --gres on GPU sites), as evaluate.
         gpus_per_node=lambda wildcards: resources.evaluate_gpus({"device": config["serve"]["device"]}, SITE),

@@ -53,6 +53,24 @@ def check_storage(site: Site | dict, paths: list[tuple[str, str]]) -> list[str]:
     return problems
 
 
+def check_node_shape(site: Site | dict) -> list[str]:
+    """A Slurm site with GPUs must say its GPU nodes' cores and memory: GPU jobs ask for their GPUs' share of them
+    (llmhpc.cluster.resources). Without them a 7B fine-tune would ask for no CPUs and a few GB, and fail after
+    the queue."""
+    site = Site.of(site)
+    if site.scheduler != "slurm" or not site.gpus_per_node:
+        return []
+    missing = [f"site.{key} ({what})" for key, what in (("cpus_per_node", "cores"), ("mem_per_node_gb", "memory in GB"))
+               if not getattr(site, key)]
+    if not missing:
+        return []
+    return [f"site '{site.name}' (Slurm, {site.gpus_per_node} GPUs a node) does not say its GPU nodes' "
+            f"{' and '.join(missing)}, from which each GPU job's --cpus-per-task and --mem are sized: set "
+            f"{' and '.join(m.split(' ')[0] for m in missing)} in the profile's {SITE_FILE} or in your config "
+            f"(site: {{cpus_per_node: 64, mem_per_node_gb: 500}}); `sinfo -N -o '%N %c %m %G'` lists each node's "
+            f"cores, memory (MB) and GPUs"]
+
+
 def check_experiment(name: str, ft: dict, evaluate: dict, site: Site | dict) -> list[str]:
     """What stops experiment `name` from running on `site`, each with what to change."""
     site = Site.of(site)
@@ -239,6 +257,7 @@ def preflight(config: dict, experiments: dict, workdir, finetune_overrides: dict
         if problems:
             raise ConfigError(f"preflight for site '{site.name}' refused:\n  " + "\n  ".join(problems))
         return
+    problems += check_node_shape(site)
     if site.scheduler == "pbs" and not site.project:
         problems.append(f"site '{site.name}' (PBS) has no project code: set site.project in the profile's"
                         f" {SITE_FILE} or in your config (site: {{project: ab12}}); qsub -P charges it")

@@ -10,8 +10,11 @@ Snakemake's `threads` of a job means different things by where it runs:
   Slurm asks for it as --cpus-per-task of each task; PBS sizes GPU jobs from the site itself (llmhpc.cluster.pbs).
   Using the login node's core count there asked Slurm for CPUs the compute nodes may not have.
 
-Where the site does not say how many cores a node has, a Slurm job asks for no CPUs at all (the partition's
-default, e.g. DefCpuPerGPU, applies) and its processes use one thread each.
+Memory of a GPU job (gpu_job_mem_mb) is sized as the PBS sites size it: each node's GPUs' share of the node's memory,
+at least what its processes need to load the model. A Slurm site with GPUs must say its node shape
+(site.cpus_per_node, site.mem_per_node_gb): the preflight refuses it otherwise, rather than let a 7B fine-tune ask
+Slurm for a laptop's memory and fail after the queue. On a Slurm site without GPUs and without a core count, jobs
+ask for no CPUs (the partition's default applies).
 """
 
 from __future__ import annotations
@@ -39,11 +42,27 @@ def gpu_job_threads(site: Site | dict, local_cores: int) -> int:
     return cpus_per_gpu(site) or 1
 
 
-def slurm_cpus_per_task(site: Site | dict) -> int:
-    """The plugin's `cpus_per_task` resource: 0 = use threads (known node shape); -1 = no CPU option at all."""
-    if Site.of(site).scheduler != "slurm" or cpus_per_gpu(site):
+def slurm_cpus_per_task(site: Site | dict, gpus_per_task: int = 1) -> int:
+    """The plugin's `cpus_per_task` resource: the CPUs of the task's GPUs (one for the fine-tune's task per GPU, all
+    of a node's for scoring, one task that starts a process per GPU) where the site says its node shape, given
+    outright (Snakemake caps a job's threads at the submitting machine's cores: a 4-core login node would ask for
+    4); -1 = no CPU option at all; 0 off Slurm (unused)."""
+    if Site.of(site).scheduler != "slurm":
         return 0
-    return -1
+    per_gpu = cpus_per_gpu(site)
+    return per_gpu * max(1, gpus_per_task) if per_gpu else -1
+
+
+def slurm_site_resources(site: Site | dict) -> dict:
+    """The Slurm plugin's resources for what the site names (site.account, partition, constraint, qos): sbatch -A,
+    -p, -C and --qos of every job sent to the cluster. Empty off Slurm and for keys the site leaves null, so that a
+    profile's own default-resources still apply there."""
+    site = Site.of(site)
+    if site.scheduler != "slurm":
+        return {}
+    named = {"slurm_account": site.account, "slurm_partition": site.partition, "constraint": site.constraint,
+             "qos": site.qos}
+    return {key: value for key, value in named.items() if value}
 
 
 def slurm_gres(site: Site | dict, gpus_per_node: int) -> str:
@@ -74,11 +93,30 @@ def model_parameters(name: str) -> float | None:
     return float(number) * (1e9 if unit in "bB" else 1e6)
 
 
-def convert_mem_mb(model_name: str) -> int:
-    """Memory for converting a Hugging Face checkpoint to LitGPT's: litgpt loads a whole shard (about 10 GB for
-    Llama-2-7b's .bin files) while it writes the converted weights, so 1.5 x the model's 16-bit weights plus 4 GB;
-    at least 8 GB. Llama-2-7b: 25 GB; a 30B model: 94 GB."""
+def load_mem_mb(model_name: str) -> int:
+    """Host memory for reading the model's checkpoint: 1.5 x its 16-bit weights plus 4 GB (Llama-2-7b: 25 GB; a
+    30B model: 94 GB; 16 GB where the name gives no size)."""
     params = model_parameters(model_name)
     if params is None:
         return 16000
-    return max(8000, int(params * 2 * 1.5 / 1e6) + 4000)
+    return int(params * 2 * 1.5 / 1e6) + 4000
+
+
+def convert_mem_mb(model_name: str) -> int:
+    """Memory for converting a Hugging Face checkpoint to LitGPT's: litgpt loads a whole shard (about 10 GB for
+    Llama-2-7b's .bin files) while it writes the converted weights, so load_mem_mb; at least 8 GB."""
+    return max(8000, load_mem_mb(model_name))
+
+
+def gpu_job_mem_mb(site: Site | dict, model_name: str, gpus_per_node: int, nodes: int = 1) -> int:
+    """mem_mb of a job with `gpus_per_node` GPUs on each of `nodes` nodes: per node, the larger of its GPUs' share of
+    the node's memory and what its processes (one per GPU) need to load the model (load_mem_mb each), never more
+    than the node has. Slurm reads mem_mb per node (sbatch --mem); PBS as the job's total (llmhpc.cluster.pbs
+    divides it by the nodes), so there it is the per-node figure times the nodes. A 7B fine-tune on Gadi's 4 GPUs
+    asks the whole node's 382 GB, on a site with no memory figure 4 x 25 GB."""
+    site = Site.of(site)
+    per_node = max(1, gpus_per_node) * load_mem_mb(model_name)
+    if gpus_per_node and site.gpus_per_node and site.mem_per_node_gb:
+        node_mb = int(site.mem_per_node_gb * 1000)
+        per_node = min(node_mb, max(per_node, node_mb * gpus_per_node // site.gpus_per_node))
+    return per_node * max(1, nodes) if site.scheduler == "pbs" else per_node
