@@ -137,6 +137,29 @@ def test_submit_reports_qsub_refusals(tmp_path, pbs_env):
                    log=lambda m: None)
 
 
+def test_qsub_missing_is_one_line_with_what_to_do(tmp_path, monkeypatch, capsys):
+    """Off the cluster, or without its PBS module loaded: no traceback, the next step instead."""
+    from llmhpc.cluster.site import SITE_ENV, dump_site
+
+    def no_such_program(argv, **kwargs):
+        raise FileNotFoundError(2, "No such file or directory", argv[0])
+
+    monkeypatch.setattr(pbs.subprocess, "run", no_such_program)
+    monkeypatch.setenv(SITE_ENV, dump_site(GADI))
+    monkeypatch.chdir(tmp_path)
+    jobscript = snakemake_jobscript(tmp_path / "snakejob.sh", finetune_props(1, 1), "true")
+    assert pbs.submit_main([str(jobscript)]) == 1
+    err = capsys.readouterr().err
+    line = err.strip().splitlines()[-1]  # after the qsub command line it logs
+    assert "Traceback" not in err
+    assert line.startswith("llmhpc.cluster.pbs submit: qsub is not on PATH: run snakemake on a login node of the"
+                           " PBS cluster, or load its PBS module first (e.g. `module load pbs`); the job script is"
+                           " ready in "), line
+    monkeypatch.setattr(pbs_status.subprocess, "Popen", no_such_program)
+    assert pbs_status.cancel(["1.pbs", "2.pbs"]) == [["1.pbs", "2.pbs"]]
+    assert "llmhpc-pbs-cancel: qdel is not on PATH" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("job, answer", [
     ({"job_state": "Q"}, "running"), ({"job_state": "R"}, "running"), ({"job_state": "E"}, "running"),
     ({"job_state": "H"}, "running"), (None, "running"),

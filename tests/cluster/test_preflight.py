@@ -1,5 +1,6 @@
 """Preflight: what cannot run on the site is refused before anything is queued."""
 
+from pathlib import Path
 
 import pytest
 
@@ -181,6 +182,34 @@ def test_a_run_that_cannot_fit_on_the_disk_is_refused_with_the_figures(tmp_path,
     assert "has 10.0 GB free" in text
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(100e9, 10e9, 90e9))
     preflight.preflight(cfg, exps, tmp_path)  # fits: nothing to say
+
+
+def test_a_read_only_results_folder_is_refused_before_any_job(tmp_path, monkeypatch, capsys):
+    """Found by the preflight with what to do, not by Snakemake at the first job (a dry run warns)."""
+    import os
+
+    cfg, exps = experiments_for()
+    cfg["site"] = site_of("gadi") | {"scheduler": "local"}
+    stage = tmp_path / "results/finetune"
+    stage.mkdir(parents=True)
+    stage.chmod(0o555)
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != stage and access(path, mode))  # root too
+    with pytest.raises(ConfigError) as err:
+        preflight.preflight(cfg, exps, tmp_path)
+    assert (f"{stage} is not writable (read-only, or another user's): every job writes its outputs under"
+            f" {tmp_path / 'results'}; make it writable (chmod -R u+w {stage})") in str(err.value)
+    preflight.preflight(cfg, exps, tmp_path, dry_run=True)
+    assert f"preflight warning (a real run would be refused): {stage} is not writable" in capsys.readouterr().err
+    stage.chmod(0o755)
+
+
+def test_a_real_pbs_run_without_qsub_is_refused_before_the_downloads():
+    with pytest.raises(ConfigError, match=r"qsub is not on PATH: run snakemake on a login node of the PBS cluster,"
+                                          r" or load its PBS module first"):
+        preflight.check_submit_command(GADI, which=lambda name: None)
+    preflight.check_submit_command(GADI, which=lambda name: f"/opt/pbs/bin/{name}")
+    preflight.check_submit_command(site_of("slurm"), which=lambda name: None)  # Slurm: the plugin's own check
 
 
 # ------------------------------------------------------------------------------------- fsdp2 memory per GPU

@@ -35,13 +35,13 @@ def _write(path, records):
 def test_alpaca_missing_field_names_file_record_field(tmp_path):
     path = _write(tmp_path / "train.json", [{"instruction": "a", "input": "", "output": "b"},
                                             {"instruction": "a", "input": ""}])
-    with pytest.raises(DataError, match=r"train.json: record 1: field 'output' is missing"):
+    with pytest.raises(DataError, match=r"train.json: record 1 \(0-based\): field 'output' is missing"):
         check_alpaca(path)
 
 
 def test_alpaca_wrong_type(tmp_path):
     path = _write(tmp_path / "train.json", [{"instruction": 3, "input": "", "output": "b"}])
-    with pytest.raises(DataError, match=r"record 0: field 'instruction' must be a string, got int"):
+    with pytest.raises(DataError, match=r"record 0 \(0-based\): field 'instruction' must be a string, got int"):
         check_alpaca(path)
 
 
@@ -50,10 +50,10 @@ def test_hellaswag_bad_label_and_endings(tmp_path):
     bad_label = dict(good, label="7")
     path = tmp_path / "eval.jsonl"
     path.write_text(json.dumps(good) + "\n" + json.dumps(bad_label) + "\n")
-    with pytest.raises(DataError, match=r"eval.jsonl: record 1: field 'label' is 7, outside 0..3"):
+    with pytest.raises(DataError, match=r"eval.jsonl: record 1 \(0-based\): field 'label' is 7, outside 0..3"):
         read_hellaswag(path)
     path.write_text(json.dumps(dict(good, endings="one ending")) + "\n")
-    with pytest.raises(DataError, match=r"record 0: field 'endings' must be a list"):
+    with pytest.raises(DataError, match=r"record 0 \(0-based\): field 'endings' must be a list"):
         read_hellaswag(path)
     path.write_text(json.dumps(good) + "\n{not json\n")
     with pytest.raises(DataError, match=r"eval.jsonl: line 2 is not valid JSON"):
@@ -73,5 +73,5 @@ def test_bad_record_in_a_configured_path_stops_snakemake_before_any_job(repo_cop
     (repo_copy / "c.yaml").write_text(yaml.safe_dump(cfg))
     proc = snakemake(repo_copy, "--configfile", "c.yaml", check=False)
     assert proc.returncode != 0
-    assert "mydata/train.json: record 5: field 'output' is missing" in proc.stdout + proc.stderr
+    assert "mydata/train.json: record 5 (0-based): field 'output' is missing" in proc.stdout + proc.stderr
     assert not (repo_copy / "results/env").exists()

@@ -263,6 +263,66 @@ def test_hf_unknown_repo_fails(hub, tmp_path):
     assert not leaked, "the token is in the captured stdout/stderr"
 
 
+# --- source hf: what a refusal says, from the client's own exceptions in this process -------------------------------
+
+
+@pytest.fixture
+def small_hub(tmp_path, monkeypatch):
+    """The emulator serving a gated repository of two small files, huggingface_hub in this process pointed at it
+    (its endpoint is read at import: patched here) with no token of its own."""
+    from huggingface_hub import constants
+
+    files = tmp_path / "repo"
+    files.mkdir()
+    (files / "config.json").write_text("{}")
+    (files / "model.safetensors").write_bytes(os.urandom(1024))
+    repo = HubRepo(REPO_ID, files, REVISION, gated="manual", authorized={TOKEN})
+    with HubEmulator([repo], valid_tokens={TOKEN}) as hub:
+        monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-stored-token"))
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        yield hub
+
+
+def test_a_token_the_hub_refuses_is_named_not_called_an_unreachable_hub(small_hub, tmp_path, monkeypatch):
+    """A mistyped or expired HF_TOKEN: the hub answers 401, which huggingface_hub passes on as a bare HTTP error."""
+    stale = hf_token()
+    monkeypatch.setenv("HF_TOKEN", stale)
+    with pytest.raises(weights.WeightsError) as err:
+        weights.download_hf(REPO_ID, REVISION, tmp_path / "hf")
+    message = str(err.value)
+    assert message.startswith(f"the Hugging Face hub refused HF_TOKEN for {REPO_ID} (HTTP 401): the token is invalid"
+                              f" or expired"), message
+    assert "cannot reach" not in message and stale not in message
+    assert [r.status for r in small_hub.requests_to("hub")] == [401]
+
+
+def test_a_refusal_without_a_token_says_to_set_hf_token():
+    """A 401/403 without the Hub's GatedRepo code (huggingface_hub then raises a bare HTTP error, or hides a 403 in a
+    LocalEntryNotFoundError as if the hub were down), and a hub out of reach: each names HF_TOKEN when it is not
+    set."""
+    import httpx
+    from huggingface_hub import errors
+
+    response = httpx.Response(403, request=httpx.Request("HEAD", f"https://huggingface.co/{REPO_ID}/resolve/x/a"))
+    try:
+        try:
+            raise errors.HfHubHTTPError("403 Forbidden", response=response)
+        except errors.HfHubHTTPError as http_error:
+            raise errors.LocalEntryNotFoundError("check your connection") from http_error
+    except errors.LocalEntryNotFoundError as exc:
+        hidden = exc
+    message = weights.hub_error(hidden, REPO_ID, REVISION, has_token=False)
+    assert message.startswith(f"the Hugging Face hub refused {REPO_ID} without a token (HTTP 403): it is gated or"
+                              f" private and HF_TOKEN is not set"), message
+    offline = weights.hub_error(errors.LocalEntryNotFoundError("no route"), REPO_ID, REVISION, has_token=False)
+    assert offline.startswith("cannot reach the Hugging Face hub") and offline.endswith(
+        "; HF_TOKEN is not set either, which a gated model (Llama-2) needs")
+
+
 # --- source path ------------------------------------------------------------------------------------------------
 
 

@@ -34,6 +34,8 @@ if workflow.is_main_process:
     preflight.preflight(
         config, EXPERIMENTS, Path.cwd(), preflight.set_resources_of(workflow, "finetune"), dry_run=is_dry_run(sys.argv)
     )
+    if not is_dry_run(sys.argv):
+        preflight.check_submit_command(SITE)  # qsub on PATH, before the downloads rather than at the first job
     cluster_site.export_site(config["site"])
     if SITE.scheduler == "pbs":
         pbs.register_dry_run_plan(workflow, SITE)  # `-n` lists the qsub lines

@@ -53,6 +53,20 @@ def problem(config: dict, experiments: dict, workdir) -> str | None:
             f" filesystem (on Gadi, /scratch/<project>)")
 
 
+def unwritable(workdir) -> str | None:
+    """Why the jobs could not write under results/ (it, a stage folder in it, or the working directory that would
+    hold it is read-only), or None. Checked where it exists only: a dry run may be made before the clone is."""
+    import os
+
+    results = Path(workdir) / "results"
+    folders = [results, *sorted(p for p in results.iterdir() if p.is_dir())] if results.is_dir() else [Path(workdir)]
+    for folder in folders:
+        if folder.exists() and not os.access(folder, os.W_OK | os.X_OK):
+            return (f"{folder} is not writable (read-only, or another user's): every job writes its outputs under"
+                    f" {results}; make it writable (chmod -R u+w {folder}) or run from a clone you can write")
+    return None
+
+
 def _already(results: Path) -> int:
     if not results.is_dir():
         return 0

@@ -43,6 +43,13 @@ class PBSError(RuntimeError):
     """A job cannot be submitted as asked; the message says why."""
 
 
+def not_on_path(command: str) -> str:
+    """What to do when a PBS command is missing: the usual cause is a machine outside the cluster, or a login
+    node whose PBS module is not loaded."""
+    return (f"{command} is not on PATH: run snakemake on a login node of the PBS cluster, or load its PBS module"
+            f" first (e.g. `module load pbs`)")
+
+
 # ---------------------------------------------------------------------------------------------- job properties
 
 def read_properties(jobscript_text: str, source: str | Path = "jobscript") -> dict:
@@ -269,7 +276,10 @@ def submit(jobscript: str | Path, site: Site | dict, root: Path = Path("."), sta
     script.write_text(render_script(props, site, jobscript_text, command_line))
     cwd.mkdir(parents=True, exist_ok=True)
     log(command_line)
-    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise PBSError(f"{not_on_path('qsub')}; the job script is ready in {script}") from None
     if proc.returncode != 0:
         raise PBSError(f"qsub exited with {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}\n"
                        f"  command: {command_line}")

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from llmhpc.cluster.pbs import STATE_DIR, PBSError, _one_argument_command, exit_records_dir, locked
+from llmhpc.cluster.pbs import STATE_DIR, PBSError, _one_argument_command, exit_records_dir, locked, not_on_path
 
 CACHE_SECONDS = 10.0  # one qstat answers every status call within this window
 QSTAT_TIMEOUT = 60
@@ -166,7 +166,11 @@ def cancel(job_ids: list[str], batch: int = CANCEL_BATCH, wait: float = 0.5) -> 
     """qdel the jobs, `batch` ids per qdel. Each qdel runs in its own session, so that it finishes even when
     Snakemake stops waiting for this command (it allows 2 s); returns the batches."""
     batches = [job_ids[i:i + batch] for i in range(0, len(job_ids), batch)]
-    procs = [subprocess.Popen(["qdel", *chunk], start_new_session=True) for chunk in batches]
+    try:
+        procs = [subprocess.Popen(["qdel", *chunk], start_new_session=True) for chunk in batches]
+    except FileNotFoundError:
+        print(f"llmhpc-pbs-cancel: {not_on_path('qdel')}; jobs left: {' '.join(job_ids)}", file=sys.stderr)
+        return batches
     deadline = time.monotonic() + wait
     for proc in procs:
         try:

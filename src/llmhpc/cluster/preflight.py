@@ -233,16 +233,17 @@ def check_memory(name: str, ft: dict, model_name: str, gpu_gb: float | None, log
 
 def preflight(config: dict, experiments: dict, workdir, finetune_overrides: dict | None = None,
               dry_run: bool = False) -> None:
-    """Refuse, before any job is queued, what cannot run on the configured site, or not fit on its disk (a dry
-    run only warns of the disk: it writes nothing, and is often made elsewhere than the real run)."""
+    """Refuse, before any job is queued, what cannot run on the configured site, or not fit on its disk, or not be
+    written under results/ (a dry run only warns of the disk and of results/: it writes nothing, and is often made
+    elsewhere than the real run)."""
     from llmhpc.cluster import disk
 
     site = Site.of(config["site"])
-    full = disk.problem(config, experiments, workdir)
-    if full and dry_run:
-        print(f"preflight warning (a real run would be refused): {full}", file=sys.stderr)
-        full = None
-    problems = [full] if full else []
+    problems = [p for p in (disk.problem(config, experiments, workdir), disk.unwritable(workdir)) if p]
+    if dry_run:  # it writes nothing, and is often made elsewhere than the real run
+        for problem in problems:
+            print(f"preflight warning (a real run would be refused): {problem}", file=sys.stderr)
+        problems = []
     fast = {name: s for name, s in experiments.items() if s["finetune"].get("engine") == "fsdp2"}
     float8 = any(s["finetune"].get("float8") for s in experiments.values())
     gpu = site_gpu(site) if fast or float8 else None  # nvidia-smi (local sites) only then, and once
@@ -268,6 +269,18 @@ def preflight(config: dict, experiments: dict, workdir, finetune_overrides: dict
         problems += check_storage(site, config_paths(config, workdir))
     if problems:
         raise ConfigError(f"preflight for site '{site.name}' refused:\n  " + "\n  ".join(problems))
+
+
+def check_submit_command(site: Site | dict, which=None) -> None:
+    """A real run on a PBS site needs qsub here: refused before the downloads and local jobs run, not with a
+    traceback at the first cluster job. (Not in a dry run, which may be made anywhere.)"""
+    import shutil
+
+    from llmhpc.cluster.pbs import not_on_path
+
+    site = Site.of(site)
+    if site.scheduler == "pbs" and (which or shutil.which)("qsub") is None:
+        raise ConfigError(f"preflight for site '{site.name}' refused:\n  {not_on_path('qsub')}")
 
 
 def set_resources_of(workflow, rule: str) -> dict:

@@ -47,41 +47,41 @@ def check_alpaca(path: Path) -> list[dict]:
         raise DataError(f"{path}: no records")
     for n, rec in enumerate(records):
         if not isinstance(rec, dict):
-            raise DataError(f"{path}: record {n}: expected an object with {', '.join(ALPACA_FIELDS)}")
+            raise DataError(f"{path}: record {n} (0-based): expected an object with {', '.join(ALPACA_FIELDS)}")
         for field in ALPACA_FIELDS:
             if field not in rec:
                 # litgpt's alpaca prompt treats a missing input as empty; instruction and output are required
                 if field == "input":
                     continue
-                raise DataError(f"{path}: record {n}: field '{field}' is missing (expected a string)")
+                raise DataError(f"{path}: record {n} (0-based): field '{field}' is missing (expected a string)")
             if not isinstance(rec[field], str):
-                raise DataError(f"{path}: record {n}: field '{field}' must be a string,"
+                raise DataError(f"{path}: record {n} (0-based): field '{field}' must be a string,"
                                 f" got {type(rec[field]).__name__}")
         if not rec["output"].strip():
-            raise DataError(f"{path}: record {n}: field 'output' is empty")
+            raise DataError(f"{path}: record {n} (0-based): field 'output' is empty")
     return records
 
 
 def check_hellaswag_item(path, n: int, item) -> None:
     if not isinstance(item, dict):
-        raise DataError(f"{path}: record {n}: expected an object with activity_label, ctx_a, ctx_b, endings, label")
+        raise DataError(f"{path}: record {n} (0-based): expected an object with activity_label, ctx_a, ctx_b, endings, label")
     for field in HELLASWAG_TEXT_FIELDS:
         if field not in item:
-            raise DataError(f"{path}: record {n}: field '{field}' is missing (expected a string)")
+            raise DataError(f"{path}: record {n} (0-based): field '{field}' is missing (expected a string)")
         if not isinstance(item[field], str):
-            raise DataError(f"{path}: record {n}: field '{field}' must be a string, got {type(item[field]).__name__}")
+            raise DataError(f"{path}: record {n} (0-based): field '{field}' must be a string, got {type(item[field]).__name__}")
     endings = item.get("endings")
     if not isinstance(endings, list) or len(endings) < 2 or not all(isinstance(e, str) and e.strip() for e in endings):
-        raise DataError(f"{path}: record {n}: field 'endings' must be a list of at least 2 non-empty strings,"
+        raise DataError(f"{path}: record {n} (0-based): field 'endings' must be a list of at least 2 non-empty strings,"
                         f" got {endings!r}")
     label = item.get("label")
     try:
         gold = int(label)
     except (TypeError, ValueError):
-        raise DataError(f"{path}: record {n}: field 'label' must be an integer (or its string),"
+        raise DataError(f"{path}: record {n} (0-based): field 'label' must be an integer (or its string),"
                         f" got {label!r}") from None
     if not 0 <= gold < len(endings):
-        raise DataError(f"{path}: record {n}: field 'label' is {gold}, outside 0..{len(endings) - 1}")
+        raise DataError(f"{path}: record {n} (0-based): field 'label' is {gold}, outside 0..{len(endings) - 1}")
 
 
 def read_hellaswag(path: Path) -> list[dict]:

@@ -71,14 +71,36 @@ def hub_error(exc: Exception, repo_id: str, revision: str | None, has_token: boo
                 f" with the account the token belongs to, or use a token of an account that has")
     if isinstance(exc, errors.RevisionNotFoundError):
         return f"model.revision {revision}: {repo_id} has no such revision (a commit hash, branch or tag of {page})"
-    if isinstance(exc, errors.RepositoryNotFoundError):
+    status = http_status(exc)
+    # with a token, a 401 is the token refused, even where huggingface_hub words it as a missing repository
+    if isinstance(exc, errors.RepositoryNotFoundError) and not (has_token and status == 401):
         return (f"model.repo_id {repo_id}: no such repository on the Hugging Face hub"
                 f"{'' if has_token else ' (or it is private: set HF_TOKEN)'}")
+    if status in (401, 403):  # huggingface_hub passes these on bare or inside a LocalEntryNotFoundError
+        if not has_token:
+            return (f"the Hugging Face hub refused {repo_id} without a token (HTTP {status}): it is gated or private and"
+                    f" HF_TOKEN is not set: accept its licence at {page} with your account, then `export HF_TOKEN=<a"
+                    f" read token of that account>` on the login node and run again")
+        return (f"the Hugging Face hub refused HF_TOKEN for {repo_id} (HTTP {status}): the token is invalid or expired,"
+                f" or its account has no access (accept the licence at {page}): set HF_TOKEN to a valid read token")
     if isinstance(exc, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled, OSError)) or \
             type(exc).__name__ in ("ConnectError", "ConnectionError", "ConnectTimeout"):
         return (f"cannot reach the Hugging Face hub to download {repo_id} ({type(exc).__name__}): downloads run on the"
                 f" login node, which has the internet (compute nodes have none); there, or stage the model yourself"
-                f" and set model.source: path")
+                f" and set model.source: path"
+                + ("" if has_token else "; HF_TOKEN is not set either, which a gated model (Llama-2) needs"))
+    return None
+
+
+def http_status(exc: BaseException | None) -> int | None:
+    """The HTTP status of the first response in the exception's chain (its causes and contexts), if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if isinstance(status, int):
+            return status
+        exc = exc.__cause__ or exc.__context__
     return None
 
 
