@@ -45,7 +45,7 @@ def test_an_experiment_changes_one_switch_and_keeps_the_others():
 
 
 def test_each_engine_has_its_command():
-    assert command("full", "x.yaml")[1:] == ["-m", "litgpt", "finetune_full", "--config", "x.yaml"]
+    assert command("full", "x.yaml")[1:] == ["-m", "llmhpc.train.stock_run", "finetune_full", "--config", "x.yaml"]
     assert command("full", "x.yaml", ["srun"], engine="fsdp2")[0] == "srun"
     assert command("full", "x.yaml", engine="fsdp2")[1:] == ["-m", "llmhpc.train.fast", "--config", "x.yaml"]
 

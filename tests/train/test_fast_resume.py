@@ -196,3 +196,44 @@ def test_a_lora_run_resumes_from_its_adapters_only(tmp_path):
     reference = weights(root / "whole")
     for name, tensor in weights(cut).items():
         assert torch.equal(reference[name], tensor), name
+
+
+def test_a_ctrl_c_saves_a_step_checkpoint_and_the_stage_s_rerun_resumes_and_scores_both_attempts(kit):
+    """SIGINT to the stage's process group (a Ctrl-C in the terminal: stage and engine get it; the stage hands a
+    SIGTERM on too): the engine saves after the step it is in and exits, the stage fails saying the rerun resumes; the
+    stage's rerun resumes from that step to the uninterrupted weights, its metrics.csv runs from step 1 and its
+    summary counts both attempts."""
+    import csv
+    import time
+
+    config = resumable(kit, "ctrl_c", save_interval=1000)
+    out = kit / "ctrl_c"
+    settings = {"method": "full", "engine": "fsdp2", "precision": "32-true", "devices": 1, "num_nodes": 1,
+                "global_batch_size": 8, "micro_batch_size": 2}
+    paths = [str(config), str(kit / "ckpt"), str(out), str(kit / "ctrl_c.stdout"), str(kit / "ctrl_c.metrics.csv"),
+             str(kit / "ctrl_c.summary.json")]
+    code = (f"from llmhpc.stages.finetune import run_stage; run_stage(*{paths!r}, {settings!r}, None, 1)")
+    stage = subprocess.Popen([sys.executable, "-c", code], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while "Epoch 1 | iter 8 step 2 |" not in (kit / "ctrl_c.stdout").read_text() if (kit / "ctrl_c.stdout").exists() else True:
+        assert stage.poll() is None and time.monotonic() < deadline, stage.communicate()[0][-3000:]
+        time.sleep(0.05)
+    os.killpg(stage.pid, signal.SIGINT)
+    t0 = time.monotonic()
+    text = stage.communicate(timeout=120)[0]
+    assert stage.returncode != 0 and time.monotonic() - t0 < 60, text[-3000:]
+    (saved,) = [f for f in out.glob("step-*") if (f / "resume.json").exists()]
+    step = int(saved.name.split("-")[1])
+    assert f"on SIGINT ({saved.name} saved, the rerun resumes from it" in text, text[-3000:]
+    assert "on an interrupt (SIGINT)" in (kit / "ctrl_c.stdout").read_text()
+    from llmhpc.stages.finetune import run_stage
+
+    summary = run_stage(*paths, settings, None, 1, log=lambda m: None)
+    assert summary["resumed_from_step"] == step and summary["attempts"] == 2 and summary["steps"] == 24
+    assert summary["training_time_s"] > summary["last_attempt_training_time_s"]
+    with open(kit / "ctrl_c.metrics.csv") as fh:
+        assert [int(float(r["step"])) // 4 for r in csv.DictReader(fh) if r.get("loss")] == list(range(1, 25))
+    reference = weights(kit / "whole")
+    for name, tensor in weights(out).items():
+        assert torch.equal(reference[name], tensor), name

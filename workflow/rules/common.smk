@@ -21,6 +21,7 @@ export_pythonpath(Path(workflow.basedir) / "src")
 from llmhpc.cluster import cost, pbs, preflight, resources, slurm
 from llmhpc.cluster import site as cluster_site
 from llmhpc.config import check, load_schema
+from llmhpc.interrupt import forward_sigint_to_jobs
 from llmhpc.stages.data import check_alpaca, read_hellaswag
 
 SCHEMA = load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
@@ -30,6 +31,9 @@ cluster_site.apply_site(config, SCHEMA["properties"]["site"])
 EXPERIMENTS = check(config, SCHEMA)
 SITE = cluster_site.Site.of(config["site"])  # typed, once; config["site"] (its mapping) travels to jobs as JSON
 if workflow.is_main_process:
+    # A SIGINT to Snakemake alone reaches the running local jobs too (Snakemake 9 waits for them without a signal), so
+    # that a fine-tune saves a step checkpoint and stops in seconds: llmhpc.interrupt.
+    forward_sigint_to_jobs()
     # Refuse what cannot run on the site before anything is queued; jobs and the PBS commands inherit the site.
     preflight.preflight(
         config, EXPERIMENTS, Path.cwd(), preflight.set_resources_of(workflow, "finetune"), dry_run=is_dry_run(sys.argv)

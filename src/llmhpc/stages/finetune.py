@@ -7,12 +7,14 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
 
-from llmhpc import atomic
-from llmhpc.train import resume, stock_saves, walltime
+from llmhpc import atomic, interrupt
+from llmhpc.settings import FinetuneSettings
+from llmhpc.train import attempts, resume, stock_saves, walltime
 from llmhpc.train.litgpt import PHASE_MARKS, command, find_metrics_csv, read_metrics_csv
 from llmhpc.train.metrics import gpu_name, model_facts, peak_tflops, phase_times, summarise
 
@@ -20,8 +22,9 @@ from llmhpc.train.metrics import gpu_name, model_facts, peak_tflops, phase_times
 def run(cmd: list[str], stdout_path: Path, log=print, marks: dict | None = None,
         on_line=None) -> tuple[int, float, float]:
     """Run cmd with its whole output teed into stdout_path; return (exit code, wall s, peak child RSS GB).
-    A `marks` dict receives the wall-clock times of the start, the end and the first line of each PHASE_MARKS;
-    `on_line` is called with every line."""
+    A `marks` dict receives the wall-clock times of the start, the end and the first line of each PHASE_MARKS,
+    and `signal`, the SIGINT/SIGTERM that stopped the run (llmhpc.interrupt.Relay: handed on to the engine, which
+    saves a step checkpoint and exits, while this keeps its output); `on_line` is called with every line."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", JSONARGPARSE_DEPRECATION_WARNINGS="off")
     log("running: " + " ".join(cmd))
     marks = {} if marks is None else marks
@@ -29,15 +32,18 @@ def run(cmd: list[str], stdout_path: Path, log=print, marks: dict | None = None,
     t0 = time.perf_counter()
     with open(stdout_path, "w", encoding="utf-8") as out:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        for line in proc.stdout:
-            out.write(line)
-            out.flush()
-            if on_line is not None:
-                on_line(line)
-            for name, text in PHASE_MARKS.items():  # `in`, not startswith: launchers may prefix rank tags
-                if name not in marks and text in line:
-                    marks[name] = time.time()
-        code = proc.wait()
+        with interrupt.Relay(proc, log) as relay:
+            for line in proc.stdout:
+                out.write(line)
+                out.flush()
+                if on_line is not None:
+                    on_line(line)
+                for name, text in PHASE_MARKS.items():  # `in`, not startswith: launchers may prefix rank tags
+                    if name not in marks and text in line:
+                        marks[name] = time.time()
+            code = proc.wait()
+        if relay.signum:
+            marks["signal"] = signal.Signals(relay.signum).name
     wall = time.perf_counter() - t0
     marks["end"] = time.time()
     peak_rss_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e9
@@ -54,6 +60,15 @@ def start_clean(out_dir: Path, config_path: Path, resuming: bool, log=print) -> 
         resume.discard(out_dir)
         return None
     return resume.prepare(out_dir, config_path, log)
+
+
+def stopped_by(marks: dict, out_dir: Path) -> str:
+    """What the error says when a SIGINT/SIGTERM stopped the run: the checkpoint the rerun resumes from."""
+    if not marks.get("signal"):
+        return ""
+    found = resume.latest(out_dir)
+    where = f"{found.name} saved, the rerun resumes from it" if found else "no step checkpoint was saved"
+    return f" on {marks['signal']} ({where}: run the same command again, with --rerun-incomplete)"
 
 
 def check_final_weights(out_dir: Path, stdout_path) -> None:
@@ -73,8 +88,6 @@ def earlier_step_s(out_dir: Path, config_path: Path, settings: dict) -> float | 
     settings (read before start_clean removes its logs/); stock engine only."""
     if settings.get("engine", "litgpt") != "litgpt":
         return None
-    from llmhpc.settings import FinetuneSettings
-
     now = resume.training_settings(resume.read_yaml(config_path))
     return stock_saves.measured_step_s(out_dir, FinetuneSettings.from_dict(settings).accumulation, now)
 
@@ -114,7 +127,10 @@ def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, s
     out_dir = Path(out_dir)
     earlier_s = earlier_step_s(out_dir, Path(config_path), settings)
     resuming = resume.enabled(settings, Path(config_path), log)
+    accumulation = max(1, FinetuneSettings.from_dict(settings).accumulation)
+    attempts.close_previous(out_dir, settings.get("engine", "litgpt"), accumulation)  # before logs/ goes
     resumed_from = start_clean(out_dir, Path(config_path), resuming, log)
+    history = attempts.begin(out_dir, resumed_from)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     # the job's end, for the fast engine's save plan (the rule's runtime resource is the job's walltime)
     os.environ.update(walltime.engine_env(os.environ, time.time(), runtime_min, settings.get("save_walltime_share", 0.1)))
@@ -130,19 +146,28 @@ def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, s
     if code != 0:
         tail = "\n".join(text.splitlines()[-30:])
         what = "the fsdp2 engine" if engine == "fsdp2" else f"litgpt finetune_{settings['method']}"
-        raise RuntimeError(f"{what} exited with {code}; last lines of"
+        raise RuntimeError(f"{what} exited with {code}{stopped_by(marks, out_dir)}; last lines of"
                            f" {stdout_path}:\n{tail}")
     check_final_weights(out_dir, stdout_path)
     csv_path = find_metrics_csv(out_dir)
     if csv_path is None:
         raise RuntimeError(f"litgpt wrote no metrics.csv under {out_dir}/logs/csv")
-    atomic.copy_file(csv_path, metrics_path)
-    summary = summarise(text, read_metrics_csv(csv_path), settings, wall, code,
-                        model_facts(checkpoint_dir), gpu_name(), peak_override, peak_rss)
+    rows = read_metrics_csv(csv_path)
+    if history["killed"]:  # from step 1: the earlier attempts' rows up to where each next one resumed
+        rows = attempts.continuous(history, rows, accumulation)
+        attempts.write_csv(Path(metrics_path), rows)
+    else:
+        atomic.copy_file(csv_path, metrics_path)
+    start_step = resume.step_of(resumed_from) if resumed_from else 0
+    summary = summarise(text, rows, settings, wall, code, model_facts(checkpoint_dir), gpu_name(), peak_override,
+                        peak_rss, start_iter=start_step * accumulation)
     summary.update(phase_times(marks, summary["training_time_s"], out_dir / "final"))
     summary["command"] = " ".join(cmd)
     summary.update(saves)  # the stock engine's step-checkpoint interval and why
     summary["resumed_from_step"] = resume.step_of(resumed_from) if resumed_from else None
+    # over every attempt of a resumed run: training time, samples/s, tokens/s; the attempts and the time lost
+    summary.update(attempts.whole_run(history, summary, FinetuneSettings.from_dict(settings).samples_per_step,
+                                      summary["world_size"]))
     resume.discard(out_dir)  # done: the step checkpoints (optimizer state included) go
     if launch is not None:
         summary["launch"] = launch  # launcher, command prefix, environment, hosts, scheduler job id

@@ -97,10 +97,12 @@ def run_line(method: str, config_path, engine: str = "litgpt") -> str:
 
 def command(method: str, config_path: Path, launcher: list[str] | None = None, engine: str = "litgpt") -> list[str]:
     """The engine's command via this Python, behind an optional launcher (mpirun, srun, pernode): stock
-    `litgpt finetune_<method> --config ...`, or the fsdp2 engine's `-m llmhpc.train.fast --config ...` (same YAML)."""
+    `litgpt finetune_<method> --config ...` (through llmhpc.train.stock_run: LitGPT's CLI, plus a step checkpoint
+    and a stop on SIGINT/SIGTERM), or the fsdp2 engine's `-m llmhpc.train.fast --config ...` (same YAML)."""
     if engine == "fsdp2":
         return [*(launcher or []), sys.executable, "-m", "llmhpc.train.fast", "--config", str(config_path)]
-    return [*(launcher or []), sys.executable, "-m", "litgpt", f"finetune_{method}", "--config", str(config_path)]
+    return [*(launcher or []), sys.executable, "-m", "llmhpc.train.stock_run", f"finetune_{method}", "--config",
+            str(config_path)]
 
 
 # Lines of litgpt's stdout that end a phase (its performance report follows training at once, the final

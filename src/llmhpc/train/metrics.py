@@ -60,7 +60,10 @@ def flops_per_token(n_params: int, n_layer: int, n_embd: int, seq_len: float, fr
 
 
 def summarise(stdout_text: str, metrics_rows: list[dict], ft: dict, wall_s: float, exit_code: int,
-              model_config: dict, gpu_name: str | None, peak_override: float | None, peak_rss_gb: float) -> dict:
+              model_config: dict, gpu_name: str | None, peak_override: float | None, peak_rss_gb: float,
+              start_iter: int = 0) -> dict:
+    """The run's figures from its stdout and CSV rows; `start_iter`: the iterations done before this attempt (a
+    resumed run's report counts only its own tokens and time; llmhpc.train.attempts adds the earlier attempts')."""
     rep = parse_stdout(stdout_text)
     settings = FinetuneSettings.from_dict(ft)
     world, accumulation = settings.world_size, max(1, settings.accumulation)
@@ -106,7 +109,7 @@ def summarise(stdout_text: str, metrics_rows: list[dict], ft: dict, wall_s: floa
     peak = peak_tflops(gpu_name, ft["precision"], peak_override)
     n_params = summary["parameters"]
     if peak and n_params and summary["tokens_per_s"] and summary["iters"] and summary["tokens_with_padding"]:
-        sequences = summary["iters"] * ft["micro_batch_size"] * world
+        sequences = max(1, summary["iters"] - start_iter) * ft["micro_batch_size"] * world
         seq_len = summary["tokens_with_padding"] / sequences
         achieved = flops_per_token(n_params, model_config["n_layer"], model_config["n_embd"], seq_len,
                                    frozen_base=ft["method"] != "full")

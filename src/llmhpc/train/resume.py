@@ -24,6 +24,7 @@ import yaml
 from llmhpc import atomic
 
 SETTINGS_FILE = "resume-settings.json"
+HISTORY_FILE = "attempts.json"  # the killed attempts of this run (llmhpc.train.attempts); goes with the steps
 # Written after the weights: stock's last file of a step (its save_prompt_style), the fsdp2 engine's marker.
 MARKERS = ("prompt_style.yaml", "resume.json")
 # YAML keys that leave the trained weights as they are (where things go, what is logged or validated, speed-only
@@ -137,9 +138,10 @@ def prepare(out_dir: Path, config_path: Path, log=print) -> Path | None:
 
 
 def discard(out_dir: Path) -> None:
-    """After a successful run, or when resuming is off: the step folders and their settings go."""
+    """After a successful run, or when resuming is off: the step folders, their settings and the attempts go."""
     remove_steps(out_dir)
     (Path(out_dir) / SETTINGS_FILE).unlink(missing_ok=True)
+    (Path(out_dir) / HISTORY_FILE).unlink(missing_ok=True)
 
 
 def pruner(out_dir: Path, log=print):

@@ -142,7 +142,7 @@ def fit(state, steps: list[data.Step], stream, run, logger, per_epoch: int, star
             if "saves" in state:
                 state["saves"].saved(s, time.perf_counter() - t_save)
             if stop:
-                raise state["stopped"](s, world)
+                raise state["stopped"](s, world, state["warned"].signum)
     if pending:
         log_step(*pending, run, world, logger)
     if device.type == "cuda":

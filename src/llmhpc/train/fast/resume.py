@@ -11,8 +11,9 @@ without it is a save that a kill cut short, and is ignored.
 The data position is the step: the sample order is the plan (data.plan), a function of the data seed, so a resumed
 run trains step s+1 onwards on exactly the samples an uninterrupted run would.
 
-The scheduler's warning before its kill (SIGTERM: PBS Pro's walltime and qdel, Slurm's time limit, each followed by
-SIGKILL after a delay; SIGUSR1: Slurm's `--signal=USR1@<seconds>`) makes the run save at the end of a step and exit:
+The scheduler's warning before its kill (SIGTERM: PBS Pro's walltime and qdel, Slurm's time limit and scancel, each
+followed by SIGKILL after a delay; SIGUSR1: Slurm's `--signal=USR1@<seconds>`), and a Ctrl-C (SIGINT), make the run
+save at the end of a step and exit:
 every process learns of it through a one-number all-reduce per step, read a step later with the logged loss (no
 extra host sync), so they all save after the same step.
 """
@@ -137,24 +138,24 @@ def restore(state, run) -> int:
 
 
 class Warned:
-    """Notes SIGTERM / SIGUSR1; `flag` is 1 on every process once any process got one (an all-reduce, not read)."""
+    """Notes SIGTERM / SIGUSR1 / SIGINT (a Ctrl-C, or the stage handing one on: llmhpc.interrupt); `flag` is 1 on
+    every process once any process got one (an all-reduce, not read)."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
     def __init__(self) -> None:
         self.signum = 0
+        self.previous = {}
         if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                signal.signal(sig, self._note)
+            self.previous = {sig: signal.signal(sig, self._note) for sig in self.SIGNALS}
 
     def _note(self, signum, frame) -> None:
-        self.signum = signum
+        self.signum = self.signum or signum
 
     def release(self) -> None:
-        """After the loop: the signals end the process again (there is no step left to save at)."""
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                signal.signal(sig, signal.SIG_DFL)
+        """After the loop: the signals do what they did before (there is no step left to save at)."""
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
     def flag(self, world) -> torch.Tensor:
         # filled on the device: torch.tensor(x, device="cuda") copies from the host and waits for the GPU to
@@ -164,10 +165,12 @@ class Warned:
 
 
 class Stopped(SystemExit):
-    """Raised on every process once the step checkpoint that the scheduler's warning asked for is written."""
+    """Raised on every process once the step checkpoint that the signal asked for is written; the exit status is
+    128 + the signal's number (143 where this process got none of its own: another rank's)."""
 
-    def __init__(self, step: int, world) -> None:
+    def __init__(self, step: int, world, signum: int = 0) -> None:
+        signum = signum or signal.SIGTERM
         if world.main:
-            print(f"Stopped after step {step} on the scheduler's signal, its checkpoint saved: rerun to resume",
-                  flush=True)
-        super().__init__(128 + signal.SIGTERM)
+            why = "the scheduler's signal" if signum != signal.SIGINT else "an interrupt (SIGINT)"
+            print(f"Stopped after step {step} on {why}, its checkpoint saved: rerun to resume", flush=True)
+        super().__init__(128 + signum)
