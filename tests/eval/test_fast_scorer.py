@@ -122,6 +122,17 @@ def test_compile_modes():
     assert compile_backend("aot_eager", "cpu") == "aot_eager"
 
 
+def test_auto_compiles_on_a_gpu_only_where_the_planned_scoring_pays_it_back():
+    from llmhpc.eval.fast import compile_pays
+
+    small = compile_pays("auto", "cuda", parameters=135_000_000, characters=192 * 700)  # the embedded set, 135M
+    assert small[0] is None and small[1].startswith("eager: ~0.0 s")
+    whole = compile_pays("auto", "cuda", parameters=6_740_000_000, characters=10_042 * 700)  # HellaSwag, 7B
+    assert whole[0] == "inductor" and "pays back" in whole[1]
+    assert compile_pays("true", "cuda", 1000, 10)[0] == "inductor"  # asked for: compiled whatever the work
+    assert compile_pays("auto", "cpu", 6_740_000_000, 10**9)[0] is None
+
+
 def test_packed_row_layout():
     item = Item(7, "q", ["a", "bb"], 1, context=[1, 2, 3], continuations=[[4, 5], [6]])
     (row,) = build_rows([item], max_len=64)

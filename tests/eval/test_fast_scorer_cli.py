@@ -169,3 +169,22 @@ def test_mpirun_over_two_nodes_on_one_host_matches_one_process(setup, single, tm
     assert (m["world_size"], m["data_parallel"]) == (2, 2)
     assert [(r["index"], r["pred"], r["pred_norm"]) for r in rows(out)] == \
         [(r["index"], r["pred"], r["pred_norm"]) for r in rows(single)]
+
+
+def test_returns_with_no_compile_warm_up_still_running(setup, tmp_path, monkeypatch):
+    """A scoring that ends before the compile warm-up does waits for it: a thread left inside Dynamo, Inductor or
+    CUDA while the interpreter tears down the evaluate job's process killed it with SIGSEGV after its results
+    were written."""
+    import threading
+    import time
+
+    from llmhpc.eval import run
+
+    def slow_warm_up(*a, **k):
+        time.sleep(3)
+        return 3.0
+
+    monkeypatch.setattr(run, "warm_up", slow_warm_up)
+    assert run.main(args(*setup, tmp_path, "--compile", "aot_eager", "--limit", "4")) == 0
+    assert not [t for t in threading.enumerate() if t.name == "compile-warm-up"]
+    assert json.loads((tmp_path / "m.json").read_text())["compile"]["decision"] == "compile aot_eager"

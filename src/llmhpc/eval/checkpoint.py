@@ -12,6 +12,9 @@ DTYPES = {"32-true": torch.float32, "16-true": torch.float16, "bf16-true": torch
 def load_litgpt(checkpoint_dir: Path, precision: str | None, device: str):
     """A LitGPT model and tokenizer from a checkpoint directory (lit_model.pth + model_config.yaml);
     precision None keeps the stored dtype. The weights are memory-mapped, not copied, until moved."""
+    from llmhpc import litgpt_core
+
+    litgpt_core.load()  # without Lightning, where nothing imported LitGPT before
     from litgpt import GPT, Config, Tokenizer
 
     checkpoint_dir = Path(checkpoint_dir)

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from llmhpc import litgpt_core
+
 DTYPES = {"32-true": torch.float32, "16-true": torch.float16, "bf16-true": torch.bfloat16}
 
 
@@ -131,6 +133,7 @@ def load_model_part(checkpoint_dir: Path, precision: str | None, device, first_b
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
         moving = {name: pool.submit(move, name) for name in names}
+        litgpt_core.load()
         from litgpt import GPT, Config
 
         config = Config(**raw)  # as Config.from_file makes it, from the YAML read above
@@ -164,6 +167,7 @@ def open_weights(checkpoint_dir: Path, raw: dict, first: int, last: int) -> tupl
 
 
 def load_tokenizer(checkpoint_dir: Path):
+    litgpt_core.load()
     from litgpt import Tokenizer
 
     return Tokenizer(Path(checkpoint_dir))

@@ -13,7 +13,6 @@ metrics.json (evaluate()'s keys plus the scorer, the BOS decision, the timing ph
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import queue
@@ -28,12 +27,14 @@ T0 = time.perf_counter()
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+from llmhpc import litgpt_core  # noqa: E402
 from llmhpc.compiling import compiled_graphs  # noqa: E402
 from llmhpc.eval import parallel, store  # noqa: E402
-from llmhpc.eval.fast import DEFAULT_TOKEN_BUDGET, Collector, Stage, compile_backend, plan, run_stage, warm_up  # noqa: E402
+from llmhpc.eval.fast import DEFAULT_TOKEN_BUDGET, Collector, Stage, compile_pays, plan, run_stage, warm_up  # noqa: E402
 from llmhpc.eval.loading import batch_encoder, default_precision, load_model_part, load_tokenizer, resolve_bos  # noqa: E402
 from llmhpc.eval.schedule import chunk_bounds, doc_size, schedule_stats, shard_positions, tokenize_items  # noqa: E402
 from llmhpc.readahead import prefetch  # noqa: E402
+from llmhpc.train.stock_saves import parameters  # noqa: E402
 
 SCORER = "fast"
 
@@ -174,8 +175,20 @@ def start_warm_up(checkpoint: Path, device: str, precision: str, backend: str | 
         except Exception as err:  # noqa: BLE001 - reported, and the scorer stays eager
             state["error"] = err
 
-    threading.Thread(target=work, daemon=True).start()
+    state["thread"] = threading.Thread(target=work, name="compile-warm-up", daemon=True)
+    state["thread"].start()
     return state
+
+
+def finish_warm_up(state: dict, log) -> None:
+    """Wait for a compile warm-up still running when the scoring is done. Left running, the thread was inside
+    Dynamo, Inductor or a CUDA call while the interpreter tore the process down, and the job died with SIGSEGV
+    after writing its results (the in-stage scorer returns to a script that exits normally)."""
+    thread = state.get("thread")
+    if thread is not None and thread.is_alive():
+        t = time.perf_counter()
+        thread.join()
+        log(f"waited {time.perf_counter() - t:.1f} s for the compile warm-up to end before exiting")
 
 
 def compile_record(state: dict, backend: str | None, stage, log) -> dict:
@@ -227,8 +240,7 @@ def main(argv=None) -> int:
     kind = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.split(":")[0]
     early = parallel.launched_by_mpirun_or_srun()  # the process group first: it imports Lightning itself
     topo = parallel.init_distributed(args.pipeline_stages, kind) if early else None
-    # LitGPT's import (lightning with it: seconds) runs while CUDA and the process group start
-    threading.Thread(target=importlib.import_module, args=("litgpt",), daemon=True).start()
+    litgpt_core.load()  # LitGPT's model without Lightning (whose import is most of a small job's start-up)
     topo = topo or parallel.init_distributed(args.pipeline_stages, kind)
     device, precision = setup_device(args, topo)
     docs = read_docs(args.eval_file, args.limit)
@@ -246,7 +258,8 @@ def main(argv=None) -> int:
     worker = threading.Thread(target=prepare, args=(args, topo, docs, done, config.block_size, budget,
                                                     kind == "cuda", prep, feed), daemon=True)
     worker.start()
-    backend = compile_backend(args.compile, device)
+    backend, why = compile_pays(args.compile, device, parameters(vars(config)),
+                                sum(doc_size(docs[i]) for i in range(len(docs)) if i not in done))
     compiling = start_warm_up(args.checkpoint, device, precision, backend)
     t["load"] = time.perf_counter()
     model, n_params = load_model_part(args.checkpoint, precision, device, first, last, args.load_threads)
@@ -261,6 +274,7 @@ def main(argv=None) -> int:
                   compiled_ready=compiling["ready"].is_set if compiling else None)
     rows, score_s = score(args, topo, stage, prep, batches_from(feed))
     worker.join()
+    finish_warm_up(compiling, log)
     if "error" in prep:
         raise prep["error"]
     stats = schedule_stats(prep["items"], prep["row_batches"])
@@ -271,7 +285,7 @@ def main(argv=None) -> int:
                        "setup_s": t["load"] - t["start"], "load_s": t["loaded"] - t["load"],
                        "tokenize_s": prep["tokenize_s"], "schedule_s": prep["schedule_s"],
                        "wait_for_first_batch_s": max(0.0, first_batch - t["loaded"]), "score_s": score_s},
-            "compile": compile_record(compiling, backend, stage, log),
+            "compile": {**compile_record(compiling, backend, stage, log), "decision": why},
             "unique_tokens": stats["unique_tokens"] if topo.stage == 0 else 0}
     everyone = parallel.gather_to_rank0(mine, topo)
     failure = None

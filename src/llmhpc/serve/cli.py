@@ -70,6 +70,9 @@ def main(argv=None) -> None:
     import torch
     import uvicorn
 
+    from llmhpc import litgpt_core
+
+    litgpt_core.load()  # LitGPT's model without Lightning: the server needs no more of it
     from llmhpc.serve.app import create_app
 
     if args.threads:

@@ -1,0 +1,76 @@
+"""LitGPT's config, model and tokenizer in a process that runs the model only, without Lightning.
+
+`import litgpt` runs litgpt/__init__.py, which imports litgpt.api and with it Lightning, whose import of
+torchmetrics imports transformers and scipy: most of a small job's start-up on a cluster node. The fast scorer
+and the server need three of LitGPT's modules (config.py, model.py, tokenizer.py), and those reach Lightning
+through two names only: model.py's `qkv_reassemble` (a hook for an old checkpoint layout) and tokenizer.py's
+`fix_and_load_json` (for a malformed tokenizer_config.json). `load()` registers the litgpt package without running
+its __init__, imports the three modules with those two names bound to functions that import their real module
+on first call, and leaves the rest of LitGPT as it was: the package's other names (LLM, PromptStyle, ...) load
+its __init__ on first use (a module __getattr__, PEP 562), and `import litgpt.utils` gets the real module.
+Every line that runs is LitGPT's own; only the order of its imports changes.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import sys
+import types
+
+CORE = ("litgpt.config", "litgpt.model", "litgpt.tokenizer")
+# what the core modules import from modules that import Lightning, resolved on first call
+DEFERRED = {"litgpt.scripts.convert_hf_checkpoint": "qkv_reassemble", "litgpt.utils": "fix_and_load_json"}
+HEAVY = ("lightning", "torchmetrics", "transformers")
+
+
+def load() -> None:
+    """Make `from litgpt import Config, GPT, Tokenizer` and `litgpt.model` work without importing Lightning.
+    Does nothing where litgpt is imported already (its __init__ then ran: nothing is left to save)."""
+    if "litgpt" in sys.modules:
+        return
+    spec = importlib.util.find_spec("litgpt")
+    package = importlib.util.module_from_spec(spec)
+    package.__getattr__ = functools.partial(_rest_of_package, package, spec)
+    sys.modules["litgpt"] = package
+    stand_ins = {name: _stand_in(name, attr) for name, attr in DEFERRED.items()}
+    sys.modules.update(stand_ins)
+    try:
+        for name in CORE:
+            importlib.import_module(name)
+    except BaseException:
+        sys.modules.pop("litgpt", None)
+        raise
+    finally:
+        for name, stand_in in stand_ins.items():
+            if sys.modules.get(name) is stand_in:
+                del sys.modules[name]
+    package.Config = sys.modules["litgpt.config"].Config
+    package.GPT = sys.modules["litgpt.model"].GPT
+    package.Tokenizer = sys.modules["litgpt.tokenizer"].Tokenizer
+
+
+def _stand_in(module: str, attr: str) -> types.ModuleType:
+    stand_in = types.ModuleType(module)
+
+    def deferred(*args, **kwargs):
+        return getattr(importlib.import_module(module), attr)(*args, **kwargs)
+
+    deferred.__name__ = deferred.__qualname__ = attr
+    setattr(stand_in, attr, deferred)
+    return stand_in
+
+
+def _rest_of_package(package: types.ModuleType, spec, name: str):
+    """A name of litgpt/__init__.py not loaded yet: run the __init__ once (it imports Lightning), then answer."""
+    if name.startswith("__") or package.__dict__.get("_llmhpc_init_ran"):
+        raise AttributeError(f"module 'litgpt' has no attribute {name!r}")
+    package._llmhpc_init_ran = True
+    spec.loader.exec_module(package)
+    return getattr(package, name)
+
+
+def heavy_modules() -> list[str]:
+    """Which of Lightning, torchmetrics and transformers this process has imported."""
+    return [name for name in HEAVY if name in sys.modules]

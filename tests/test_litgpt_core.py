@@ -1,0 +1,102 @@
+"""The processes that run a model (the fast scorer as the evaluate stage runs it, the server) import neither
+Lightning, torchmetrics nor transformers: each runs on a tiny model on CPU in a fresh interpreter, and what it
+imported is read when its work is done (a lazy import during the run counts). The engine's LitGPT is LitGPT's
+own: the model built after litgpt_core.load() gives the same logits as the one `import litgpt` builds."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = [pytest.mark.litgpt, pytest.mark.subprocess]
+HEAVY = ("lightning", "torchmetrics", "transformers")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from llmhpc.eval.tinyckpt import write_tiny_litgpt
+    from llmhpc.sources import embedded
+
+    root = tmp_path_factory.mktemp("startup")
+    ckpt = write_tiny_litgpt(root / "ckpt", n_layer=2, add_bos=True)
+    items = root / "items.jsonl"
+    items.write_text("".join(json.dumps(d) + "\n" for d in embedded.eval_records()[:12]))
+    return root, ckpt, items
+
+
+def run_python(code: str) -> dict:
+    """Run `code` in a fresh interpreter; it ends by printing json of what it reports."""
+    tail = f"\nimport json, sys\nprint(json.dumps({{'heavy': [m for m in {HEAVY!r} if m in sys.modules], **report}}))"
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code) + tail], capture_output=True, text=True,
+                          cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_the_evaluate_stages_fast_scorer_imports_no_lightning(tiny):
+    root, ckpt, items = tiny
+    got = run_python(f"""
+        from pathlib import Path
+        from llmhpc.stages import evaluate
+        out = Path({str(root)!r}) / "eval"
+        m = evaluate.run_stage({{"scorer": "fast", "device": "cpu", "precision": "32-true"}}, Path({str(ckpt)!r}),
+                               Path({str(items)!r}), out / "predictions.jsonl", out / "metrics.json")
+        report = {{"items": m["items"]}}
+    """)
+    assert got == {"heavy": [], "items": 12}
+
+
+def test_the_server_imports_no_lightning(tiny):
+    _, ckpt, _ = tiny
+    got = run_python(f"""
+        import asyncio, httpx
+        from llmhpc.serve import cli
+        from llmhpc import litgpt_core
+        litgpt_core.load()  # as cli.main does before it builds the engine
+        from llmhpc.serve.app import create_app
+        engine = cli.build_engine({str(ckpt)!r}, "cpu", max_batch=2)
+        engine.start()
+
+        async def ask():
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(engine)),
+                                         base_url="http://serve") as c:
+                return (await c.post("/process", json={{"prompt": "The cat", "max_new_tokens": 4}})).status_code
+        report = {{"status": asyncio.run(ask())}}
+        engine.stop()
+    """)
+    assert got == {"heavy": [], "status": 200}
+
+
+def test_litgpt_core_builds_litgpts_own_model_and_leaves_the_rest_loadable(tiny):
+    _, ckpt, _ = tiny
+    got = run_python(f"""
+        import torch
+        from llmhpc import litgpt_core
+        litgpt_core.load()
+        from llmhpc.eval.checkpoint import load_litgpt
+        model, tok = load_litgpt({str(ckpt)!r}, "32-true", "cpu")
+        ids = tok.encode("The cat sat on the mat", bos=True)[None]
+        core = model(ids)
+        before = litgpt_core.heavy_modules()
+        from litgpt import LLM  # a name of litgpt/__init__.py: the rest of the package loads now
+        import litgpt.utils
+        from litgpt.finetune.full import get_lr_scheduler
+        report = {{"before": before, "deferred_is_real": litgpt.utils.fix_and_load_json.__module__,
+                   "core_logits": core[0, -1, :4].tolist(), "same_gpt": LLM.__module__}}
+    """)
+    assert got["before"] == []
+    assert set(got["heavy"]) == {"lightning", "torchmetrics", "transformers"}  # loaded when asked for, not before
+    assert got["deferred_is_real"] == "litgpt.utils"
+    full = run_python(f"""
+        import litgpt  # the whole package the usual way
+        from llmhpc.eval.checkpoint import load_litgpt
+        model, tok = load_litgpt({str(ckpt)!r}, "32-true", "cpu")
+        report = {{"core_logits": model(tok.encode("The cat sat on the mat", bos=True)[None])[0, -1, :4].tolist()}}
+    """)
+    assert full["core_logits"] == got["core_logits"]
