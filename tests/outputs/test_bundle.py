@@ -202,6 +202,25 @@ def test_secret_environment_values_and_readme_of_a_local_run():
     assert "configfiles/" not in readme and "sha256sum -c sub.sha256" in readme
 
 
+def test_readme_says_which_engine_method_precision_and_scorer_made_each_model(tmp_path):
+    """A stock run's bundle and an fsdp2 run's cannot be taken for each other: the README names, per model, the
+    fine-tune engine, method and precision and the scorer, as the summary table recorded them."""
+    summary = tmp_path / "summary.csv"
+    text = (SAMPLE / "summary.csv").read_text()
+    summary.write_text(text.replace("mbs16,finetune,engine,litgpt", "mbs16,finetune,engine,fsdp2")
+                       .replace("mbs16,evaluate,scorer,reference", "mbs16,evaluate,scorer,fast"))
+    ran = submission.what_ran(summary, EXPERIMENTS)
+    assert ran == ["base: not fine-tuned; scorer reference, precision 32-true",
+                   "baseline: fine-tune engine litgpt, method full, precision 32-true; scorer reference, precision 32-true",
+                   "mbs16: fine-tune engine fsdp2, method full, precision 32-true; scorer fast, precision 32-true"]
+    readme = submission.readme_text("sub", "run1", "abc123", EXPERIMENTS, 5, [], ran)
+    assert "What ran (from outputs/summary.csv):\n  base: not fine-tuned" in readme
+    assert "\n  mbs16: fine-tune engine fsdp2" in readme
+    # a run recorded before the engine was: said, not guessed
+    summary.write_text("\n".join(line for line in text.splitlines() if ",engine," not in line) + "\n")
+    assert "engine not recorded" in submission.what_ran(summary, EXPERIMENTS)[1]
+
+
 def chromium_pdf(path: Path, text: str) -> None:
     """A PDF as the slides rule prints it: headless Chromium (its text is not in the PDF's raw bytes)."""
     html = path.with_suffix(".html")
@@ -309,6 +328,7 @@ def test_snakemake_rule_makes_a_verifiable_reproducible_bundle(tmp_path, monkeyp
     commit = json.loads((repo / "results/env/manifest.json").read_text())["git_commit"]
     assert f"Workflow commit: {commit}" in readme
     assert "Experiments: baseline, mbs16" in readme and "jobs/ holds the job scripts exactly as submitted" in readme
+    assert "  mbs16: fine-tune engine litgpt, method full, precision 32-true; scorer reference" in readme
     assert "logs/scheduler/ holds the scheduler's output files" in readme
     effective = files["embedded-default/configs/config.effective.yaml"]
     assert b"run_name: embedded-default" in effective and b"max_file_mb: 5" in effective  # defaults filled in

@@ -658,10 +658,26 @@ def test_pdf_from_chromium_one_page_per_slide(tmp_path, deck, chromium):
 
 
 # What a test reads back from each slide as Chromium laid it out: whether it shows a table, a plot, cards or
-# commands; how much of the content area its parts span; each command line's box and line height; its text.
+# commands; how much of the content area its parts span; each command line's box and line height; its text; and
+# the empty band under the header: from the header's bottom to the first thing drawn in each column (a plot's
+# picture where object-fit placed it in its box, not the box).
 LAYOUT_JS = """(() => Array.from(document.querySelectorAll('.slide')).map((s) => {
   s.classList.add('measuring');
   const content = s.querySelector('.content').getBoundingClientRect();
+  const header = s.querySelector('header').getBoundingClientRect();
+  const drawnTop = (el) => {
+    const r = el.getBoundingClientRect();
+    if (el.tagName !== 'IMG' || !el.naturalWidth) return r.top;
+    const k = Math.min(r.width / el.naturalWidth, r.height / el.naturalHeight);
+    const y = parseFloat(getComputedStyle(el).objectPosition.split(' ')[1]) / 100;
+    return r.top + (r.height - el.naturalHeight * k) * y;
+  };
+  const firsts = [s.querySelector('.stats'), s.querySelector('.text > *'), s.querySelector('figure img')]
+    .filter((el) => el && el.getBoundingClientRect().height > 0);
+  const band = firsts.length ? Math.max(...firsts.map(drawnTop)) - header.bottom : 0;
+  const cols = s.querySelector('.cols');
+  const colBand = cols ? Math.max(0, ...firsts.filter((el) => cols.contains(el))
+    .map((el) => drawnTop(el) - cols.getBoundingClientRect().top)) : 0;
   const rects = Array.from(s.querySelectorAll('.stats, .text > *, figure img, figure .missing, .title-lines'))
     .map((p) => p.getBoundingClientRect()).filter((r) => r.height > 0);
   const span = rects.length ? Math.max(...rects.map((r) => r.bottom)) - Math.min(...rects.map((r) => r.top)) : 0;
@@ -670,7 +686,7 @@ LAYOUT_JS = """(() => Array.from(document.querySelectorAll('.slide')).map((s) =>
     return [r.top, r.bottom, parseFloat(getComputedStyle(l).lineHeight), l.innerText];
   });
   const out = {key: s.dataset.key, body: !!s.querySelector('table, figure img, .code, .stats'),
-               fill: span / content.height, lines: lines, text: s.innerText};
+               fill: span / content.height, lines: lines, text: s.innerText, band: band, colBand: colBand};
   s.classList.remove('measuring');
   return out;
 }))()"""
@@ -718,6 +734,10 @@ def test_in_chromium_every_slide_fits_shows_something_and_commands_are_one_per_l
         if s["layout"] != "title":
             assert seen["body"], f"{s['key']}: no table, plot, cards or commands"
             assert seen["fill"] > 0.45, f"{s['key']}: half-empty ({seen['fill']:.0%} of the content area used)"
+            # text and plot start under the header (its padding apart), not centred below an empty band
+            assert seen["colBand"] <= 4, f"{s['key']}: a column starts {seen['colBand']:.0f} px into its space"
+            if not s["stats"]:
+                assert seen["band"] <= 40, f"{s['key']}: {seen['band']:.0f} px of empty band under the header"
         assert not OTHER_RATIO_FORMATS.search(seen["text"]), (s["key"], seen["text"])
         assert seen["text"].count("×") == len(RATIO.findall(seen["text"])), (s["key"], seen["text"])
         if s["code"]:
@@ -850,7 +870,7 @@ def test_rule_renders_all_four_and_a_template_edit_reruns_only_the_slides(tmp_pa
     model = json.loads((out / "slides.json").read_text())
     assert model["team"] == "Team Kestrel"
     reproduce = next(s for s in model["slides"] if s["key"] == "reproduce")
-    assert ". .venv/bin/activate && snakemake --configfiles config/config.yaml team.yaml   # every stage, this deck included" \
+    assert ". .venv/bin/activate && snakemake --configfiles config/config.yaml team.yaml --   # every stage, this deck included" \
         in reproduce["code"]
 
 
@@ -918,3 +938,106 @@ def test_accuracy_against_samples_slide_only_with_two_experiments_measured(tmp_p
     assert slide["image"]["name"] == "accuracy_samples"
     rows = [[figures.plain(c) for c in r] for r in slide["table"]["rows"]]
     assert [r[:3] for r in rows] == [["baseline", "lora", "41.3 samples/s"], ["mbs16", "dora", "52.9 samples/s"]]
+
+
+# --- what ran, and what a judge reads on each slide (issue 29) ------------------------------------------------
+def fsdp2_mbs16(rows):
+    """mbs16 fine-tuned by the fsdp2 engine in bf16 and scored by the fast scorer; the baseline stock litgpt."""
+    set_value(rows, "mbs16", "finetune", "engine", "fsdp2", "text")
+    set_value(rows, "mbs16", "finetune", "precision", "bf16-true", "text")
+    set_value(rows, "mbs16", "evaluate", "scorer", "fast", "text", "results/evaluate/mbs16/metrics.json")
+
+
+def test_each_experiments_slide_names_its_engine_method_precision_and_scorer(tmp_path):
+    """A stock run and an fsdp2 run do not make look-alike decks: the baseline's slide and each experiment's say
+    which engine fine-tuned it (method, precision) and which scorer scored it, from the summary table."""
+    deck = build(results_tree(tmp_path, fsdp2_mbs16))
+    baseline = next(s for s in deck["slides"] if s["key"] == "baseline")
+    assert figures.plain(baseline["bullets"][0]) == ("Fine-tuned by the litgpt engine (full, 32-true), scored by the"
+                                                     " reference scorer")
+    slide = next(s for s in deck["slides"] if s["key"] == "experiment:mbs16")
+    rows = {figures.plain(r[0]): [figures.plain(c) for c in r[1:]] for r in slide["table"]["rows"]}
+    assert rows["Engine (method, precision)"] == ["litgpt (full, 32-true)", "fsdp2 (full, bf16-true)"]
+    assert rows["Scorer"] == ["reference", "fast"]
+    assert "results/evaluate/mbs16/metrics.json" in slide["sources"]
+
+
+def test_the_baseline_slide_says_what_it_is(deck):
+    """Not "Baseline: baseline" over "The settings above." (above what?): a title that says what the baseline is
+    for, what ran, and the embedded default's note standing on its own."""
+    slide = next(s for s in deck["slides"] if s["key"] == "baseline")
+    assert slide["title"] == "The baseline every experiment is measured against"
+    assert not any("settings above" in slide_text(s) for s in deck["slides"])
+    assert figures.plain(slide["bullets"][-1]) == "The shared finetune settings, with no override."
+
+
+def test_random_weights_are_said_only_for_the_tiny_model(tmp_path):
+    """The embedded default's base model scores below chance because its weights are random (model.source tiny):
+    the accuracy slide says so; a model with real weights (any other source) gets no such note."""
+    res = results_tree(tmp_path)
+    tiny = build(res, model_source="tiny")
+    acc = next(s for s in tiny["slides"] if s["key"] == "accuracy")
+    assert "The base model has random weights (model.source tiny)" in slide_text(acc)
+    assert [figures.plain(c) for c in acc["table"]["rows"][0]][3] == "random weights"
+    baseline = next(s for s in tiny["slides"] if s["key"] == "baseline")
+    assert "acc of the base model (random weights)" in slide_text(baseline)
+    for source in ("hf", "path", "pypi", "gguf", None):
+        deck = build(res, model_source=source)
+        assert not any("random weights" in slide_text(s) for s in deck["slides"]), source
+
+
+def test_reproduce_commands_name_the_config_and_what_forcerun_redoes(tmp_path, deck):
+    """Every snakemake command names its config (the embedded default's too), and --forcerun slides is not
+    said to redo "the slides only": the submission that carries them is packed again."""
+    reproduce = next(s for s in deck["slides"] if s["key"] == "reproduce")
+    commands = [c for c in reproduce["code"] if "snakemake" in c]
+    assert commands and all("--configfile config/config.yaml" in c for c in commands), commands
+    assert not any("slides only" in c for c in reproduce["code"]) and "slides only" not in reproduce["notes"]
+    forcerun = next(c for c in commands if "--forcerun slides" in c)
+    assert forcerun.endswith("# re-render the slides and repack the submission")
+    deck = build(results_tree(tmp_path), run_args="--configfiles tests/quick.yaml")
+    reproduce = next(s for s in deck["slides"] if s["key"] == "reproduce")
+    assert all("config/config.yaml" not in c and "--configfiles tests/quick.yaml" in c
+               for c in reproduce["code"] if "snakemake" in c)
+
+
+def test_a_resumed_fine_tune_is_said_on_its_slide(tmp_path, deck):
+    def resumed(rows):
+        set_value(rows, "mbs16", "finetune", "resumed_from_step", 10, "count")
+        set_value(rows, "mbs16", "finetune", "lost_time_s", 14.2, "s")
+
+    assert not any("Resumed" in slide_text(s) for s in deck["slides"])
+    deck = build(results_tree(tmp_path, resumed))
+    slide = next(s for s in deck["slides"] if s["key"] == "experiment:mbs16")
+    assert "Resumed from step 10 (14.2 s lost)" in slide_text(slide)
+    assert not any("Resumed" in slide_text(s) for s in deck["slides"] if s["key"] != "experiment:mbs16")
+
+
+@pytest.mark.plots
+def test_the_speedup_in_the_chart_is_the_one_in_the_text(tmp_path):
+    """Slide 6 said 1.26× in its text and 1.30× in its chart: one definition of speedup (the ratio of training
+    times, the summary's speedup_vs_baseline) in the text, the table, the cards and on the bars."""
+    deck = real_deck(tmp_path)
+    shown = {}
+    for s in deck["slides"]:
+        for g in all_segments(s):
+            f = deck["figures"][g["fig"]] if g["kind"] == "num" else None
+            if f and f["kind"] == "summary" and f["ref"]["metric"] == "speedup_vs_baseline":
+                shown.setdefault(f["ref"]["experiment"], set()).add(f["text"])
+    assert set(shown) == {"baseline", "mbs16"} and all(len(v) == 1 for v in shown.values()), shown
+    from xml.etree import ElementTree
+
+    svg = ElementTree.parse(tmp_path / "results/plots/throughput.svg").getroot()
+    on_bars = ["".join(t.itertext()).strip() for t in svg.iter("{http://www.w3.org/2000/svg}text")]
+    on_bars = sorted(t for t in on_bars if RATIO.fullmatch(t))
+    assert on_bars == sorted(v for vs in shown.values() for v in vs)
+
+
+def test_reproduce_commands_keep_a_target_typed_after_them(deck):
+    """Each command ends its lists (config files, forced rules) with `--`, so that a target typed after it stays a
+    target instead of one more config file or forced rule (which makes every job)."""
+    from snakemake_words import swallows_a_target
+
+    reproduce = next(s for s in deck["slides"] if s["key"] == "reproduce")
+    commands = [c for c in reproduce["code"] if "snakemake" in c]
+    assert commands and [c for c in commands if swallows_a_target(c)] == [], commands

@@ -50,6 +50,21 @@ def test_samples_per_second_and_what_ran_are_rows_with_their_source(tmp_path):
     assert texts == {"engine": "fsdp2", "method": "dora", "float8": True, "attention": "flex"}
 
 
+def test_each_evaluations_scorer_and_precision_are_rows(tmp_path):
+    """Which scorer (reference or fast) made an accuracy, and in what precision: the deck and the bundle say so."""
+    def fast(run):
+        path = run / "evaluate/mbs16/metrics.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "scorer": "fast", "precision": "bf16-true"}))
+
+    table, run = table_of(tmp_path, {}, fast)
+    rows = table[(table.stage == "evaluate") & table.metric.isin(["scorer", "precision"])]
+    got = {(r.experiment, r.metric): (r.value, r.unit, r.source) for r in rows.itertuples()}
+    assert got[("mbs16", "scorer")] == ("fast", "text", str(run / "evaluate/mbs16/metrics.json"))
+    assert got[("mbs16", "precision")][0] == "bf16-true"
+    assert got[("base", "scorer")][0] == got[("baseline", "scorer")][0] == "reference"
+    assert cell(table, "baseline", "engine").value == "litgpt"
+
+
 def test_attention_is_left_empty_where_the_engine_did_not_print_it(tmp_path):
     table, _ = table_of(tmp_path, {})
     for name in EXPERIMENTS:  # a recorded stock litgpt run: no backend printed, none invented

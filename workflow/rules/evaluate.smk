@@ -26,6 +26,6 @@ rule evaluate:
     params:
         settings=evaluate_settings,
     message:
-        "Scoring {input.eval} with the {wildcards.model} model"
+        "Scoring {input.eval} with the {wildcards.model} model (the {params.settings[scorer]} scorer)"
     script:
         "../scripts/evaluate.py"

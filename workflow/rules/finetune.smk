@@ -66,6 +66,7 @@ rule finetune:
         settings=finetune_settings,
         peak_tflops=config["hardware"]["peak_tflops"],
     message:
-        "Fine-tuning experiment {wildcards.experiment} with LitGPT"
+        "Fine-tuning experiment {wildcards.experiment} with the {params.settings[engine]} engine"
+        " ({params.settings[method]}, {params.settings[precision]})"
     script:
         "../scripts/finetune.py"

@@ -12,6 +12,7 @@ made = make_all(
     experiments=experiments,
     tolerance=snakemake.params.tolerance,
     out_dir=Path(snakemake.output.loss).parent,
+    model_source=snakemake.config["model"]["source"],
 )
 for plot in made.values():
     print(f"{plot.name}: {', '.join(map(str, plot.files))}")

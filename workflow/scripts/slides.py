@@ -15,6 +15,7 @@ deck = build_deck(
     run_args=snakemake.params.run_args,
     profiles=snakemake.params.profiles,
     model_name=snakemake.params.model_name,
+    model_source=snakemake.config["model"]["source"],
 )
 render_all(deck, Path(snakemake.input.templates[0]).parent, {"html": snakemake.output.html, "pdf": snakemake.output.pdf,
                                               "pptx": snakemake.output.pptx, "json": snakemake.output.model})

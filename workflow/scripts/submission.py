@@ -15,4 +15,5 @@ submission.make(
     max_file_mb=params.max_file_mb,
     exclude=[snakemake.log[0], *params.exclude],  # this job's own log is still being written
     served=params.served,
+    summary=snakemake.input.summary,
 )

@@ -76,8 +76,14 @@ class Plot:
     missing: list[str] = field(default_factory=list)
     remarks: list[str] = field(default_factory=list)
     crowded: list[str] = field(default_factory=list)  # point names that could only be placed over something
+    boxes: dict[str, tuple] = field(default_factory=dict)  # each point name's box as placed, in figure pixels
     labels: dict[str, str] = field(default_factory=dict)
     drawn: dict[str, str] = field(default_factory=dict)
+    # the colours each legend entry shows, and those of what it stands for in the plot (read back from the artists)
+    legend: dict[str, list[str]] = field(default_factory=dict)
+    parts: dict[str, list[str]] = field(default_factory=dict)
+    xlim: tuple[float, float] | None = None  # the axes' data range as saved
+    ylim: tuple[float, float] | None = None
 
 
 def value(table: pd.DataFrame, experiment: str, stage: str, metric: str) -> float | None:
@@ -143,6 +149,8 @@ def _save(fig, plot: Plot, out_dir: Path) -> Plot:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _layout(fig, plot)
+    ax = fig.axes[0]
+    plot.xlim, plot.ylim = tuple(map(float, ax.get_xlim())), tuple(map(float, ax.get_ylim()))
     for ext in ("png", "svg"):
         path = out_dir / f"{plot.name}.{ext}"
         # no creation date in the metadata: an unchanged input gives an unchanged file
@@ -168,16 +176,32 @@ def _bar_axis(ax, names: list[str]) -> None:
     ax.grid(axis="x", visible=False)
 
 
+def side_labels(ax, labels: list[tuple[float, float, str]], top: float) -> None:
+    """Names of parts too thin to carry their own text, right of their bar with a line to them, spread apart so
+    that no two touch."""
+    placed = []
+    for x, y, text in sorted(labels, key=lambda t: (t[0], t[1])):
+        y_text = max([y] + [p + 0.07 * top for px, p in placed if px == x])
+        placed.append((x, y_text))
+        ax.annotate(text, (x + 0.3, y), xytext=(x + 0.4, y_text), ha="left", va="center", fontsize=13,
+                    arrowprops={"arrowstyle": "-", "color": "black", "linewidth": 1})
+
+
 # Where a point's name may go, in points from the point: right, left, above, below and the diagonals.
 LABEL_PLACES = [((11, 7), "left", "bottom"), ((11, -7), "left", "top"), ((-11, 7), "right", "bottom"),
                 ((-11, -7), "right", "top"), ((0, 13), "center", "bottom"), ((0, -13), "center", "top"),
                 ((16, 0), "left", "center"), ((-16, 0), "right", "center")]
 
 
-def label_points(ax, points: dict[str, tuple[float, float]], marker_area: float, fontsize=16) -> list[str]:
-    """Name each scattered point beside it, on the first side where the name covers no point, no other name
-    and stays inside the axes (points that share a place get their names on different sides). Returns the
-    names that could not be placed without overlap (then they go where they overlap least)."""
+LABEL_MARGIN = 4  # pixels kept clear around a name: names that merely touch read as one label
+
+
+def label_points(ax, points: dict[str, tuple[float, float]], marker_area: float, fontsize=16,
+                 boxes: dict | None = None) -> list[str]:
+    """Name each scattered point beside it, on the first side where the name covers no point, comes no nearer
+    than LABEL_MARGIN to another name and stays inside the axes (points that share a place get their names on
+    different sides). Returns the names that could not be placed without overlap (then they go where they
+    overlap least); `boxes` gets each name's box."""
     fig = ax.figure
     renderer = fig.canvas.get_renderer()
     radius = (marker_area ** 0.5) / 2 * fig.dpi / 72 + 2  # scatter's s is the marker's area in points²
@@ -199,8 +223,10 @@ def label_points(ax, points: dict[str, tuple[float, float]], marker_area: float,
             text = ax.annotate(name, xy, xytext=offset, textcoords="offset points", ha=ha, va=va, fontsize=fontsize)
             e = text.get_window_extent(renderer)
             box = (e.x0, e.y0, e.x1, e.y1)
+            clear = (e.x0 - LABEL_MARGIN, e.y0 - LABEL_MARGIN, e.x1 + LABEL_MARGIN, e.y1 + LABEL_MARGIN)
             outside = e.x0 < frame.x0 or e.x1 > frame.x1 or e.y0 < frame.y0 or e.y1 > frame.y1
-            cost = sum(overlap(box, d) for d in dot_boxes + placed) + (1e6 if outside else 0)
+            cost = (sum(overlap(box, d) for d in dot_boxes) + sum(overlap(clear, p) for p in placed)
+                    + (1e6 if outside else 0))
             # a name nearer another point than its own reads as that point's name
             ambiguous = any(gap(box, d) < gap(box, dots[i]) for k, d in enumerate(dots) if k != i)
             tried.append(((cost, ambiguous, j), text, box))
@@ -209,6 +235,8 @@ def label_points(ax, points: dict[str, tuple[float, float]], marker_area: float,
             if other is not text:
                 other.remove()
         placed.append(box)
+        if boxes is not None:
+            boxes[name] = tuple(text.get_window_extent(renderer).extents)
         if cost > 0:
             crowded.append(name)
     return crowded
@@ -224,20 +252,23 @@ def text(table: pd.DataFrame, experiment: str, stage: str, metric: str) -> str |
 def accuracy_scatter(fig, ax, plot: Plot, points: dict[str, tuple[float, float]], models: dict[str, str],
                      palette: dict[str, str], xlabel: str, ylabel: str, floor: float | None = None) -> None:
     """Points {label: (x, accuracy)}: one dot each in the colour of its experiment (models[label], recorded for
-    the slides), x from 0 to 1.3 x the largest, y around the accuracies and a drawn `floor` line (then a legend),
-    and each point's name placed where it covers no other point."""
+    the slides), x around the points (they span over half the axis, with room for their names; never below 0),
+    y around the accuracies and a drawn `floor` line (then a legend), and each point's name placed where it
+    covers no other point and no other name."""
     for label, (x, acc) in points.items():
         dot = ax.scatter([x], [acc], s=220, color=palette[models[label]], edgecolor="black", zorder=3)
         _record(plot, models[label], dot)
     accs = [a for _, a in points.values()] + ([floor] if floor is not None else [])
-    ax.set_xlim(0, max(x for x, _ in points.values()) * 1.3)
+    xs = [x for x, _ in points.values()]
+    pad = 0.35 * ((max(xs) - min(xs)) or 0.5 * max(xs) or 1.0)
+    ax.set_xlim(max(0.0, min(xs) - pad), max(xs) + pad)
     ax.set_ylim(max(0.0, min(accs) - 0.05), min(1.0, max(accs) + 0.08))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if floor is not None:
         ax.legend(loc="lower right")
     _layout(fig, plot)  # the layout the names are placed in (saving keeps it)
-    plot.crowded = label_points(ax, points, marker_area=220)
+    plot.crowded = label_points(ax, points, marker_area=220, boxes=plot.boxes)
 
 
 def plot_accuracy_samples(table: pd.DataFrame, experiments: list[str], out_dir) -> Plot:

@@ -14,6 +14,8 @@ matplotlib.use("Agg")  # files only; a cluster's compute node has no display
 
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
+from matplotlib.legend_handler import HandlerTuple  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from llmhpc.outputs.charts import (  # noqa: E402
@@ -30,6 +32,7 @@ from llmhpc.outputs.charts import (  # noqa: E402
     colours,
     plot_accuracy_samples,
     read_table,
+    side_labels,
     style,
     value,
 )
@@ -78,11 +81,13 @@ def plot_loss(table: pd.DataFrame, metrics: dict[str, Path | None], experiments:
 
 
 def plot_throughput(table: pd.DataFrame, experiments: list[str], out_dir) -> Plot:
-    """tokens/s per device per experiment, each bar labelled with its speedup over the first (baseline)."""
+    """tokens/s per device per experiment, each bar labelled with its speedup over the first (baseline): the
+    summary's speedup_vs_<baseline>, the ratio of training times, the one definition the slides use too (a ratio
+    of tokens/s would differ: litgpt counts padding, and the experiments pad differently)."""
     plot = Plot("throughput")
     palette = colours(experiments)
     base_name = experiments[0]
-    base = value(table, base_name, "finetune", "tokens_per_s_per_device")
+    base = value(table, base_name, "finetune", "training_time_s")
     with style():
         fig, ax = plt.subplots()
         heights = {name: value(table, name, "finetune", "tokens_per_s_per_device") for name in experiments}
@@ -95,21 +100,22 @@ def plot_throughput(table: pd.DataFrame, experiments: list[str], out_dir) -> Plo
                 continue
             (bar,) = ax.bar(i, h, color=palette[name], width=0.6)
             _record(plot, name, bar)
-            if base:
-                label = f"{h / base:.2f}×"  # the deck's one ratio format
+            speedup = value(table, name, "finetune", f"speedup_vs_{base_name}")
+            if speedup is not None:
+                label = f"{speedup:.2f}×"  # the deck's one ratio format
                 plot.labels[name] = label
                 ax.text(i, h, label, ha="center", va="bottom", fontsize=18, fontweight="bold")
             ax.text(i, h / 2, f"{h:,.0f}", ha="center", va="center", color="white", fontsize=15)
         if base is None:
-            plot.missing.append(f"no speedups: {base_name} (the baseline) has no throughput")
+            plot.missing.append(f"no speedups: {base_name} (the baseline) has no training time")
         if any(heights.values()):
             _bar_axis(ax, experiments)
             ax.set_ylim(0, top * 1.15)
             ax.set_ylabel("tokens/s per device")
         else:
             _empty(ax, "No throughput yet: no experiment has been fine-tuned")
-        # the ratio on a bar is of tokens/s (litgpt counts padding); the slides' speedup is the training-time ratio
-        ax.set_title(f"Tokens/s per device, and its ratio to {base_name}")
+        ax.set_title(f"Tokens/s per device, and speedup over {base_name}")
+        plot.remarks.append(f"Speedup: {base_name}'s training time over the experiment's, as on the slides")
         _note(ax, plot)
         return _save(fig, plot, out_dir)
 
@@ -132,15 +138,23 @@ def time_parts(table: pd.DataFrame, experiment: str) -> dict[str, float] | None:
     return parts
 
 
+def _part_style(part: str, hatch, colour: str) -> dict:
+    """How a part of a time bar is drawn, the same in the bars and in the legend's swatches."""
+    return {"facecolor": OTHER_COLOUR if part == "other" else colour, "hatch": hatch, "edgecolor": "white",
+            "alpha": 0.55 if hatch else 1.0}
+
+
 def plot_time_breakdown(table: pd.DataFrame, experiments: list[str], out_dir) -> Plot:
-    """Stacked bars of each fine-tune job's wall time: load, train, save, other."""
+    """Stacked bars of each fine-tune job's wall time: load, train, save, other. A part too thin to write in is
+    named beside its bar (a save of one second in a job of minutes is still there to see); the legend's swatches
+    are drawn in the experiments' colours, as the bars are."""
     plot = Plot("time_breakdown")
     palette = colours(experiments)
     with style():
         fig, ax = plt.subplots()
-        drawn = False
+        drawn = []
         top = max([value(table, n, "finetune", "stage_wall_s") or 0 for n in experiments] or [0]) or 1.0
-        unrecorded = []
+        unrecorded, beside = [], []
         for i, name in enumerate(experiments):
             parts = time_parts(table, name)
             if parts is None:
@@ -151,26 +165,39 @@ def plot_time_breakdown(table: pd.DataFrame, experiments: list[str], out_dir) ->
                 unrecorded.append(name)
             bottom = 0.0
             for part, _, hatch in TIME_PARTS:
-                colour = OTHER_COLOUR if part == "other" else palette[name]
-                (bar,) = ax.bar(i, parts[part], bottom=bottom, color=colour, width=0.6, hatch=hatch,
-                                edgecolor="white", alpha=0.55 if hatch else 1.0)
+                (bar,) = ax.bar(i, parts[part], bottom=bottom, width=0.6, **_part_style(part, hatch, palette[name]))
                 if part == "train":
                     _record(plot, name, bar)
-                if parts[part] >= 0.05 * top:
-                    ax.text(i, bottom + parts[part] / 2, f"{part} {parts[part]:.0f} s", ha="center", va="center",
-                            color="white" if part == "train" else "black", fontsize=14)
+                if parts[part] > 0:
+                    plot.parts.setdefault(part, []).append(to_hex(bar.get_facecolor(), keep_alpha=False))
+                    label = f"{part} {parts[part]:.0f} s" if parts[part] >= 1 else f"{part} {parts[part]:.1f} s"
+                    plot.labels[f"{name} {part}"] = label
+                    if parts[part] >= 0.05 * top:
+                        ax.text(i, bottom + parts[part] / 2, label, ha="center", va="center",
+                                color="white" if part == "train" else "black", fontsize=14)
+                    else:
+                        beside.append((i, bottom + parts[part] / 2, label))
                 bottom += parts[part]
             ax.text(i, bottom, f"{bottom:.0f} s", ha="center", va="bottom", fontsize=16, fontweight="bold")
-            drawn = True
+            drawn.append(name)
         if unrecorded:
             plot.remarks.append("Load and save not timed separately for " + ", ".join(unrecorded) + ": counted in other")
         if drawn:
             _bar_axis(ax, experiments)
+            side_labels(ax, beside, top)
+            if beside:  # room right of the last bar for its parts' names
+                ax.set_xlim(-0.6, len(experiments) + 0.2)
             ax.set_ylim(0, top * 1.25)
             ax.set_ylabel("seconds (fine-tune job)")
-            ax.legend(handles=[Patch(facecolor=OTHER_COLOUR if part == "other" else "#555555", hatch=hatch,
-                                     edgecolor="white", alpha=0.55 if hatch else 1.0, label=part)
-                               for part, _, hatch in TIME_PARTS], ncols=4, loc="upper right")
+            handles, names = [], []
+            for part, _, hatch in TIME_PARTS:
+                swatches = tuple(Patch(**_part_style(part, hatch, palette[n])) for n in
+                                 (drawn[:1] if part == "other" else drawn))
+                plot.legend[part] = [to_hex(p.get_facecolor(), keep_alpha=False) for p in swatches]
+                handles.append(swatches)
+                names.append(part)
+            ax.legend(handles, names, handler_map={tuple: HandlerTuple(ndivide=None, pad=0)}, ncols=4,
+                      loc="upper right", handlelength=1.2 * max(1, len(drawn)))
         else:
             _empty(ax, "No timings yet: no experiment has been fine-tuned")
         ax.set_title("Where the fine-tune time goes")
@@ -211,8 +238,11 @@ def plot_memory(table: pd.DataFrame, experiments: list[str], manifest: dict | No
         predicted = {name: value(table, name, "finetune", "predicted_memory_gb") for name in peaks
                      if peaks[name][1] == "gpu"}  # the fsdp2 engine's estimate (llmhpc.train.memory)
         predicted = {name: gb for name, gb in predicted.items() if gb is not None}
-        top = max([p for p, _ in peaks.values()] + list(predicted.values()) + [c for c, _ in caps.values() if c]
-                  + [1.0])
+        highest = max([p for p, _ in peaks.values()] + list(predicted.values()) + [0.0])
+        # a capacity far above every bar (a laptop's RAM against a tiny model) is written, not drawn: its line
+        # would squash the bars into the bottom of the plot
+        off_scale = {k for k, (c, _) in caps.items() if highest and c > 3 * highest}
+        top = max([highest] + [c for k, (c, _) in caps.items() if c and k not in off_scale] + [1.0 if not highest else 0])
         for i, name in enumerate(experiments):
             if name not in peaks:
                 plot.missing.append(f"{name} (no memory figure yet)")
@@ -230,7 +260,11 @@ def plot_memory(table: pd.DataFrame, experiments: list[str], manifest: dict | No
         if predicted:
             ax.legend(loc="upper left", fontsize=14)
         for kind in sorted(kinds):
-            if kind in caps:
+            if kind in off_scale:
+                gb, label = caps[kind]
+                ax.text(len(experiments) - 0.45, top * 1.32, f"{label}: {gb:.0f} GB, far above these bars",
+                        ha="right", va="top", fontsize=15)
+            elif kind in caps:
                 gb, label = caps[kind]
                 ax.axhline(gb, color="black", linestyle="--", linewidth=2)
                 ax.text(len(experiments) - 0.45, gb, f"{label}: {gb:.0f} GB", ha="right", va="bottom", fontsize=15)
@@ -243,7 +277,7 @@ def plot_memory(table: pd.DataFrame, experiments: list[str], manifest: dict | No
                                  "GPU memory: not measured on a CPU run") + "; hatched bars are the host's peak RSS")
         if peaks:
             _bar_axis(ax, experiments)
-            ax.set_ylim(0, top * 1.15)
+            ax.set_ylim(0, top * (1.35 if kinds & off_scale else 1.15))
             ax.set_ylabel("peak memory (GB)")
         else:
             _empty(ax, "No memory figures yet: no experiment has been fine-tuned")
@@ -253,8 +287,9 @@ def plot_memory(table: pd.DataFrame, experiments: list[str], manifest: dict | No
         return _save(fig, plot, out_dir)
 
 
-def plot_eval_accuracy(table: pd.DataFrame, experiments: list[str], out_dir) -> Plot:
-    """acc (solid) and acc_norm (hatched) of the base model and every fine-tune, with chance as a line."""
+def plot_eval_accuracy(table: pd.DataFrame, experiments: list[str], out_dir, random_base: bool = False) -> Plot:
+    """acc (solid) and acc_norm (hatched) of the base model and every fine-tune, with chance as a line;
+    random_base: the base model has random weights (model.source tiny), said under its bars."""
     plot = Plot("eval_accuracy")
     models = ["base", *experiments]
     palette = colours(experiments)
@@ -279,7 +314,7 @@ def plot_eval_accuracy(table: pd.DataFrame, experiments: list[str], out_dir) -> 
                 drawn = True
         if drawn:
             chance = ax.axhline(CHANCE, color="black", linestyle="--", linewidth=2, label="chance (1/4)")
-            _bar_axis(ax, models)
+            _bar_axis(ax, ["base (random weights)" if random_base else "base", *experiments])
             ax.set_ylim(0, min(1.0, max(0.5, ax.get_ylim()[1] * 1.2)))
             ax.set_ylabel("accuracy")
             ax.legend(handles=[Patch(facecolor="#666666", label="acc"),
@@ -331,8 +366,9 @@ def plot_eval_tradeoff(table: pd.DataFrame, experiments: list[str], tolerance: f
 
 
 def make_all(summary_csv, metrics: dict[str, Path | None], manifest_path, experiments: list[str],
-             tolerance: float, out_dir) -> dict[str, Plot]:
-    """Every plot of the stage, from the files the rule names; missing files give missing-data plots."""
+             tolerance: float, out_dir, model_source: str | None = None) -> dict[str, Plot]:
+    """Every plot of the stage, from the files the rule names; missing files give missing-data plots.
+    model_source: the config's model.source (tiny: the base model has random weights, and the plots say so)."""
     table = read_table(summary_csv) if summary_csv and Path(summary_csv).is_file() else pd.DataFrame(
         columns=["run", "experiment", "stage", "metric", "value", "unit", "source"])
     manifest = json.loads(Path(manifest_path).read_text()) if manifest_path and Path(manifest_path).is_file() else None
@@ -341,7 +377,7 @@ def make_all(summary_csv, metrics: dict[str, Path | None], manifest_path, experi
         plot_throughput(table, experiments, out_dir),
         plot_time_breakdown(table, experiments, out_dir),
         plot_memory(table, experiments, manifest, out_dir),
-        plot_eval_accuracy(table, experiments, out_dir),
+        plot_eval_accuracy(table, experiments, out_dir, random_base=model_source == "tiny"),
         plot_eval_tradeoff(table, experiments, tolerance, out_dir),
         plot_accuracy_samples(table, experiments, out_dir),
     ]

@@ -4,6 +4,7 @@ into one reproducible, checked tar.gz with its sha256."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Iterable
@@ -65,11 +66,30 @@ def runtime_dirs(results="results") -> list[tuple[Path, str]]:
     return [(results / "jobs", "scripts/run/jobs"), (results / "logs", "outputs/logs")]
 
 
+def what_ran(summary_csv, experiments: Iterable[str]) -> list[str]:
+    """One line per model: the engine, method and precision that fine-tuned it and the scorer that scored it, as
+    the summary table recorded them, so that a stock run's bundle and an fsdp2 run's cannot be taken for each
+    other ("not recorded" where a run predates the field)."""
+    with open(summary_csv, newline="") as fh:
+        cells = {(r["experiment"], r["stage"], r["metric"]): r["value"] for r in csv.DictReader(fh)}
+
+    def get(model, stage, metric):
+        return cells.get((model, stage, metric)) or "not recorded"
+
+    def scored(model):
+        return f"scorer {get(model, 'evaluate', 'scorer')}, precision {get(model, 'evaluate', 'precision')}"
+
+    return [f"base: not fine-tuned; {scored('base')}"] + [
+        f"{n}: fine-tune engine {get(n, 'finetune', 'engine')}, method {get(n, 'finetune', 'method')}, precision"
+        f" {get(n, 'finetune', 'precision')}; {scored(n)}" for n in experiments]
+
+
 def readme_text(name: str, run_name: str, git_commit: str, experiments: Iterable[str], max_file_mb: float,
-                arcnames: Iterable[str]) -> str:
-    """README.txt of the archive: what is where (of what `arcnames` holds) and how it was produced. No time
-    stamp, so that it stays reproducible."""
+                arcnames: Iterable[str], ran: Iterable[str] = ()) -> str:
+    """README.txt of the archive: what ran (`ran`: what_ran's lines), what is where (of what `arcnames` holds)
+    and how it was produced. No time stamp, so that it stays reproducible."""
     arcnames = list(arcnames)
+    ran = "".join(f"\n  {line}" for line in ran) or "\n  (no summary table)"
 
     def has(prefix: str) -> bool:
         return any(a.startswith(prefix) for a in arcnames)
@@ -84,6 +104,7 @@ def readme_text(name: str, run_name: str, git_commit: str, experiments: Iterable
 Run: {run_name}
 Workflow commit: {git_commit}
 Experiments: {', '.join(experiments)}
+What ran (from outputs/summary.csv):{ran}
 Made by the Snakemake rule `submission` (scripts/workflow/workflow/rules/submission.smk) from this run's results.
 
 What is where
@@ -114,7 +135,7 @@ The archive is byte-identical when remade from the same inputs: `sha256sum -c {n
 
 
 def make(archive, checksum, manifest, config: dict, experiments: list[str], configfiles, name: str, run_name: str,
-         max_file_mb: float, exclude=(), served=(), log=print) -> None:
+         max_file_mb: float, exclude=(), served=(), log=print, summary=None) -> None:
     """Collect, check and write the submission archive and its checksum file; a refusal exits naming every file."""
     git_commit = json.loads(Path(manifest).read_text()).get("git_commit") or "unknown"
     files = layout(experiments, configfiles=configfiles, served=served)
@@ -122,7 +143,8 @@ def make(archive, checksum, manifest, config: dict, experiments: list[str], conf
         members = collect(files, runtime_dirs("results"), exclude=exclude, generated={
             "configs/config.effective.yaml": yaml.safe_dump(canonical(config)).encode()})
         readme = readme_text(name=name, run_name=run_name, git_commit=git_commit, experiments=experiments,
-                             max_file_mb=max_file_mb, arcnames=[m.arcname for m in members])
+                             max_file_mb=max_file_mb, arcnames=[m.arcname for m in members],
+                             ran=what_ran(summary, experiments) if summary else ())
         members.append(Member("README.txt", data=readme.encode()))
         summary = build(members, archive, max_file_mb)
     except BundleError as exc:

@@ -36,6 +36,8 @@ INFER_METRICS = {"acc": "fraction", "acc_norm": "fraction", "items": "count", "w
 # never a guessed 0 SU).
 EVAL_COST_METRICS = {"stage_wall_s": "s", "su": "SU", "su_estimate": "SU", "su_rate": "SU/h", "su_units": "resources"}
 EVAL_COST_TEXT = ("su_queue", "su_resource")
+# Which scorer made an evaluation's numbers and in what precision, so that the deck and the bundle can say so.
+EVAL_TEXT = ("scorer", "precision")
 SERVE_METRICS = {"p50_latency_s": "s", "p99_latency_s": "s", "requests_per_s": "requests/s", "tokens_per_s": "tokens/s",
                  "completed": "count", "concurrency": "count", "load_new_tokens": "tokens", "peak_batch": "count",
                  "greedy_matches": "count", "greedy_checked": "count", "startup_s": "s"}
@@ -81,7 +83,7 @@ def build(run_name: str, experiments: list[str], manifest, finetune: dict, evalu
         for metric, unit in EVAL_COST_METRICS.items():
             if scores.get(metric) is not None:
                 add(name, "evaluate", metric, scores[metric], unit, path)
-        for field in EVAL_COST_TEXT:
+        for field in EVAL_TEXT + EVAL_COST_TEXT:
             if field in scores:
                 add(name, "evaluate", field, scores[field], "text", path)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmhpc.outputs.slides.figures import NOT_MEASURED, Figure, Slide, format_value, seg
+from llmhpc.outputs.slides.figures import DEFAULT_CONFIGFILE, NOT_MEASURED, Figure, Slide, format_value, seg
 
 
 class SlideContent:
@@ -84,6 +84,28 @@ class SlideContent:
         self.add(Slide("workload", "The workload and its rules", layout="text", bullets=bullets,
                        table={"header": ["Setting", "Value"], "rows": rows}))
 
+    def what_ran(self, n: str) -> list[dict]:
+        """Which engine, method and precision fine-tuned experiment n and which scorer scored it, as the summary
+        recorded them: a stock run and an fsdp2 run must not look alike."""
+        return [seg("Fine-tuned by the "), self.num(self.measured(n, "finetune", "engine")), seg(" engine ("),
+                self.num(self.measured(n, "finetune", "method")), seg(", "),
+                self.num(self.measured(n, "finetune", "precision")), seg("), scored by the "),
+                self.num(self.measured(n, "evaluate", "scorer")), seg(" scorer")]
+
+    def resumed(self, n: str) -> list[list[dict]]:
+        """A bullet where experiment n's fine-tune was resumed from a step checkpoint (its summary records the
+        step and the training time the kill cost), else none."""
+        step = self.measured(n, "finetune", "resumed_from_step", unit="count")
+        if step is None:
+            return []
+        lost = self.measured(n, "finetune", "lost_time_s", unit="s")
+        return [[seg("Resumed from step "), self.num(step)] + ([seg(" ("), self.num(lost), seg(" lost)")] if lost else [])]
+
+    def random_base(self) -> bool:
+        """The base model is the workflow's tiny random-initialised one (model.source tiny): its accuracy is
+        chance-level noise, and the slides say so where they show it."""
+        return self.model_source == "tiny"
+
     def baseline_slide(self):
         b = self.base
         notes = self.experiments[0].get("notes", "")
@@ -94,8 +116,10 @@ class SlideContent:
                 ("Final training loss", self.measured(b, "finetune", "final_loss")),
                 ("Final validation loss", self.measured(b, "finetune", "final_val_loss")),
                 ("acc after fine-tuning", self.measured(b, "evaluate", "acc")),
-                ("acc of the base model", self.measured("base", "evaluate", "acc"))]
-        self.add(Slide("baseline", f"Baseline: {b}", bullets=[[seg(notes, "config")]] if notes else [],
+                ("acc of the base model" + (" (random weights)" if self.random_base() else ""),
+                 self.measured("base", "evaluate", "acc"))]
+        bullets = [self.what_ran(b), *self.resumed(b)] + ([[seg(notes, "config")]] if notes else [])
+        self.add(Slide("baseline", "The baseline every experiment is measured against", bullets=bullets,
                        image=self.image("loss"), notes=notes,
                        table={"header": ["Measured", b], "rows": [[[seg(k)], [self.num(f)]] for k, f in rows]}))
 
@@ -139,12 +163,16 @@ class SlideContent:
                  {"label": "tokens/s per device", "value": [self.num(self.measured(n, "finetune",
                                                                                    "tokens_per_s_per_device"))]},
                  {"label": f"acc vs {b}{verdict}", "value": [self.num(delta)]}]
-        bullets = [[seg(e["notes"], "config")]] if e.get("notes") else []
+        bullets = ([[seg(e["notes"], "config")]] if e.get("notes") else []) + self.resumed(n)
         overrides = e.get("finetune") or {}
         if overrides:
             bullets.append([seg("Changed: ")] + [seg(", ".join(f"{k} = {v}" for k, v in overrides.items()), "config")])
         mem_metric, where = self.memory_metric(n)
-        rows = []
+        rows = [[[seg("Engine (method, precision)")], *[[self.num(self.measured(x, "finetune", "engine")), seg(" ("),
+                                                          self.num(self.measured(x, "finetune", "method")), seg(", "),
+                                                          self.num(self.measured(x, "finetune", "precision")),
+                                                          seg(")")] for x in (b, n)]],
+                [[seg("Scorer")], *[[self.num(self.measured(x, "evaluate", "scorer"))] for x in (b, n)]]]
         for label, stage, metric in (("Training time", "finetune", "training_time_s"),
                                      ("Tokens/s per device", "finetune", "tokens_per_s_per_device"),
                                      (f"Peak {where} memory", "finetune", mem_metric),
@@ -162,7 +190,7 @@ class SlideContent:
             r = [[seg(n, "name")],
                  [self.num(self.measured(n, "evaluate", "acc"))], [self.num(self.measured(n, "evaluate", "acc_norm"))]]
             if n == "base":
-                r += [[seg("not fine-tuned")], [seg("")]]
+                r += [[seg("random weights" if self.random_base() else "not fine-tuned")], [seg("")]]
             elif n == self.base:
                 r += [[seg("reference")], [seg("")]]
             else:
@@ -176,7 +204,11 @@ class SlideContent:
                    [seg("Outside the tolerance of "), self.num(tol), seg(": ")] +
                    [s for i, n in enumerate(outside) for s in ([seg(", ")] if i else []) + [seg(n, "name")]])
         title = "Accuracy kept within tolerance" if not outside else "Accuracy: not all within tolerance"
-        self.add(Slide("accuracy", title, bullets=[verdict], image=self.image("eval_accuracy"),
+        bullets = [verdict]
+        if self.random_base():
+            bullets.append([seg("The base model has random weights (model.source "), seg("tiny", "name"),
+                            seg("): its acc is noise around chance, one in four, and may fall below it")])
+        self.add(Slide("accuracy", title, bullets=bullets, image=self.image("eval_accuracy"),
                        table={"header": ["Model", "acc", "acc_norm", f"Δ acc vs {self.base}", "Tolerance"],
                               "rows": rows}))
 
@@ -288,12 +320,14 @@ class SlideContent:
 
     def reproduce_slide(self):
         requirements = self.manifest.get("requirements") or "envs/cpu.txt"
-        args = f" {self.run_args}" if self.run_args else ""
+        # the config is named even where the run used the Snakefile's default, so that the command says what ran
+        named = self.run_args if "--configfile" in self.run_args else f"--configfile {DEFAULT_CONFIGFILE} {self.run_args}"
+        args = " " + named.strip()
         code = [f"python3 -m venv .venv && .venv/bin/pip install -r {requirements} -e .   # set up",
-                f". .venv/bin/activate && snakemake{args}   # every stage, this deck included"]
-        code += [f"snakemake --profile {p}{args}   # on the cluster" for p in self.profiles]
-        code += [f"snakemake --forcerun finetune{args}   # redo the fine-tunes and what follows",
-                 f"snakemake --forcerun slides{args}   # re-render the slides only"]
+                f". .venv/bin/activate && snakemake{args} --   # every stage, this deck included"]
+        code += [f"snakemake --profile {p}{args} --   # on the cluster" for p in self.profiles]
+        code += [f"snakemake --forcerun finetune{args} --   # redo the fine-tunes and what follows",
+                 f"snakemake --forcerun slides{args} --   # re-render the slides and repack the submission"]
         commit = self.measured("all", "env", "git_commit") or self.from_manifest("git_commit", "git commit")
         bullets = [[seg("Git commit: "), self.num(commit)],
                    [seg("Every measured number in this deck is a row of "), seg(self.summary_path, "name"),
@@ -301,6 +335,7 @@ class SlideContent:
                         "give each number's source")]]
         self.add(Slide("reproduce", "How to reproduce", layout="text", code=code, bullets=bullets,
                        notes="The commands, in order: set up the environment, run everything, run on a cluster "
-                             "profile, rerun the fine-tunes (and what follows), re-render the slides only."))
+                             "profile, rerun the fine-tunes (and what follows), re-render the slides (and repack the "
+                             "submission that carries them)."))
 
 

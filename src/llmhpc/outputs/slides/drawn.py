@@ -81,14 +81,15 @@ class Page:
         self.ops = []
 
     def picture(self, path, x, y, w, h):
-        """A PNG in the box, its aspect kept, centred (as CSS object-fit: contain)."""
+        """A PNG in the box, its aspect kept, centred across and at the top (as deck.css's object-fit: contain
+        with object-position: top)."""
         import matplotlib.image as mpimg
 
         pixels = mpimg.imread(path)
         ih, iw = pixels.shape[:2]
         scale = min(w / iw, h / ih)
         dw, dh = iw * scale, ih * scale
-        left, top = x + (w - dw) / 2, y + (h - dh) / 2
+        left, top = x + (w - dw) / 2, y
         ax = self.fig.add_axes((left / W, 1 - (top + dh) / H, dw / W, dh / H))
         ax.imshow(pixels, interpolation="antialiased")
         ax.axis("off")

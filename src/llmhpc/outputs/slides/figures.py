@@ -16,6 +16,7 @@ NOT_MEASURED = "not measured yet"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 SUMMARY_FILE = "results/summary.csv"
 MANIFEST_FILE = "results/env/manifest.json"
+DEFAULT_CONFIGFILE = "config/config.yaml"  # what the Snakefile loads where no --configfile is given
 
 # How a number is shown, by the unit the summary table gives it: scale, decimals, suffix, signed.
 FORMATS = {

@@ -29,7 +29,7 @@ from llmhpc.stages.summary import COLUMNS
 class DeckBuilder(SlideContent, TrainingSlides):
     def __init__(self, summary: pd.DataFrame, manifest: dict, presentation: dict, experiments: list[dict],
                  run_name: str, plots_dir, summary_path=SUMMARY_FILE, manifest_path=MANIFEST_FILE,
-                 run_args: str = "", profiles=(), model_name: str | None = None):
+                 run_args: str = "", profiles=(), model_name: str | None = None, model_source: str | None = None):
         missing = [c for c in COLUMNS if c not in summary.columns]
         if missing:
             raise ValueError(f"{summary_path}: missing column(s) {', '.join(missing)}; expected the summary table "
@@ -49,6 +49,7 @@ class DeckBuilder(SlideContent, TrainingSlides):
         self.run_args = run_args
         self.profiles = list(profiles)
         self.model_name = model_name
+        self.model_source = model_source
         self.figures: list[Figure] = []
         self._figure_ids: dict[tuple, int] = {}
         self.slides: list[Slide] = []
@@ -178,10 +179,12 @@ class DeckBuilder(SlideContent, TrainingSlides):
 
 
 def build_deck(summary_csv, manifest_json, presentation: dict, experiments: list[dict], run_name: str,
-               plots_dir, run_args: str = "", profiles=(), model_name: str | None = None) -> dict:
+               plots_dir, run_args: str = "", profiles=(), model_name: str | None = None,
+               model_source: str | None = None) -> dict:
     """The slide model (a dict, written as slides.json). presentation: the config's section, defaults filled by
     the config check (workflow/schemas/config.schema.yaml holds them); experiments: the config's list (name,
-    notes, finetune); the first is the baseline."""
+    notes, finetune); the first is the baseline. model_source: the config's model.source (tiny: the base model has
+    random weights, and the deck says so where it shows its accuracy)."""
     summary_csv, manifest_json = Path(summary_csv), Path(manifest_json)
     for path, what in ((summary_csv, "the summary table"), (manifest_json, "the environment manifest")):
         if not path.is_file():
@@ -190,7 +193,7 @@ def build_deck(summary_csv, manifest_json, presentation: dict, experiments: list
     manifest = json.loads(manifest_json.read_text())
     return DeckBuilder(summary, manifest, presentation, experiments, run_name, plots_dir,
                        summary_path=_rel(summary_csv), manifest_path=_rel(manifest_json), run_args=run_args,
-                       profiles=profiles, model_name=model_name).build()
+                       profiles=profiles, model_name=model_name, model_source=model_source).build()
 
 
 def _rel(path: Path) -> str:

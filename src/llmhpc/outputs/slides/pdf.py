@@ -132,7 +132,7 @@ def content(page: drawn.Page, s: dict, fs: float) -> bool:
     if None in heights:  # a table whose columns cannot fit
         return False
     text_h = sum(heights) + 18 * fs * max(0, len(heights) - 1)
-    top = y + max(0.0, (y1 - y - text_h) / 2) if s["image"] else y
+    top = y  # from under the header down, as deck.css lays it out: no empty band above the text
     for part, h in zip(parts, heights):
         part(x0, top, False)
         top += h + 18 * fs
