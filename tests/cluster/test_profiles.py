@@ -57,9 +57,10 @@ def test_install_refuses_to_replace_a_profile_of_the_users_own(source, tmp_path)
     assert done[0][2] == "replaced" and (dest / "slurm").resolve() == (source / "slurm").resolve()
 
 
-def test_a_link_into_another_checkout_is_relinked_but_a_foreign_link_is_not(source, tmp_path):
-    """A second clone of the workflow (or CI's fresh clone) takes the names over from the first; a link to some
-    other folder of the user's is theirs and stays."""
+def test_a_link_into_another_checkout_is_kept_unless_forced_and_a_foreign_link_is_not_touched(source, tmp_path):
+    """A second clone of the workflow does not silently take the names over from the first (whose runs by bare name
+    would then use the second's profile and site): refused, naming the other checkout, unless --force, which says
+    so loudly; a broken link (a deleted clone) is relinked; a link to some other folder of the user's stays."""
     old = tmp_path / "old-clone"
     (old / "workflow/rules").mkdir(parents=True)
     (old / "workflow/rules/common.smk").write_text("")
@@ -70,8 +71,18 @@ def test_a_link_into_another_checkout_is_relinked_but_a_foreign_link_is_not(sour
     dest = tmp_path / "snakemake"
     dest.mkdir()
     (dest / "slurm").symlink_to(old / "profiles/slurm", target_is_directory=True)
+    with pytest.raises(profiles.ProfileError, match=rf"links to the slurm profile of another checkout, {old}:.*--force"):
+        profiles.install(source, dest)
+    assert (dest / "slurm").resolve() == (old / "profiles/slurm").resolve() and not (dest / "gadi").exists()
+    done = dict((n, a) for n, _, a in profiles.install(source, dest, force=True))
+    assert done["slurm"] == (f"relinked AWAY FROM ANOTHER CHECKOUT, {old}: runs there by bare name now use this"
+                             f" checkout's profile")
+    assert (dest / "slurm").resolve() == (source / "slurm").resolve()
+    (dest / "slurm").unlink()
+    (dest / "slurm").symlink_to(tmp_path / "deleted-clone/profiles/slurm", target_is_directory=True)
     done = dict((n, a) for n, _, a in profiles.install(source, dest))
-    assert done["slurm"].startswith("relinked (was ") and (dest / "slurm").resolve() == (source / "slurm").resolve()
+    assert done["slurm"].startswith("relinked (was a broken link to ") and (dest / "slurm").resolve() == \
+        (source / "slurm").resolve()
     mine = tmp_path / "my-gadi"
     mine.mkdir()
     (dest / "gadi").unlink()

@@ -67,7 +67,8 @@ def install(source: Path, dest: Path, names: list[str] | None = None, *, copy: b
     """Link (or copy) profiles from `source` into `dest`; returns (name, installed path, what was done).
 
     An existing entry that is not already this profile is left alone unless `force`: it may be the user's own
-    profile of the same name.
+    profile of the same name, or another checkout's, whose runs by bare name would silently take this checkout's
+    profile (and so its site.yaml) after a relink. A link whose target is gone (a deleted clone) is relinked.
     """
     source = source.resolve()
     known = available(source)
@@ -81,9 +82,17 @@ def install(source: Path, dest: Path, names: list[str] | None = None, *, copy: b
         src, target = source / name, dest / name
         if target.is_symlink() and target.resolve() == src and not copy:
             plan.append((name, src, target, "up to date"))
+        elif target.is_symlink() and not target.exists():
+            plan.append((name, src, target, f"relinked (was a broken link to {target.readlink()})"))
         elif target.is_symlink() and is_checkout_profile(target, name) and not copy:
-            # a link into another checkout of this workflow (an older clone): the newest install wins
-            plan.append((name, src, target, f"relinked (was {target.resolve()})"))
+            other = target.resolve().parent.parent
+            if not force:
+                raise ProfileError(f"{target} links to the {name} profile of another checkout, {other}: relinking it"
+                                   f" here would make every `snakemake --profile {name}` run there use this checkout's"
+                                   f" profile. Use --profile profiles/{name} (no install needed), or pass --force to"
+                                   f" take the name over from {other}")
+            plan.append((name, src, target, f"relinked AWAY FROM ANOTHER CHECKOUT, {other}: runs there by bare name"
+                                            f" now use this checkout's profile"))
         elif target.exists() or target.is_symlink():
             if not force:
                 raise ProfileError(f"{target} exists and is not a link to {src}: it may be a profile of your own. "
@@ -127,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, target, action in install(args.source or repo_profiles_dir(), dest, args.names,
                                             copy=args.copy, force=args.force):
             print(f"{name}: {action} at {target} (use: snakemake --profile {name})")
+            if "ANOTHER CHECKOUT" in action:
+                print(f"warning: {name}: {action}", file=sys.stderr)
     except ProfileError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
