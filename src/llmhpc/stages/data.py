@@ -112,7 +112,7 @@ def prepare_finetune(source: dict, out_dir: Path, embedded_dir: Path, log=print)
                 raise DataError(f"{src}: {name} is missing (data.finetune.path must hold train.json and val.json)")
             check_alpaca(src / name)
             shutil.copyfile(src / name, out_dir / name)
-    else:  # hf: the competition's split of a hub dataset
+    elif source["source"] == "hf":  # the competition's split of a hub dataset
         rows = _hub_rows(source["repo_id"], source["revision"], "train")
         n = source["train_rows"]
         if len(rows) <= n:
@@ -120,6 +120,12 @@ def prepare_finetune(source: dict, out_dir: Path, embedded_dir: Path, log=print)
         keep = [{k: r.get(k, "") for k in ALPACA_FIELDS} for r in rows]
         atomic.write_json(out_dir / "train.json", keep[:n])
         atomic.write_json(out_dir / "val.json", keep[-1:])
+    elif source["source"] == "prose":
+        from llmhpc.sources import prose
+
+        train, val = prose.finetune_records()
+        atomic.write_json(out_dir / "train.json", train)
+        atomic.write_json(out_dir / "val.json", val)
     counts = {name: len(check_alpaca(out_dir / name)) for name in ("train.json", "val.json")}
     log(f"fine-tune set from {source['source']}: {counts}")
     return counts
@@ -129,6 +135,12 @@ def prepare_eval(source: dict, out_path: Path, embedded_file: Path, log=print) -
     if source["source"] in ("embedded", "path"):
         src = Path(embedded_file if source["source"] == "embedded" else source["path"])
         items = read_hellaswag(src)
+    elif source["source"] == "prose":
+        from llmhpc.sources import prose
+
+        items = prose.eval_records()
+        for n, item in enumerate(items):
+            check_hellaswag_item("pydoc_data", n, item)
     else:
         items = _hub_rows(source["repo_id"], source["revision"], source["split"])
         for n, item in enumerate(items):
