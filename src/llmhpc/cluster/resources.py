@@ -7,8 +7,9 @@ Snakemake's `threads` of a job means different things by where it runs:
   them never share the GPU and each scores or trains with every core.
 - under a scheduler: what one process of the job gets. Both GPU rules run one process per GPU (the fine-tune
   through srun/mpirun/torchrun, scoring on one GPU), so it is the CPUs of a GPU: cpus_per_node / gpus_per_node.
-  Slurm asks for it as --cpus-per-task of each task; PBS sizes GPU jobs from the site itself (llmhpc.cluster.pbs).
-  Using the login node's core count there asked Slurm for CPUs the compute nodes may not have.
+  Slurm is asked for the CPUs of each task's GPUs as --cpus-per-task, given outright (slurm_cpus_per_task); PBS
+  sizes GPU jobs from the site itself (llmhpc.cluster.pbs). Using the login node's core count there asked Slurm
+  for CPUs the compute nodes may not have, or fewer than a GPU's share.
 
 Memory of a GPU job (gpu_job_mem_mb) is sized as the PBS sites size it: each node's GPUs' share of the node's memory,
 at least what its processes need to load the model. A Slurm site with GPUs must say its node shape
