@@ -1,5 +1,6 @@
-# Stage 5: one LitGPT fine-tune per experiment. The YAML is written by its own rule, so that it is a file the
-# submission can carry and a change to one experiment's settings reruns only that experiment.
+# Stage 5: one fine-tune per experiment, by the engine its finetune.engine names (litgpt: stock LitGPT; fsdp2: the
+# workflow's engine). The YAML is written by its own rule, so that it is a file the submission can carry and a
+# change to one experiment's settings reruns only that experiment.
 
 
 rule finetune_config:
@@ -15,7 +16,7 @@ rule finetune_config:
     params:
         settings=finetune_settings,
     message:
-        "Writing the LitGPT config of experiment {wildcards.experiment}"
+        "Writing the fine-tune config of experiment {wildcards.experiment} (engine {params.settings[engine]})"
     script:
         "../scripts/finetune_config.py"
 
