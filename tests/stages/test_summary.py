@@ -128,3 +128,13 @@ def test_no_evaluation_cost_where_the_site_has_no_rates(tmp_path, monkeypatch):
         assert evaluate_cell(table, "mbs16", metric) is None  # never 0 SU
     assert evaluate_cell(table, "mbs16", "stage_wall_s").value == 1800.0
     assert "su" not in json.loads((run / "evaluate/mbs16/metrics.json").read_text()) and lines == []
+
+
+def test_a_resumed_fine_tune_gives_its_step_attempts_and_lost_time_as_rows(tmp_path):
+    table, run = table_of(tmp_path, {"resumed_from_step": 10, "attempts": 2, "lost_time_s": 14.2,
+                                     "last_attempt_training_time_s": 19.0})
+    figures = {m: (cell(table, "mbs16", m).value, cell(table, "mbs16", m).unit)
+               for m in ("resumed_from_step", "attempts", "lost_time_s", "last_attempt_training_time_s")}
+    assert figures == {"resumed_from_step": (10, "count"), "attempts": (2, "count"), "lost_time_s": (14.2, "s"),
+                       "last_attempt_training_time_s": (19.0, "s")}
+    assert cell(table, "baseline", "resumed_from_step") is None  # not resumed: no row

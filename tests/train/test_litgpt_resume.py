@@ -58,3 +58,32 @@ def test_killed_stock_run_resumes_to_the_uninterrupted_weights(tmp_path):
     expected, resumed = weights(root / "whole"), weights(out)
     for name in expected:
         assert torch.equal(expected[name], resumed[name]), name
+
+
+def test_a_ctrl_c_makes_stock_save_a_step_checkpoint_that_the_rerun_resumes(tmp_path):
+    """SIGINT to stock finetune_full's process group (a Ctrl-C in the terminal) during training: it saves a step
+    checkpoint at the end of the optimizer step it is in (LitGPT's own save: it counts as whole) and exits 130, so
+    that the rerun resumes from it; stock LitGPT alone died where it stood."""
+    import signal
+
+    root = fast_tiny.make(tmp_path, n=96)  # 12 steps: the signal comes at the first
+    config = resumable(root, "ctrl_c")
+    cfg = yaml.safe_load(config.read_text())
+    cfg["train"]["save_interval"] = 1000  # no save of its own in the run
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    resume.prepare(root / "ctrl_c", config, lambda m: None)  # what the stage does before every run
+    proc = subprocess.Popen(command("full", config), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "iter 4 step 1 |" in line:
+            os.killpg(proc.pid, signal.SIGINT)
+            break
+    text = "".join(seen) + proc.communicate(timeout=300)[0]
+    assert proc.returncode == 128 + signal.SIGINT, text[-3000:]
+    (saved,) = resume.step_folders(root / "ctrl_c")
+    assert resume.is_complete(saved) and 1 <= resume.step_of(saved) < 12, text[-3000:]
+    assert "SIGINT: saving a step checkpoint" in text and not (root / "ctrl_c/final").exists()
+    # whole, with this run's settings: what the stage resumes from (a rerun from one: the test above)
+    assert resume.prepare(root / "ctrl_c", config, lambda m: None) == saved

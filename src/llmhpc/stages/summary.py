@@ -25,6 +25,10 @@ FINETUNE_METRICS = {
     # the stock engine's step-checkpoint interval in a scheduler job (llmhpc.train.stock_saves), and the step time
     # it was derived from
     "save_interval": "steps", "save_interval_step_s": "s",
+    # a run killed and resumed (llmhpc.train.attempts): the step its last attempt resumed from, its attempts, the
+    # training time lost after each killed attempt's last checkpoint, and the last attempt's own training time (the
+    # figures above are over every attempt)
+    "resumed_from_step": "count", "attempts": "count", "lost_time_s": "s", "last_attempt_training_time_s": "s",
 }
 # What ran, as text: engine, method and float8 where the run recorded them, and the queue and resource its cost was
 # charged on; attention for every fine-tune, empty where the engine did not print its backend (stock litgpt), so
