@@ -164,7 +164,7 @@ def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, s
     summary.update(phase_times(marks, summary["training_time_s"], out_dir / "final"))
     summary["command"] = " ".join(cmd)
     summary.update(saves)  # the stock engine's step-checkpoint interval and why
-    summary["resumed_from_step"] = resume.step_of(resumed_from) if resumed_from else None
+    summary["resumed_from_step"] = start_step or None
     # over every attempt of a resumed run: training time, samples/s, tokens/s; the attempts and the time lost
     summary.update(attempts.whole_run(history, summary, FinetuneSettings.from_dict(settings).samples_per_step,
                                       summary["world_size"]))
