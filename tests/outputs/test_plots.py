@@ -234,6 +234,14 @@ def test_time_breakdown_legend_is_in_the_bars_colours_and_every_part_is_named(tm
         for part, seconds in plots.time_parts(table, e).items():
             assert seconds > 0 and plot.labels[f"{e} {part}"] in texts, (e, part)
     assert plot.labels["baseline save"] == "save 0.4 s"
+    # five experiments leave no room beside the bars: the thin parts are said under the plot instead
+    many = [f"e{i}" for i in range(5)]
+    table = add_rows(table, [(e, "finetune", m, v) for i, e in enumerate(many) for m, v in (
+        ("stage_wall_s", 300 - 30 * i), ("training_time_s", 250 - 30 * i), ("load_s", 20), ("save_s", 2.5))])
+    plot = plots.plot_time_breakdown(table, many, tmp_path)
+    texts = " ".join(svg_texts(tmp_path / "time_breakdown.svg"))
+    assert all(f"{e} save 2 s" in texts or e == many[-1] for e in many), texts
+    assert plot.labels["e4 save"] in texts
 
 
 def test_accuracy_against_samples_per_second_uses_its_axis_and_names_do_not_touch(tmp_path):

@@ -176,15 +176,23 @@ def _bar_axis(ax, names: list[str]) -> None:
     ax.grid(axis="x", visible=False)
 
 
-def side_labels(ax, labels: list[tuple[float, float, str]], top: float) -> None:
-    """Names of parts too thin to carry their own text, right of their bar with a line to them, spread apart so
-    that no two touch."""
-    placed = []
+def side_labels(ax, labels: list[tuple[float, float, str]], top: float, bars: int) -> list[tuple[float, str]]:
+    """Names of parts too thin to carry their own text, right of their bar (at x, of width 0.6) with a line to
+    them, spread apart so that no two touch. Returns the (x, text) of those that would reach the next bar (many
+    bars leave little room): they are not drawn, for the caller to say elsewhere."""
+    renderer = ax.figure.canvas.get_renderer()
+    placed, left_out = [], []
     for x, y, text in sorted(labels, key=lambda t: (t[0], t[1])):
         y_text = max([y] + [p + 0.07 * top for px, p in placed if px == x])
-        placed.append((x, y_text))
-        ax.annotate(text, (x + 0.3, y), xytext=(x + 0.4, y_text), ha="left", va="center", fontsize=13,
-                    arrowprops={"arrowstyle": "-", "color": "black", "linewidth": 1})
+        note = ax.annotate(text, (x + 0.3, y), xytext=(x + 0.36, y_text), ha="left", va="center", fontsize=13,
+                           arrowprops={"arrowstyle": "-", "color": "black", "linewidth": 1})
+        limit = ax.transData.transform((x + 0.69, 0))[0] if x < bars - 1 else ax.get_window_extent(renderer).x1
+        if note.get_window_extent(renderer).x1 > limit:
+            note.remove()
+            left_out.append((x, text))
+        else:
+            placed.append((x, y_text))
+    return left_out
 
 
 # Where a point's name may go, in points from the point: right, left, above, below and the diagonals.

@@ -25,6 +25,7 @@ from llmhpc.outputs.charts import (  # noqa: E402
     _accumulation,
     _bar_axis,
     _empty,
+    _layout,
     _note,
     _record,
     _save,
@@ -172,8 +173,10 @@ def plot_time_breakdown(table: pd.DataFrame, experiments: list[str], out_dir) ->
                     plot.parts.setdefault(part, []).append(to_hex(bar.get_facecolor(), keep_alpha=False))
                     label = f"{part} {parts[part]:.0f} s" if parts[part] >= 1 else f"{part} {parts[part]:.1f} s"
                     plot.labels[f"{name} {part}"] = label
-                    if parts[part] >= 0.05 * top:
-                        ax.text(i, bottom + parts[part] / 2, label, ha="center", va="center",
+                    if parts[part] >= 0.05 * top:  # in the bar; on two lines where many bars make them narrow
+                        two = len(experiments) > 3 and parts[part] >= 0.12 * top
+                        ax.text(i, bottom + parts[part] / 2, label.replace(" ", "\n", 1) if two else label,
+                                ha="center", va="center",
                                 color="white" if part == "train" else "black", fontsize=14)
                     else:
                         beside.append((i, bottom + parts[part] / 2, label))
@@ -184,7 +187,6 @@ def plot_time_breakdown(table: pd.DataFrame, experiments: list[str], out_dir) ->
             plot.remarks.append("Load and save not timed separately for " + ", ".join(unrecorded) + ": counted in other")
         if drawn:
             _bar_axis(ax, experiments)
-            side_labels(ax, beside, top)
             if beside:  # room right of the last bar for its parts' names
                 ax.set_xlim(-0.6, len(experiments) + 0.2)
             ax.set_ylim(0, top * 1.25)
@@ -198,6 +200,11 @@ def plot_time_breakdown(table: pd.DataFrame, experiments: list[str], out_dir) ->
                 names.append(part)
             ax.legend(handles, names, handler_map={tuple: HandlerTuple(ndivide=None, pad=0)}, ncols=4,
                       loc="upper right", handlelength=1.2 * max(1, len(drawn)))
+            _layout(fig, plot)  # the layout the names beside the bars are measured in (saving keeps it)
+            left_out = side_labels(ax, beside, top, len(experiments))
+            if left_out:
+                plot.remarks.append("Too thin to name on the bars: "
+                                    + ", ".join(f"{experiments[int(x)]} {t}" for x, t in left_out))
         else:
             _empty(ax, "No timings yet: no experiment has been fine-tuned")
         ax.set_title("Where the fine-tune time goes")
