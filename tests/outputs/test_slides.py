@@ -961,6 +961,14 @@ def test_each_experiments_slide_names_its_engine_method_precision_and_scorer(tmp
     assert rows["Scorer"] == ["reference", "fast"]
     assert "results/evaluate/mbs16/metrics.json" in slide["sources"]
 
+    def recorded_before(rows):  # a run summarised before the engine and the scorer were recorded
+        rows[:] = [r for r in rows if r["metric"] not in ("engine", "scorer")]
+
+    baseline = next(s for s in build(results_tree(tmp_path / "old", recorded_before))["slides"]
+                    if s["key"] == "baseline")
+    assert figures.plain(baseline["bullets"][0]) == ("Fine-tuned (engine not recorded; full, 32-true), scorer not"
+                                                     " recorded")
+
 
 def test_the_baseline_slide_says_what_it_is(deck):
     """Not "Baseline: baseline" over "The settings above." (above what?): a title that says what the baseline is

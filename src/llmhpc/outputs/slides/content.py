@@ -86,11 +86,15 @@ class SlideContent:
 
     def what_ran(self, n: str) -> list[dict]:
         """Which engine, method and precision fine-tuned experiment n and which scorer scored it, as the summary
-        recorded them: a stock run and an fsdp2 run must not look alike."""
-        return [seg("Fine-tuned by the "), self.num(self.measured(n, "finetune", "engine")), seg(" engine ("),
-                self.num(self.measured(n, "finetune", "method")), seg(", "),
-                self.num(self.measured(n, "finetune", "precision")), seg("), scored by the "),
-                self.num(self.measured(n, "evaluate", "scorer")), seg(" scorer")]
+        recorded them: a stock run and an fsdp2 run must not look alike. A run recorded before a field was is said
+        to lack it, in words that still read."""
+        engine, scorer = self.measured(n, "finetune", "engine"), self.measured(n, "evaluate", "scorer")
+        out = [seg("Fine-tuned by the "), self.num(engine), seg(" engine (")] if engine else [
+            seg("Fine-tuned (engine not recorded; ")]
+        out += [self.num(self.measured(n, "finetune", "method")), seg(", "),
+                self.num(self.measured(n, "finetune", "precision")), seg("), ")]
+        return out + ([seg("scored by the "), self.num(scorer), seg(" scorer")] if scorer else
+                      [seg("scorer not recorded")])
 
     def resumed(self, n: str) -> list[list[dict]]:
         """A bullet where experiment n's fine-tune was resumed from a step checkpoint (its summary records the
