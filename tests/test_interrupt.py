@@ -34,3 +34,23 @@ def test_a_sigint_to_snakemake_is_handed_on_to_its_jobs_then_raised_as_snakemake
     finally:
         signal.signal(signal.SIGINT, before)
     assert job.communicate(timeout=30)[0].strip() == "got SIGINT" and job.returncode == 0
+
+
+def test_the_stage_hands_one_signal_on_as_sigterm_and_kills_only_on_a_later_one(monkeypatch):
+    """One Ctrl-C reaches the stage twice (the terminal's group, Snakemake's forward): one SIGTERM to the engine; a
+    signal again after RELAY_KILL_AFTER_S is the user insisting: SIGKILL."""
+    sent, clock = [], [100.0]
+
+    class Engine:
+        def send_signal(self, sig):
+            sent.append(sig)
+
+    monkeypatch.setattr(interrupt.time, "monotonic", lambda: clock[0])
+    relay = interrupt.Relay(Engine(), log=lambda m: None)
+    relay._relay(signal.SIGINT, None)
+    clock[0] += 0.5
+    relay._relay(signal.SIGINT, None)
+    assert sent == [signal.SIGTERM] and relay.signum == signal.SIGINT
+    clock[0] += interrupt.RELAY_KILL_AFTER_S
+    relay._relay(signal.SIGINT, None)
+    assert sent == [signal.SIGTERM, signal.SIGKILL]
