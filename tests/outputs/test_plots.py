@@ -210,6 +210,10 @@ def test_time_breakdown_other_is_the_rest_of_the_job(tmp_path):
     parts = plots.time_parts(table, "baseline")
     assert parts == pytest.approx({"load": 6.5, "train": train, "save": 1.5, "other": wall - train - 8.0})
     assert sum(parts.values()) == pytest.approx(wall)
+    # resumed: the stage wall time is the last attempt's, and so is the training time it is split into
+    resumed = add_rows(table, [("baseline", "finetune", "last_attempt_training_time_s", 100.0)])
+    assert plots.time_parts(resumed, "baseline") == pytest.approx({"load": 6.5, "train": 100.0, "save": 1.5,
+                                                                   "other": wall - 108.0})
     # mbs16 has no load/save figures: all of the rest is other, and the plot says so
     parts = plots.time_parts(table, "mbs16")
     assert parts["load"] == parts["save"] == 0

@@ -1010,15 +1010,23 @@ def test_reproduce_commands_name_the_config_and_what_forcerun_redoes(tmp_path, d
 
 
 def test_a_resumed_fine_tune_is_said_on_its_slide(tmp_path, deck):
+    """A run killed and resumed says so on its slide; the time slide splits its last attempt's job (the stage
+    wall time is that attempt's) with that attempt's training time, not every attempt's (a negative "other")."""
     def resumed(rows):
         set_value(rows, "mbs16", "finetune", "resumed_from_step", 10, "count")
         set_value(rows, "mbs16", "finetune", "lost_time_s", 14.2, "s")
+        set_value(rows, "mbs16", "finetune", "training_time_s", 413.2, "s")  # both attempts: over the last job's 92.8 s
+        set_value(rows, "mbs16", "finetune", "last_attempt_training_time_s", 66.3, "s")
 
     assert not any("Resumed" in slide_text(s) for s in deck["slides"])
     deck = build(results_tree(tmp_path, resumed))
     slide = next(s for s in deck["slides"] if s["key"] == "experiment:mbs16")
     assert "Resumed from step 10 (14.2 s lost)" in slide_text(slide)
-    assert not any("Resumed" in slide_text(s) for s in deck["slides"] if s["key"] != "experiment:mbs16")
+    assert not any("Resumed from" in slide_text(s) for s in deck["slides"] if s["key"] != "experiment:mbs16")
+    time = next(s for s in deck["slides"] if s["key"] == "time")
+    rows = {figures.plain(r[0]): [figures.plain(c) for c in r[1:]] for r in time["table"]["rows"]}
+    assert rows["mbs16"] == ["92.8 s", "66.3 s", "26.5 s"]  # stage, its attempt's training, other
+    assert "Resumed: mbs16: the last attempt's job and training time" in slide_text(time)
 
 
 @pytest.mark.plots

@@ -130,11 +130,13 @@ OTHER_COLOUR = "#D9D9D9"
 
 def time_parts(table: pd.DataFrame, experiment: str) -> dict[str, float] | None:
     """load / train / save / other seconds of one fine-tune job; other = the stage's wall time minus the rest
-    (start-up not in load, final validation, exit); a part that was not recorded counts as other."""
+    (start-up not in load, final validation, exit); a part that was not recorded counts as other. A resumed run's
+    job is its last attempt, and train that attempt's training time."""
     wall = value(table, experiment, "finetune", "stage_wall_s")
     if wall is None:
         return None
     parts = {part: value(table, experiment, "finetune", metric) or 0.0 for part, metric, _ in TIME_PARTS if metric}
+    parts["train"] = value(table, experiment, "finetune", "last_attempt_training_time_s") or parts["train"]
     parts["other"] = max(0.0, wall - sum(parts.values()))
     return parts
 

@@ -245,15 +245,25 @@ class SlideContent:
     def time_slide(self):
         extra = [m for m in ("load_s", "save_s") if any(self.value(n, "finetune", m) is not None for n in self.names)]
         header = ["Experiment", "Stage", "Training", *[{"load_s": "Load", "save_s": "Save"}[m] for m in extra], "Other"]
-        rows = []
+        rows, resumed = [], []
         for n in self.names:
             wall = self.measured(n, "finetune", "stage_wall_s")
-            parts = [self.measured(n, "finetune", "training_time_s")] + [self.measured(n, "finetune", m) for m in extra]
+            # a resumed run's stage wall time is its last attempt's: so is the training time it is split into
+            last = self.measured(n, "finetune", "last_attempt_training_time_s")
+            if last is not None:
+                resumed.append(n)
+            parts = [last or self.measured(n, "finetune", "training_time_s")]
+            parts += [self.measured(n, "finetune", m) for m in extra]
             other = self.derived("remainder", [wall, *parts], "s", f"stage wall time of {n} minus its measured parts")
             rows.append([[seg(n, "name")], [self.num(wall)], *[[self.num(p)] for p in parts], [self.num(other)]])
+        bullets = [[seg("Stage: the whole fine-tune job, from launch to the last file written")]]
+        if resumed:
+            bullets.append([seg("Resumed: "), *[g for i, n in enumerate(resumed) for g in [seg(", ")] * bool(i)
+                                                + [seg(n, "name")]],
+                            seg(": the last attempt's job and training time (the summary's training time is every"
+                                " attempt's)")])
         self.add(Slide("time", "Where the time goes", image=self.image("time_breakdown"),
-                       table={"header": header, "rows": rows},
-                       bullets=[[seg("Stage: the whole fine-tune job, from launch to the last file written")]]))
+                       table={"header": header, "rows": rows}, bullets=bullets))
 
     def memory_slide(self):
         rows, hosts = [], []
