@@ -249,12 +249,13 @@ def test_time_breakdown_legend_is_in_the_bars_colours_and_every_part_is_named(tm
 
 
 def test_accuracy_against_samples_per_second_uses_its_axis_and_names_do_not_touch(tmp_path):
-    """The points span most of the x axis (it no longer starts at 0 with the points in its right half), and two
-    methods at almost the same speed and accuracy get names that neither overlap nor touch."""
+    """The points span much of the x axis (it no longer starts at 0 with the points in its right half; a tenth of
+    the largest value is kept either side, so a small difference is not blown up to fill it), and two methods at
+    almost the same speed and accuracy get names that neither overlap nor touch."""
     table = with_samples_per_s(real_inputs()[0])
     plot = plots.plot_accuracy_samples(table, EXPERIMENTS, tmp_path)
     xs = [plots.value(table, e, "finetune", "samples_per_s") for e in EXPERIMENTS]
-    assert (max(xs) - min(xs)) / (plot.xlim[1] - plot.xlim[0]) > 0.5, plot.xlim
+    assert (max(xs) - min(xs)) / (plot.xlim[1] - plot.xlim[0]) > 0.4 and plot.xlim[0] > 0, plot.xlim
     close = add_rows(table, [("mbs16", "finetune", "samples_per_s", min(xs) * 1.04),
                              ("mbs16", "evaluate", "acc", plots.value(table, "baseline", "evaluate", "acc") - 0.004)])
     plot = plots.plot_accuracy_samples(close, EXPERIMENTS, tmp_path)

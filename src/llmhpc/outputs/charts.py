@@ -260,7 +260,8 @@ def text(table: pd.DataFrame, experiment: str, stage: str, metric: str) -> str |
 def accuracy_scatter(fig, ax, plot: Plot, points: dict[str, tuple[float, float]], models: dict[str, str],
                      palette: dict[str, str], xlabel: str, ylabel: str, floor: float | None = None) -> None:
     """Points {label: (x, accuracy)}: one dot each in the colour of its experiment (models[label], recorded for
-    the slides), x around the points (they span over half the axis, with room for their names; never below 0),
+    the slides), x around the points (they span most of the axis unless they differ by little, with room for
+    their names; never below 0),
     y around the accuracies and a drawn `floor` line (then a legend), and each point's name placed where it
     covers no other point and no other name."""
     for label, (x, acc) in points.items():
@@ -268,7 +269,8 @@ def accuracy_scatter(fig, ax, plot: Plot, points: dict[str, tuple[float, float]]
         _record(plot, models[label], dot)
     accs = [a for _, a in points.values()] + ([floor] if floor is not None else [])
     xs = [x for x, _ in points.values()]
-    pad = 0.35 * ((max(xs) - min(xs)) or 0.5 * max(xs) or 1.0)
+    # at least a tenth of the largest value either side, so that a 2 % difference does not fill the axis
+    pad = max(0.35 * (max(xs) - min(xs)), 0.1 * max(xs)) or 1.0
     ax.set_xlim(max(0.0, min(xs) - pad), max(xs) + pad)
     ax.set_ylim(max(0.0, min(accs) - 0.05), min(1.0, max(accs) + 0.08))
     ax.set_xlabel(xlabel)
