@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The fine-tune benchmark on a GPU machine without internet (docs/benchmarks.md):
+# The fine-tune benchmark on a GPU machine without internet (docs/bench-finetune.md):
 #
 #   bash bench/finetune_vs_stock.sh [--records 512] [--config config/examples/bench-llama2-7b.yaml]
 #   bash bench/finetune_vs_stock.sh --engine-vs-stock --gpus 4   # fast engine vs stock on .bench-ref (the shared kit)

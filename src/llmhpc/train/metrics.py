@@ -15,7 +15,7 @@ from llmhpc.train.litgpt import parse_stdout
 
 # Dense peak TFLOP/s of one device, by GPU name fragment and precision class ("16" = bf16/fp16 tensor cores,
 # "32" = fp32 without TF32). H100/H200: measured on the device machine (a large bf16 matrix product, see
-# docs/benchmarks.md); the others: vendor datasheets. MFU is reported only where the device is found here.
+# docs/bench-finetune.md); the others: vendor datasheets. MFU is reported only where the device is found here.
 PEAK_TFLOPS = {
     "H200": {"16": 790.0, "32": 67.0},
     "H100": {"16": 790.0, "32": 67.0},

@@ -27,9 +27,10 @@ from llmhpc.train import resume, walltime
 from llmhpc.train.litgpt import find_metrics_csv, read_metrics_csv
 from llmhpc.train.metrics import flops_per_token
 
-# MFU the estimate assumes: below every MFU stock litgpt reached on H100/H200 (docs/benchmarks.md: 6.4 % to 17.3 % on
-# useful tokens), and the FLOPs are counted on max_seq_length tokens a sample (padding included), so the estimated
-# step is longer than the real one: overestimating the step time only makes the saves come more often.
+# MFU the estimate assumes: below every MFU stock litgpt reached on H100/H200 (6.4 % to 17.3 % on useful tokens:
+# docs/bench-finetune.md, docs/history.md), and the FLOPs are counted on max_seq_length tokens a sample (padding
+# included), so the estimated step is longer than the real one: overestimating the step time only makes the saves
+# come more often.
 ESTIMATE_MFU = 0.05
 JOB_YAML = "litgpt.job.yaml"
 
