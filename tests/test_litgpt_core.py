@@ -79,7 +79,7 @@ def test_litgpt_core_builds_litgpts_own_model_and_leaves_the_rest_loadable(tiny)
         import torch
         from llmhpc import litgpt_core
         litgpt_core.load()
-        from llmhpc.eval.checkpoint import load_litgpt
+        from llmhpc.litgpt_checkpoint import load_litgpt
         model, tok = load_litgpt({str(ckpt)!r}, "32-true", "cpu")
         ids = tok.encode("The cat sat on the mat", bos=True)[None]
         core = model(ids)
@@ -95,7 +95,7 @@ def test_litgpt_core_builds_litgpts_own_model_and_leaves_the_rest_loadable(tiny)
     assert got["deferred_is_real"] == "litgpt.utils"
     full = run_python(f"""
         import litgpt  # the whole package the usual way
-        from llmhpc.eval.checkpoint import load_litgpt
+        from llmhpc.litgpt_checkpoint import load_litgpt
         model, tok = load_litgpt({str(ckpt)!r}, "32-true", "cpu")
         report = {{"core_logits": model(tok.encode("The cat sat on the mat", bos=True)[None])[0, -1, :4].tolist()}}
     """)

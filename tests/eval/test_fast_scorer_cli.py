@@ -51,8 +51,8 @@ def single(setup, tmp_path_factory):
 
 
 def test_matches_reference_and_writes_evaluate_metrics(setup, single):
-    from llmhpc.eval.checkpoint import load_litgpt
     from llmhpc.eval.reference import score_items
+    from llmhpc.litgpt_checkpoint import load_litgpt
     from llmhpc.stages.data import read_hellaswag
 
     ckpt, eval_file = setup

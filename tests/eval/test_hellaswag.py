@@ -36,7 +36,7 @@ def test_a_truncated_checkpoint_is_refused_naming_the_file(tmp_path):
     import pytest
     import torch
 
-    from llmhpc.eval.checkpoint import CheckpointError, read_state
+    from llmhpc.litgpt_checkpoint import CheckpointError, read_state
 
     path = tmp_path / "lit_model.pth"
     torch.save({"w": torch.zeros(1000)}, path)

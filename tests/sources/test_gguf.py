@@ -119,7 +119,7 @@ def _greedy(forward, ids: list[int], n: int) -> list[int]:
 @pytest.mark.litgpt
 def test_the_package_registrys_model_knows_the_capital_of_france(real_model):
     """Through the weights and convert stages to a LitGPT checkpoint of LitGPT's own SmolLM2 config."""
-    from llmhpc.eval.checkpoint import load_litgpt
+    from llmhpc.litgpt_checkpoint import load_litgpt
 
     _, lit_dir = real_model
     model, tokenizer = load_litgpt(lit_dir, None, "cpu")

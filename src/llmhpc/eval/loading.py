@@ -13,15 +13,7 @@ import torch
 import yaml
 
 from llmhpc import litgpt_core
-
-DTYPES = {"32-true": torch.float32, "16-true": torch.float16, "bf16-true": torch.bfloat16}
-
-
-def default_precision(device: str) -> str:
-    if not device.startswith("cuda"):
-        return "32-true"
-    major, _ = torch.cuda.get_device_capability(device)
-    return "bf16-true" if major >= 8 else "16-true"  # V100 (7.0) has no bf16 tensor cores: fp16
+from llmhpc.litgpt_checkpoint import DTYPES
 
 
 def _wanted(name: str, first: int, last: int, n_layer: int) -> bool:

@@ -31,8 +31,9 @@ from llmhpc import litgpt_core  # noqa: E402
 from llmhpc.compiling import compiled_graphs  # noqa: E402
 from llmhpc.eval import parallel, store  # noqa: E402
 from llmhpc.eval.fast import DEFAULT_TOKEN_BUDGET, Collector, Stage, compile_pays, plan, run_stage, warm_up  # noqa: E402
-from llmhpc.eval.loading import batch_encoder, default_precision, load_model_part, load_tokenizer, resolve_bos  # noqa: E402
+from llmhpc.eval.loading import batch_encoder, load_model_part, load_tokenizer, resolve_bos  # noqa: E402
 from llmhpc.eval.schedule import chunk_bounds, doc_size, schedule_stats, shard_positions, tokenize_items  # noqa: E402
+from llmhpc.litgpt_checkpoint import default_precision  # noqa: E402
 from llmhpc.readahead import prefetch  # noqa: E402
 from llmhpc.train.stock_saves import parameters  # noqa: E402
 

@@ -49,8 +49,7 @@ def build_engine(checkpoint: Path, device="auto", precision="auto", max_batch=16
                  prefill_tokens=8192, **engine):
     """The engine on the checkpoint; `engine` passes path, kv_bucket, cuda_graphs, profile_out, compile_pointwise,
     sync_every to Engine."""
-    from llmhpc.eval.checkpoint import load_litgpt, resolve_device
-    from llmhpc.eval.loading import default_precision
+    from llmhpc.litgpt_checkpoint import default_precision, load_litgpt, resolve_device
     from llmhpc.serve.engine import Engine
 
     if problem := not_a_checkpoint(checkpoint):

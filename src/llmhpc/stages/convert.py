@@ -45,7 +45,7 @@ def check_loadable(checkpoint_dir: Path, log=print) -> dict:
     """Load the checkpoint strictly and run one forward pass; return what was checked."""
     import torch
 
-    from llmhpc.eval.checkpoint import load_litgpt
+    from llmhpc.litgpt_checkpoint import load_litgpt
 
     model, tokenizer = load_litgpt(checkpoint_dir, None, "cpu")  # strict: every tensor present and shaped right
     info = {"parameters": sum(p.numel() for p in model.parameters()), "forward": False}

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from llmhpc import atomic
-from llmhpc.eval.checkpoint import load_litgpt, resolve_device
 from llmhpc.eval.reference import score_items
+from llmhpc.litgpt_checkpoint import load_litgpt, resolve_device
 
 
 def evaluate(checkpoint_dir: Path, eval_file: Path, predictions_path: Path, metrics_path: Path,
@@ -27,7 +27,7 @@ def evaluate(checkpoint_dir: Path, eval_file: Path, predictions_path: Path, metr
 
     docs = read_hellaswag(eval_file)
     if precision == "auto":
-        from llmhpc.eval.loading import default_precision
+        from llmhpc.litgpt_checkpoint import default_precision
 
         precision = default_precision(device)
     model, tokenizer = load_litgpt(checkpoint_dir, precision, device)

@@ -164,8 +164,7 @@ def _references(checkpoint: Path, settings: dict, texts: list[str]) -> dict[str,
 
 
 def _reference_model(checkpoint: Path, settings: dict):
-    from llmhpc.eval.checkpoint import load_litgpt, resolve_device
-    from llmhpc.eval.loading import default_precision
+    from llmhpc.litgpt_checkpoint import default_precision, load_litgpt, resolve_device
 
     device = resolve_device(settings["device"])
     precision = settings["precision"]

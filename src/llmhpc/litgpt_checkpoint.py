@@ -1,4 +1,5 @@
-"""Loading a LitGPT checkpoint for scoring or generation."""
+"""Loading a LitGPT checkpoint (lit_model.pth + model_config.yaml + tokenizer) whole, for scoring, serving and the
+conversion check, and the device and precision it is loaded in. Below eval and serve, which both load one."""
 
 from __future__ import annotations
 
@@ -7,6 +8,13 @@ from pathlib import Path
 import torch
 
 DTYPES = {"32-true": torch.float32, "16-true": torch.float16, "bf16-true": torch.bfloat16}
+
+
+def default_precision(device: str) -> str:
+    if not device.startswith("cuda"):
+        return "32-true"
+    major, _ = torch.cuda.get_device_capability(device)
+    return "bf16-true" if major >= 8 else "16-true"  # V100 (7.0) has no bf16 tensor cores: fp16
 
 
 def load_litgpt(checkpoint_dir: Path, precision: str | None, device: str):
