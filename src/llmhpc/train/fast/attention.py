@@ -62,8 +62,8 @@ def _flex(self, q, k, v, mask=None):
     if BlockMask is None or not isinstance(mask, BlockMask):
         return type(self).scaled_dot_product_attention(self, q, k, v, mask)
     # Inside a compiled block flex_attention is traced as is, and the compiled wrapper's global is never read:
-    # a read (and its first assignment) there became a guard that recompiled every block on the warm-up's second
-    # pass (4 x H200, TORCH_LOGS=recompiles). Eager on CPU (forward only: no backward there).
+    # a read (and its first assignment) there would become a guard that recompiles every block on the warm-up's
+    # second pass (TORCH_LOGS=recompiles shows it). Eager on CPU (forward only: no backward there).
     if torch.compiler.is_compiling() or not q.is_cuda:
         attend = flex_attention
     else:

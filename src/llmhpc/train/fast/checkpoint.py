@@ -102,7 +102,7 @@ def write(state: dict, path: Path, fast: bool) -> float:
 def write_in_background(state: dict, path: Path, fast: bool) -> threading.Thread:
     """`write` in a thread; `joined` waits for it. The path is made absolute first: the main thread goes on to
     litgpt's save_hyperparameters, whose jsonargparse changes the working directory while it parses (a relative
-    path then named another folder halfway through a write, 4 x H200)."""
+    path would name another folder halfway through a write)."""
     path = Path(path).absolute()
     result: dict = {"path": path}
 

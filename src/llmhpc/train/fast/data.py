@@ -217,8 +217,8 @@ def batches(steps: list[Step], rank: int, samples, packed: bool, row_len: int, i
                     event.record(stream)
                 ready.put((micros, event))
         except BaseException as exc:  # noqa: BLE001 - handed to the training loop, which raises it
-            # without this the loop waited for a batch forever (8B on 2 x H200: CUDA out of memory in this thread,
-            # the job hung until it was killed)
+            # without this the loop would wait for a batch forever (a CUDA out-of-memory error in this thread
+            # hangs the job until the scheduler kills it)
             ready.put((exc, None))
 
     threading.Thread(target=worker, daemon=True).start()
