@@ -98,9 +98,12 @@ LONG_FILES = {
     "tests/workflow/test_pbs_profiles.py": 520,
     "tests/outputs/test_slides.py": 290,
     "tests/workflow/test_finetune_resume.py": 270,
+    "tests/train/test_fast_real_weights.py": 300,  # a guess for free cores: 1151 s alone at load 8-9 on 2 shared ones
     "tests/train/test_litgpt_run.py": 220,
     "tests/train/test_litgpt_resume.py": 130,
     "tests/train/test_fast_resume.py": 125,
+    "tests/eval/test_real_weights.py": 126,
+    "tests/sources/test_gguf.py": 104,
     "tests/eval/test_fast_scorer.py": 90,
     "tests/serve/test_bench_serve.py": 86,
     "tests/outputs/test_plots.py": 74,
