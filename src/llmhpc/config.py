@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import jsonschema
 
 from llmhpc import litgpt_args
+from llmhpc.eval.registry import SCORERS
 from llmhpc.settings import EvaluateSettings, FinetuneSettings
 
 
@@ -179,7 +180,8 @@ def check(config: dict, schema: dict) -> dict:
             for bad in litgpt_args.problems(ft.extra, ft.method, ft.engine, f"{where if own_extra else 'finetune'}.extra"):
                 bad = f"{bad} (experiment '{name}')" if own_extra else bad  # a shared key: said once
                 problems += [bad] if bad not in problems else []
-            bad = EvaluateSettings.from_dict(settings["evaluate"]).problem()
+            ev = EvaluateSettings.from_dict(settings["evaluate"])
+            bad = ev.problem() or SCORERS[ev.scorer].problem(ev)
             if bad:
                 where = f"experiments[{i}].evaluate" if exp.get("evaluate") else "evaluate"
                 problems.append(f"config '{where}' (experiment '{name}'): {bad}")

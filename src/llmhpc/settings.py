@@ -9,7 +9,11 @@ the refusal in llmhpc.config, the LitGPT YAML, the fine-tune summary and the plo
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
+from pathlib import Path
+
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
 def _from_dict(cls, data: dict, section: str):
@@ -19,6 +23,16 @@ def _from_dict(cls, data: dict, section: str):
         raise KeyError(f"{section}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
     values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
     return cls(**values)
+
+
+@functools.cache
+def schema_defaults(section: str) -> dict:
+    """The schema's default of every key of a config section: the one place defaults are written."""
+    import yaml
+
+    with open(SCHEMA, encoding="utf-8") as fh:
+        schema = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    return {key: sub["default"] for key, sub in schema["properties"][section]["properties"].items()}
 
 
 # Methods that train adapters over frozen base weights; what stock litgpt lacks for each method it cannot run.
@@ -154,42 +168,36 @@ class FinetuneSettings:
 
 @dataclass(frozen=True)
 class EvaluateSettings:
-    """How a checkpoint is scored (section `evaluate`)."""
+    """How a checkpoint is scored (section `evaluate`). No defaults here: a key the dict leaves out takes the
+    schema's default (the validated config has them all). Which scorer runs it, and what that scorer can do, is
+    llmhpc.eval.registry's."""
 
-    precision: str = "auto"
-    batch_size: int = 16
-    scorer: str = "reference"
-    bos: str = "auto"
-    device: str = "auto"
-    gpus: int = 1
-    num_nodes: int = 1
-    pipeline_stages: int = 1
-    token_budget: int = 0
-    compile: str = "auto"
-    reference_metrics: str | None = None
-    tolerance_pt: float = 0.5
+    precision: str
+    batch_size: int
+    scorer: str
+    bos: str
+    device: str
+    gpus: int
+    num_nodes: int
+    pipeline_stages: int
+    token_budget: int
+    compile: str
+    reference_metrics: str | None
+    tolerance_pt: float
 
     def problem(self) -> str | None:
-        """What cannot run with these settings, or None."""
+        """What cannot run with these settings whatever the scorer, or None (the scorer's own: its registry
+        entry's `problem`)."""
         if self.gpus % self.pipeline_stages:
             return (f"gpus {self.gpus} is not a multiple of pipeline_stages {self.pipeline_stages}: each copy of the"
                     f" model takes pipeline_stages GPUs")
-        if self.pipeline_stages > 1 and self.scorer != "fast":
-            return f"pipeline_stages {self.pipeline_stages} needs scorer fast (the reference scorer uses one device)"
-        if self.num_nodes > 1 and (self.scorer != "fast" or self.device == "cpu"):
-            return (f"num_nodes {self.num_nodes} needs scorer fast on GPUs (the reference scorer, and a scorer on"
-                    f" device cpu, use one process)")
         return None
-
-    @property
-    def processes(self) -> int:
-        """Processes the fast scorer starts on each node: one per GPU (data parallel ranks, or stages of a split
-        model)."""
-        return self.gpus if self.scorer == "fast" and self.device != "cpu" else 1
 
     @classmethod
     def from_dict(cls, data: dict) -> EvaluateSettings:
-        return _from_dict(cls, data, "evaluate")
+        missing = {f.name for f in dataclasses.fields(cls)} - set(data)
+        defaults = schema_defaults("evaluate") if missing else {}
+        return _from_dict(cls, {**{k: defaults[k] for k in missing}, **data}, "evaluate")
 
 
 @dataclass(frozen=True)

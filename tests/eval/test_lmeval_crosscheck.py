@@ -52,7 +52,7 @@ def eval_file(tmp_path_factory):
 
 
 def run_ours(lit_dir: Path, eval_file: Path, out_dir: Path) -> tuple[list[dict], dict]:
-    from llmhpc.stages.evaluate import evaluate
+    from llmhpc.eval.reference import evaluate
 
     preds, metrics_path = out_dir / "predictions.jsonl", out_dir / "metrics.json"
     metrics = evaluate(lit_dir, eval_file, preds, metrics_path, precision="32-true", batch_size=8,

@@ -71,8 +71,8 @@ def lm_eval_samples(hf_dir: Path, eval_file: Path, work_dir: Path, monkeypatch) 
 
 
 def score_three(hf_dir, lit_dir, eval_file, tmp_path, monkeypatch):
+    from llmhpc.eval.reference import evaluate
     from llmhpc.eval.run import score_file
-    from llmhpc.stages.evaluate import evaluate
 
     ref_metrics = evaluate(lit_dir, eval_file, tmp_path / "ref.jsonl", tmp_path / "ref.json", precision="32-true",
                            batch_size=8, bos="false", device="cpu", log=lambda *a, **k: None)

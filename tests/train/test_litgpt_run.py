@@ -7,11 +7,11 @@ import pytest
 
 from conftest import SCHEMA, default_config
 from llmhpc.config import check, load_schema
+from llmhpc.eval.reference import evaluate
 from llmhpc.sources.embedded import shipped_dir
 from llmhpc.sources.tiny import write_tiny_model
 from llmhpc.stages import finetune
 from llmhpc.stages.data import prepare_finetune
-from llmhpc.stages.evaluate import evaluate
 from llmhpc.train import litgpt
 
 pytestmark = [pytest.mark.litgpt]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from llmhpc.cluster.site import SITE_FILE, Site
 from llmhpc.config import ConfigError, site_gpu
+from llmhpc.eval import registry
 
 _GADI_PATH = re.compile(r"^/(g/data|scratch)/([^/]+)")
 
@@ -94,7 +95,7 @@ def check_experiment(name: str, ft: dict, evaluate: dict, site: Site | dict) -> 
     if nodes > 1 and site.launcher == "local":
         problems.append(f"{where}: evaluate.num_nodes {nodes} with site.launcher 'local', which starts processes on"
                         f" one node only: set site.launcher to mpirun or pernode (PBS) or srun (Slurm)")
-    if gpus and evaluate.get("scorer") == "fast" and evaluate.get("gpus", 1) > gpus:
+    if gpus and registry.gpus_per_node(evaluate) > gpus:  # a scorer that spreads over evaluate.gpus
         problems.append(f"{where}: evaluate.gpus {evaluate['gpus']} per node, but a {site.name} node has {gpus} GPUs:"
                         f" set gpus to {gpus} or less and raise evaluate.num_nodes")
     if site.launcher == "srun" and site.scheduler != "slurm":

@@ -21,6 +21,7 @@ ask for no CPUs (the partition's default applies).
 from __future__ import annotations
 
 from llmhpc.cluster.site import Site
+from llmhpc.eval import registry
 
 
 def on_scheduler(site: Site | dict) -> bool:
@@ -75,11 +76,11 @@ def slurm_gres(site: Site | dict, gpus_per_node: int) -> str:
 
 
 def evaluate_gpus(evaluate: dict, site: Site | dict) -> int:
-    """GPUs the scoring job needs: evaluate.gpus for the fast scorer (one for the reference scorer), none where it
+    """GPUs the scoring job needs: evaluate.gpus for a scorer that spreads over GPUs (one for the others), none where it
     is told to score on CPU or the site has no GPUs."""
     if evaluate.get("device") == "cpu" or not Site.of(site).gpus_per_node:
         return 0
-    return int(evaluate.get("gpus", 1)) if evaluate.get("scorer") == "fast" else 1
+    return registry.gpus_per_node(evaluate)
 
 
 def model_parameters(name: str) -> float | None:

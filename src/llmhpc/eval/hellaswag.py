@@ -10,6 +10,11 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
+
+from llmhpc.records import DataError, load_records
+
+TEXT_FIELDS = ("activity_label", "ctx_a", "ctx_b")
 
 
 def preprocess(text: str) -> str:
@@ -38,3 +43,36 @@ def encode_pair(encode, context: str, continuation: str) -> tuple[list[int], lis
     whole = encode(context + continuation)
     context_tokens = encode(context)
     return context_tokens, whole[len(context_tokens):]
+
+
+def check_hellaswag_item(path, n: int, item) -> None:
+    """Refuse item n of `path` unless it has HellaSwag's fields: the texts, 2+ endings and a label among them."""
+    if not isinstance(item, dict):
+        raise DataError(f"{path}: record {n} (0-based): expected an object with activity_label, ctx_a, ctx_b, endings, label")
+    for field in TEXT_FIELDS:
+        if field not in item:
+            raise DataError(f"{path}: record {n} (0-based): field '{field}' is missing (expected a string)")
+        if not isinstance(item[field], str):
+            raise DataError(f"{path}: record {n} (0-based): field '{field}' must be a string, got {type(item[field]).__name__}")
+    endings = item.get("endings")
+    if not isinstance(endings, list) or len(endings) < 2 or not all(isinstance(e, str) and e.strip() for e in endings):
+        raise DataError(f"{path}: record {n} (0-based): field 'endings' must be a list of at least 2 non-empty strings,"
+                        f" got {endings!r}")
+    label = item.get("label")
+    try:
+        gold = int(label)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: record {n} (0-based): field 'label' must be an integer (or its string),"
+                        f" got {label!r}") from None
+    if not 0 <= gold < len(endings):
+        raise DataError(f"{path}: record {n} (0-based): field 'label' is {gold}, outside 0..{len(endings) - 1}")
+
+
+def read_hellaswag(path: Path) -> list[dict]:
+    """The items of a HellaSwag file, each checked (check_hellaswag_item)."""
+    items = load_records(path)
+    if not items:
+        raise DataError(f"{path}: no records")
+    for n, item in enumerate(items):
+        check_hellaswag_item(path, n, item)
+    return items

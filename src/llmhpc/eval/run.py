@@ -5,6 +5,7 @@
         [--pipeline-stages S] [--max-memory-gib G] [--limit N] [--reference-metrics R --tolerance-pt 0.5]
     torchrun --nproc_per_node 4 -m llmhpc.eval.run ...                        # 4 data-parallel ranks
     torchrun --nproc_per_node 4 -m llmhpc.eval.run --pipeline-stages 4 ...    # one model over 4 GPUs
+    python -m llmhpc.eval.run --options JSON          # registry.FastOptions, as the evaluate stage starts it
 
 The weights load while a thread reads, tokenises and schedules the items; each rank scores its share and
 appends finished items to its part file (store.py: a killed run resumes); rank 0 writes predictions.jsonl and
@@ -13,6 +14,7 @@ metrics.json (evaluate()'s keys plus the scorer, the BOS decision, the timing ph
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import queue
@@ -31,13 +33,14 @@ from llmhpc import litgpt_core  # noqa: E402
 from llmhpc.compiling import compiled_graphs  # noqa: E402
 from llmhpc.eval import parallel, store  # noqa: E402
 from llmhpc.eval.fast import DEFAULT_TOKEN_BUDGET, Collector, Stage, compile_pays, plan, run_stage, warm_up  # noqa: E402
+from llmhpc.eval.hellaswag import read_hellaswag  # noqa: E402
 from llmhpc.eval.loading import batch_encoder, load_model_part, load_tokenizer, resolve_bos  # noqa: E402
+from llmhpc.eval.registry import FAST, FastOptions, ScoringJob  # noqa: E402
 from llmhpc.eval.schedule import chunk_bounds, doc_size, schedule_stats, shard_positions, tokenize_items  # noqa: E402
 from llmhpc.litgpt_checkpoint import default_precision  # noqa: E402
 from llmhpc.readahead import prefetch  # noqa: E402
+from llmhpc.settings import EvaluateSettings  # noqa: E402
 from llmhpc.train.stock_saves import parameters  # noqa: E402
-
-SCORER = "fast"
 
 
 def process_age() -> float:
@@ -50,67 +53,74 @@ def process_age() -> float:
         return time.perf_counter() - T0
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", required=True, type=Path, help="LitGPT checkpoint directory")
-    ap.add_argument("--eval-file", required=True, type=Path, help="HellaSwag items (.jsonl or .json)")
-    ap.add_argument("--predictions", required=True, type=Path)
-    ap.add_argument("--metrics", required=True, type=Path)
-    ap.add_argument("--precision", default="auto", help="auto (bf16-true on GPU, 16-true without bf16, "
-                    "32-true on CPU), bf16-true, 16-true, 32-true")
-    ap.add_argument("--bos", default="auto", choices=["auto", "true", "false"],
+def parser() -> argparse.ArgumentParser:
+    """The flags; one left out is absent (its default is the schema's for an evaluate key, FastOptions' else)."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 argument_default=argparse.SUPPRESS)
+    ap.add_argument("--checkpoint", required=True, help="LitGPT checkpoint directory")
+    ap.add_argument("--eval-file", required=True, help="HellaSwag items (.jsonl or .json)")
+    ap.add_argument("--predictions", required=True)
+    ap.add_argument("--metrics", required=True)
+    ap.add_argument("--precision", help="auto (bf16-true on GPU, 16-true without bf16, 32-true on CPU), bf16-true, "
+                    "16-true, 32-true")
+    ap.add_argument("--bos", choices=["auto", "true", "false"],
                     help="prepend BOS: auto follows the tokenizer as lm-eval 0.4.13 does")
-    ap.add_argument("--device", default="auto", help="auto, cuda or cpu")
-    ap.add_argument("--token-budget", type=int, default=0, help="tokens per batch, rows x longest row "
-                    f"(default {DEFAULT_TOKEN_BUDGET['cuda']} on GPU, {DEFAULT_TOKEN_BUDGET['cpu']} on CPU)")
-    ap.add_argument("--pipeline-stages", type=int, default=1, help="GPUs one model is split over")
-    ap.add_argument("--max-memory-gib", type=float, default=0.0, help="cap each process's GPU memory")
-    ap.add_argument("--limit", type=int, default=0, help="score only the first N items")
+    ap.add_argument("--device", help="auto, cuda or cpu")
+    ap.add_argument("--token-budget", type=int, help="tokens per batch, rows x longest row "
+                    f"(0: {DEFAULT_TOKEN_BUDGET['cuda']} on GPU, {DEFAULT_TOKEN_BUDGET['cpu']} on CPU)")
+    ap.add_argument("--pipeline-stages", type=int, help="GPUs one model is split over")
+    ap.add_argument("--max-memory-gib", type=float, help="cap each process's GPU memory")
+    ap.add_argument("--limit", type=int, help="score only the first N items")
     ap.add_argument("--no-resume", action="store_true", help="ignore part files of an earlier run")
-    ap.add_argument("--reference-metrics", type=Path, help="fail when acc/acc_norm differ from these")
-    ap.add_argument("--tolerance-pt", type=float, default=0.5)
-    ap.add_argument("--peak-tflops", type=float, default=0.0, help="per device, for MFU in the metrics")
-    ap.add_argument("--compile", default="auto", help="the blocks under torch.compile: auto (on GPU), true, "
+    ap.add_argument("--reference-metrics", help="fail when acc/acc_norm differ from these")
+    ap.add_argument("--tolerance-pt", type=float)
+    ap.add_argument("--peak-tflops", type=float, help="per device, for MFU in the metrics")
+    ap.add_argument("--compile", help="the blocks under torch.compile: auto (on GPU), true, "
                     "false (eager), or a torch.compile backend's name")
     ap.add_argument("--wait-for-compile", action="store_true", help="score no batch before the blocks are "
                     "compiled (every batch the same code; default: the first batches run eager meanwhile)")
-    ap.add_argument("--first-chunk", type=int, default=256, help="items tokenised before the first batches are "
+    ap.add_argument("--first-chunk", type=int, help="items tokenised before the first batches are "
                     "scored; later chunks double")
-    ap.add_argument("--load-threads", type=int, default=8)
+    ap.add_argument("--load-threads", type=int)
     ap.add_argument("--quiet", action="store_true")
-    return ap.parse_args(argv)
+    return ap
+
+
+def parse_args(argv=None) -> FastOptions:
+    """The program's options: from `--options JSON` (how the evaluate stage starts each process), or from the
+    flags, built as the stage builds them (the evaluate keys given here over the schema's defaults)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) == 2 and argv[0] == "--options":
+        return FastOptions.from_json(argv[1])
+    given = vars(parser().parse_args(argv))
+    job = ScoringJob(*(given.pop(name) for name in ("checkpoint", "eval_file", "predictions", "metrics")))
+    keys = {f.name for f in dataclasses.fields(EvaluateSettings)}
+    settings = EvaluateSettings.from_dict({k: given.pop(k) for k in list(given) if k in keys})
+    return FastOptions.from_settings(settings, job, **given)
 
 
 def read_docs(path: Path, limit: int) -> list[dict]:
-    """Items checked record by record by the data stage's reader (plain JSON lines where it is absent)."""
-    try:
-        from llmhpc.stages.data import read_hellaswag
-    except ImportError:
-        try:
-            from llmhpc.data import read_hellaswag  # older layout
-        except ImportError:
-            def read_hellaswag(p):
-                with open(p, encoding="utf-8") as fh:
-                    return [json.loads(line) for line in fh if line.strip()]
+    """The items, checked record by record (hellaswag.read_hellaswag); the first `limit` where it is set."""
     docs = read_hellaswag(path)
     return docs[:limit] if limit else docs
 
 
-def prepare(args, topo, docs, done: set, max_len: int, budget: int, pin: bool, out: dict, feed: queue.Queue) -> None:
+def prepare(options: FastOptions, topo, docs, done: set, max_len: int, budget: int, pin: bool, out: dict,
+            feed: queue.Queue) -> None:
     """Tokenizer, BOS decision, this rank's items, and its batches, put on `feed` chunk by chunk (then None),
     in a thread while the weights load: scoring starts once the first chunk is tokenised instead of all of
     them (on 1 x H200 tokenising 10,042 items with a Llama-2-style tokenizer took 10-15 s). out["items"] grows
     before each chunk's batches are put, so a batch's item positions are always there for the Collector."""
     try:
         t = time.perf_counter()
-        tokenizer = load_tokenizer(args.checkpoint)
-        bos_id, why = resolve_bos(tokenizer, args.checkpoint, args.bos)
+        tokenizer = load_tokenizer(options.checkpoint)
+        bos_id, why = resolve_bos(tokenizer, options.checkpoint, options.bos)
         out.update(bos_id=bos_id, bos_why=why, tokenize_s=time.perf_counter() - t, schedule_s=0.0)
         todo = [i for i in range(len(docs)) if i not in done]
         mine = [todo[k] for k in shard_positions([doc_size(docs[i]) for i in todo], topo.data_parallel,
                                                  topo.pipeline)]
         encode = batch_encoder(tokenizer)
-        for lo, hi in chunk_bounds(len(mine), args.first_chunk):
+        for lo, hi in chunk_bounds(len(mine), options.first_chunk):
             t0 = time.perf_counter()
             items = tokenize_items([docs[i] for i in mine[lo:hi]], encode, bos_id, indices=mine[lo:hi])
             t1 = time.perf_counter()
@@ -133,8 +143,8 @@ def batches_from(feed: queue.Queue):
         yield batch
 
 
-def score(args, topo, stage, prep: dict, batches) -> tuple[list[dict], float]:
-    writer = store.PartWriter(args.predictions, topo.rank) if stage.is_last else None
+def score_rank(options: FastOptions, topo, stage, prep: dict, batches) -> tuple[list[dict], float]:
+    writer = store.PartWriter(options.predictions, topo.rank) if stage.is_last else None
     collect = Collector(prep["items"], on_item=writer)
 
     def on_result(t, ll):
@@ -202,78 +212,83 @@ def compile_record(state: dict, backend: str | None, stage, log) -> dict:
             "graphs": compiled_graphs() - state["graphs_before"] if "graphs_before" in state else 0}
 
 
-def setup_device(args, topo) -> tuple[str, str]:
-    kind = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.split(":")[0]
+def setup_device(options: FastOptions, topo) -> tuple[str, str]:
+    kind = "cuda" if options.device == "auto" and torch.cuda.is_available() else options.device.split(":")[0]
     device = f"cuda:{topo.local_rank}" if kind == "cuda" else "cpu"
     if kind == "cuda":
         torch.cuda.set_device(device)
-        if args.max_memory_gib:
+        if options.max_memory_gib:
             total = torch.cuda.get_device_properties(device).total_memory
-            torch.cuda.set_per_process_memory_fraction(min(1.0, args.max_memory_gib * 2**30 / total), device)
-    precision = default_precision(device) if args.precision == "auto" else args.precision
+            torch.cuda.set_per_process_memory_fraction(min(1.0, options.max_memory_gib * 2**30 / total), device)
+    precision = default_precision(device) if options.precision == "auto" else options.precision
     return device, precision
 
 
-def fingerprint(args, precision: str, n_items: int) -> dict:
+def fingerprint(options: FastOptions, precision: str, n_items: int) -> dict:
     """What part files must match to be resumed: same checkpoint, eval file, precision, BOS mode, items."""
-    return {"checkpoint": str(args.checkpoint.resolve()), "eval_file": str(args.eval_file.resolve()),
-            "precision": precision, "bos": args.bos, "items": n_items}
+    return {"checkpoint": str(options.checkpoint.resolve()), "eval_file": str(options.eval_file.resolve()),
+            "precision": precision, "bos": options.bos, "items": n_items}
 
 
-def resume(args, topo, docs, precision) -> list[dict]:
+def resume(options: FastOptions, topo, docs, precision) -> list[dict]:
     """Rank 0 reads the rows of an earlier run of the same evaluation; every rank learns which are done."""
     from llmhpc.eval.hellaswag import doc_to_request
 
     resumed = []
     if topo.rank == 0:
-        if args.no_resume:
-            store.remove_parts(args.predictions)
+        if options.no_resume:
+            store.remove_parts(options.predictions)
         queries = [doc_to_request(d)[0] for d in docs]
-        resumed = store.read_parts(args.predictions, fingerprint(args, precision, len(docs)), queries)
+        resumed = store.read_parts(options.predictions, fingerprint(options, precision, len(docs)), queries)
     return resumed
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    return run(parse_args(argv))
+
+
+def run(options: FastOptions) -> int:
+    """Score with these options in this process (one rank of several where a launcher started them); 0, or 1
+    where the accuracy guard failed."""
+    log = (lambda *a: None) if options.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     t = {"start": time.perf_counter()}
-    prefetch(args.checkpoint)
-    kind = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.split(":")[0]
+    prefetch(options.checkpoint)
+    kind = "cuda" if options.device == "auto" and torch.cuda.is_available() else options.device.split(":")[0]
     early = parallel.launched_by_mpirun_or_srun()  # the process group first: it imports Lightning itself
-    topo = parallel.init_distributed(args.pipeline_stages, kind) if early else None
+    topo = parallel.init_distributed(options.pipeline_stages, kind) if early else None
     litgpt_core.load()  # LitGPT's model without Lightning (whose import is most of a small job's start-up)
-    topo = topo or parallel.init_distributed(args.pipeline_stages, kind)
-    device, precision = setup_device(args, topo)
-    docs = read_docs(args.eval_file, args.limit)
-    resumed = resume(args, topo, docs, precision)
+    topo = topo or parallel.init_distributed(options.pipeline_stages, kind)
+    device, precision = setup_device(options, topo)
+    docs = read_docs(options.eval_file, options.limit)
+    resumed = resume(options, topo, docs, precision)
     done = parallel.broadcast_object({r["index"] for r in resumed}, topo)
     parallel.barrier(topo)  # nobody appends before rank 0 has read the parts
 
-    config = SimpleNamespace(**yaml.safe_load((args.checkpoint / "model_config.yaml").read_text()))
+    config = SimpleNamespace(**yaml.safe_load((options.checkpoint / "model_config.yaml").read_text()))
     if config.n_layer < topo.stages:
         raise ValueError(f"{config.n_layer} blocks cannot be split over {topo.stages} pipeline stages")
     first, last = parallel.block_ranges(config.n_layer, topo.stages)[topo.stage]
-    budget = args.token_budget or DEFAULT_TOKEN_BUDGET[kind if kind == "cuda" else "cpu"]
+    budget = options.token_budget or DEFAULT_TOKEN_BUDGET[kind if kind == "cuda" else "cpu"]
     prep: dict = {"items": [], "row_batches": []}
     feed: queue.Queue = queue.Queue()
-    worker = threading.Thread(target=prepare, args=(args, topo, docs, done, config.block_size, budget,
+    worker = threading.Thread(target=prepare, args=(options, topo, docs, done, config.block_size, budget,
                                                     kind == "cuda", prep, feed), daemon=True)
     worker.start()
-    backend, why = compile_pays(args.compile, device, parameters(vars(config)),
+    backend, why = compile_pays(options.compile, device, parameters(vars(config)),
                                 sum(doc_size(docs[i]) for i in range(len(docs)) if i not in done))
-    compiling = start_warm_up(args.checkpoint, device, precision, backend)
+    compiling = start_warm_up(options.checkpoint, device, precision, backend)
     t["load"] = time.perf_counter()
-    model, n_params = load_model_part(args.checkpoint, precision, device, first, last, args.load_threads)
+    model, n_params = load_model_part(options.checkpoint, precision, device, first, last, options.load_threads)
     if kind == "cuda":
         torch.cuda.synchronize(device)
     t["loaded"] = time.perf_counter()
     log(f"[rank {topo.rank}] blocks {first}-{last - 1} loaded in {t['loaded'] - t['load']:.1f} s; compile {backend}")
-    if compiling and args.wait_for_compile:
+    if compiling and options.wait_for_compile:
         while not compiling["ready"].wait(0.1) and "error" not in compiling:
             pass
     stage = Stage(model, device, first, last, compile=backend or False,
                   compiled_ready=compiling["ready"].is_set if compiling else None)
-    rows, score_s = score(args, topo, stage, prep, batches_from(feed))
+    rows, score_s = score_rank(options, topo, stage, prep, batches_from(feed))
     worker.join()
     finish_warm_up(compiling, log)
     if "error" in prep:
@@ -291,7 +306,7 @@ def main(argv=None) -> int:
     everyone = parallel.gather_to_rank0(mine, topo)
     failure = None
     if topo.rank == 0:
-        failure = write_results(args, topo, everyone, resumed, prep, precision, device, n_params, budget, log)
+        failure = write_results(options, topo, everyone, resumed, prep, precision, device, n_params, budget, log)
     parallel.barrier(topo)
     parallel.shutdown(topo)
     if failure:
@@ -300,12 +315,12 @@ def main(argv=None) -> int:
     return 0
 
 
-def write_results(args, topo, everyone, resumed, prep, precision, device, n_params, budget, log) -> str | None:
+def write_results(options: FastOptions, topo, everyone, resumed, prep, precision, device, n_params, budget, log) -> str | None:
     """Predictions and metrics (rank 0); the accuracy guard's message when it fails, else None."""
     t_w = time.perf_counter()
     rows = resumed + [r for part in everyone for r in part["rows"]]
-    store.write_predictions(args.predictions, rows)
-    store.remove_parts(args.predictions)
+    store.write_predictions(options.predictions, rows)
+    store.remove_parts(options.predictions)
     n = len(rows)
     score_s = max(p["score_s"] for p in everyone)
     unique = sum(p["unique_tokens"] for p in everyone)
@@ -315,56 +330,55 @@ def write_results(args, topo, everyone, resumed, prep, precision, device, n_para
     phases["score_s"] = round(score_s, 3)
     phases["load_s"] = round(max(p["load_s"] for p in everyone), 3)
     metrics = {
-        "checkpoint": str(args.checkpoint), "eval_file": str(args.eval_file), "items": n,
+        "checkpoint": str(options.checkpoint), "eval_file": str(options.eval_file), "items": n,
         "acc": sum(r["acc"] for r in rows) / n, "acc_norm": sum(r["acc_norm"] for r in rows) / n,
         "load_s": phases["load_s"], "score_s": phases["score_s"], "wall_s": None,
         "items_per_s": round((n - len(resumed)) / score_s, 3) if score_s else None,
         "bos_prepended": prep["bos_id"] is not None, "precision": precision,
         "device": f"{topo.world} x {name}", "batch_size": None, "token_budget": budget,
-        "scorer": SCORER, "bos": {"mode": args.bos, "id": prep["bos_id"], "decision": prep["bos_why"]},
+        "scorer": FAST.name, "bos": {"mode": options.bos, "id": prep["bos_id"], "decision": prep["bos_why"]},
         "world_size": topo.world, "data_parallel": topo.data_parallel, "pipeline_stages": topo.stages,
         "resumed_items": len(resumed), "parameters": n_params, "unique_tokens_scored": unique,
         "scoring_tflops": round(tflops, 2),
-        "mfu": round(tflops / (args.peak_tflops * topo.world), 4) if args.peak_tflops else None,
+        "mfu": round(tflops / (options.peak_tflops * topo.world), 4) if options.peak_tflops else None,
         "phases_s": phases, "schedule": [p["stats"] for p in everyone if p["stats"]["items"]],
         "compile": everyone[0]["compile"],
     }
     failure = None
-    if args.reference_metrics:
+    if options.reference_metrics:
         from llmhpc.eval.guard import AccuracyGuardError, check_metrics
         try:
-            metrics["accuracy_guard"] = check_metrics(metrics, args.reference_metrics, args.tolerance_pt)
+            metrics["accuracy_guard"] = check_metrics(metrics, options.reference_metrics, options.tolerance_pt)
         except AccuracyGuardError as err:
             failure = str(err)
             metrics["accuracy_guard"] = {"ok": False, "error": failure}
     phases["write_s"] = round(time.perf_counter() - t_w, 3)
     metrics["wall_s"] = round(process_age(), 3)  # process start to metrics written
-    args.metrics.parent.mkdir(parents=True, exist_ok=True)
-    args.metrics.write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
-    log(f"scored {n} items ({len(resumed)} resumed) from {args.eval_file}: acc {metrics['acc']:.4f} "
+    options.metrics.parent.mkdir(parents=True, exist_ok=True)
+    options.metrics.write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
+    log(f"scored {n} items ({len(resumed)} resumed) from {options.eval_file}: acc {metrics['acc']:.4f} "
         f"acc_norm {metrics['acc_norm']:.4f}; load {phases['load_s']} s, score {score_s:.1f} s, "
         f"whole {metrics['wall_s']} s")
     return failure
 
 
-def score_file(checkpoint_dir, eval_file, predictions_path, metrics_path, precision: str = "auto",
-               bos: str = "auto", device: str = "auto", token_budget: int = 0, pipeline_stages: int = 1,
-               reference_metrics=None, tolerance_pt: float = 0.5, limit: int = 0, compile: str = "auto",
-               quiet: bool = True) -> dict:
-    """The program as a function (the evaluate stage's entry in one process, or in each torchrun rank):
-    returns the metrics; raises guard.AccuracyGuardError when a reference is given and missed."""
-    argv = ["--checkpoint", str(checkpoint_dir), "--eval-file", str(eval_file), "--predictions",
-            str(predictions_path), "--metrics", str(metrics_path), "--precision", precision, "--bos", bos,
-            "--device", device, "--token-budget", str(token_budget), "--pipeline-stages", str(pipeline_stages),
-            "--tolerance-pt", str(tolerance_pt), "--limit", str(limit), "--compile", compile]
-    argv += ["--reference-metrics", str(reference_metrics)] if reference_metrics else []
-    argv += ["--quiet"] if quiet else []
-    rc = main(argv)
-    metrics = json.loads(Path(metrics_path).read_text(encoding="utf-8")) if Path(metrics_path).is_file() else {}
+def score(options: FastOptions, log=None) -> dict:
+    """The program as a function (the evaluate stage's scorer in its own process; `log`: its output goes to
+    stderr): returns the metrics; raises guard.AccuracyGuardError when a reference is given and missed."""
+    rc = run(options)
+    path = options.metrics
+    metrics = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     if rc:
         from llmhpc.eval.guard import AccuracyGuardError
         raise AccuracyGuardError(metrics.get("accuracy_guard", {}).get("error", "accuracy guard failed"))
     return metrics
+
+
+def score_file(checkpoint_dir, eval_file, predictions_path, metrics_path, limit: int = 0, quiet: bool = True,
+               **settings) -> dict:
+    """`score` with the evaluate keys given as `settings` (precision="32-true", ...) over the schema's defaults."""
+    job = ScoringJob(checkpoint_dir, eval_file, predictions_path, metrics_path)
+    return score(FastOptions.from_settings(EvaluateSettings.from_dict(settings), job, limit=limit, quiet=quiet))
 
 
 if __name__ == "__main__":

@@ -38,13 +38,6 @@ class BadRequest(ValueError):
     pass
 
 
-def tokenizer_vocab(tokenizer) -> int:
-    """Ids the tokenizer can decode (special tokens included); the model's padded rows beyond are never chosen."""
-    if tokenizer.backend == "huggingface":
-        return tokenizer.processor.get_vocab_size(with_added_tokens=True)
-    return tokenizer.processor.vocab_size()
-
-
 @dataclass
 class Job:
     request: ProcessRequest
@@ -82,7 +75,7 @@ class Engine:
         self.max_batch, self.queue_size, self.prefill_tokens = max_batch, queue_size, max(prefill_tokens, 1)
         self.sync_every = max(1, sync_every)  # decode steps between two transfers to the host
         self.max_seq_length = model.max_seq_length
-        self.vocab = min(tokenizer_vocab(tokenizer), model.config.padded_vocab_size)
+        self.vocab = min(sampling.tokenizer_vocab(tokenizer), model.config.padded_vocab_size)
         model.set_kv_cache(batch_size=max_batch, device=self.device, dtype=next(model.parameters()).dtype)
         self.caches = [block.attn.kv_cache for block in model.transformer.h]
         self.why_reference = "asked for" if path == "reference" else unsupported(model.config)

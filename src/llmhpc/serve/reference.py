@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from llmhpc.serve.sampling import tokenizer_vocab
+
 
 @torch.inference_mode()
 def greedy_ids(model, prompt_ids: list[int], max_new_tokens: int, vocab: int, eos_id: int | None) -> list[int]:
@@ -22,8 +24,6 @@ def greedy_ids(model, prompt_ids: list[int], max_new_tokens: int, vocab: int, eo
 
 
 def greedy_text(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
-    from llmhpc.serve.engine import tokenizer_vocab
-
     vocab = min(tokenizer_vocab(tokenizer), model.config.padded_vocab_size)
     ids = greedy_ids(model, tokenizer.encode(prompt).tolist(), max_new_tokens, vocab, tokenizer.eos_id)
     return tokenizer.decode(torch.tensor(ids, dtype=torch.long)) if ids else ""

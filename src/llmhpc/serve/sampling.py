@@ -1,12 +1,20 @@
-"""Token choice and what is answered about each token: greedy or sampled (temperature, top-k, top-p, a seeded
-generator per sequence), log-probabilities under the model (temperature 1, no filter, as HELM reads them), the
-top alternatives per token, token texts that add up to the text, and the cut at the first stop sequence."""
+"""Token choice among the ids the tokenizer can decode, and what is answered about each token: greedy or sampled
+(temperature, top-k, top-p, a seeded generator per sequence), log-probabilities under the model (temperature 1, no
+filter, as HELM reads them), the top alternatives per token, token texts that add up to the text, and the cut at the
+first stop sequence."""
 
 from __future__ import annotations
 
 import torch
 
 GREEDY_BELOW = 1e-5  # HELM sends temperature 1e-7 when it means 0
+
+
+def tokenizer_vocab(tokenizer) -> int:
+    """Ids the tokenizer can decode (special tokens included); the model's padded rows beyond are never chosen."""
+    if tokenizer.backend == "huggingface":
+        return tokenizer.processor.get_vocab_size(with_added_tokens=True)
+    return tokenizer.processor.vocab_size()
 
 
 def is_greedy(temperature: float) -> bool:

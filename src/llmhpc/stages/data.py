@@ -8,41 +8,14 @@ import shutil
 from pathlib import Path
 
 from llmhpc import atomic
-
-
-class DataError(ValueError):
-    """A dataset cannot be used; the message names the file, the record and the field."""
-
+from llmhpc.eval.hellaswag import check_hellaswag_item, read_hellaswag
+from llmhpc.records import DataError, load_records
 
 ALPACA_FIELDS = ("instruction", "input", "output")
-HELLASWAG_TEXT_FIELDS = ("activity_label", "ctx_a", "ctx_b")
-
-
-def _load_records(path: Path) -> list:
-    """A JSON array (.json) or one JSON object per line (.jsonl)."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        records = []
-        for n, line in enumerate(text.splitlines()):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}: line {n + 1} is not valid JSON ({err.msg})") from None
-        return records
-    try:
-        records = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-    if not isinstance(records, list):
-        raise DataError(f"{path}: expected a JSON array of records, got {type(records).__name__}")
-    return records
 
 
 def check_alpaca(path: Path) -> list[dict]:
-    records = _load_records(path)
+    records = load_records(path)
     if not records:
         raise DataError(f"{path}: no records")
     for n, rec in enumerate(records):
@@ -60,37 +33,6 @@ def check_alpaca(path: Path) -> list[dict]:
         if not rec["output"].strip():
             raise DataError(f"{path}: record {n} (0-based): field 'output' is empty")
     return records
-
-
-def check_hellaswag_item(path, n: int, item) -> None:
-    if not isinstance(item, dict):
-        raise DataError(f"{path}: record {n} (0-based): expected an object with activity_label, ctx_a, ctx_b, endings, label")
-    for field in HELLASWAG_TEXT_FIELDS:
-        if field not in item:
-            raise DataError(f"{path}: record {n} (0-based): field '{field}' is missing (expected a string)")
-        if not isinstance(item[field], str):
-            raise DataError(f"{path}: record {n} (0-based): field '{field}' must be a string, got {type(item[field]).__name__}")
-    endings = item.get("endings")
-    if not isinstance(endings, list) or len(endings) < 2 or not all(isinstance(e, str) and e.strip() for e in endings):
-        raise DataError(f"{path}: record {n} (0-based): field 'endings' must be a list of at least 2 non-empty strings,"
-                        f" got {endings!r}")
-    label = item.get("label")
-    try:
-        gold = int(label)
-    except (TypeError, ValueError):
-        raise DataError(f"{path}: record {n} (0-based): field 'label' must be an integer (or its string),"
-                        f" got {label!r}") from None
-    if not 0 <= gold < len(endings):
-        raise DataError(f"{path}: record {n} (0-based): field 'label' is {gold}, outside 0..{len(endings) - 1}")
-
-
-def read_hellaswag(path: Path) -> list[dict]:
-    items = _load_records(path)
-    if not items:
-        raise DataError(f"{path}: no records")
-    for n, item in enumerate(items):
-        check_hellaswag_item(path, n, item)
-    return items
 
 
 def write_jsonl(path: Path, items: list[dict]) -> None:
