@@ -231,7 +231,8 @@ def _corpus() -> list:
 def test_the_fast_verdict_agrees_with_jsonschema_on_every_key():
     import jsonschema
 
-    from llmhpc.config import apply_defaults, fast_verdict
+    from llmhpc.config import apply_defaults
+    from llmhpc.schema_check import fast_verdict
 
     validator = jsonschema.Draft202012Validator(SCHEMA_DICT)
     corpus = _corpus()
@@ -256,12 +257,12 @@ def test_a_valid_config_is_checked_without_jsonschema_and_a_refusal_still_uses_i
 
 @pytest.mark.unit
 def test_without_jsonschema_rs_the_same_config_is_accepted_and_the_same_refused(monkeypatch):
-    import llmhpc.config
+    import llmhpc.schema_check
 
     cfg = default_config()
     cfg["finetune"]["precision"] = "bf16"
     with_rs = refused(copy.deepcopy(cfg))
-    monkeypatch.setattr(llmhpc.config, "jsonschema_rs", None)
+    monkeypatch.setattr(llmhpc.schema_check, "jsonschema_rs", None)
     assert refused(cfg) == with_rs
     assert list(check(default_config(), SCHEMA_DICT)) == ["baseline", "mbs16"]
 
@@ -270,7 +271,7 @@ def test_without_jsonschema_rs_the_same_config_is_accepted_and_the_same_refused(
 def test_values_jsonschema_rs_cannot_read_are_judged_by_jsonschema():
     import datetime
 
-    from llmhpc.config import fast_verdict
+    from llmhpc.schema_check import fast_verdict
 
     cfg = default_config()
     cfg["presentation"]["event"] = datetime.date(2026, 11, 28)  # YAML reads an unquoted 2026-11-28 as a date

@@ -1,6 +1,6 @@
 """Load, default and check the workflow config before any job is built.
 
-Every refusal is a ConfigError whose message names the key (``finetune.micro_batch_size``,
+Every refusal is a ConfigError (llmhpc.schema_check) whose message names the key (``finetune.micro_batch_size``,
 ``experiments[1].finetune.devices``), says what was expected and what was found, so that a mistake costs
 seconds at DAG-build time rather than a queued job.
 """
@@ -8,27 +8,15 @@ seconds at DAG-build time rather than a queued job.
 from __future__ import annotations
 
 import copy
-import difflib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import yaml
 
-try:
-    import jsonschema_rs  # the fast verdict (below); its import takes ~5 ms where jsonschema's takes ~0.1 s
-except ImportError:  # an environment without it validates with jsonschema alone: same verdicts, slower parse
-    jsonschema_rs = None
-
-if TYPE_CHECKING:
-    import jsonschema
-
-from llmhpc import litgpt_args
+from llmhpc import litgpt_args, schema_check
+from llmhpc.cluster.site import site_gpu
 from llmhpc.eval.registry import SCORERS
+from llmhpc.schema_check import ConfigError
 from llmhpc.settings import EvaluateSettings, FinetuneSettings
-
-
-class ConfigError(ValueError):
-    """The config cannot run; the message says which key and what to change."""
 
 
 def load_schema(path: str | Path) -> dict:
@@ -36,17 +24,6 @@ def load_schema(path: str | Path) -> dict:
     schema in 0.009 s against the pure-Python loader's 0.063 s, 2 cores), with the same result."""
     with open(path, encoding="utf-8") as fh:
         return yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-
-
-def key_path(parts) -> str:
-    """('experiments', 1, 'finetune') -> 'experiments[1].finetune'."""
-    out = ""
-    for part in parts:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "<top level>"
 
 
 def apply_defaults(instance: dict, schema: dict) -> dict:
@@ -58,70 +35,6 @@ def apply_defaults(instance: dict, schema: dict) -> dict:
         if isinstance(instance.get(key), dict) and sub.get("type") == "object":
             apply_defaults(instance[key], sub)
     return instance
-
-
-# Names people type for a key whose spelling difflib does not find close: fp8 is the usual word for float8.
-ALIASES = {"fp8": "float8"}
-
-
-def _describe(error: jsonschema.ValidationError, prefix: tuple = ()) -> str:
-    path = [*prefix, *error.absolute_path]
-    where = key_path(path)
-    if error.validator == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
-        extra = [k for k in error.instance if k not in allowed]
-        msgs = []
-        for k in extra:
-            full = key_path([*path, k])
-            hint = difflib.get_close_matches(k, allowed, n=1) or [a for a in [ALIASES.get(k)] if a in allowed]
-            did = f" (did you mean '{hint[0]}'?)" if hint else ""
-            msgs.append(f"config key '{full}': unknown key{did}; expected one of: {', '.join(allowed)}")
-        return "\n".join(msgs)
-    if error.validator == "not" and error.instance == "base":
-        return f"config key '{where}': 'base' is reserved for the base model; choose another experiment name"
-    got = repr(error.instance)
-    if error.validator == "enum":
-        expected = "one of " + ", ".join(repr(v) for v in error.validator_value)
-    elif error.validator == "type":
-        expected = f"a value of type {error.validator_value}"
-    elif error.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
-        sign = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[error.validator]
-        expected = f"a number {sign} {error.validator_value}"
-    elif error.validator == "pattern":
-        expected = f"a string matching {error.validator_value} (letters, digits, '_', '-')"
-    elif error.validator == "required":
-        return f"config key '{where}': {error.message}"
-    elif error.validator == "minItems":
-        expected = f"at least {error.validator_value} item(s)"
-    else:
-        expected = error.message
-    return f"config key '{where}': expected {expected}, got {got}"
-
-
-def fast_verdict(instance: Any, schema: dict) -> bool:
-    """True when jsonschema-rs finds `instance` valid. Every Snakemake parse (each dry run, each cluster job) checks
-    a config that is nearly always valid; this answers in Rust without importing jsonschema, whose bundled
-    meta-schemas cost ~0.07 s of a 1.5 s parse. False (ask jsonschema) when it is missing, finds a problem, or cannot
-    read a value (a YAML date, a mapping key that is not a string): jsonschema stays the judge of every
-    refusal."""
-    if jsonschema_rs is None:
-        return False
-    try:
-        return jsonschema_rs.Draft202012Validator(schema).is_valid(instance)
-    except (ValueError, TypeError, OverflowError):
-        return False
-
-
-def _validate(instance: Any, schema: dict, prefix=()) -> list[str]:
-    if fast_verdict(instance, schema):
-        return []
-    import jsonschema  # only a config that may be refused pays for it: its errors name the key and the value
-
-    validator = jsonschema.Draft202012Validator(schema)
-    messages = []
-    for error in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path))):
-        messages.append(_describe(error, prefix))
-    return messages
 
 
 def canonical(value):
@@ -152,7 +65,7 @@ def check(config: dict, schema: dict) -> dict:
     """Default and validate `config` in place; return {experiment name: settings}. Raise ConfigError
     listing every problem found."""
     apply_defaults(config, schema)
-    problems = _validate(config, schema)
+    problems = schema_check.problems(config, schema)
     seen = set()
     for i, exp in enumerate(config.get("experiments") or []):
         name = exp.get("name") if isinstance(exp, dict) else None
@@ -169,7 +82,7 @@ def check(config: dict, schema: dict) -> dict:
         settings = experiment_settings(config, schema, i)
         for section, sub in section_schemas.items():
             src = (f"experiments[{i}]", section) if exp.get(section) else (section,)
-            problems += _validate(settings[section], sub, prefix=src)
+            problems += schema_check.problems(settings[section], sub, prefix=src)
         if not problems:
             where = f"experiments[{i}].finetune" if exp.get("finetune") else "finetune"
             ft = FinetuneSettings.from_dict(settings["finetune"])
@@ -234,29 +147,6 @@ def _check_sources(config: dict) -> list[str]:
 
 # GPUs without bf16 tensor cores: half precision there is fp16 (16-mixed to train: pure fp16 full fine-tunes diverge).
 NO_BF16 = ("V100", "P100", "T4", "TITAN V", "RTX 20")
-
-
-def site_gpu(site) -> str | None:
-    """The GPU model the jobs will run on (site: a cluster.site.Site or its mapping): the site's `gpu_model`; on a
-    site without a scheduler, this machine's first GPU (nvidia-smi; its jobs run here); None where there is none."""
-    from llmhpc.cluster.site import Site
-
-    site = Site.of(site)
-    if site.gpu_model:
-        return site.gpu_model
-    if site.on_scheduler:
-        return "GPU" if site.gpus_per_node else None
-    import shutil
-    import subprocess
-
-    if not shutil.which("nvidia-smi"):
-        return None
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=20).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.splitlines()[0].strip() if out else None
 
 
 def resolve_precision(section: dict, gpu: str | None) -> None:

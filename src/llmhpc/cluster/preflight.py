@@ -18,9 +18,9 @@ import re
 import sys
 from pathlib import Path
 
-from llmhpc.cluster.site import SITE_FILE, Site
-from llmhpc.config import ConfigError, site_gpu
+from llmhpc.cluster.site import SITE_FILE, Site, site_gpu
 from llmhpc.eval import registry
+from llmhpc.schema_check import ConfigError
 
 _GADI_PATH = re.compile(r"^/(g/data|scratch)/([^/]+)")
 

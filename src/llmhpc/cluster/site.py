@@ -86,6 +86,27 @@ def load_site(text: str) -> dict:
     return json.loads(text)
 
 
+def site_gpu(site) -> str | None:
+    """The GPU model the jobs will run on (site: a Site or its mapping): the site's `gpu_model`; on a site without a
+    scheduler, this machine's first GPU (nvidia-smi; its jobs run here); None where there is none."""
+    site = Site.of(site)
+    if site.gpu_model:
+        return site.gpu_model
+    if site.on_scheduler:
+        return "GPU" if site.gpus_per_node else None
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.splitlines()[0].strip() if out else None
+
+
 
 SITE_FILE = "site.yaml"
 
@@ -133,14 +154,14 @@ def load_site_file(path: Path, site_schema: dict) -> dict:
     # Imported here: the PBS commands import this module for dump/load_site and must start fast.
     import yaml
 
-    from llmhpc.config import ConfigError, _validate
+    from llmhpc import schema_check
 
     data = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(data, dict):
-        raise ConfigError(f"site file {path}: expected a mapping of site keys, got {type(data).__name__}")
-    problems = _validate(data, site_schema, prefix=("site",))
+        raise schema_check.ConfigError(f"site file {path}: expected a mapping of site keys, got {type(data).__name__}")
+    problems = schema_check.problems(data, site_schema, prefix=("site",))
     if problems:
-        raise ConfigError(f"site file {path} refused:\n  " + "\n  ".join(problems))
+        raise schema_check.ConfigError(f"site file {path} refused:\n  " + "\n  ".join(problems))
     return data
 
 
