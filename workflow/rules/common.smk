@@ -18,7 +18,7 @@ from llmhpc.parsetime import PLOT_NAMES, export_pythonpath, is_dry_run, run_args
 
 export_pythonpath(Path(workflow.basedir) / "src")
 
-from llmhpc.cluster import cost, pbs, preflight, resources, slurm
+from llmhpc.cluster import cost, dryrun, preflight, resources
 from llmhpc.cluster import site as cluster_site
 from llmhpc.config import check, load_schema
 from llmhpc.interrupt import forward_sigint_to_jobs
@@ -41,10 +41,7 @@ if workflow.is_main_process:
     if not is_dry_run(sys.argv):
         preflight.check_submit_command(SITE)  # qsub on PATH, before the downloads rather than at the first job
     cluster_site.export_site(config["site"])
-    if SITE.scheduler == "pbs":
-        pbs.register_dry_run_plan(workflow, SITE)  # `-n` lists the qsub lines
-    elif SITE.scheduler == "slurm":
-        slurm.register_dry_run_plan(workflow, SITE)  # `-n` lists the sbatch lines
+    dryrun.register_dry_run_plan(workflow, SITE)  # `-n` lists the qsub (and their cost) or sbatch lines
     if SITE.on_scheduler:
         cost.register_run_estimate(workflow, SITE)  # a real run records every job's estimated cost before submitting
 # The experiments serve_check serves (serve.enabled; none otherwise): their figures join the summary and the bundle.

@@ -102,18 +102,6 @@ def no_rates(site: Site) -> str:
             f" its site.yaml")
 
 
-def register_dry_run_estimate(workflow, site: Site | dict) -> None:
-    """In a dry run, print the estimated cost of every job that would be submitted and the total."""
-    import json
-
-    from llmhpc.cluster.dryrun import print_at_exit
-
-    site = Site.of(site)
-    print_at_exit(workflow, f"Estimated cost in service units (site '{site.name}'; requested walltime x resources"
-                            f" held x the queue's rate):",
-                  lambda jobs: estimate_lines([json.loads(job.properties()) for job in jobs], site))
-
-
 def measured(props: dict, site: Site | dict, wall_s: float | None) -> dict:
     """What a finished job cost, for its summary: su from its wall time beside su_estimate from its requested
     walltime (the figure the run's estimate recorded for it), with su_queue, su_rate, su_units (how many of

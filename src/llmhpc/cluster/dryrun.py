@@ -1,13 +1,19 @@
-"""What a dry run would submit: `snakemake --profile <site> -n` prints every job's scheduler command.
+"""What a dry run would submit: `snakemake --profile <site> -n` prints every job's scheduler command and, on PBS,
+each job's estimated cost in service units.
 
 Neither the cluster-generic executor (PBS) nor the Slurm plugin prints its submit command in a dry run, and the
-jobs are known only once the DAG is built, so the lines are printed when Snakemake exits."""
+jobs are known only once the DAG is built, so the lines are printed when Snakemake exits. The lines are composed by
+pbs, slurm and cost; this module, above them, prints them."""
 
 from __future__ import annotations
 
 import atexit
+import json
 import sys
 from typing import Callable
+
+from llmhpc.cluster import cost, pbs, slurm
+from llmhpc.cluster.site import Site
 
 
 def jobs_to_submit(workflow) -> list:
@@ -38,3 +44,22 @@ def print_at_exit(workflow, title: str, render: Callable[[list], list[str]]) -> 
             print(f"  {line}", file=sys.stderr)
 
     atexit.register(show)
+
+
+def register_dry_run_plan(workflow, site: Site | dict) -> None:
+    """In a dry run print the submit line of every job that would be submitted: on PBS the qsub lines, then each
+    job's estimated cost in service units and their total (llmhpc.cluster.cost); on Slurm the sbatch lines."""
+    site = Site.of(site)
+
+    def properties(jobs) -> list[dict]:
+        return [json.loads(job.properties()) for job in jobs]
+
+    if site.scheduler == "pbs":
+        # registered first: atexit runs last-in first-out, so the estimate prints after the qsub lines
+        print_at_exit(workflow, f"Estimated cost in service units (site '{site.name}'; requested walltime x resources"
+                                f" held x the queue's rate):", lambda jobs: cost.estimate_lines(properties(jobs), site))
+        print_at_exit(workflow, f"PBS submissions of this dry run (site '{site.name}'; nothing was submitted):",
+                      lambda jobs: pbs.plan_lines(properties(jobs), site))
+    elif site.scheduler == "slurm":
+        print_at_exit(workflow, f"Slurm submissions of this dry run (site '{site.name}'; nothing was submitted):",
+                      lambda jobs: [slurm.sbatch_line(job) for job in jobs])

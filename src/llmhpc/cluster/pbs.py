@@ -7,8 +7,8 @@
   (runtime, mem_mb, gpu, threads) plus `nodes`/`gpus_per_node`, written Gadi style or as PBS Pro select chunks.
 - status and cancel: llmhpc.cluster.pbs_status (one cached qstat for every job; qdel in batches).
 
-Entry points: the console script llmhpc-pbs-submit (pyproject.toml), and
-`register_dry_run_plan` for `-n`. The site (project, queues, node shape, modules, env) comes from $LLMHPC_SITE,
+Entry points: the console script llmhpc-pbs-submit (pyproject.toml), and `plan_lines`, which
+llmhpc.cluster.dryrun prints for `-n`. The site (project, queues, node shape, modules, env) comes from $LLMHPC_SITE,
 set by the workflow (llmhpc.cluster.resources).
 """
 
@@ -298,18 +298,6 @@ def plan_lines(jobs_properties: list[dict], site: Site | dict) -> list[str]:
     """The exact qsub command of each job, as submit would run it."""
     site = Site.of(site)
     return [format_command(*qsub_command(props, site)) for props in jobs_properties]
-
-
-def register_dry_run_plan(workflow, site: Site | dict) -> None:
-    """In a dry run (`snakemake --profile gadi -n`) print the qsub line of every job that would be submitted, then
-    each job's estimated cost in service units and their total (llmhpc.cluster.cost)."""
-    from llmhpc.cluster.cost import register_dry_run_estimate
-    from llmhpc.cluster.dryrun import print_at_exit
-
-    site = Site.of(site)
-    register_dry_run_estimate(workflow, site)  # registered first: atexit runs last-in first-out, so it prints after
-    print_at_exit(workflow, f"PBS submissions of this dry run (site '{site.name}'; nothing was submitted):",
-                  lambda jobs: plan_lines([json.loads(job.properties()) for job in jobs], site))
 
 
 # ------------------------------------------------------------------------------------------------ commands

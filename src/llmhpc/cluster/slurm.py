@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import shlex
 
-from llmhpc.cluster.site import Site
-
 
 def sbatch_line(job) -> str:
     from snakemake_executor_plugin_slurm.submit_string import get_submit_command
@@ -26,11 +24,3 @@ def sbatch_line(job) -> str:
     }
     name = job.rule.name + (f" ({', '.join(f'{k}={v}' for k, v in job.wildcards.items())})" if job.wildcards else "")
     return f"{name}: {' '.join((get_submit_command(job, params) + set_gres_string(job)).split())}"
-
-
-def register_dry_run_plan(workflow, site: Site | dict) -> None:
-    from llmhpc.cluster.dryrun import print_at_exit
-
-    site = Site.of(site)
-    print_at_exit(workflow, f"Slurm submissions of this dry run (site '{site.name}'; nothing was submitted):",
-                  lambda jobs: [sbatch_line(job) for job in jobs])
