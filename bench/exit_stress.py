@@ -62,7 +62,8 @@ def cmd_job_evaluate(a) -> None:
     torch.set_num_threads(4)
     os.environ.update(launch.compile_cache_env({}, {}, os.environ))
     out = d / f"eval-{a.n}"
-    evaluate.run_stage({"scorer": "fast", "device": a.device, "precision": "auto"}, d / "ckpt", d / "hellaswag.jsonl",
+    settings = {"scorer": "fast", "device": a.device, "precision": "auto", "compile": a.compile}
+    evaluate.run_stage(settings, d / "ckpt", d / "hellaswag.jsonl",
                        out / "predictions.jsonl", out / "metrics.json")
 
 
@@ -71,7 +72,8 @@ def cmd_evaluate(a) -> None:
     env = dict(os.environ, PYTHONFAULTHANDLER="1")
     rows = []
     for n in range(a.runs):
-        r = run_one([sys.executable, __file__, "job-evaluate", str(d), str(n), "--device", a.device], "evaluate", n, d, env)
+        r = run_one([sys.executable, __file__, "job-evaluate", str(d), str(n), "--device", a.device, "--compile", a.compile],
+                    "evaluate", n, d, env)
         m = d / f"eval-{n}" / "metrics.json"
         metrics = json.loads(m.read_text()) if m.is_file() else {}
         r.update(written=m.is_file(), scorer_wall_s=metrics.get("wall_s"), stage_wall_s=metrics.get("stage_wall_s"),
@@ -164,6 +166,8 @@ def main() -> None:
         p.add_argument("dir")
         p.add_argument("--runs", type=int, default=20)
         p.add_argument("--device", default="cuda")
+        if name == "evaluate":
+            p.add_argument("--compile", default="auto", help="evaluate.compile: auto, true (the warm-up thread), false")
         if name == "finetune":
             p.add_argument("--method", default="lora")
             p.add_argument("--steps", type=int, default=4)
@@ -173,6 +177,7 @@ def main() -> None:
     p.add_argument("dir")
     p.add_argument("n")
     p.add_argument("--device", default="cuda")
+    p.add_argument("--compile", default="auto")
     sub.add_parser("job-import").add_argument("module")
     a = ap.parse_args()
     {"prepare": cmd_prepare, "evaluate": cmd_evaluate, "finetune": cmd_finetune, "imports": cmd_imports,
