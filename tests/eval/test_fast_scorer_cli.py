@@ -51,9 +51,9 @@ def single(setup, tmp_path_factory):
 
 
 def test_matches_reference_and_writes_evaluate_metrics(setup, single):
+    from llmhpc.eval.hellaswag import read_hellaswag
     from llmhpc.eval.reference import score_items
     from llmhpc.litgpt_checkpoint import load_litgpt
-    from llmhpc.stages.data import read_hellaswag
 
     ckpt, eval_file = setup
     model, tok = load_litgpt(ckpt, "32-true", "cpu")

@@ -35,7 +35,9 @@ class ScoringJob:
     def __post_init__(self):  # the settings' strings (and a JSON argument's) as the types the fields say
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.type in ("Path", "Path | None") and value is not None and not isinstance(value, Path):
+            if f.type == "Path | None" and not value:  # null or "": no file (not Path(""), which is ".")
+                object.__setattr__(self, f.name, None)
+            elif f.type in ("Path", "Path | None") and not isinstance(value, Path):
                 object.__setattr__(self, f.name, Path(value))
             elif f.type == "str" and not isinstance(value, str):
                 object.__setattr__(self, f.name, str(value))
