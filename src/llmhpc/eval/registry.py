@@ -97,9 +97,9 @@ class FastOptions(ScoringJob):
 @dataclass(frozen=True)
 class Scorer:
     """One scorer: its options class, its program (a module whose `score(options, log)` scores in this process and
-    returns the metrics it wrote, and which `python -m` runs as each of several processes), and whether it spreads
-    over GPUs (one process per GPU: data parallel over evaluate.gpus, pipeline_stages, num_nodes). The programs
-    import this module, not it them: it names them."""
+    returns the metrics it wrote; for a scorer that spreads, `python -m` runs it as each process), and whether it
+    spreads over GPUs (one process per GPU: data parallel over evaluate.gpus, pipeline_stages, num_nodes). The
+    programs import this module, not it them: it names them."""
 
     name: str
     options: type[ScoringJob]

@@ -363,8 +363,8 @@ def write_results(options: FastOptions, topo, everyone, resumed, prep, precision
 
 
 def score(options: FastOptions, log=None) -> dict:
-    """The program as a function (the evaluate stage's scorer in its own process; `log`: its output goes to
-    stderr): returns the metrics; raises guard.AccuracyGuardError when a reference is given and missed."""
+    """The program as a function, where the evaluate stage scores in its own process (`log` unused: the program
+    logs to stderr): returns the metrics; raises guard.AccuracyGuardError when a reference is given and missed."""
     rc = run(options)
     path = options.metrics
     metrics = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
