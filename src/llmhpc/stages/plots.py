@@ -37,6 +37,7 @@ from llmhpc.outputs.charts import (  # noqa: E402
     style,
     value,
 )
+from llmhpc.outputs.summary_table import COLUMNS  # noqa: E402
 
 
 def plot_loss(table: pd.DataFrame, metrics: dict[str, Path | None], experiments: list[str], out_dir) -> Plot:
@@ -378,8 +379,7 @@ def make_all(summary_csv, metrics: dict[str, Path | None], manifest_path, experi
              tolerance: float, out_dir, model_source: str | None = None) -> dict[str, Plot]:
     """Every plot of the stage, from the files the rule names; missing files give missing-data plots.
     model_source: the config's model.source (tiny: the base model has random weights, and the plots say so)."""
-    table = read_table(summary_csv) if summary_csv and Path(summary_csv).is_file() else pd.DataFrame(
-        columns=["run", "experiment", "stage", "metric", "value", "unit", "source"])
+    table = read_table(summary_csv) if summary_csv and Path(summary_csv).is_file() else pd.DataFrame(columns=COLUMNS)
     manifest = json.loads(Path(manifest_path).read_text()) if manifest_path and Path(manifest_path).is_file() else None
     plots = [
         plot_loss(table, metrics, experiments, out_dir),

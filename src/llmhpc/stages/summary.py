@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-COLUMNS = ["run", "experiment", "stage", "metric", "value", "unit", "source"]
+from llmhpc.outputs.summary_table import COLUMNS
 
 FINETUNE_METRICS = {
     "training_time_s": "s", "stage_wall_s": "s", "load_s": "s", "save_s": "s",

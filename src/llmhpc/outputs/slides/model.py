@@ -22,8 +22,8 @@ from llmhpc.outputs.slides.figures import (
     seg,
 )
 from llmhpc.outputs.slides.training import TrainingSlides
+from llmhpc.outputs.summary_table import COLUMNS
 from llmhpc.settings import FinetuneSettings, PresentationSettings
-from llmhpc.stages.summary import COLUMNS
 
 
 class DeckBuilder(SlideContent, TrainingSlides):
