@@ -122,9 +122,10 @@ def test_failed_and_walltime_killed_jobs_fail_the_run_and_keep_their_logs(gadi_r
                                  PBS_STATE),
                      project="ab12")
     quick = yaml.safe_load((repo / "tests/quick.yaml").read_text())
-    # `broken` passes the checks but litgpt refuses its config: the job exits non-zero
+    # `broken` passes the checks (a key LitGPT knows; the check reads keys, not values) but litgpt refuses the
+    # value: the job exits non-zero
     quick["experiments"] = [{"name": "slow"},
-                            {"name": "broken", "finetune": {"extra": {"train": {"no_such_key": 1}}}}]
+                            {"name": "broken", "finetune": {"extra": {"eval": {"max_iters": "many"}}}}]
     (repo / "tests/quick.yaml").write_text(yaml.safe_dump(quick))
     # one emulated minute for `slow`, an hour for `broken` (resource values are expressions of the wildcards)
     runtime = "finetune:runtime=1 if wildcards.experiment == 'slow' else 60"
@@ -143,7 +144,7 @@ def test_failed_and_walltime_killed_jobs_fail_the_run_and_keep_their_logs(gadi_r
     assert broken_e.stat().st_size > 0
     # Snakemake removes a failed job's outputs; its log says why
     rule_log = (repo / "results/logs/finetune/broken.log").read_text()
-    assert "litgpt finetune_full exited with 2" in rule_log and "no_such_key" in rule_log
+    assert "litgpt finetune_full exited with 2" in rule_log and "max_iters" in rule_log
 
 
 @pytest.mark.e2e
