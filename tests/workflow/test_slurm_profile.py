@@ -277,7 +277,9 @@ def test_finetune_killed_by_its_time_limit_resumes_on_rerun(cluster, slurm_run, 
     log.seek(0)
     assert cluster.job(job_id)["JobState"] == "TIMEOUT", log.read()[-3000:]
     assert (out / "step-000001/lit_model.pth").is_file() and not (out / "final").exists()
+    # Slurm's time limit sends SIGTERM (with SIGCONT) before SIGKILL: the fine-tune may save one more step then
+    saved = max(int(p.name.split("-")[1]) for p in out.glob("step-*") if (p / "lit_model.pth").is_file())
 
     run(cluster, repo, cmd)
     summary = json.loads((repo / target).read_text())
-    assert summary["resumed_from_step"] == 1 and summary["exit_code"] == 0
+    assert summary["resumed_from_step"] == saved and summary["exit_code"] == 0
