@@ -47,7 +47,7 @@ def run_one(cmd: list[str], what: str, n: int, d: Path, env: dict) -> dict:
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         (d / f"crash-{what}-{n}.txt").write_text(f"rc {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-20000:]}")
-    return {"rc": proc.returncode, "wall_s": round(wall, 2), "stderr": proc.stderr}
+    return {"rc": proc.returncode, "wall_s": round(wall, 2), "output": proc.stdout + proc.stderr}
 
 
 def cmd_job_evaluate(a) -> None:
@@ -78,7 +78,7 @@ def cmd_evaluate(a) -> None:
         metrics = json.loads(m.read_text()) if m.is_file() else {}
         r.update(written=m.is_file(), scorer_wall_s=metrics.get("wall_s"), stage_wall_s=metrics.get("stage_wall_s"),
                  phases=metrics.get("phases_s"), compile=metrics.get("compile"))
-        print(json.dumps({k: v for k, v in r.items() if k != "stderr"}), flush=True)
+        print(json.dumps({k: v for k, v in r.items() if k != "output"}), flush=True)
         rows.append(r)
     table("evaluate", rows)
 
@@ -112,11 +112,10 @@ def cmd_finetune(a) -> None:
         cfg = finetune_yaml(d, n, a.method, a.steps, a.device)
         r = run_one([sys.executable, "-m", "llmhpc.train.fast", "--config", str(cfg)], "finetune", n, d, env)
         final = d / f"ft-{n}" / "out" / "final"
-        r.update(written=final.is_dir(), last=[ln for ln in r["stderr"].splitlines()[-3:]])
-        phases = [ln for ln in r["stderr"].splitlines() if ln.startswith(("Start-up to training", "Model built",
-                                                                         "Launch to", "Training time", "Saved"))]
-        r["phases"] = phases
-        print(json.dumps({k: v for k, v in r.items() if k not in ("stderr",)}), flush=True)
+        # the engine prints its phases on stdout (print_main)
+        r.update(written=final.is_dir(), phases=[ln for ln in r["output"].splitlines() if ln.startswith(
+            ("Launch to", "Model built", "Start-up to training", "Samples per second", "Saved"))])
+        print(json.dumps({k: v for k, v in r.items() if k != "output"}), flush=True)
         rows.append(r)
     table("finetune", rows)
 
