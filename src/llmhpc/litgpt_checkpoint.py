@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from llmhpc import bulk_copy
+
 DTYPES = {"32-true": torch.float32, "16-true": torch.float16, "bf16-true": torch.bfloat16}
 
 
@@ -30,9 +32,13 @@ def load_litgpt(checkpoint_dir: Path, precision: str | None, device: str):
     with torch.device("meta"):
         model = GPT(config)
     state = read_state(checkpoint_dir / "lit_model.pth")
+    dtype = DTYPES[precision] if precision else None
+    if torch.device(device).type == "cuda":  # batched copies, the dtype changed on the device
+        state = {k: t.to(dtype) if dtype is not None and t.is_floating_point() else t
+                 for k, t in bulk_copy.to_device(state, device)}
     model.load_state_dict(state, strict=True, assign=True)
     model.cos, model.sin = model.rope_cache(device=torch.device("cpu"))  # non-persistent buffers, still on meta
-    model = model.to(device=device, dtype=DTYPES[precision] if precision else None).eval()
+    model = model.to(device=device, dtype=dtype).eval()
     model.max_seq_length = config.block_size
     return model, Tokenizer(checkpoint_dir)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from llmhpc import litgpt_core
+from llmhpc import bulk_copy, litgpt_core
 from llmhpc.litgpt_checkpoint import DTYPES
 
 
@@ -106,9 +106,8 @@ def load_model_part(checkpoint_dir: Path, precision: str | None, device, first_b
     norm and head on the last) on `device`; everything else stays on the meta device and is never used.
     Weights come from lit_model.pth (memory-mapped), or, for Llama shapes, straight from a Hugging Face
     checkpoint's safetensors files when the directory has those and a model_config.yaml instead.
-    The copies to the device start before LitGPT is imported: that import (lightning, torchmetrics: 8-10 s per
-    process on an H200 host, started in a thread when the scorer starts) finishes while the weights move.
-    Returns (model, parameter count of the whole model)."""
+    The weights travel in a thread (batched copies, `threads` of them filling the pinned buffers) while this one
+    imports LitGPT's model code and builds the model on the meta device. Returns (model, parameter count of the whole model)."""
     checkpoint_dir = Path(checkpoint_dir)
     raw = yaml.safe_load((checkpoint_dir / "model_config.yaml").read_text())
     if not raw:
@@ -117,14 +116,8 @@ def load_model_part(checkpoint_dir: Path, precision: str | None, device, first_b
     names, read = open_weights(checkpoint_dir, raw, first_block, last)
     dtype = DTYPES[precision] if precision else None
 
-    def move(name: str) -> torch.Tensor:
-        got = read(name)
-        parts = [x.to(device) for x in (got if isinstance(got, list) else [got])]
-        t = parts[0] if len(parts) == 1 else torch.cat(parts)
-        return t.to(dtype) if dtype is not None and t.is_floating_point() else t
-
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        moving = {name: pool.submit(move, name) for name in names}
+    with ThreadPoolExecutor(1) as pool:
+        moving = pool.submit(_to_device, names, read, device, dtype, threads)
         litgpt_core.load()
         from litgpt import GPT, Config
 
@@ -136,7 +129,7 @@ def load_model_part(checkpoint_dir: Path, precision: str | None, device, first_b
             missing, unexpected = sorted(expected - set(names)), sorted(set(names) - expected)
             raise KeyError(f"{checkpoint_dir}: the weights do not match model_config.yaml's model: missing "
                            f"{missing[:5]}, unexpected {unexpected[:5]}")
-        part = {name: future.result() for name, future in moving.items()}
+        part = moving.result()
     n_params = sum(p.numel() for p in model.parameters())
     model.load_state_dict(part, strict=False, assign=True)
     cos, sin = model.rope_cache(device=torch.device(device))
@@ -144,6 +137,23 @@ def load_model_part(checkpoint_dir: Path, precision: str | None, device, first_b
     model.cos, model.sin = cos.to(rope_dtype), sin.to(rope_dtype)
     model.max_seq_length = config.block_size
     return model.eval(), n_params
+
+
+def _to_device(names: list[str], read, device, dtype, threads: int) -> dict[str, torch.Tensor]:
+    """The named tensors on `device` in `dtype` (floating point ones), through llmhpc.bulk_copy's batched
+    copies; a name read as several parts (Hugging Face q, k, v) is concatenated on the device."""
+    sources, parts = {}, {}
+    for name in names:
+        got = read(name)
+        got = got if isinstance(got, list) else [got]
+        parts[name] = [f"{name}#{i}" for i in range(len(got))]
+        sources.update(zip(parts[name], got))
+    moved = dict(bulk_copy.to_device(sources, device, threads=threads))
+    out = {}
+    for name, keys in parts.items():
+        t = moved.pop(keys[0]) if len(keys) == 1 else torch.cat([moved.pop(k) for k in keys])
+        out[name] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
+    return out
 
 
 def open_weights(checkpoint_dir: Path, raw: dict, first: int, last: int) -> tuple[list[str], object]:

@@ -13,6 +13,7 @@ import torch
 import yaml
 from torch.distributed.tensor import DTensor, distribute_tensor
 
+from llmhpc import bulk_copy
 from llmhpc.train.fast import converters
 
 
@@ -24,31 +25,46 @@ def read_state(checkpoint_dir: Path) -> dict:
 
 @torch.no_grad()
 def load_into(gpt, state: dict) -> None:
-    """Copy the full tensors into the model's parameters; a sharded (DTensor) parameter takes only its shard."""
+    """Copy the checkpoint into the model's parameters; a sharded (DTensor) parameter takes only its shard, and
+    only the shard's rows are read. On a GPU the tensors travel in a few large batched copies (llmhpc.bulk_copy)
+    and change dtype on the device."""
     params = dict(gpt.named_parameters())
     missing = sorted(set(params) - set(state))
     unexpected = sorted(set(state) - set(params))
     if missing or unexpected:
         raise KeyError(f"checkpoint does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    sources, targets = {}, {}
     for name, param in params.items():
         if isinstance(param, DTensor):
-            param.to_local().copy_(local_shard(state[name], param))
+            part = shard_rows(state[name], param)
+            if part is None:  # a shard that is not a block of rows (uneven split): cut on the device instead
+                param.to_local().copy_(local_shard(state[name], param))
+                continue
+            sources[name], targets[name] = part, param.to_local()
         else:
-            param.copy_(state[name].to(param.device, dtype=param.dtype))
+            sources[name], targets[name] = state[name], param
+    device = next(iter(targets.values())).device if targets else torch.device("cpu")
+    for name, moved in bulk_copy.to_device(sources, device):
+        targets[name].copy_(moved)
 
 
-def local_shard(full: torch.Tensor, param: DTensor) -> torch.Tensor:
-    """This process's part of a full CPU tensor, cut on the CPU (only it crosses to the GPU)."""
+def shard_rows(full: torch.Tensor, param: DTensor) -> torch.Tensor | None:
+    """This process's part of a full CPU tensor as a view (no bytes read yet), or None where the local shard is
+    not the plain slice of the global tensor (FSDP2 pads an uneven last shard)."""
     from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
     shape, offset = compute_local_shape_and_global_offset(full.shape, param.device_mesh, param.placements)
+    if tuple(shape) != tuple(param.to_local().shape):
+        return None
+    return full[tuple(slice(o, o + n) for o, n in zip(offset, shape))]
+
+
+def local_shard(full: torch.Tensor, param: DTensor) -> torch.Tensor:
+    """This process's part of a full CPU tensor where it is not a plain slice: the whole tensor is distributed."""
     local = param.to_local()
-    if tuple(shape) == tuple(local.shape):
-        part = full[tuple(slice(o, o + n) for o, n in zip(offset, shape))]
-        return part.to(local.device, dtype=local.dtype, non_blocking=False)
     device = param.device_mesh.device_type
     return distribute_tensor(full.to(device, dtype=param.dtype), param.device_mesh, param.placements,
-                             src_data_rank=None).to_local()
+                             src_data_rank=None).to_local().to(local.device)
 
 
 @torch.no_grad()
