@@ -202,50 +202,82 @@ def test_a_capacity_far_above_the_bars_is_written_not_drawn(tmp_path):
     assert "host RAM (vm): 25 GB" not in texts  # no line drawn for it
 
 
-def test_time_breakdown_other_is_the_rest_of_the_job(tmp_path):
-    table = add_rows(real_inputs()[0], [("baseline", "finetune", "load_s", 6.5),
-                                        ("baseline", "finetune", "save_s", 1.5)])
+PHASES = ("startup", "load", "warmup", "work", "save", "exit")
+
+
+def phase_rows(jobs: dict[tuple[str, str], dict[str, float]]):
+    """Summary rows of jobs that recorded their phases: {(experiment, stage): {phase: seconds}}, and a stage wall
+    time that is their sum."""
+    rows = []
+    for (name, stage), phases in jobs.items():
+        rows += [(name, stage, f"phase_{p}_s", v) for p, v in phases.items()]
+        rows.append((name, stage, "stage_wall_s", round(sum(phases.values()), 3)))
+    return rows
+
+
+@pytest.mark.plots
+def test_time_breakdown_draws_each_jobs_recorded_phases(tmp_path):
+    """One stacked bar per fine-tune and evaluate job (the base model's evaluation too), each segment as tall as the
+    phase the job recorded; every phase has one look in the bars and the legend (work in the experiment's colour),
+    and the legend gives each phase's seconds over all the jobs."""
+    names = [f"e{i}" for i in range(5)]
+    jobs = {}
+    for i, name in enumerate(["base", *names]):
+        for stage in ("finetune", "evaluate"):
+            if name == "base" and stage == "finetune":
+                continue
+            k = i + (0 if stage == "finetune" else 0.5)  # a different value for every job and phase
+            jobs[name, stage] = dict(zip(PHASES, (3.1 + k, 2.2 + k / 2, 0.3 * k, 40.0 - 3 * k, 0.7 + k / 10, 1.3)))
+    table = pd.DataFrame(columns=real_inputs()[0].columns)
+    plot = plots.plot_time_breakdown(add_rows(table, phase_rows(jobs)), names, tmp_path)
+    assert plot.missing == [] and not any("No phases recorded" in r for r in plot.remarks), plot.remarks
+    expected = {f"{n} {st} {p}": v for (n, st), phases in jobs.items() for p, v in phases.items()}
+    assert plot.heights == pytest.approx(expected)
+    texts = svg_texts(tmp_path / "time_breakdown.svg")
+    for (n, st), phases in jobs.items():  # each bar's total on top of it
+        assert plots._seconds(sum(phases.values())) in texts, (n, st)
+    for phase in PHASES:  # the legend's entries, with each phase's seconds over every job
+        total = sum(phases[phase] for phases in jobs.values())
+        assert f"{plots.PHASE_NAMES[phase]} {plots._seconds(total)}" in texts, phase
+        assert set(plot.legend[phase]) == set(plot.parts[phase]), (phase, plot.legend[phase], plot.parts[phase])
+    assert set(plot.legend["work"]) == {plot.drawn[n] for n in ["base", *names]}
+    assert len({c for p in PHASES if p != "work" for c in plot.parts[p]} | set(plot.legend["work"])) == 5 + 6
+
+
+@pytest.mark.plots
+def test_time_breakdown_falls_back_to_the_older_figures(tmp_path):
+    """A job whose figures predate the phases (the stored run) is still drawn: a fine-tune's load and save, its
+    training time (a resumed run's last attempt's) as work and the rest of its wall as exit; an evaluation's load
+    and scoring, the rest of the scorer's wall as exit; the plot says which jobs these are. A recorded exit is
+    drawn as recorded, a missing one is the rest of the wall."""
+    table = add_rows(real_inputs()[0], [("baseline", "finetune", "load_s", 6.5), ("baseline", "finetune", "save_s", 1.5)])
     wall = plots.value(table, "baseline", "finetune", "stage_wall_s")
     train = plots.value(table, "baseline", "finetune", "training_time_s")
-    parts = plots.time_parts(table, "baseline")
-    assert parts == pytest.approx({"load": 6.5, "train": train, "save": 1.5, "other": wall - train - 8.0})
-    assert sum(parts.values()) == pytest.approx(wall)
-    # resumed: the stage wall time is the last attempt's, and so is the training time it is split into
+    parts = plots.job_phases(table, "baseline", "finetune")
+    assert parts == pytest.approx({"startup": 0, "load": 6.5, "warmup": 0, "work": train, "save": 1.5,
+                                   "exit": wall - train - 8.0})
     resumed = add_rows(table, [("baseline", "finetune", "last_attempt_training_time_s", 100.0)])
-    assert plots.time_parts(resumed, "baseline") == pytest.approx({"load": 6.5, "train": 100.0, "save": 1.5,
-                                                                   "other": wall - 108.0})
-    # mbs16 has no load/save figures: all of the rest is other, and the plot says so
-    parts = plots.time_parts(table, "mbs16")
-    assert parts["load"] == parts["save"] == 0
+    assert plots.job_phases(resumed, "baseline", "finetune")["work"] == 100.0
+    assert plots.job_phases(resumed, "baseline", "finetune")["exit"] == pytest.approx(wall - 108.0)
+    ev = {m: plots.value(table, "mbs16", "evaluate", m) for m in ("wall_s", "load_s", "score_s")}
+    assert plots.job_phases(table, "mbs16", "evaluate") == pytest.approx(
+        {"startup": 0, "load": ev["load_s"], "warmup": 0, "work": ev["score_s"], "save": 0,
+         "exit": ev["wall_s"] - ev["load_s"] - ev["score_s"]})
     plot = plots.plot_time_breakdown(table, EXPERIMENTS, tmp_path)
     assert plot.missing == []
-    assert plot.remarks == ["Load and save not timed separately for mbs16: counted in other"]
-    assert f"{wall:.0f} s" in svg_texts(tmp_path / "time_breakdown.svg")
-
-
-def test_time_breakdown_legend_is_in_the_bars_colours_and_every_part_is_named(tmp_path):
-    """The legend's swatches are the colours the parts are drawn in (not a grey that no bar has), and a part too
-    thin to write in (a save of half a second in a job of minutes) is still named, beside its bar."""
-    table = add_rows(real_inputs()[0], [(e, "finetune", m, v) for e in EXPERIMENTS
-                                        for m, v in (("load_s", 5.1), ("save_s", 0.4))])
-    plot = plots.plot_time_breakdown(table, EXPERIMENTS, tmp_path)
-    assert set(plot.legend) == {"load", "train", "save", "other"}
-    for part, swatches in plot.legend.items():
-        assert set(swatches) == set(plot.parts[part]), (part, swatches, plot.parts[part])
-    assert set(plot.legend["train"]) == {plot.drawn[e] for e in EXPERIMENTS}  # blue and orange, as the bars
-    texts = svg_texts(tmp_path / "time_breakdown.svg")
-    for e in EXPERIMENTS:
-        for part, seconds in plots.time_parts(table, e).items():
-            assert seconds > 0 and plot.labels[f"{e} {part}"] in texts, (e, part)
-    assert plot.labels["baseline save"] == "save 0.4 s"
-    # five experiments leave no room beside the bars: the thin parts are said under the plot instead
-    many = [f"e{i}" for i in range(5)]
-    table = add_rows(table, [(e, "finetune", m, v) for i, e in enumerate(many) for m, v in (
-        ("stage_wall_s", 300 - 30 * i), ("training_time_s", 250 - 30 * i), ("load_s", 20), ("save_s", 2.5))])
-    plot = plots.plot_time_breakdown(table, many, tmp_path)
-    texts = " ".join(svg_texts(tmp_path / "time_breakdown.svg"))
-    assert all(f"{e} save 2 s" in texts or e == many[-1] for e in many), texts
-    assert plot.labels["e4 save"] in texts
+    assert any(r.startswith("No phases recorded by baseline fine-tune, mbs16 fine-tune, base evaluate") for r in
+               plot.remarks), plot.remarks
+    assert plot.heights["baseline finetune work"] == train and f"{wall:.0f} s" in svg_texts(tmp_path / "time_breakdown.svg")
+    # a job with phases: exit as recorded, or the rest of its wall where it is null
+    given = {"startup": 2.0, "load": 3.0, "warmup": 0.0, "work": 10.0, "save": 1.0, "exit": 4.0}
+    recorded = add_rows(table, phase_rows({("mbs16", "finetune"): given}))
+    assert plots.job_phases(recorded, "mbs16", "finetune") == pytest.approx(given)
+    no_exit = add_rows(table, [r for r in phase_rows({("mbs16", "finetune"): given}) if r[2] != "phase_exit_s"]
+                       + [("mbs16", "finetune", "stage_wall_s", 30.0)])
+    assert plots.job_phases(no_exit, "mbs16", "finetune")["exit"] == pytest.approx(14.0)
+    # a job not run yet is said, not drawn
+    plot = plots.plot_time_breakdown(table, [*EXPERIMENTS, "later"], tmp_path)
+    assert plot.missing == ["later fine-tune (no timings yet)", "later evaluate (no timings yet)"]
 
 
 def test_accuracy_against_samples_per_second_uses_its_axis_and_names_do_not_touch(tmp_path):

@@ -1011,7 +1011,7 @@ def test_reproduce_commands_name_the_config_and_what_forcerun_redoes(tmp_path, d
 
 def test_a_resumed_fine_tune_is_said_on_its_slide(tmp_path, deck):
     """A run killed and resumed says so on its slide; the time slide splits its last attempt's job (the stage
-    wall time is that attempt's) with that attempt's training time, not every attempt's (a negative "other")."""
+    wall time is that attempt's) with that attempt's training time, not every attempt's (a negative exit)."""
     def resumed(rows):
         set_value(rows, "mbs16", "finetune", "resumed_from_step", 10, "count")
         set_value(rows, "mbs16", "finetune", "lost_time_s", 14.2, "s")
@@ -1025,8 +1025,41 @@ def test_a_resumed_fine_tune_is_said_on_its_slide(tmp_path, deck):
     assert not any("Resumed from" in slide_text(s) for s in deck["slides"] if s["key"] != "experiment:mbs16")
     time = next(s for s in deck["slides"] if s["key"] == "time")
     rows = {figures.plain(r[0]): [figures.plain(c) for c in r[1:]] for r in time["table"]["rows"]}
-    assert rows["mbs16"] == ["92.8 s", "66.3 s", "26.5 s"]  # stage, its attempt's training, other
-    assert "Resumed: mbs16: the last attempt's job and training time" in slide_text(time)
+    # the fine-tune jobs' work: baseline's training time (133.8 s) and mbs16's last attempt's; their exits, the rest
+    # of each job's wall (144.5 s and 92.8 s)
+    assert rows["work"][0] == "200.1 s" and rows["exit"][0] == f"{144.517 - 133.8 + 92.797 - 66.3:.1f} s"
+    assert "Resumed: mbs16: the last attempt's job and its own training time" in slide_text(time)
+
+
+def test_the_time_slide_sums_each_phase_and_names_the_costliest_outside_the_work(tmp_path):
+    """Every job's recorded phases, summed per phase over the fine-tune jobs and over the evaluate jobs (each sum
+    traces back to the jobs' summary rows), and the phase other than the work that costs most over all jobs."""
+    phases = ("startup", "load", "warmup", "work", "save", "exit")
+    jobs = {("baseline", "finetune"): (5.0, 3.0, 1.0, 100.0, 2.0, 1.5), ("mbs16", "finetune"): (5.5, 2.5, 0.0, 60.0, 2.5, 1.0),
+            ("base", "evaluate"): (4.0, 1.0, 0.0, 3.0, 0.5, 0.2), ("baseline", "evaluate"): (4.5, 1.2, 0.0, 3.5, 0.5, 0.1),
+            ("mbs16", "evaluate"): (4.1, 1.1, 0.0, 3.2, 0.4, 0.3)}
+
+    def recorded(rows):
+        for (name, stage), values in jobs.items():
+            for phase, v in zip(phases, values):
+                set_value(rows, name, stage, f"phase_{phase}_s", v, "s", f"results/{stage}/{name}/x.json")
+            set_value(rows, name, stage, "stage_wall_s", sum(values), "s", f"results/{stage}/{name}/x.json")
+
+    deck = build(results_tree(tmp_path, recorded))
+    time = next(s for s in deck["slides"] if s["key"] == "time")
+    rows = {figures.plain(r[0]): [figures.plain(c) for c in r[1:]] for r in time["table"]["rows"]}
+    for i, phase in enumerate(phases):
+        name = {"startup": "start-up", "warmup": "warm-up"}.get(phase, phase)
+        for column, stage in enumerate(("finetune", "evaluate")):
+            total = sum(v[i] for (_, st), v in jobs.items() if st == stage)
+            assert rows[name][column] == f"{total:.1f} s", (phase, stage, rows[name])
+    startup_row = next(r for r in time["table"]["rows"] if figures.plain(r[0]) == "start-up")
+    sources = deck["figures"][startup_row[1][0]["fig"]]["source"].split()
+    assert sorted(sources) == ["results/finetune/baseline/x.json", "results/finetune/mbs16/x.json"]
+    startup = sum(v[0] for v in jobs.values())
+    walls = sum(sum(v) for v in jobs.values())
+    assert f"Costs most outside the work: start-up, {startup:.1f} s of {walls:.1f} s over all the jobs" in slide_text(time)
+    assert "No phases recorded" not in slide_text(time)
 
 
 @pytest.mark.plots

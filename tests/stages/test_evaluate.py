@@ -35,3 +35,25 @@ def test_several_nodes_start_through_the_sites_launcher(monkeypatch, tmp_path):
     with pytest.raises(launch.LaunchError, match="the job has 2 node"):
         launch.plan(site, {"num_nodes": 3, "devices": 4}, {"PBS_NODEFILE": str(nodefile)}, tmpdir=str(tmp_path),
                     what="evaluate")
+
+
+def test_the_jobs_phases_split_its_stage_wall():
+    """The fast scorer's own figures (process age at its load, load, scoring, writing, the compile warm-up it
+    waited for) become the job's phases; in the stage's process its start-up counts from the stage's start, in
+    processes of its own from theirs; exit is the rest of the stage wall. A scorer that records no start-up (the
+    reference) has it as what ran before its load."""
+    fast = {"load_s": 9.0, "score_s": 20.0, "wall_s": 34.0,
+            "phases_s": {"python_start_s": 1.5, "imports_s": 2.0, "setup_s": 0.5, "load_s": 3.0, "score_s": 6.0,
+                         "write_s": 0.25, "compile_wait_s": 0.75}}
+    spread = evaluate.phases(fast, wall=14.0, age_at_start=1.0, in_process=False)
+    assert spread == {"phase_startup_s": 4.0, "phase_load_s": 3.0, "phase_warmup_s": 0.75, "phase_work_s": 6.0,
+                      "phase_save_s": 0.25, "phase_exit_s": 0.0}
+    here = evaluate.phases(fast, wall=13.0, age_at_start=1.0, in_process=True)
+    assert here["phase_startup_s"] == 3.0 and here["phase_exit_s"] == 0.0
+    assert sum(here.values()) == 13.0
+    later = evaluate.phases(fast, wall=20.0, age_at_start=1.0, in_process=True)
+    assert later["phase_exit_s"] == 7.0
+    reference = {"load_s": 2.0, "score_s": 5.0, "wall_s": 7.5}  # its wall: from before the load to results written
+    assert evaluate.phases(reference, wall=9.0, age_at_start=1.0, in_process=True) == {
+        "phase_startup_s": 1.5, "phase_load_s": 2.0, "phase_warmup_s": 0.0, "phase_work_s": 5.0, "phase_save_s": 0.5,
+        "phase_exit_s": 0.0}

@@ -5,9 +5,12 @@ import json
 import shutil
 import types
 
+import pytest
+
 from conftest import REPO
 from llmhpc import atomic
 from llmhpc.cluster import cost
+from llmhpc.outputs.summary_table import PHASES
 from llmhpc.sources import embedded
 from llmhpc.stages import evaluate
 from llmhpc.stages.summary import build
@@ -119,6 +122,30 @@ def test_an_evaluations_measured_cost_is_a_row_where_the_site_had_rates(tmp_path
     assert evaluate_cell(table, "mbs16", "acc") is not None  # the scores stay
     assert lines == ["measured cost: 18 SU (gpuvolta, 3 SU/h x 12 cpus x 0.5000 h)"]
     assert evaluate_cell(table, "baseline", "su") is None  # not run by the stage here: no figure
+
+
+def test_an_evaluations_phases_are_rows_that_add_up_to_its_stage_wall(tmp_path, monkeypatch):
+    table, run = table_of(tmp_path, {}, evaluated_on(ASPIRE, monkeypatch, []))
+    scored = json.loads((run / "evaluate/mbs16/metrics.json").read_text())
+    phases = {p: evaluate_cell(table, "mbs16", f"phase_{p}_s") for p in PHASES}
+    assert all(c is not None and c.unit == "s" for c in phases.values()), phases
+    assert {p: c.value for p, c in phases.items()} == {p: scored[f"phase_{p}_s"] for p in PHASES}
+    assert phases["load"].value == scored["load_s"] and phases["work"].value == scored["score_s"]
+    assert sum(c.value for c in phases.values()) == pytest.approx(1800.0)
+    assert evaluate_cell(table, "baseline", "phase_load_s") is None  # not run by the stage here: no figure
+
+
+def test_a_fine_tunes_recorded_phases_are_rows(tmp_path):
+    given = {"phase_startup_s": 2.5, "phase_load_s": 3.0, "phase_warmup_s": None, "phase_work_s": 50.0,
+             "phase_save_s": 1.25, "phase_exit_s": 0.5}
+    table, _ = table_of(tmp_path, given)
+    for metric, v in given.items():
+        row = cell(table, "mbs16", metric)
+        if v is None:  # not known: no row, never a guessed 0
+            assert row is None, metric
+        else:
+            assert (row.value, row.unit) == (v, "s"), metric
+    assert cell(table, "baseline", "phase_work_s") is None  # a summary written before the phases were recorded
 
 
 def test_no_evaluation_cost_where_the_site_has_no_rates(tmp_path, monkeypatch):

@@ -29,7 +29,7 @@ T0 = time.perf_counter()
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from llmhpc import litgpt_core  # noqa: E402
+from llmhpc import atomic, litgpt_core  # noqa: E402
 from llmhpc.compiling import compiled_graphs  # noqa: E402
 from llmhpc.eval import parallel, store  # noqa: E402
 from llmhpc.eval.fast import DEFAULT_TOKEN_BUDGET, Collector, Stage, compile_pays, plan, run_stage, warm_up  # noqa: E402
@@ -191,15 +191,18 @@ def start_warm_up(checkpoint: Path, device: str, precision: str, backend: str | 
     return state
 
 
-def finish_warm_up(state: dict, log) -> None:
-    """Wait for a compile warm-up still running when the scoring is done. Left running, the thread was inside
-    Dynamo, Inductor or a CUDA call while the interpreter tore the process down, and the job died with SIGSEGV
-    after writing its results (the in-stage scorer returns to a script that exits normally)."""
+def finish_warm_up(state: dict, log) -> float:
+    """Wait for a compile warm-up still running when the scoring is done; the seconds waited. Left running, the
+    thread was inside Dynamo, Inductor or a CUDA call while the interpreter tore the process down, and the job died
+    with SIGSEGV after writing its results (the in-stage scorer returns to a script that exits normally)."""
     thread = state.get("thread")
-    if thread is not None and thread.is_alive():
-        t = time.perf_counter()
-        thread.join()
-        log(f"waited {time.perf_counter() - t:.1f} s for the compile warm-up to end before exiting")
+    if thread is None or not thread.is_alive():
+        return 0.0
+    t = time.perf_counter()
+    thread.join()
+    waited = time.perf_counter() - t
+    log(f"waited {waited:.1f} s for the compile warm-up to end before exiting")
+    return waited
 
 
 def compile_record(state: dict, backend: str | None, stage, log) -> dict:
@@ -283,14 +286,17 @@ def run(options: FastOptions) -> int:
         torch.cuda.synchronize(device)
     t["loaded"] = time.perf_counter()
     log(f"[rank {topo.rank}] blocks {first}-{last - 1} loaded in {t['loaded'] - t['load']:.1f} s; compile {backend}")
+    # the warm-up's seconds on the job's path (waited for before or after scoring); the rest overlaps load and scoring
+    compile_wait = time.perf_counter()
     if compiling and options.wait_for_compile:
         while not compiling["ready"].wait(0.1) and "error" not in compiling:
             pass
+    compile_wait = time.perf_counter() - compile_wait
     stage = Stage(model, device, first, last, compile=backend or False,
                   compiled_ready=compiling["ready"].is_set if compiling else None)
     rows, score_s = score_rank(options, topo, stage, prep, batches_from(feed))
     worker.join()
-    finish_warm_up(compiling, log)
+    compile_wait += finish_warm_up(compiling, log)
     if "error" in prep:
         raise prep["error"]
     stats = schedule_stats(prep["items"], prep["row_batches"])
@@ -300,7 +306,8 @@ def run(options: FastOptions) -> int:
             "phases": {"python_start_s": process_age() - (time.perf_counter() - T0), "imports_s": t["start"] - T0,
                        "setup_s": t["load"] - t["start"], "load_s": t["loaded"] - t["load"],
                        "tokenize_s": prep["tokenize_s"], "schedule_s": prep["schedule_s"],
-                       "wait_for_first_batch_s": max(0.0, first_batch - t["loaded"]), "score_s": score_s},
+                       "wait_for_first_batch_s": max(0.0, first_batch - t["loaded"]), "score_s": score_s,
+                       "compile_wait_s": compile_wait},
             "compile": {**compile_record(compiling, backend, stage, log), "decision": why},
             "unique_tokens": stats["unique_tokens"] if topo.stage == 0 else 0}
     everyone = parallel.gather_to_rank0(mine, topo)
@@ -355,7 +362,7 @@ def write_results(options: FastOptions, topo, everyone, resumed, prep, precision
     phases["write_s"] = round(time.perf_counter() - t_w, 3)
     metrics["wall_s"] = round(process_age(), 3)  # process start to metrics written
     options.metrics.parent.mkdir(parents=True, exist_ok=True)
-    options.metrics.write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
+    atomic.write_json(options.metrics, metrics)
     log(f"scored {n} items ({len(resumed)} resumed) from {options.eval_file}: acc {metrics['acc']:.4f} "
         f"acc_norm {metrics['acc_norm']:.4f}; load {phases['load_s']} s, score {score_s:.1f} s, "
         f"whole {metrics['wall_s']} s")

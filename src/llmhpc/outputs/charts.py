@@ -82,6 +82,7 @@ class Plot:
     # the colours each legend entry shows, and those of what it stands for in the plot (read back from the artists)
     legend: dict[str, list[str]] = field(default_factory=dict)
     parts: dict[str, list[str]] = field(default_factory=dict)
+    heights: dict[str, float] = field(default_factory=dict)  # each bar segment's height, read back from the artist
     xlim: tuple[float, float] | None = None  # the axes' data range as saved
     ylim: tuple[float, float] | None = None
 
@@ -145,10 +146,12 @@ def _layout(fig, plot: Plot) -> None:
     fig.tight_layout(rect=(0, 0.045 * note_lines + (0.01 if note_lines else 0), 1, 1))
 
 
-def _save(fig, plot: Plot, out_dir: Path) -> Plot:
+def _save(fig, plot: Plot, out_dir: Path, layout: bool = True) -> Plot:
+    """layout False: the caller laid the figure out itself (a figure legend that tight layout does not see)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _layout(fig, plot)
+    if layout:
+        _layout(fig, plot)
     ax = fig.axes[0]
     plot.xlim, plot.ylim = tuple(map(float, ax.get_xlim())), tuple(map(float, ax.get_ylim()))
     for ext in ("png", "svg"):
@@ -174,25 +177,6 @@ def _bar_axis(ax, names: list[str]) -> None:
     ax.set_xticks(range(len(names)), names)
     ax.set_xlim(-0.6, len(names) - 0.4)  # fixed, so that labels placed at the right edge stay inside
     ax.grid(axis="x", visible=False)
-
-
-def side_labels(ax, labels: list[tuple[float, float, str]], top: float, bars: int) -> list[tuple[float, str]]:
-    """Names of parts too thin to carry their own text, right of their bar (at x, of width 0.6) with a line to
-    them, spread apart so that no two touch. Returns the (x, text) of those that would reach the next bar (many
-    bars leave little room): they are not drawn, for the caller to say elsewhere."""
-    renderer = ax.figure.canvas.get_renderer()
-    placed, left_out = [], []
-    for x, y, text in sorted(labels, key=lambda t: (t[0], t[1])):
-        y_text = max([y] + [p + 0.07 * top for px, p in placed if px == x])
-        note = ax.annotate(text, (x + 0.3, y), xytext=(x + 0.36, y_text), ha="left", va="center", fontsize=13,
-                           arrowprops={"arrowstyle": "-", "color": "black", "linewidth": 1})
-        limit = ax.transData.transform((x + 0.69, 0))[0] if x < bars - 1 else ax.get_window_extent(renderer).x1
-        if note.get_window_extent(renderer).x1 > limit:
-            note.remove()
-            left_out.append((x, text))
-        else:
-            placed.append((x, y_text))
-    return left_out
 
 
 # Where a point's name may go, in points from the point: right, left, above, below and the diagonals.

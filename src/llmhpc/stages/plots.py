@@ -33,11 +33,10 @@ from llmhpc.outputs.charts import (  # noqa: E402
     colours,
     plot_accuracy_samples,
     read_table,
-    side_labels,
     style,
     value,
 )
-from llmhpc.outputs.summary_table import COLUMNS  # noqa: E402
+from llmhpc.outputs.summary_table import COLUMNS, JOB_STAGES, PHASE_NAMES, PHASES, phase_sources  # noqa: E402
 
 
 def plot_loss(table: pd.DataFrame, metrics: dict[str, Path | None], experiments: list[str], out_dir) -> Plot:
@@ -122,97 +121,108 @@ def plot_throughput(table: pd.DataFrame, experiments: list[str], out_dir) -> Plo
         return _save(fig, plot, out_dir)
 
 
-# (part, summary metric, hatch): train is the experiment's colour, load and save paler and hatched, other grey,
-# so that a bar keeps its experiment's colour and a part looks the same in every bar.
-TIME_PARTS = [("load", "load_s", "xx"), ("train", "training_time_s", None), ("save", "save_s", ".."),
-              ("other", None, None)]
-OTHER_COLOUR = "#D9D9D9"
+# How each phase other than the work is drawn, the same in every bar and in the legend: greys told apart by their
+# hatching, so that the work keeps its experiment's colour and stands out as the one coloured part of a bar.
+PHASE_STYLE = {"startup": ("#5A5A5A", None), "load": ("#A3A3A3", "xx"), "warmup": ("#C9C9C9", "\\\\"),
+               "save": ("#7A7A7A", ".."), "exit": ("#E3E3E3", None)}
 
 
-def time_parts(table: pd.DataFrame, experiment: str) -> dict[str, float] | None:
-    """load / train / save / other seconds of one fine-tune job; other = the stage's wall time minus the rest
-    (start-up not in load, final validation, exit); a part that was not recorded counts as other. A resumed run's
-    job is its last attempt, and train that attempt's training time."""
-    wall = value(table, experiment, "finetune", "stage_wall_s")
-    if wall is None:
+def job_phases(table: pd.DataFrame, experiment: str, stage: str) -> dict[str, float] | None:
+    """Seconds of each phase (charts.PHASES) of one job (`stage`: finetune or evaluate), from the summary table;
+    a phase not recorded is 0 and exit the rest of the wall where the job did not record it. None: no wall yet."""
+    has = lambda e, s, m: value(table, e, s, m) is not None  # noqa: E731
+    wall_metric, sources, _ = phase_sources(has, experiment, stage)
+    if wall_metric is None:
         return None
-    parts = {part: value(table, experiment, "finetune", metric) or 0.0 for part, metric, _ in TIME_PARTS if metric}
-    parts["train"] = value(table, experiment, "finetune", "last_attempt_training_time_s") or parts["train"]
-    parts["other"] = max(0.0, wall - sum(parts.values()))
-    return parts
+    parts = {p: value(table, experiment, stage, m) if m else 0.0 for p, m in sources.items() if p != "exit"}
+    wall = value(table, experiment, stage, wall_metric)
+    parts["exit"] = (value(table, experiment, stage, sources["exit"]) if sources["exit"]
+                     else max(0.0, wall - sum(parts.values())))
+    return {p: max(0.0, parts[p]) for p in PHASES}
 
 
-def _part_style(part: str, hatch, colour: str) -> dict:
-    """How a part of a time bar is drawn, the same in the bars and in the legend's swatches."""
-    return {"facecolor": OTHER_COLOUR if part == "other" else colour, "hatch": hatch, "edgecolor": "white",
-            "alpha": 0.55 if hatch else 1.0}
+def _phase_style(phase: str, colour: str) -> dict:
+    """How a phase of a time bar is drawn, the same in the bars and in the legend's swatches."""
+    face, hatch = (colour, None) if phase == "work" else PHASE_STYLE[phase]
+    return {"facecolor": face, "hatch": hatch, "edgecolor": "white", "linewidth": 0.8}
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.0f} s" if s >= 10 else f"{s:.1f} s"
 
 
 def plot_time_breakdown(table: pd.DataFrame, experiments: list[str], out_dir) -> Plot:
-    """Stacked bars of each fine-tune job's wall time: load, train, save, other. A part too thin to write in is
-    named beside its bar (a save of one second in a job of minutes is still there to see); the legend's swatches
-    are drawn in the experiments' colours, as the bars are."""
+    """One stacked bar per job, fine-tune jobs left and evaluate jobs (the base model's first) right, each panel on
+    its own scale (a fine-tune of minutes would flatten scoring of seconds): start-up, load, warm-up, work, save and
+    exit, as each job recorded them. Work is in the experiment's colour, the other phases in hatched greys, the same
+    in the bars and in the legend, whose entries give each phase's seconds over all the jobs, so that a phase too
+    thin to see is still named with its time."""
     plot = Plot("time_breakdown")
     palette = colours(experiments)
+    jobs = {"finetune": list(experiments), "evaluate": ["base", *experiments]}
+    phases = {(stage, n): job_phases(table, n, stage) for stage, names in jobs.items() for n in names}
+    totals = dict.fromkeys(PHASES, 0.0)
+    fallback = []
     with style():
-        fig, ax = plt.subplots()
-        drawn = []
-        top = max([value(table, n, "finetune", "stage_wall_s") or 0 for n in experiments] or [0]) or 1.0
-        unrecorded, beside = [], []
-        for i, name in enumerate(experiments):
-            parts = time_parts(table, name)
-            if parts is None:
-                plot.missing.append(f"{name} (no stage timings yet)")
-                ax.text(i, top * 0.05, "not run", ha="center", va="bottom", color=NOTE_COLOUR, rotation=90)
-                continue
-            if value(table, name, "finetune", "load_s") is None or value(table, name, "finetune", "save_s") is None:
-                unrecorded.append(name)
-            bottom = 0.0
-            for part, _, hatch in TIME_PARTS:
-                (bar,) = ax.bar(i, parts[part], bottom=bottom, width=0.6, **_part_style(part, hatch, palette[name]))
-                if part == "train":
-                    _record(plot, name, bar)
-                if parts[part] > 0:
-                    plot.parts.setdefault(part, []).append(to_hex(bar.get_facecolor(), keep_alpha=False))
-                    label = f"{part} {parts[part]:.0f} s" if parts[part] >= 1 else f"{part} {parts[part]:.1f} s"
-                    plot.labels[f"{name} {part}"] = label
-                    if parts[part] >= 0.05 * top:  # in the bar; on two lines where many bars make them narrow
-                        two = len(experiments) > 3 and parts[part] >= 0.12 * top
-                        ax.text(i, bottom + parts[part] / 2, label.replace(" ", "\n", 1) if two else label,
-                                ha="center", va="center",
-                                color="white" if part == "train" else "black", fontsize=14)
-                    else:
-                        beside.append((i, bottom + parts[part] / 2, label))
-                bottom += parts[part]
-            ax.text(i, bottom, f"{bottom:.0f} s", ha="center", va="bottom", fontsize=16, fontweight="bold")
-            drawn.append(name)
-        if unrecorded:
-            plot.remarks.append("Load and save not timed separately for " + ", ".join(unrecorded) + ": counted in other")
-        if drawn:
-            _bar_axis(ax, experiments)
-            if beside:  # room right of the last bar for its parts' names
-                ax.set_xlim(-0.6, len(experiments) + 0.2)
-            ax.set_ylim(0, top * 1.25)
-            ax.set_ylabel("seconds (fine-tune job)")
+        fig, axes = plt.subplots(1, 2, width_ratios=[len(jobs["finetune"]) + 0.5, len(jobs["evaluate"]) + 0.5])
+        for ax, (stage, names) in zip(axes, jobs.items()):
+            top = max([sum(phases[stage, n].values()) for n in names if phases[stage, n]] or [0]) or 1.0
+            for i, name in enumerate(names):
+                parts = phases[stage, name]
+                if parts is None:
+                    plot.missing.append(f"{name} {JOB_STAGES[stage]} (no timings yet)")
+                    ax.text(i, top * 0.05, "not run", ha="center", va="bottom", color=NOTE_COLOUR, rotation=90)
+                    continue
+                if not phase_sources(lambda e, s, m: value(table, e, s, m) is not None, name, stage)[2]:
+                    fallback.append(f"{name} {JOB_STAGES[stage]}")
+                bottom = 0.0
+                for phase in PHASES:
+                    seconds = parts[phase]
+                    totals[phase] += seconds
+                    (bar,) = ax.bar(i, seconds, bottom=bottom, width=0.7, **_phase_style(phase, palette[name]))
+                    plot.heights[f"{name} {stage} {phase}"] = float(bar.get_height())
+                    if phase == "work":
+                        _record(plot, name, bar)
+                    if seconds > 0:
+                        plot.parts.setdefault(phase, []).append(to_hex(bar.get_facecolor(), keep_alpha=False))
+                        plot.labels[f"{name} {stage} {phase}"] = _seconds(seconds)
+                        if seconds >= 0.08 * top:
+                            ax.text(i, bottom + seconds / 2, _seconds(seconds), ha="center", va="center", fontsize=12,
+                                    color="white" if phase in ("work", "startup", "save") else "black")
+                    bottom += seconds
+                ax.text(i, bottom, _seconds(bottom), ha="center", va="bottom", fontsize=13, fontweight="bold")
+            ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 4 else 0,
+                          ha="right" if len(names) > 4 else "center")
+            ax.set_xlim(-0.6, len(names) - 0.4)
+            ax.grid(axis="x", visible=False)
+            ax.set_ylim(0, top * 1.12)
+            ax.set_title(f"{JOB_STAGES[stage]} jobs", fontsize=16)
+        axes[0].set_ylabel("seconds of the job's wall")
+        if any(phases.values()):
+            drawn = [n for n in ["base", *experiments] if any(phases.get((s, n)) for s in jobs)]
             handles, names = [], []
-            for part, _, hatch in TIME_PARTS:
-                swatches = tuple(Patch(**_part_style(part, hatch, palette[n])) for n in
-                                 (drawn[:1] if part == "other" else drawn))
-                plot.legend[part] = [to_hex(p.get_facecolor(), keep_alpha=False) for p in swatches]
+            for phase in PHASES:
+                swatches = tuple(Patch(**_phase_style(phase, palette[n])) for n in
+                                 (drawn if phase == "work" else drawn[:1]))
+                plot.legend[phase] = [to_hex(p.get_facecolor(), keep_alpha=False) for p in swatches]
                 handles.append(swatches)
-                names.append(part)
-            ax.legend(handles, names, handler_map={tuple: HandlerTuple(ndivide=None, pad=0)}, ncols=4,
-                      loc="upper right", handlelength=1.2 * max(1, len(drawn)))
-            _layout(fig, plot)  # the layout the names beside the bars are measured in (saving keeps it)
-            left_out = side_labels(ax, beside, top, len(experiments))
-            if left_out:
-                plot.remarks.append("Too thin to name on the bars: "
-                                    + ", ".join(f"{experiments[int(x)]} {t}" for x, t in left_out))
+                names.append(f"{PHASE_NAMES[phase]} {_seconds(totals[phase])}")
+            fig.legend(handles, names, handler_map={tuple: HandlerTuple(ndivide=None, pad=0)}, ncols=6,
+                       loc="upper center", bbox_to_anchor=(0.5, 0.93), fontsize=13, handlelength=2.0,
+                       columnspacing=1.0)
+            plot.remarks.append("Legend: each phase's seconds over all the jobs shown")
         else:
-            _empty(ax, "No timings yet: no experiment has been fine-tuned")
-        ax.set_title("Where the fine-tune time goes")
-        _note(ax, plot)
-        return _save(fig, plot, out_dir)
+            for ax in axes:
+                ax.set_xticks([])
+            _empty(axes[0], "No timings yet: no job has run")
+        if fallback:
+            plot.remarks.append("No phases recorded by " + ", ".join(fallback)
+                                + ": start-up counted in load, exit is the rest of the wall")
+        fig.suptitle("Where each job's time goes", fontsize=20, fontweight="bold")
+        _note(axes[0], plot)
+        _layout(fig, plot)
+        fig.subplots_adjust(top=0.78)  # room under the title for the legend, which tight layout does not see
+        return _save(fig, plot, out_dir, layout=False)
 
 
 def capacity(manifest: dict | None) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from llmhpc.outputs.summary_table import COLUMNS
+from llmhpc.outputs.summary_table import COLUMNS, PHASES
 
 FINETUNE_METRICS = {
     "training_time_s": "s", "stage_wall_s": "s", "load_s": "s", "save_s": "s",
@@ -30,15 +30,20 @@ FINETUNE_METRICS = {
     # figures above are over every attempt)
     "resumed_from_step": "count", "attempts": "count", "lost_time_s": "s", "last_attempt_training_time_s": "s",
 }
+# Where a job's wall went (start-up, load, warm-up, work, save, exit), as the fine-tune and evaluate stages record
+# them; the time-breakdown plot and slide draw these. Only where present: a phase not known is never a guessed 0.
+PHASE_METRICS = {f"phase_{p}_s": "s" for p in PHASES}
+FINETUNE_METRICS.update(PHASE_METRICS)
 # What ran, as text: engine, method and float8 where the run recorded them, and the queue and resource its cost was
 # charged on; attention for every fine-tune, empty where the engine did not print its backend (stock litgpt), so
 # that the column is there and never guessed.
 FINETUNE_TEXT = ("device", "precision", "engine", "method", "float8", "su_queue", "su_resource", "save_interval_source")
 INFER_METRICS = {"acc": "fraction", "acc_norm": "fraction", "items": "count", "wall_s": "s", "load_s": "s",
                  "score_s": "s", "items_per_s": "items/s", "bos_prepended": "bool"}
-# An evaluation job's stage wall time and, where the site has rates, its cost, as a fine-tune's (only where present:
-# never a guessed 0 SU).
-EVAL_COST_METRICS = {"stage_wall_s": "s", "su": "SU", "su_estimate": "SU", "su_rate": "SU/h", "su_units": "resources"}
+# An evaluation job's stage wall time, its phases and, where the site has rates, its cost, as a fine-tune's (only
+# where present: never a guessed 0 SU).
+EVAL_COST_METRICS = {"stage_wall_s": "s", "su": "SU", "su_estimate": "SU", "su_rate": "SU/h", "su_units": "resources",
+                     **PHASE_METRICS}
 EVAL_COST_TEXT = ("su_queue", "su_resource")
 # Which scorer made an evaluation's numbers and in what precision, so that the deck and the bundle can say so.
 EVAL_TEXT = ("scorer", "precision")

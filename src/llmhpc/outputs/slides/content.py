@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from llmhpc.outputs.slides.figures import DEFAULT_CONFIGFILE, NOT_MEASURED, Figure, Slide, format_value, seg
+from llmhpc.outputs.summary_table import JOB_STAGES, PHASE_NAMES, PHASES, phase_sources
 
 
 class SlideContent:
@@ -242,28 +243,63 @@ class SlideContent:
                        table={"header": ["Model", "p50 latency", "p99 latency", "Requests/s", "Tokens/s",
                                          "Greedy text equal"], "rows": rows}))
 
+    def job_phase_figures(self, name: str, stage: str) -> dict[str, Figure | None] | None:
+        """Each phase's seconds of one job as figures (charts.phase_sources: the job's phase_*_s, or the figures
+        that stand in for them), exit the rest of the wall where not recorded; None where the job has no wall."""
+        has = lambda e, st, m: self.value(e, st, m) is not None  # noqa: E731
+        wall_metric, sources, _ = phase_sources(has, name, stage)
+        if wall_metric is None:
+            return None
+        out = {p: self.measured(name, stage, m) if m else None for p, m in sources.items()}
+        if out["exit"] is None:
+            out["exit"] = self.derived("remainder", [self.measured(name, stage, wall_metric),
+                                                     *[f for p, f in out.items() if p != "exit" and f is not None]],
+                                       "s", f"wall of the {JOB_STAGES[stage]} job of {name} minus its timed phases")
+        return out
+
     def time_slide(self):
-        extra = [m for m in ("load_s", "save_s") if any(self.value(n, "finetune", m) is not None for n in self.names)]
-        header = ["Experiment", "Stage", "Training", *[{"load_s": "Load", "save_s": "Save"}[m] for m in extra], "Other"]
-        rows, resumed = [], []
-        for n in self.names:
-            wall = self.measured(n, "finetune", "stage_wall_s")
-            # a resumed run's stage wall time is its last attempt's: so is the training time it is split into
-            last = self.measured(n, "finetune", "last_attempt_training_time_s")
-            if last is not None:
-                resumed.append(n)
-            parts = [last or self.measured(n, "finetune", "training_time_s")]
-            parts += [self.measured(n, "finetune", m) for m in extra]
-            other = self.derived("remainder", [wall, *parts], "s", f"stage wall time of {n} minus its measured parts")
-            rows.append([[seg(n, "name")], [self.num(wall)], *[[self.num(p)] for p in parts], [self.num(other)]])
-        bullets = [[seg("Stage: the whole fine-tune job, from launch to the last file written")]]
+        """The phases of every job (the time-breakdown plot's bars), summed per phase over the fine-tune jobs and
+        over the evaluate jobs, and the phase outside the work that costs most."""
+        jobs = {"finetune": list(self.names), "evaluate": ["base", *self.names]}
+        per_job = {(st, n): self.job_phase_figures(n, st) for st, names in jobs.items() for n in names}
+        totals, rows = {}, []
+        for phase in PHASES:
+            row = [[seg(PHASE_NAMES[phase])]]
+            for stage, names in jobs.items():
+                figs = [per_job[stage, n][phase] for n in names if per_job[stage, n] and per_job[stage, n][phase]]
+                total = self.derived("sum", figs, "s", f"{PHASE_NAMES[phase]} over the {JOB_STAGES[stage]} jobs"
+                                     ) if figs else None
+                totals[phase, stage] = total
+                ran = any(per_job[stage, n] for n in names)  # jobs ran, but none timed this phase on its own
+                row.append([self.num(total)] if total or not ran else [seg("not timed")])
+            rows.append(row)
+        bullets = [[seg("Each job from launch to exit: start-up (python and imports), load, compile warm-up waited"
+                        " for, the work (training, scoring), save, exit")]]
+        both = {p: self.derived("sum", [f for f in (totals[p, "finetune"], totals[p, "evaluate"]) if f], "s",
+                                f"{PHASE_NAMES[p]} over all the jobs")
+                for p in PHASES if totals[p, "finetune"] or totals[p, "evaluate"]}
+        overhead = {p: f for p, f in both.items() if p != "work" and f is not None and f.value > 0}
+        if overhead and both.get("work") is not None:
+            worst = max(overhead, key=lambda p: overhead[p].value)
+            walls = self.derived("sum", [f for p, f in both.items() if f is not None], "s", "wall of all the jobs")
+            bullets.append([seg("Costs most outside the work: "), seg(PHASE_NAMES[worst], "name"), seg(", "),
+                            self.num(overhead[worst]), seg(" of "), self.num(walls), seg(" over all the jobs")])
+        unrecorded = [(n, st) for (st, n), figs in per_job.items()
+                      if figs is not None and not phase_sources(lambda e, s_, m: self.value(e, s_, m) is not None,
+                                                                n, st)[2]]
+        if unrecorded:
+            bullets.append([seg("No phases recorded by "),
+                            *[g for i, (n, st) in enumerate(unrecorded)
+                              for g in [seg(", ")] * bool(i) + [seg(n, "name"), seg(f" {JOB_STAGES[st]}")]],
+                            seg(": start-up counted in load, exit is the rest of the wall")])
+        resumed = [n for n in self.names if self.value(n, "finetune", "last_attempt_training_time_s") is not None]
         if resumed:
             bullets.append([seg("Resumed: "), *[g for i, n in enumerate(resumed) for g in [seg(", ")] * bool(i)
                                                 + [seg(n, "name")]],
-                            seg(": the last attempt's job and training time (the summary's training time is every"
-                                " attempt's)")])
+                            seg(": the last attempt's job and its own training time")])
         self.add(Slide("time", "Where the time goes", image=self.image("time_breakdown"),
-                       table={"header": header, "rows": rows}, bullets=bullets))
+                       table={"header": ["Phase", "Fine-tune jobs", "Evaluate jobs"], "rows": rows},
+                       bullets=bullets))
 
     def memory_slide(self):
         rows, hosts = [], []
