@@ -9,4 +9,9 @@ if compgen -G ".whl/*.whl" >/dev/null; then
   export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# The machine sets PYTHONDONTWRITEBYTECODE and its torch has no compiled bytecode, so every process would compile
+# torch's sources again (`import torch` took 4 s, 1.6 s of it compiling): an installed environment has its .pyc
+# files. Bytecode goes to a cache of its own (the packages' folders may be read-only), filled by the first import.
+unset PYTHONDONTWRITEBYTECODE
+export PYTHONPYCACHEPREFIX=/tmp/pycache
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
