@@ -27,10 +27,13 @@ from llmhpc.outputs.charts import (  # noqa: E402
     _empty,
     _layout,
     _note,
+    _phase_style,
     _record,
     _save,
+    _seconds,
     accuracy_scatter,
     colours,
+    job_phases,
     plot_accuracy_samples,
     read_table,
     style,
@@ -119,36 +122,6 @@ def plot_throughput(table: pd.DataFrame, experiments: list[str], out_dir) -> Plo
         plot.remarks.append(f"Speedup: {base_name}'s training time over the experiment's, as on the slides")
         _note(ax, plot)
         return _save(fig, plot, out_dir)
-
-
-# How each phase other than the work is drawn, the same in every bar and in the legend: greys told apart by their
-# hatching, so that the work keeps its experiment's colour and stands out as the one coloured part of a bar.
-PHASE_STYLE = {"startup": ("#5A5A5A", None), "load": ("#A3A3A3", "xx"), "warmup": ("#C9C9C9", "\\\\"),
-               "save": ("#7A7A7A", ".."), "exit": ("#E3E3E3", None)}
-
-
-def job_phases(table: pd.DataFrame, experiment: str, stage: str) -> dict[str, float] | None:
-    """Seconds of each phase (charts.PHASES) of one job (`stage`: finetune or evaluate), from the summary table;
-    a phase not recorded is 0 and exit the rest of the wall where the job did not record it. None: no wall yet."""
-    has = lambda e, s, m: value(table, e, s, m) is not None  # noqa: E731
-    wall_metric, sources, _ = phase_sources(has, experiment, stage)
-    if wall_metric is None:
-        return None
-    parts = {p: value(table, experiment, stage, m) if m else 0.0 for p, m in sources.items() if p != "exit"}
-    wall = value(table, experiment, stage, wall_metric)
-    parts["exit"] = (value(table, experiment, stage, sources["exit"]) if sources["exit"]
-                     else max(0.0, wall - sum(parts.values())))
-    return {p: max(0.0, parts[p]) for p in PHASES}
-
-
-def _phase_style(phase: str, colour: str) -> dict:
-    """How a phase of a time bar is drawn, the same in the bars and in the legend's swatches."""
-    face, hatch = (colour, None) if phase == "work" else PHASE_STYLE[phase]
-    return {"facecolor": face, "hatch": hatch, "edgecolor": "white", "linewidth": 0.8}
-
-
-def _seconds(s: float) -> str:
-    return f"{s:.0f} s" if s >= 10 else f"{s:.1f} s"
 
 
 def plot_time_breakdown(table: pd.DataFrame, experiments: list[str], out_dir) -> Plot:
