@@ -299,6 +299,43 @@ rule all:
 """
 
 
+# The embedded default's archive name: its run name, engine, scorer and precision (submission.archive_name).
+NAME = "embedded-default_litgpt_reference_32-true"
+
+
+def checked_config(edit=None) -> tuple[dict, dict]:
+    import yaml
+
+    from llmhpc.config import check, load_schema
+
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    if edit:
+        edit(config)
+    return config, check(config, load_schema(REPO / "workflow/schemas/config.schema.yaml"))
+
+
+def test_the_archive_name_says_which_engine_scorer_and_precision_made_the_numbers():
+    """A stock run and an fsdp2 run of one config (or another scorer, or precision) get different archive names;
+    the same config the same name, safe as a file name; a name the config sets is kept as it is."""
+    assert submission.archive_name(*checked_config()) == NAME
+
+    def fsdp2(c):
+        c["experiments"][1]["finetune"] = {**c["experiments"][1].get("finetune", {}), "engine": "fsdp2"}
+
+    def fast(c):
+        c["evaluate"]["scorer"] = "fast"
+
+    def bf16(c):
+        c["finetune"]["precision"] = "bf16-true"
+
+    names = {submission.archive_name(*checked_config(edit)) for edit in (None, fsdp2, fast, bf16)}
+    assert names == {NAME, "embedded-default_fsdp2+litgpt_reference_32-true",
+                     "embedded-default_litgpt_fast_32-true",
+                     "embedded-default_litgpt_reference_32-true+bf16-true"}, names
+    assert all(set(n) <= set(ALNUM + "._+-") for n in names)
+    assert submission.archive_name(*checked_config(lambda c: c.setdefault("submission", {}).update(name="team-a"))) == "team-a"
+
+
 @pytest.mark.snakemake
 def test_snakemake_rule_makes_a_verifiable_reproducible_bundle(tmp_path, monkeypatch):
     """The real rule in a repo copy: a Snakefile with only common.smk and submission.smk, the upstream results
@@ -315,26 +352,26 @@ def test_snakemake_rule_makes_a_verifiable_reproducible_bundle(tmp_path, monkeyp
     assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
 
     snakemake(repo, "-s", "Snakefile.bundle", "--cores", "1")
-    archive = repo / "results/submission/embedded-default.tar.gz"
-    sums = repo / "results/submission/embedded-default.sha256"
+    archive = repo / f"results/submission/{NAME}.tar.gz"
+    sums = repo / f"results/submission/{NAME}.sha256"
     check = subprocess.run(["sha256sum", "-c", sums.name], cwd=sums.parent, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     first = archive.read_bytes()
     for view in all_views(archive):
         assert token.encode() not in view
     files = member_bytes(archive)
-    readme = files["embedded-default/README.txt"].decode()
+    readme = files[f"{NAME}/README.txt"].decode()
     assert "Run: embedded-default" in readme
     commit = json.loads((repo / "results/env/manifest.json").read_text())["git_commit"]
     assert f"Workflow commit: {commit}" in readme
     assert "Experiments: baseline, mbs16" in readme and "jobs/ holds the job scripts exactly as submitted" in readme
     assert "  mbs16: fine-tune engine litgpt, method full, precision 32-true; scorer reference" in readme
     assert "logs/scheduler/ holds the scheduler's output files" in readme
-    effective = files["embedded-default/configs/config.effective.yaml"]
+    effective = files[f"{NAME}/configs/config.effective.yaml"]
     assert b"run_name: embedded-default" in effective and b"max_file_mb: 5" in effective  # defaults filled in
-    assert "embedded-default/outputs/logs/submission.log" not in files  # still being written while packing
+    assert f"{NAME}/outputs/logs/submission.log" not in files  # still being written while packing
     run_log = (repo / "results/logs/submission.log").read_text()
-    assert "wrote results/submission/embedded-default.tar.gz" in run_log and token not in run_log
+    assert f"wrote results/submission/{NAME}.tar.gz" in run_log and token not in run_log
 
     # Unchanged inputs: nothing to do. Rerun on inputs with new mtimes: the same bytes again.
     assert "Nothing to be done" in snakemake(repo, "-s", "Snakefile.bundle", "-n").stdout
@@ -361,5 +398,5 @@ def test_snakemake_rule_makes_a_verifiable_reproducible_bundle(tmp_path, monkeyp
     snakemake(repo, "-s", "Snakefile.bundle", "--cores", "1")
     snakemake(repo, "-s", "Snakefile.bundle", "--report", "report.zip")
     with zipfile.ZipFile(repo / "report.zip") as z:
-        assert any(n.endswith("embedded-default.tar.gz") for n in z.namelist())
+        assert any(n.endswith(f"{NAME}.tar.gz") for n in z.namelist())
     assert archive.read_bytes() == first

@@ -119,13 +119,15 @@ def test_the_run_leaves_plots_slides_and_a_verifiable_submission(done):
     html = (r / "slides/deck.html").read_text()
     assert all(t.split(":")[0] in html for t in titles) and "src=\"http" not in html  # self-contained
     assert (r / "slides/deck.pdf").read_bytes().startswith(b"%PDF") and (r / "slides/deck.pptx").is_file()
-    check = subprocess.run(["sha256sum", "-c", "embedded-default.sha256"], cwd=r / "submission",
-                           capture_output=True, text=True)
+    (archive,) = (r / "submission").glob("*.tar.gz")  # the run name, then its engines, scorers and precisions
+    name = archive.name.removesuffix(".tar.gz")
+    assert name.startswith("embedded-default_litgpt_"), name
+    check = subprocess.run(["sha256sum", "-c", f"{name}.sha256"], cwd=r / "submission", capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    with tarfile.open(r / "submission/embedded-default.tar.gz") as tar:
+    with tarfile.open(archive) as tar:
         names = tar.getnames()
-    assert "embedded-default/MANIFEST" in names and "embedded-default/slides/deck.pdf" in names
-    assert "embedded-default/configs/litgpt/mbs16.yaml" in names
+    assert f"{name}/MANIFEST" in names and f"{name}/slides/deck.pdf" in names
+    assert f"{name}/configs/litgpt/mbs16.yaml" in names
     assert not [n for n in names if n.endswith((".pth", ".safetensors", ".bin", ".pt"))]
 
 

@@ -23,6 +23,7 @@ from llmhpc.cluster import site as cluster_site
 from llmhpc.config import check, load_schema
 from llmhpc.interrupt import forward_sigint_to_jobs
 from llmhpc.stages.data import check_alpaca, read_hellaswag
+from llmhpc.stages.submission import archive_name
 
 SCHEMA = load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 # The site (scheduler, nodes, project, NCCL/MPI settings) comes from the cluster profile's site.yaml.
@@ -148,7 +149,7 @@ def checkpoint_for(wildcards):
 
 
 def get_final_output():
-    submission = config["submission"]["name"] or config["run_name"]
+    submission = archive_name(config, EXPERIMENTS)
     return [
         "results/summary.csv",
         *expand("results/plots/{name}.{ext}", name=PLOT_NAMES, ext=["png", "svg"]),

@@ -3,9 +3,10 @@
 import hashlib
 import json
 
-from llmhpc.stages.submission import layout
+from llmhpc.stages.submission import archive_name, layout
 
-SUBMISSION_NAME = config["submission"]["name"] or config["run_name"]
+# The run name and its engines, scorers and precisions, unless submission.name is set (archive_name).
+SUBMISSION_NAME = archive_name(config, EXPERIMENTS)
 SUBMISSION_CONFIGFILES = [str(p) for p in workflow.config_settings.configfiles]
 # Every file the bundle always carries; results/jobs and results/logs are added at run time, as they hold
 # whatever the run's jobs and cluster profiles wrote.
