@@ -80,7 +80,8 @@ def test_every_plot_is_a_png_and_an_svg_that_shows_something(tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         pixels = mpimg.imread(png)
         height, width = pixels.shape[:2]
-        assert 1.7 < width / height < 1.85, f"{name} is not 16:9-ish: {width}x{height}"
+        # the shape of a slide's plot box beside its text (deck.css), which the plot fills
+        assert 1.2 < width / height < 1.35, f"{name} does not have the shape of its box on a slide: {width}x{height}"
         assert width >= 1280, f"{name} is too small for a slide: {width}px"
         # not blank: a white canvas has no variance; a plot with bars, lines and text has plenty
         assert pixels[..., :3].std() > 0.05, f"{name}.png looks blank"

@@ -660,7 +660,7 @@ def test_pdf_from_chromium_one_page_per_slide(tmp_path, deck, chromium):
 # What a test reads back from each slide as Chromium laid it out: whether it shows a table, a plot, cards or
 # commands; how much of the content area its parts span; each command line's box and line height; its text; and
 # the empty band under the header: from the header's bottom to the first thing drawn in each column (a plot's
-# picture where object-fit placed it in its box, not the box).
+# picture where object-fit placed it in its box, not the box); and the empty space left under that picture.
 LAYOUT_JS = """(() => Array.from(document.querySelectorAll('.slide')).map((s) => {
   s.classList.add('measuring');
   const content = s.querySelector('.content').getBoundingClientRect();
@@ -685,8 +685,18 @@ LAYOUT_JS = """(() => Array.from(document.querySelectorAll('.slide')).map((s) =>
     const r = l.getBoundingClientRect();
     return [r.top, r.bottom, parseFloat(getComputedStyle(l).lineHeight), l.innerText];
   });
+  // the plot's picture where object-fit placed it in its box, against the bottom of the space the columns have
+  const img = s.querySelector('figure img');
+  let imageGap = null;
+  if (img && img.naturalWidth && cols) {
+    const r = img.getBoundingClientRect();
+    const k = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight);
+    const drawnBottom = drawnTop(img) + img.naturalHeight * k;
+    imageGap = cols.getBoundingClientRect().bottom - drawnBottom;
+  }
   const out = {key: s.dataset.key, body: !!s.querySelector('table, figure img, .code, .stats'),
-               fill: span / content.height, lines: lines, text: s.innerText, band: band, colBand: colBand};
+               fill: span / content.height, lines: lines, text: s.innerText, band: band, colBand: colBand,
+               imageGap: imageGap};
   s.classList.remove('measuring');
   return out;
 }))()"""
@@ -713,7 +723,8 @@ def slow_mbs16(rows):  # an experiment that lost: slower than the baseline and 1
 @pytest.mark.parametrize("case", ["as measured", "an experiment lost", "the ISC25 batch"])
 def test_in_chromium_every_slide_fits_shows_something_and_commands_are_one_per_line(tmp_path, chromium, case):
     """The deck as a judge sees it, with the real plots: no slide overflows, none is a half-empty page (each
-    shows a table, a plot, cards or commands, spread over most of the slide), each reproduce command is a line
+    shows a table, a plot, cards or commands, spread over most of the slide), a plot beside text fills the height
+    it has (no empty space under it), each reproduce command is a line
     of its own, and a ratio is written one way (1.62×) everywhere. Screenshots of every slide are kept in
     $DECK_SCREENSHOTS where set, for a person to look at."""
     deck = real_deck(tmp_path, {"an experiment lost": slow_mbs16, "the ISC25 batch": isc25}.get(case))
@@ -738,6 +749,8 @@ def test_in_chromium_every_slide_fits_shows_something_and_commands_are_one_per_l
             assert seen["colBand"] <= 4, f"{s['key']}: a column starts {seen['colBand']:.0f} px into its space"
             if not s["stats"]:
                 assert seen["band"] <= 40, f"{s['key']}: {seen['band']:.0f} px of empty band under the header"
+            if s["image"]:  # the plot fills the height beside the text, no empty space under it
+                assert seen["imageGap"] is not None and 0 <= seen["imageGap"] <= 24, (s["key"], seen["imageGap"])
         assert not OTHER_RATIO_FORMATS.search(seen["text"]), (s["key"], seen["text"])
         assert seen["text"].count("×") == len(RATIO.findall(seen["text"])), (s["key"], seen["text"])
         if s["code"]:

@@ -1,5 +1,5 @@
 """The plots stage: the figures people look at (and the slides show), drawn from the summary table, each
-experiment's metrics.csv and the environment manifest. One style for all of them, sized for a 16:9 slide; an
+experiment's metrics.csv and the environment manifest. One style for all of them, sized for their box on a slide; an
 experiment keeps its colour in every plot. A plot whose data is missing is still written, and says in the
 figure what is missing, so that a half-finished campaign still gets its slides."""
 
@@ -181,7 +181,7 @@ def plot_time_breakdown(table: pd.DataFrame, experiments: list[str], out_dir) ->
                 handles.append(swatches)
                 names.append(f"{PHASE_NAMES[phase]} {_seconds(totals[phase])}")
             fig.legend(handles, names, handler_map={tuple: HandlerTuple(ndivide=None, pad=0)}, ncols=6,
-                       loc="upper center", bbox_to_anchor=(0.5, 0.93), fontsize=13, handlelength=2.0,
+                       loc="upper center", bbox_to_anchor=(0.5, 1 - 0.45 / fig.get_figheight()), fontsize=13, handlelength=2.0,
                        columnspacing=1.0)
             plot.remarks.append("Legend: each phase's seconds over all the jobs shown")
         else:
@@ -194,7 +194,8 @@ def plot_time_breakdown(table: pd.DataFrame, experiments: list[str], out_dir) ->
         fig.suptitle("Where each job's time goes", fontsize=20, fontweight="bold")
         _note(axes[0], plot)
         _layout(fig, plot)
-        fig.subplots_adjust(top=0.78)  # room under the title for the legend, which tight layout does not see
+        # room under the title for the legend (tight layout does not see a figure legend), in inches
+        fig.subplots_adjust(top=1 - 1.3 / fig.get_figheight())
         return _save(fig, plot, out_dir, layout=False)
 
 
