@@ -49,7 +49,8 @@ def main() -> int:
         for i in range(args.runs):
             cache = Path(tmp) / f"cache-{i}"
             for kind in ("cold", "warm"):
-                config = fast_tiny.config(root, f"{kind}-{i}", gbs=4, mbs=2, max_seq_length=128)
+                config = fast_tiny.config(root, f"{kind}-{i}", gbs=4, mbs=2, max_seq_length=128,
+                                          engine={"compile": True})  # auto would not compile a job this small
                 startup, warm_up = engine_run(config, cache)
                 rows.append((i, kind, startup, warm_up))
                 print(f"pair {i} {kind}: start-up {startup:.2f} s, compile and warm-up {warm_up:.2f} s", flush=True)

@@ -1,6 +1,7 @@
-"""The processes that run a model (the fast scorer as the evaluate stage runs it, the server) import neither
-Lightning, torchmetrics nor transformers: each runs on a tiny model on CPU in a fresh interpreter, and what it
-imported is read when its work is done (a lazy import during the run counts). The engine's LitGPT is LitGPT's
+"""The processes that run a model (the fast scorer as the evaluate stage runs it, the server, the fsdp2 fine-tune
+engine as the finetune stage starts it) import neither Lightning, torchmetrics nor transformers: each runs on a
+tiny model on CPU in a fresh interpreter, and what it imported is read when its work is done (a lazy import during
+the run counts). The engine's LitGPT is LitGPT's
 own: the model built after litgpt_core.load() gives the same logits as the one `import litgpt` builds."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import textwrap
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, SCHEMA, default_config
 
 pytestmark = [pytest.mark.litgpt, pytest.mark.subprocess]
 HEAVY = ("lightning", "torchmetrics", "transformers")
@@ -71,6 +72,35 @@ def test_the_server_imports_no_lightning(tiny):
         engine.stop()
     """)
     assert got == {"heavy": [], "status": 200}
+
+
+def test_the_finetune_stages_fsdp2_engine_imports_no_lightning(tiny):
+    """The YAML the finetune rule writes, run with the stage's command line (its module as __main__)."""
+    from llmhpc.config import check, load_schema
+    from llmhpc.sources.embedded import shipped_dir
+    from llmhpc.stages.data import prepare_finetune
+    from llmhpc.train import litgpt
+
+    root, ckpt, _ = tiny
+    cfg = default_config()
+    cfg["experiments"] = [{"name": "fast", "finetune": {
+        "engine": "fsdp2", "max_steps": 2, "lr_warmup_steps": 1, "global_batch_size": 4, "micro_batch_size": 2,
+        "max_seq_length": 64, "final_validation": True}}]
+    ft = check(cfg, load_schema(SCHEMA))["fast"]["finetune"]
+    prepare_finetune({"source": "embedded"}, root / "data", shipped_dir(), log=lambda *a: None)
+    yaml_path, out = root / "litgpt.yaml", root / "out"
+    litgpt.write_litgpt_config(yaml_path, ft, ckpt, root / "data", out, experiment="fast")
+    cmd = litgpt.command(ft["method"], yaml_path, engine=ft["engine"])
+    assert cmd[1:3] == ["-m", "llmhpc.train.fast"]
+    got = run_python(f"""
+        import contextlib, io, runpy, sys
+        sys.argv = ["llmhpc.train.fast", *{cmd[3:]!r}]
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            runpy.run_module("llmhpc.train.fast", run_name="__main__", alter_sys=True)
+        report = {{"validated": "Final evaluation | val loss" in printed.getvalue()}}
+    """)
+    assert got == {"heavy": [], "validated": True}  # the whole run, its final validation included
+    assert (out / "final/lit_model.pth").is_file() and (out / "final/hyperparameters.yaml").is_file()
 
 
 def test_litgpt_core_builds_litgpts_own_model_and_leaves_the_rest_loadable(tiny):

@@ -38,7 +38,7 @@ def test_schema_switches_are_the_engines_own_with_its_defaults():
 def test_an_experiment_changes_one_switch_and_keeps_the_others():
     experiments = configured(engine_options={"packing": False})
     options = experiments["fast"]["finetune"]["engine_options"]
-    assert options["packing"] is False and options["compile"] is True  # the rest keep their defaults
+    assert options["packing"] is False and options["compile"] == "auto"  # the rest keep their defaults
     cfg = litgpt_config(experiments["fast"]["finetune"], "ckpt", "data", "out")
     assert cfg["engine"] == {**options, "method": "full", "float8": False}
     assert "engine" not in litgpt_config(experiments["stock"]["finetune"], "ckpt", "data", "out")

@@ -61,7 +61,7 @@ def kit(tmp_path_factory):
         log = io.StringIO()
         with contextlib.redirect_stdout(log):
             run_fast(fast_tiny.config(root, "compiled", gbs=4, mbs=2, max_seq_length=128,
-                                      engine={"compile_shapes": "static"}), mp)
+                                      engine={"compile": True, "compile_shapes": "static"}), mp)
         (root / "compiled.stdout").write_text(log.getvalue())
     return root
 

@@ -346,3 +346,46 @@ def test_a_profiled_step_prints_its_top_operators_on_the_main_process_only(capsy
     with loop.profiled(False, SimpleNamespace(device=torch.device("cpu"), main=True)):
         torch.mm(a, a)
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.unit
+def test_compile_auto_compiles_a_large_planned_job_and_not_a_small_one(monkeypatch):
+    """The ISC25 example's LoRA job on one GPU (232 records of at most 512 tokens, SmolLM2-135M's shape) runs
+    eager; a 7B full fine-tune of 1024 Alpaca records (~225 tokens each, packed) compiles; true and false are
+    obeyed; a warm compile cache lowers the bar; nothing compiles on a CPU."""
+    from llmhpc.train.fast import compile_choice
+    from llmhpc.train.metrics import flops_per_token
+
+    monkeypatch.delenv("LLMHPC_FAST_COMPILE_CPU", raising=False)
+    small = compile_choice.planned_seconds(232 * 512, flops_per_token(135e6, 30, 576, 512, frozen_base=True), 1)
+    large = compile_choice.planned_seconds(1024 * 225, flops_per_token(6.7e9, 32, 4096, 512), 1)
+    assert small < 1 and large > 20
+    assert compile_choice.decide("auto", "cuda", small, warm_cache=False)[0] is False
+    chosen, why = compile_choice.decide("auto", "cuda", large, warm_cache=False)
+    assert chosen is True and why.startswith("compile: ") and f"{large:.1f} s" in why
+    middle = (compile_choice.COMPILE_PAYS_WARM_S + compile_choice.COMPILE_PAYS_S) / 2
+    assert compile_choice.decide("auto", "cuda", middle, warm_cache=False)[0] is False
+    assert compile_choice.decide("auto", "cuda", middle, warm_cache=True)[0] is True
+    assert compile_choice.decide(True, "cuda", small, warm_cache=False)[0] is True
+    assert compile_choice.decide(False, "cuda", large, warm_cache=True)[0] is False
+    assert compile_choice.decide(True, "cpu", large, warm_cache=True)[0] is False
+
+
+@pytest.mark.unit
+def test_a_compile_cache_with_graphs_counts_as_warm(tmp_path, monkeypatch):
+    from llmhpc.train.fast import compile_choice
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    assert not compile_choice.warm_cache()
+    (tmp_path / "fxgraph").mkdir()
+    assert not compile_choice.warm_cache()
+    (tmp_path / "fxgraph" / "ab").mkdir()
+    assert compile_choice.warm_cache()
+
+
+@pytest.mark.unit
+def test_engine_compile_takes_true_false_and_auto_only():
+    assert EngineArgs().compile == "auto"
+    assert EngineArgs(compile=False).compile is False
+    with pytest.raises(ValueError, match="engine.compile"):
+        EngineArgs(compile="sometimes")

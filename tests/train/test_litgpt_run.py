@@ -41,6 +41,18 @@ def some_items(tmp_path):
     return path
 
 
+def assert_phases(summary: dict, warmup: bool) -> None:
+    """The job's time breakdown: every phase measured, the training loop the training time, and the phases
+    adding up to the stage's wall."""
+    names = ("startup", "load", "warmup", "work", "save", "exit")
+    phases = {name: summary[f"phase_{name}_s"] for name in names}
+    assert (phases["warmup"] is not None) == warmup
+    assert all(v >= 0 for k, v in phases.items() if k != "warmup" or warmup), phases
+    assert phases["startup"] > 0.5  # an interpreter and torch's import at least
+    assert phases["work"] == pytest.approx(summary["training_time_s"], abs=0.01)
+    assert sum(v or 0.0 for v in phases.values()) == pytest.approx(summary["stage_wall_s"], abs=0.01)
+
+
 def test_lora_finetune_runs_and_its_model_scores(checkpoint, tmp_path):
     cfg = default_config()
     cfg["experiments"] = [{"name": "lora", "finetune": {"method": "lora", "max_steps": 3, "lr_warmup_steps": 1,
@@ -54,6 +66,7 @@ def test_lora_finetune_runs_and_its_model_scores(checkpoint, tmp_path):
     summary = finetune.run_stage(yaml_path, checkpoint, out, tmp_path / "ft.stdout", tmp_path / "metrics.csv",
                                  tmp_path / "summary.json", ft, None, 2, log=lambda *a: None)
     assert summary["method"] == "lora" and summary["steps"] == 3
+    assert_phases(summary, warmup=False)  # stock's warm-up is inside its training time
     assert summary["trainable_parameters"] < 14_067_712 / 10  # only the adapters train
     assert json.loads((tmp_path / "summary.json").read_text())["exit_code"] == 0
     # litgpt merges the adapters into out/final/lit_model.pth, which the evaluate stage scores like any checkpoint
@@ -81,6 +94,7 @@ def test_an_adapter_method_on_the_fsdp2_engine_through_the_stage(checkpoint, tmp
                                  tmp_path / "summary.json", ft, None, 2, log=lambda *a: None)
     assert (summary["method"], summary["engine"], summary["float8"], summary["steps"]) == (method, "fsdp2", False, 3)
     assert summary["attention"] == "sdpa"  # what the engine chose on CPU, read from its settings line
+    assert_phases(summary, warmup=True)
     assert 0 < summary["predicted_memory_gb"] < 1  # the engine's estimate for its rows (a 14M model), read back
     assert summary["samples_per_s"] == pytest.approx(3 * ft["global_batch_size"] / summary["training_time_s"], rel=1e-3)
     assert summary["trainable_parameters"] < 14_067_712 / 10  # only the adapters train

@@ -46,3 +46,30 @@ def test_the_engines_predicted_memory_sits_beside_the_measured_peak():
     s = summarise(ENGINE_LINE + predicted + REPORT + "| - Memory Used               :  44.95 GB\n", iters=2)
     assert (s["predicted_memory_gb"], s["peak_memory_gb"]) == (49.29, 44.95)
     assert summarise(ENGINE_LINE + REPORT, iters=2)["predicted_memory_gb"] is None  # stock prints none
+
+
+def test_the_fsdp2_engines_phases_add_up_to_the_stage_wall(tmp_path):
+    """The engine's printed phases, start-up measured from the stage's own start to the engine's last import;
+    exit is what the stage's wall leaves."""
+    line = ('[rank0] Engine phases (s): {"startup_s": 2.0, "load_s": 2.5, "warmup_s": 4.0, "work_s": 18.25, '
+            '"save_s": 3.5, "imported_at": 1000.0}')
+    phases = metrics.job_phases(f"noise\n{line}\n", {"start": 997.0, "end": 1031.0}, 18.25, tmp_path, 34.0)
+    assert phases == {"phase_startup_s": 3.0, "phase_load_s": 2.5, "phase_warmup_s": 4.0, "phase_work_s": 18.25,
+                      "phase_save_s": 3.5, "phase_exit_s": 2.75}
+    clockless = metrics.job_phases(line, {}, 18.25, tmp_path, 34.0)  # no stage mark: the engine's own start-up
+    assert clockless["phase_startup_s"] == 2.0 and clockless["phase_exit_s"] == 3.75
+    assert metrics.job_phases(line, {}, 18.25, tmp_path, 29.0)["phase_exit_s"] is None  # clocks that disagree
+
+
+def test_stock_phases_come_from_its_marks_and_are_null_where_it_has_none(tmp_path):
+    final = tmp_path / "final"
+    final.mkdir()
+    (final / "lit_model.pth").write_bytes(b"x")
+    written = (final / "lit_model.pth").stat().st_mtime
+    marks = {"start": written - 30.0, "setup_start": written - 22.0, "train_end": written - 2.0}
+    phases = metrics.job_phases("", marks, 12.0, final, 31.0)
+    assert phases == {"phase_startup_s": 8.0, "phase_load_s": 8.0, "phase_warmup_s": None, "phase_work_s": 12.0,
+                      "phase_save_s": 2.0, "phase_exit_s": 1.0}
+    unmarked = metrics.job_phases("", {"start": marks["start"], "train_end": marks["train_end"]}, 12.0, final, 31.0)
+    assert unmarked["phase_startup_s"] is None and unmarked["phase_load_s"] is None
+    assert unmarked["phase_exit_s"] is None and unmarked["phase_work_s"] == 12.0

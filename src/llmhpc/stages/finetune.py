@@ -16,7 +16,7 @@ from llmhpc import atomic, interrupt
 from llmhpc.settings import FinetuneSettings
 from llmhpc.train import attempts, resume, stock_saves, walltime
 from llmhpc.train.litgpt import PHASE_MARKS, command, find_metrics_csv, read_metrics_csv
-from llmhpc.train.metrics import gpu_name, model_facts, peak_tflops, phase_times, summarise
+from llmhpc.train.metrics import gpu_name, job_phases, model_facts, peak_tflops, phase_times, summarise
 
 
 def run(cmd: list[str], stdout_path: Path, log=print, marks: dict | None = None,
@@ -162,6 +162,7 @@ def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, s
     summary = summarise(text, rows, settings, wall, code, model_facts(checkpoint_dir), gpu_name(), peak_override,
                         peak_rss, start_iter=start_step * accumulation)
     summary.update(phase_times(marks, summary["training_time_s"], out_dir / "final"))
+    summary.update(job_phases(text, marks, summary["training_time_s"], out_dir / "final", summary["stage_wall_s"]))
     summary["command"] = " ".join(cmd)
     summary.update(saves)  # the stock engine's step-checkpoint interval and why
     summary["resumed_from_step"] = start_step or None

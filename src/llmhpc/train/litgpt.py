@@ -107,7 +107,9 @@ def command(method: str, config_path: Path, launcher: list[str] | None = None, e
 
 # Lines of litgpt's stdout that end a phase (its performance report follows training at once, the final
 # validation's line comes right before the final save); litgpt prints no times of its own for these phases.
-PHASE_MARKS = {"train_end": "| Token Counts", "final_val_end": "Final evaluation |"}
+PHASE_MARKS = {"train_end": "| Token Counts", "final_val_end": "Final evaluation |",
+               # litgpt's setup prints its arguments (pprint of a dict: sorted keys) once its imports are done
+               "setup_start": "{'access_token'"}
 
 
 _REPORT = {

@@ -3,6 +3,7 @@ device's peak."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -40,6 +41,52 @@ def phase_times(marks: dict, training_time_s: float | None, final_dir: Path) -> 
     return times
 
 
+ENGINE_PHASES = re.compile(r"Engine phases \(s\): (\{.*\})")  # the fsdp2 engine's line (engine.PHASES_LINE)
+PHASES = ("startup", "load", "warmup", "work", "save")
+
+
+def job_phases(stdout_text: str, marks: dict, training_time_s: float | None, final_dir: Path,
+               stage_wall_s: float) -> dict:
+    """The job's wall in phases, flat keys phase_<name>_s (the slides' time-breakdown plot): startup (the
+    stage's start to the engine's last import: launcher, interpreter, imports), load (model, weights and data on
+    the device), warmup (compile and warm-up passes), work (the training loop), save (final validation,
+    checkpoint, side files) and exit (the stage's wall less the others). The fsdp2 engine measures its own and
+    prints them; for stock litgpt they come from the marks of its stdout (its warm-up is inside its training
+    time: warmup null). None where unknown; exit None where another phase but warmup is."""
+    found = ENGINE_PHASES.findall(stdout_text)
+    if found:
+        engine = json.loads(found[-1])
+        times = {name: engine.get(f"{name}_s") for name in PHASES}
+        if "imported_at" in engine and "start" in marks and engine["imported_at"] >= marks["start"]:
+            times["startup"] = engine["imported_at"] - marks["start"]
+    else:
+        times = stock_phases(marks, training_time_s, final_dir)
+    known = [times[name] for name in PHASES if name != "warmup"]
+    times["exit"] = None if None in known else nonnegative(stage_wall_s - sum(known) - (times["warmup"] or 0.0))
+    return {f"phase_{name}_s": None if value is None else round(value, 3) for name, value in times.items()}
+
+
+def stock_phases(marks: dict, training_time_s: float | None, final_dir: Path) -> dict:
+    """startup: the stage's start to litgpt's first line (its setup prints its arguments once every import is
+    done); load: from there to the start of training (the end of training less its time); work: the training
+    time; save: the end of training to the last file written into out/final."""
+    times = dict.fromkeys(PHASES)
+    times["work"] = training_time_s
+    if "start" in marks and "setup_start" in marks:
+        times["startup"] = nonnegative(marks["setup_start"] - marks["start"])
+    if "setup_start" in marks and "train_end" in marks and training_time_s is not None:
+        times["load"] = nonnegative(marks["train_end"] - training_time_s - marks["setup_start"])
+    written = [p.stat().st_mtime for p in Path(final_dir).glob("*") if p.is_file()] if Path(final_dir).is_dir() else []
+    if "train_end" in marks and written:
+        times["save"] = nonnegative(max(written) - marks["train_end"])
+    return times
+
+
+def nonnegative(span: float) -> float | None:
+    """A span the clocks agree on; None where they do not (a negative span)."""
+    return span if span >= 0 else None
+
+
 def peak_tflops(gpu_name: str | None, precision: str, override: float | None) -> float | None:
     if override:
         return override
@@ -75,6 +122,7 @@ def summarise(stdout_text: str, metrics_rows: list[dict], ft: dict, wall_s: floa
         "engine": settings.engine,
         "float8": settings.float8,
         "attention": attention_backend(stdout_text),
+        "compile_decision": compile_decision(stdout_text),
         "precision": ft["precision"],
         "devices": ft["devices"],
         "num_nodes": ft["num_nodes"],
@@ -134,6 +182,15 @@ _ATTENTION = re.compile(r"Engine fast \|[^\n]*?\battention=([\w-]+)")  # not anc
 def attention_backend(stdout_text: str) -> str | None:
     found = _ATTENTION.findall(stdout_text)
     return found[-1] if found else None
+
+
+# The fsdp2 engine's compile choice and its reason (engine.COMPILE_LINE); stock litgpt compiles nothing, says nothing
+_COMPILE = re.compile(r"Compile decision: ([^\n]+)")
+
+
+def compile_decision(stdout_text: str) -> str | None:
+    found = _COMPILE.findall(stdout_text)
+    return found[-1].strip() if found else None
 
 
 def model_facts(checkpoint_dir: Path) -> dict:

@@ -1,7 +1,9 @@
 """The run's settings: the LitGPT YAML that `litgpt finetune_full --config` reads, plus the engine's switches.
 
-The YAML is parsed here without jsonargparse (start-up time); its sections become litgpt's own `TrainArgs`,
-`EvalArgs` and data module, so the same keys mean the same things as for stock LitGPT.
+The YAML is parsed here without jsonargparse (start-up time); its sections become litgpt's own `TrainArgs` and
+`EvalArgs` (litgpt/args.py, loaded without LitGPT's __init__ and its Lightning: llmhpc.litgpt_core) and the data
+module (litgpt.data.JSON as json_data.py's, which imports no Lightning; any other, LitGPT's own), so the same
+keys mean the same things as for stock LitGPT.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ class EngineArgs:
     activation_checkpointing: str = "auto"  # off / on / auto (on only where the memory estimate says it must)
     sharding: str = "auto"  # full (FSDP2) / grad_op (no reshard after forward) / none (DDP) / hybrid; auto:
     #                         grad_op on one node, hybrid (shard in a node, replicate across nodes) on several
-    compile: bool = True  # torch.compile of each transformer block
+    compile: bool | str = "auto"  # torch.compile of each transformer block: true, false, or auto (where the planned
+    #                               training pays back the compile: compile_choice.py)
     compile_shapes: str = "auto"  # static: one graph per micro-batch shape, so a whole-tensor reduction such as
     #                               float8's amax gets kernels sized for its shape (shape-generic, one took 0.9 ms a
     #                               layer on 4 x H200, 8B); dynamic: shape-generic graphs from the second shape on
@@ -64,6 +67,8 @@ class EngineArgs:
                 raise ValueError(f"engine.{name}: {value!r} is not one of {', '.join(allowed)}")
         if self.micro_rows != "auto" and (not isinstance(self.micro_rows, int) or self.micro_rows < 1):
             raise ValueError(f"engine.micro_rows: {self.micro_rows!r} is neither 'auto' nor a positive integer")
+        if self.compile not in (True, False, "auto") or not isinstance(self.compile, (bool, str)):
+            raise ValueError(f"engine.compile: {self.compile!r} is none of true, false, auto")
         if not isinstance(self.float8, bool):
             raise ValueError(f"engine.float8: {self.float8!r} is not true or false")
         if self.float8 and self.method == "qlora":
@@ -124,12 +129,22 @@ class RunArgs:
     resume: bool | str = False  # stock's meaning: auto (the newest step checkpoint in out_dir, if any), true, a folder
 
 
+def data_class(class_path: str):
+    """The data module's class: the engine's own JSON (json_data.py, no Lightning) for litgpt.data.JSON, LitGPT's
+    own class otherwise (LitGPT's data modules import Lightning: a run that names one needs it)."""
+    from llmhpc.train.fast import json_data
+
+    if class_path in json_data.CLASS_PATHS:
+        return json_data.JSON
+    module, _, name = (class_path if "." in class_path else f"litgpt.data.{class_path}").rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
 def instantiate(spec: dict | str) -> Any:
     """A `class_path` + `init_args` mapping as jsonargparse would build it (str fields typed Path become Paths)."""
     if isinstance(spec, str):
-        spec = {"class_path": spec if "." in spec else f"litgpt.data.{spec}"}
-    module, _, name = spec["class_path"].rpartition(".")
-    cls = getattr(importlib.import_module(module), name)
+        spec = {"class_path": spec}
+    cls = data_class(spec["class_path"])
     kwargs = dict(spec.get("init_args") or {})
     if dataclasses.is_dataclass(cls):
         for f in dataclasses.fields(cls):
@@ -139,6 +154,9 @@ def instantiate(spec: dict | str) -> Any:
 
 
 def load(path: str | Path) -> RunArgs:
+    from llmhpc import litgpt_core
+
+    litgpt_core.load()  # LitGPT's pure modules (args, config, prompts, tokenizer) without its __init__'s Lightning
     from litgpt.args import EvalArgs, TrainArgs
 
     raw = yaml.safe_load(Path(path).read_text()) or {}

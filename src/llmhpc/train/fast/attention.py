@@ -7,27 +7,44 @@ Two backends compute the same mask (document id equal and key position <= query 
   SDPA, memory-efficient kernel). It runs everywhere (CPU, where flex has no backward; V100, chosen there by
   `auto`) and is the reference the tests compare with.
 Rows without document ids (packing off) use LitGPT's plain causal path.
+
+torch's flex_attention module imports torch._dynamo (seconds of start-up), so it is imported where flex is
+chosen, not with this module: `flex()` gives its names, and so do this module's attributes BlockMask,
+create_block_mask and flex_attention (None on torch < 2.5).
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import types
 
 import torch
 
-try:
-    from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
-except ImportError:  # torch < 2.5
-    BlockMask = create_block_mask = flex_attention = None
-
+FLEX = "torch.nn.attention.flex_attention"
+_flex_attention = None  # torch's flex_attention, bound by `install` before any block runs or compiles
 _compiled_flex = None
+
+
+def flex_available() -> bool:
+    return importlib.util.find_spec(FLEX) is not None
+
+
+def flex() -> types.ModuleType:
+    return importlib.import_module(FLEX)
+
+
+def __getattr__(name: str):
+    if name in ("BlockMask", "create_block_mask", "flex_attention"):
+        return getattr(flex(), name) if flex_available() else None
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def backend(choice: str, device: torch.device) -> str:
     if choice == "auto":  # flex's Triton kernels want Ampere or newer; V100 takes the SDPA path
         capable = device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
-        return "flex" if capable and flex_attention is not None else "sdpa"
-    if choice == "flex" and flex_attention is None:
+        return "flex" if capable and flex_available() else "sdpa"
+    if choice == "flex" and not flex_available():
         raise RuntimeError("engine.attention: flex needs torch >= 2.5")
     return choice
 
@@ -47,7 +64,7 @@ def block_mask(documents: torch.Tensor):
         return (documents[b, q] == documents[b, kv]) & (q >= kv)
 
     # compiled on CUDA (the eager builder evaluates the mask over every (q, kv) pair); eager elsewhere
-    return create_block_mask(mask_mod, B, None, T, T, device=documents.device, _compile=documents.is_cuda)
+    return flex().create_block_mask(mask_mod, B, None, T, T, device=documents.device, _compile=documents.is_cuda)
 
 
 def make_mask(documents: torch.Tensor | None, kind: str):
@@ -59,13 +76,13 @@ def make_mask(documents: torch.Tensor | None, kind: str):
 
 def _flex(self, q, k, v, mask=None):
     """CausalSelfAttention.scaled_dot_product_attention for a BlockMask; otherwise LitGPT's own method."""
-    if BlockMask is None or not isinstance(mask, BlockMask):
+    if mask is None or isinstance(mask, torch.Tensor):  # causal, or an explicit mask: not a BlockMask
         return type(self).scaled_dot_product_attention(self, q, k, v, mask)
     # Inside a compiled block flex_attention is traced as is, and the compiled wrapper's global is never read:
     # a read (and its first assignment) there would become a guard that recompiles every block on the warm-up's
     # second pass (TORCH_LOGS=recompiles shows it). Eager on CPU (forward only: no backward there).
     if torch.compiler.is_compiling() or not q.is_cuda:
-        attend = flex_attention
+        attend = _flex_attention
     else:
         attend = compiled_flex()
     scale = 1.0 / ((self.config.attention_scores_scalar or self.config.head_size) ** 0.5)
@@ -73,13 +90,13 @@ def _flex(self, q, k, v, mask=None):
     return attend(q, k, v, block_mask=mask, scale=scale).transpose(1, 2)
 
 
-@torch.compiler.disable
 def compiled_flex():
     """Eager flex_attention materialises the scores; compiled it is one fused kernel. Made once, on first use
-    outside a compiled region."""
+    outside a compiled region; `install` wraps it in torch.compiler.disable, so Dynamo never traces it (the
+    decorator imports Dynamo: not at this module's import)."""
     global _compiled_flex
     if _compiled_flex is None:
-        _compiled_flex = torch.compile(flex_attention)
+        _compiled_flex = torch.compile(flex().flex_attention)
     return _compiled_flex
 
 
@@ -101,5 +118,9 @@ def install(model, kind: str) -> None:
     """Route BlockMask masks of every attention module to flex_attention (sdpa needs no change)."""
     if kind != "flex":
         return
+    global _flex_attention, compiled_flex
+    _flex_attention = flex().flex_attention
+    if not getattr(compiled_flex, "_torchdynamo_disable", False):
+        compiled_flex = torch.compiler.disable(compiled_flex)
     for block in model.transformer.h:
         block.attn.scaled_dot_product_attention = types.MethodType(_flex, block.attn)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import json
 import os
 import sys
 import time
@@ -19,7 +20,21 @@ import torch
 
 from llmhpc.compiling import compiled_graphs
 from llmhpc.train import memory
-from llmhpc.train.fast import adapters, attention, checkpoint, converters, data, distributed, loop, model, parallel, resume
+from llmhpc.train.fast import (
+    adapters,
+    attention,
+    checkpoint,
+    compile_choice,
+    converters,
+    data,
+    distributed,
+    loop,
+    model,
+    parallel,
+    resume,
+    run_files,
+    stock,
+)
 from llmhpc.train.fast import args as args_mod
 from llmhpc.train.fast import saves as save_plan
 
@@ -30,10 +45,11 @@ def setup(argv=None) -> None:
     opts = parser.parse_args(argv)
     launched = float(os.environ.get("LLMHPC_FAST_LAUNCH_TIME", time.time()))
     t_start = time.perf_counter() - (time.time() - launched)  # the clock of the stage: from the first launch
-    run = args_mod.load(opts.config)
+    run = args_mod.load(opts.config)  # the last import: LitGPT's config, model and tokenizer modules
+    clock = {"launch": t_start, "imported": time.perf_counter(), "imported_at": time.time()}
     world = distributed.init(run.devices, run.num_nodes)
     print_main(world, f"Launch to engine start: {time.perf_counter() - t_start:.2f} s")
-    main(run, world, t_start)
+    main(run, world, clock)
     distributed.close(world)
     if world.size > 1:
         # everything is written and closed: skip the interpreter's and CUDA's teardown of this process
@@ -46,11 +62,12 @@ def setup(argv=None) -> None:
         os._exit(0)
 
 
-def main(run, world, t_start: float) -> None:
-    from litgpt import Config, Tokenizer
-    from litgpt.finetune.full import get_lr_scheduler, validate_args
+def main(run, world, clock: dict) -> None:
+    """`clock`: perf_counter marks of the run's phases (phase_times), from the launch and the last import."""
+    t_start = clock["launch"]
+    from litgpt import Config, Tokenizer  # LitGPT's own, without Lightning (args.load ran litgpt_core.load)
 
-    validate_args(run.train, run.eval)
+    stock.validate_args(run.train, run.eval)
     torch.manual_seed(run.seed)
     config = Config.from_file(run.checkpoint_dir / "model_config.yaml")
     tokenizer = Tokenizer(run.checkpoint_dir)
@@ -67,6 +84,7 @@ def main(run, world, t_start: float) -> None:
     steps = data.plan(samples, run.train, world.size, run.engine.packing, row_len, layout["micro_rows"],
                       datamodule.seed, ignore, run.engine.loss_weighting)
     _, lr_max_steps = data.steps_total(len(samples), run.train)
+    layout["compile"] = choose_compile(run, world, config, layout, steps, samples)
 
     t_load = time.perf_counter()
     trainee = build_model(run, world, config, layout, ignore, max_seq_length)
@@ -74,14 +92,16 @@ def main(run, world, t_start: float) -> None:
     state.update(model=trainee, scaler=parallel.grad_scaler(run.precision, layout["sharding"], world),
                  float8_all_gather=layout["float8_all_gather"])
     state["optimizer"] = make_optimizer(run, trainee, world)
-    state["scheduler"] = get_lr_scheduler(state["optimizer"], warmup_steps=run.train.lr_warmup_steps,
-                                          max_steps=lr_max_steps)
+    state["scheduler"] = stock.lr_scheduler(state["optimizer"], warmup_steps=run.train.lr_warmup_steps,
+                                            max_steps=lr_max_steps)
     report_settings(run, world, layout, state, steps, longest, max_seq_length, trainee)
 
     build = lambda step, rows: data.to_device(  # noqa: E731
         data.collate(rows, samples, step.weight, run.engine.packing, row_len, ignore), world.device)
     shape = lambda rows: data.shape(rows, samples, run.engine.packing, row_len)  # noqa: E731
+    clock["warm_start"] = time.perf_counter()
     warm = loop.warm_up(state, steps, build, shape, passes=warm_passes(run, layout, state["attention"]))
+    clock["warm_end"] = time.perf_counter()
     done = resume.restore(state, run)  # 0, or the steps a killed run had saved (after the warm-up: see restore)
     if run.train.save_interval:
         state["save_step"] = lambda step: resume.save(state, run, step)
@@ -98,9 +118,10 @@ def main(run, world, t_start: float) -> None:
     gc.freeze()  # the set-up's objects leave the collector's view, and no collection pauses a step
     gc.disable()
     graphs = compiled_graphs()
-    t0 = time.perf_counter()
+    t0 = clock["train_start"] = time.perf_counter()
     loop.fit(state, steps, stream, run, logger, per_epoch=-(-len(samples) // run.train.micro_batch_size), start=done)
-    training_time = time.perf_counter() - t0
+    clock["train_end"] = time.perf_counter()
+    training_time = clock["train_end"] - t0
     # a slow first step: waiting for data, or a recompile the warm-up did not foresee
     print_main(world, f"First batch ready after {state.get('first_batch_wait_s', 0.0) * 1000:.1f} ms; "
                       f"{compiled_graphs() - graphs} graphs compiled during training")
@@ -110,6 +131,24 @@ def main(run, world, t_start: float) -> None:
     gc.unfreeze()
     report_training(world, steps[done:], samples, run, row_len, training_time)
     finish(state, run, world, logger, t_start)
+    clock["saved"] = time.perf_counter()
+    print_main(world, f"{PHASES_LINE}{json.dumps(phase_times(clock))}")
+
+
+PHASES_LINE = "Engine phases (s): "  # the finetune stage reads the JSON after it (llmhpc.train.metrics)
+
+
+def phase_times(clock: dict) -> dict:
+    """The job's phases as the engine sees them: startup (launch to the last import), load (process group,
+    data, model and weights on the device; a resumed run's state), warmup (compile and warm-up passes), work
+    (the training loop), save (report, final validation, checkpoint, side files); and the wall-clock time of the
+    last import, from which the stage measures the start-up from its own start (the launcher's included)."""
+    spans = {"startup_s": clock["imported"] - clock["launch"],
+             "load_s": clock["warm_start"] - clock["imported"] + clock["train_start"] - clock["warm_end"],
+             "warmup_s": clock["warm_end"] - clock["warm_start"],
+             "work_s": clock["train_end"] - clock["train_start"],
+             "save_s": clock["saved"] - clock["train_end"]}
+    return {**{k: round(v, 3) for k, v in spans.items()}, "imported_at": round(clock["imported_at"], 3)}
 
 
 def plan_layout(run, world, config, row_len: int) -> dict:
@@ -137,9 +176,26 @@ def plan_layout(run, world, config, row_len: int) -> dict:
     return {"sharding": sharding, "checkpointing": checkpointing, "micro_rows": micro_rows,
             "n_params": n_params, "cross_entropy": cross_entropy, "row_len": row_len, "shards": shards,
             "row_bytes": memory.row_bytes(config, run.precision, checkpointing, engine.method, row_len),
-            "compile": engine.compile and world.device.type == "cuda"
-            or engine.compile and os.environ.get("LLMHPC_FAST_COMPILE_CPU") == "1",
-            "static_shapes": static_shapes(engine)}
+            "static_shapes": static_shapes(engine)}  # "compile": decided from the planned steps (choose_compile)
+
+
+def choose_compile(run, world, config, layout: dict, steps, samples) -> bool:
+    """engine.compile as given, or for auto whether the planned training pays the compile back; printed with
+    its reason (the finetune stage's summary records the line)."""
+    from llmhpc.train.metrics import flops_per_token
+
+    tokens = data.token_counts(steps, samples, run.engine.packing, layout["row_len"])
+    per_token = flops_per_token(layout["n_params"], config.n_layer, config.n_embd, layout["row_len"],
+                                frozen_base=run.engine.method != "full")
+    planned = compile_choice.planned_seconds(tokens["raw_tokens_plus_prompt_template_and_padding"], per_token,
+                                             world.size)
+    warm = run.engine.compile == "auto" and compile_choice.warm_cache()
+    chosen, reason = compile_choice.decide(run.engine.compile, world.device.type, planned, warm)
+    print_main(world, f"{COMPILE_LINE}{reason}")
+    return chosen
+
+
+COMPILE_LINE = "Compile decision: "  # the finetune stage's summary reads the reason after it (compile_decision)
 
 
 def static_shapes(engine) -> bool:
@@ -187,11 +243,9 @@ def prepare_frozen(trainee, run, world, layout: dict) -> None:
 
 
 def make_optimizer(run, trainee, world):
-    from litgpt.utils import instantiate_torch_optimizer
-
     extra = {"fused": True} if run.engine.fused_adamw and world.device.type == "cuda" else {}
     trainable = [p for p in trainee.parameters() if p.requires_grad]  # all of them but for adapter methods
-    return instantiate_torch_optimizer(copy.deepcopy(run.optimizer), trainable, **extra)
+    return stock.optimizer(copy.deepcopy(run.optimizer), trainable, **extra)
 
 
 def val_samples(datamodule, ignore: int) -> list:
@@ -206,9 +260,7 @@ def val_samples(datamodule, ignore: int) -> list:
 def make_logger(run, world):
     if not world.main or run.logger_name != "csv":
         return None
-    from lightning.fabric.loggers import CSVLogger
-
-    return CSVLogger(root_dir=run.out_dir / "logs", name="csv", flush_logs_every_n_steps=run.train.log_interval)
+    return run_files.MetricsCSV(run.out_dir / "logs", name="csv", flush_every=run.train.log_interval)
 
 
 def warm_passes(run, layout, attention_backend: str) -> int | None:
@@ -262,10 +314,8 @@ def report_settings(run, world, layout, state, steps, longest, max_seq_length, t
 
 
 def report_training(world, steps, samples, run, row_len: int, training_time: float) -> None:
-    from litgpt.utils import create_finetuning_performance_report
-
     counts = data.token_counts(steps, samples, run.engine.packing, row_len)
-    print_main(world, create_finetuning_performance_report(training_time, counts, world.device.type))
+    print_main(world, stock.performance_report(training_time, counts, world.device.type))
     useful = counts["raw_tokens_plus_prompt_template"] / training_time
     print_main(world, f"Useful tokens (w/ prompt, no padding) per second: {useful:.2f} tok/s, "
                       f"per device {useful / world.size:.2f} tok/s")
@@ -297,7 +347,7 @@ def finish(state, run, world, logger, t_start: float) -> None:
         if world.main:
             checkpoint.write(full, final / "lit_model.pth", fast=False)
     if world.main:
-        checkpoint.side_files(run, final)
+        run_files.side_files(run, final)
         if writer is not None:
             print(f"Wrote lit_model.pth in {checkpoint.joined(writer):.2f} s", flush=True)
         if logger is not None:
