@@ -243,25 +243,28 @@ class SlideContent:
                        table={"header": ["Model", "p50 latency", "p99 latency", "Requests/s", "Tokens/s",
                                          "Greedy text equal"], "rows": rows}))
 
-    def job_phase_figures(self, name: str, stage: str) -> dict[str, Figure | None] | None:
-        """Each phase's seconds of one job as figures (charts.phase_sources: the job's phase_*_s, or the figures
-        that stand in for them), exit the rest of the wall where not recorded; None where the job has no wall."""
-        has = lambda e, st, m: self.value(e, st, m) is not None  # noqa: E731
-        wall_metric, sources, _ = phase_sources(has, name, stage)
+    def has(self, experiment, stage, metric) -> bool:
+        return self.value(experiment, stage, metric) is not None
+
+    def job_phase_figures(self, name: str, stage: str) -> tuple[Figure, dict[str, Figure | None]] | None:
+        """One job's wall and each phase's seconds as figures (summary_table.phase_sources: the job's phase_*_s, or
+        the figures that stand in for them), exit the rest of the wall where not recorded; None: no wall yet."""
+        wall_metric, sources, _ = phase_sources(self.has, name, stage)
         if wall_metric is None:
             return None
+        wall = self.measured(name, stage, wall_metric)
         out = {p: self.measured(name, stage, m) if m else None for p, m in sources.items()}
         if out["exit"] is None:
-            out["exit"] = self.derived("remainder", [self.measured(name, stage, wall_metric),
-                                                     *[f for p, f in out.items() if p != "exit" and f is not None]],
-                                       "s", f"wall of the {JOB_STAGES[stage]} job of {name} minus its timed phases")
-        return out
+            out["exit"] = self.derived("remainder", [wall, *[f for p, f in out.items() if p != "exit" and f]], "s",
+                                       f"wall of the {JOB_STAGES[stage]} job of {name} minus its timed phases")
+        return wall, out
 
     def time_slide(self):
         """The phases of every job (the time-breakdown plot's bars), summed per phase over the fine-tune jobs and
         over the evaluate jobs, and the phase outside the work that costs most."""
         jobs = {"finetune": list(self.names), "evaluate": ["base", *self.names]}
-        per_job = {(st, n): self.job_phase_figures(n, st) for st, names in jobs.items() for n in names}
+        timed = {(st, n): self.job_phase_figures(n, st) for st, names in jobs.items() for n in names}
+        per_job = {job: t[1] if t else None for job, t in timed.items()}
         totals, rows = {}, []
         for phase in PHASES:
             row = [[seg(PHASE_NAMES[phase])]]
@@ -281,12 +284,10 @@ class SlideContent:
         overhead = {p: f for p, f in both.items() if p != "work" and f is not None and f.value > 0}
         if overhead and both.get("work") is not None:
             worst = max(overhead, key=lambda p: overhead[p].value)
-            walls = self.derived("sum", [f for p, f in both.items() if f is not None], "s", "wall of all the jobs")
+            walls = self.derived("sum", [t[0] for t in timed.values() if t], "s", "wall of all the jobs")
             bullets.append([seg("Costs most outside the work: "), seg(PHASE_NAMES[worst], "name"), seg(", "),
                             self.num(overhead[worst]), seg(" of "), self.num(walls), seg(" over all the jobs")])
-        unrecorded = [(n, st) for (st, n), figs in per_job.items()
-                      if figs is not None and not phase_sources(lambda e, s_, m: self.value(e, s_, m) is not None,
-                                                                n, st)[2]]
+        unrecorded = [(n, st) for (st, n), figs in per_job.items() if figs and not phase_sources(self.has, n, st)[2]]
         if unrecorded:
             bullets.append([seg("No phases recorded by "),
                             *[g for i, (n, st) in enumerate(unrecorded)
