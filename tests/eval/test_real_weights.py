@@ -2,14 +2,12 @@
 the fast scorer (llmhpc.eval.run) and the reference scorer (the evaluate stage's own) on the LitGPT checkpoint, and
 lm-evaluation-harness's HF backend with its real `hellaswag` task on the Hugging Face directory it was converted
 from, all in float32 on CPU, over real-text items (CPython's manual, tests/sources/test_prose.py). Per item: the same
-query and choices, the same acc and acc_norm answer, and every choice's log-likelihood of the reference scorer within
-1e-4 nats of lm-eval's.
+query and choices, the same acc and acc_norm answer, and every choice's log-likelihood within 1e-4 nats of lm-eval's
+(each token's log-probability through torch.log_softmax, as lm-eval takes it: logit - logsumexp rounds differently in
+float32 over SmolLM2's 49,152 logits, up to 8.4e-4 nats on these sums of 30 to 150).
 
-The fast scorer is held to 1e-3: it takes each token's log-probability as logit - logsumexp, the other two through
-torch.log_softmax, whose float32 CPU kernel loses about 2e-5 nats a token over SmolLM2's 49,152 logits. Measured on
-item 0's first choice (19 tokens): log_softmax in float32 -60.52173, the fast scorer -60.52210, a float64 forward
--60.52211; the reference scorer and lm-eval, the same definition, agree to 1e-6. With random weights the gap did
-not show (flat logits); here it is 2.4e-4 to 8.4e-4 nats on sums of 30 to 150, and the answers are the same.
+And the real-text set itself: a tiny random model of the same tokenizer scores near chance (25 %), the trained model
+far above it, each judged by a binomial test rather than a fixed figure.
 
 The model is SmolLM2-135M-Instruct from the package registry (tests/real_weights.py builds it once)."""
 
@@ -107,3 +105,66 @@ def test_fast_reference_and_lm_eval_agree_on_real_weights(real_model, eval_file,
     print(f"\n{N_ITEMS} real-text items: max |ll - lm-eval| fast {worst['fast']:.2g}, reference"
           f" {worst['reference']:.2g}; acc {ref_metrics['acc']:.3f} acc_norm {ref_metrics['acc_norm']:.3f};"
           f" mean spread of a choice's ll {spread:.1f} nats")
+
+
+CHANCE = 0.25  # four endings
+ALPHA = 1e-3  # of each binomial test: how unlikely the result must be before it counts as (not) chance
+N_CHANCE_ITEMS = 32  # the trained model's items: the example run's evaluation limit (config/examples/cpu-real.yaml)
+
+
+def tiny_random_like(lit_dir: Path, out: Path, seed: int = 0) -> Path:
+    """A random-initialised 2-layer Llama of LitGPT's own init, with the trained model's tokenizer and vocabulary:
+    the same tokens are scored, only the weights differ."""
+    import shutil
+
+    import torch
+    from litgpt import GPT, Config
+    from litgpt.utils import save_config
+
+    big = Config.from_file(lit_dir / "model_config.yaml")
+    config = Config(name="tiny-random", block_size=big.block_size, vocab_size=big.vocab_size,
+                    padded_vocab_size=big.padded_vocab_size, n_layer=2, n_head=4, n_query_groups=2, n_embd=64,
+                    intermediate_size=128, mlp_class_name="LLaMAMLP", norm_class_name="RMSNorm", bias=False,
+                    parallel_residual=False, rotary_percentage=1.0)
+    out.mkdir(parents=True)
+    save_config(config, out)
+    torch.manual_seed(seed)
+    torch.save(GPT(config).state_dict(), out / "lit_model.pth")
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        shutil.copy(lit_dir / name, out / name)
+    return out
+
+
+def test_a_random_model_scores_near_chance_on_the_real_text_set_and_the_trained_one_far_above(real_model, tmp_path):
+    """The random model over the whole generated set (it costs little), the trained one over its first 32 items:
+    a set whose right endings stood out by length or wording would let the random model off chance, and one the
+    trained model cannot read would keep it near chance."""
+    from scipy.stats import binomtest
+
+    from llmhpc.eval.run import score_file
+    from llmhpc.sources import prose
+    from llmhpc.stages.data import write_jsonl
+
+    _, lit_dir = real_model
+    records = prose.eval_records()
+    assert [r["ctx"] for r in records[:N_CHANCE_ITEMS]] == [r["ctx"] for r in prose.eval_records(N_CHANCE_ITEMS)]
+    write_jsonl(tmp_path / "all.jsonl", records)
+    write_jsonl(tmp_path / "first.jsonl", records[:N_CHANCE_ITEMS])
+    random_dir = tiny_random_like(lit_dir, tmp_path / "random")
+    options = dict(precision="32-true", bos="false", device="cpu", compile="false")
+    score_file(random_dir, tmp_path / "all.jsonl", tmp_path / "random.jsonl", tmp_path / "random.json", **options)
+    score_file(lit_dir, tmp_path / "first.jsonl", tmp_path / "real.jsonl", tmp_path / "real.json", **options)
+    random_rows, real_rows = _rows(tmp_path / "random.jsonl"), _rows(tmp_path / "real.jsonl")
+    assert len(random_rows) == len(records) and len(real_rows) == N_CHANCE_ITEMS
+
+    lines = []
+    for metric in ("acc", "acc_norm"):
+        k_random = sum(int(r[metric]) for r in random_rows)
+        k_real = sum(int(r[metric]) for r in real_rows)
+        near = binomtest(k_random, len(random_rows), CHANCE).pvalue
+        above = binomtest(k_real, N_CHANCE_ITEMS, CHANCE, alternative="greater").pvalue
+        assert near > ALPHA, f"random model {metric} {k_random}/{len(random_rows)}: not chance (p {near:.2g})"
+        assert above < ALPHA, f"trained model {metric} {k_real}/{N_CHANCE_ITEMS}: not above chance (p {above:.2g})"
+        lines.append(f"{metric}: random {k_random}/{len(random_rows)} (p {near:.2g} of chance or further), trained"
+                     f" {k_real}/{N_CHANCE_ITEMS} (p {above:.2g} of chance doing as well)")
+    print("\n" + "\n".join(lines))
