@@ -389,3 +389,24 @@ def test_engine_compile_takes_true_false_and_auto_only():
     assert EngineArgs(compile=False).compile is False
     with pytest.raises(ValueError, match="engine.compile"):
         EngineArgs(compile="sometimes")
+
+
+@pytest.mark.unit
+def test_attention_auto_compiles_no_flex_kernels_for_a_job_that_runs_eager(monkeypatch):
+    """flex_attention compiles its kernels: where compile auto chose eager, attention auto takes SDPA; a flex the
+    user asked for, or compile false as given, keeps flex."""
+    from types import SimpleNamespace
+
+    from llmhpc.train.fast import engine
+    from llmhpc.train.fast.distributed import World
+
+    monkeypatch.setattr(attention, "backend", lambda choice, device: "flex" if choice in ("auto", "flex") else choice)
+
+    def backend(attention_choice, compile_setting, compiling):
+        run = SimpleNamespace(engine=EngineArgs(attention=attention_choice, compile=compile_setting))
+        return engine.attention_backend(run, World(), compiling)
+
+    assert backend("auto", "auto", compiling=False) == "sdpa"
+    assert backend("auto", "auto", compiling=True) == "flex"
+    assert backend("flex", "auto", compiling=False) == "flex"
+    assert backend("auto", False, compiling=False) == "flex"

@@ -94,6 +94,7 @@ def test_an_adapter_method_on_the_fsdp2_engine_through_the_stage(checkpoint, tmp
                                  tmp_path / "summary.json", ft, None, 2, log=lambda *a: None)
     assert (summary["method"], summary["engine"], summary["float8"], summary["steps"]) == (method, "fsdp2", False, 3)
     assert summary["attention"] == "sdpa"  # what the engine chose on CPU, read from its settings line
+    assert summary["compile_decision"].startswith("eager: on cpu")  # the engine's choice and why, read back
     assert_phases(summary, warmup=True)
     assert 0 < summary["predicted_memory_gb"] < 1  # the engine's estimate for its rows (a 14M model), read back
     assert summary["samples_per_s"] == pytest.approx(3 * ft["global_batch_size"] / summary["training_time_s"], rel=1e-3)

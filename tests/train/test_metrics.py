@@ -73,3 +73,9 @@ def test_stock_phases_come_from_its_marks_and_are_null_where_it_has_none(tmp_pat
     unmarked = metrics.job_phases("", {"start": marks["start"], "train_end": marks["train_end"]}, 12.0, final, 31.0)
     assert unmarked["phase_startup_s"] is None and unmarked["phase_load_s"] is None
     assert unmarked["phase_exit_s"] is None and unmarked["phase_work_s"] == 12.0
+
+
+def test_the_compile_decision_is_what_the_engine_printed_and_nothing_for_stock():
+    line = "[rank0] Compile decision: eager: ~0.3 s of eager training planned per GPU, under the 15 s from which\n"
+    assert summarise(ENGINE_LINE + line + REPORT, 4)["compile_decision"].startswith("eager: ~0.3 s of eager")
+    assert summarise(REPORT, 4)["compile_decision"] is None

@@ -79,12 +79,12 @@ def main(run, world, clock: dict) -> None:
     max_seq_length = min(longest, run.train.max_seq_length or longest)
     row_len = run.train.max_seq_length or longest
     layout = plan_layout(run, world, config, row_len)
-    state["attention"] = attention.backend(run.engine.attention, world.device)
     attention.check_supported(config, run.engine.packing)
     steps = data.plan(samples, run.train, world.size, run.engine.packing, row_len, layout["micro_rows"],
                       datamodule.seed, ignore, run.engine.loss_weighting)
     _, lr_max_steps = data.steps_total(len(samples), run.train)
     layout["compile"] = choose_compile(run, world, config, layout, steps, samples)
+    state["attention"] = layout["attention"] = attention_backend(run, world, layout["compile"])
 
     t_load = time.perf_counter()
     trainee = build_model(run, world, config, layout, ignore, max_seq_length)
@@ -195,6 +195,16 @@ def choose_compile(run, world, config, layout: dict, steps, samples) -> bool:
     return chosen
 
 
+def attention_backend(run, world, compiling: bool) -> str:
+    """engine.attention's backend; auto takes SDPA where compile auto chose eager: flex_attention compiles its own
+    kernels (per row shape), a wait that a job too small to pay for compiling would not earn back."""
+    chosen = attention.backend(run.engine.attention, world.device)
+    if chosen == "flex" and run.engine.attention == "auto" and run.engine.compile == "auto" and not compiling:
+        print_main(world, "Attention auto: sdpa, as this job runs eager (flex attention would compile its kernels)")
+        return "sdpa"
+    return chosen
+
+
 COMPILE_LINE = "Compile decision: "  # the finetune stage's summary reads the reason after it (compile_decision)
 
 
@@ -223,7 +233,7 @@ def build_model(run, world, config, layout: dict, ignore: int, max_seq_length: i
     fsdp = parallel.fsdp(layout["sharding"], world)
     layout["float8_all_gather"] = converters.gathers_float8(run.engine, fsdp, world.nodes)
     layout["converted"] = converters.convert(gpt, run, world.device, layout["float8_all_gather"])
-    attention.install(gpt, attention.backend(run.engine.attention, world.device))
+    attention.install(gpt, layout["attention"])
     trainee = model.Trainee(gpt, layout["checkpointing"], layout["cross_entropy"], ignore)
     trainee = parallel.wrap(trainee, layout["sharding"], world, layout["compile"],
                             static_shapes=layout["static_shapes"])
