@@ -114,7 +114,8 @@ def cmd_finetune(a) -> None:
         final = d / f"ft-{n}" / "out" / "final"
         # the engine prints its phases on stdout (print_main)
         r.update(written=final.is_dir(), phases=[ln for ln in r["output"].splitlines() if ln.startswith(
-            ("Launch to", "Model built", "Start-up to training", "Samples per second", "Saved"))])
+            ("Launch to", "Model built", "Start-up to training", "Samples per second", "Saved", "Engine phases",
+             "Compile decision"))])
         print(json.dumps({k: v for k, v in r.items() if k != "output"}), flush=True)
         rows.append(r)
     table("finetune", rows)
