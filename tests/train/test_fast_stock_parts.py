@@ -224,3 +224,20 @@ def test_launcher_ranks_are_lightning_s(monkeypatch, env, launcher):
     ours = found[1]
     assert (ours.global_rank(), ours.world_size(), ours.local_rank(), ours.main_address, ours.main_port) == \
         (theirs.global_rank(), theirs.world_size(), theirs.local_rank(), theirs.main_address, theirs.main_port)
+
+
+def test_a_data_module_the_engine_does_not_know_is_litgpt_s_own(tmp_path, monkeypatch):
+    """Only litgpt.data.JSON has an equivalent here; another data module is LitGPT's class (which imports
+    Lightning: that run needs it), and hyperparameters.yaml lists its arguments as stock's does."""
+    from litgpt.data import Alpaca
+
+    from llmhpc.train.fast.args import instantiate
+
+    spec = {"class_path": "litgpt.data.Alpaca", "init_args": {"download_dir": str(tmp_path / "alpaca"), "seed": 7}}
+    module = instantiate(spec)
+    assert type(module) is Alpaca and module.download_dir == tmp_path / "alpaca" and module.seed == 7
+    assert type(instantiate({"class_path": "litgpt.data.JSON", "init_args": {"json_path": str(tmp_path)}})) \
+        is json_data.JSON
+    root = fast_tiny.make(tmp_path / "kit", n=8)
+    cfg = {**yaml.safe_load(fast_tiny.config(root, "out").read_text()), "data": spec}
+    assert run_files.hyperparameters(cfg) == litgpt_hyperparameters(cfg, tmp_path / "stock", monkeypatch)
