@@ -86,9 +86,22 @@ def finetune_gres(wildcards):
     return resources.slurm_gres(SITE, finetune_settings(wildcards)["devices"])
 
 
+def local_gpu_present() -> bool:
+    """Whether this machine shows its jobs a GPU (the device files of NVIDIA's or AMD's driver; no CUDA context is
+    made here, the driver process never imports torch)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return any(Path("/dev").glob("nvidia[0-9]*")) or Path("/dev/kfd").exists()
+
+
 # Threads of the GPU jobs: every local core without a scheduler (one GPU job at a time here), else the CPUs of
-# one GPU for each of the job's processes (llmhpc.cluster.resources says why).
+# one GPU for each of the job's processes (llmhpc.cluster.resources says why). On a machine without a GPU they
+# are CPU jobs with no GPU to share: half the cores each, so that two run side by side (the two fine-tunes, or
+# two evaluations) and each one's start-up, single-threaded (imports, data, checkpoint load and save), overlaps
+# the other's training instead of following it.
 GPU_JOB_THREADS = resources.gpu_job_threads(SITE, workflow.cores)
+if not SITE.on_scheduler and not local_gpu_present():
+    GPU_JOB_THREADS = max(1, GPU_JOB_THREADS // 2)
 SLURM_CPUS_PER_TASK = resources.slurm_cpus_per_task(SITE)
 # sbatch -A, -p, -C and --qos of every job sent to the cluster, from site.account, partition, constraint and qos.
 SLURM_SITE = resources.slurm_site_resources(SITE)
