@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 # What a download takes: weights as safetensors only (no pickles), the configs and the tokenizer.
@@ -32,13 +33,26 @@ def convert(weights_dir, out_dir, model_name: str, log=print) -> dict:
             shutil.copyfile(f, out_dir / f.name)
     cmd = [sys.executable, "-m", "litgpt", "convert_to_litgpt", str(out_dir), "--model_name", model_name]
     log("running: " + " ".join(cmd))
+    # The load check's imports (torch and LitGPT's model, a few seconds) run while the converter does, rather
+    # than after it: this process only waits for the converter meanwhile.
+    imports = threading.Thread(target=_import_checker, daemon=True)
+    imports.start()
     proc = subprocess.run(cmd, capture_output=True, text=True)
+    imports.join()
     log(proc.stdout + proc.stderr)
     for link in linked:
         link.unlink()
     if proc.returncode != 0:
         raise WeightsError(f"litgpt convert_to_litgpt failed with exit code {proc.returncode} (see the log above)")
     return check_loadable(out_dir, log)
+
+
+def _import_checker() -> None:
+    import torch  # noqa: F401
+
+    from llmhpc import litgpt_checkpoint, litgpt_core  # noqa: F401
+
+    litgpt_core.load()
 
 
 def check_loadable(checkpoint_dir: Path, log=print) -> dict:
