@@ -276,6 +276,11 @@ def test_time_breakdown_falls_back_to_the_older_figures(tmp_path):
     no_exit = add_rows(table, [r for r in phase_rows({("mbs16", "finetune"): given}) if r[2] != "phase_exit_s"]
                        + [("mbs16", "finetune", "stage_wall_s", 30.0)])
     assert plots.job_phases(no_exit, "mbs16", "finetune")["exit"] == pytest.approx(14.0)
+    # phases that add up to more than the job's wall (they overlap) are drawn as recorded, and said
+    overlapping = add_rows(recorded, [("mbs16", "finetune", "stage_wall_s", 15.0)])
+    plot = plots.plot_time_breakdown(overlapping, EXPERIMENTS, tmp_path)
+    assert plot.heights["mbs16 finetune load"] == 3.0
+    assert "Phases add up to more than the job's wall: mbs16 fine-tune 20 s over a 15 s wall" in plot.remarks
     # a job not run yet is said, not drawn
     plot = plots.plot_time_breakdown(table, [*EXPERIMENTS, "later"], tmp_path)
     assert plot.missing == ["later fine-tune (no timings yet)", "later evaluate (no timings yet)"]

@@ -135,7 +135,8 @@ def plot_time_breakdown(table: pd.DataFrame, experiments: list[str], out_dir) ->
     jobs = {"finetune": list(experiments), "evaluate": ["base", *experiments]}
     phases = {(stage, n): job_phases(table, n, stage) for stage, names in jobs.items() for n in names}
     totals = dict.fromkeys(PHASES, 0.0)
-    fallback = []
+    fallback, over = [], []
+    has = lambda e, s, m: value(table, e, s, m) is not None  # noqa: E731
     with style():
         fig, axes = plt.subplots(1, 2, width_ratios=[len(jobs["finetune"]) + 0.5, len(jobs["evaluate"]) + 0.5])
         for ax, (stage, names) in zip(axes, jobs.items()):
@@ -146,7 +147,7 @@ def plot_time_breakdown(table: pd.DataFrame, experiments: list[str], out_dir) ->
                     plot.missing.append(f"{name} {JOB_STAGES[stage]} (no timings yet)")
                     ax.text(i, top * 0.05, "not run", ha="center", va="bottom", color=NOTE_COLOUR, rotation=90)
                     continue
-                if not phase_sources(lambda e, s, m: value(table, e, s, m) is not None, name, stage)[2]:
+                if not phase_sources(has, name, stage)[2]:
                     fallback.append(f"{name} {JOB_STAGES[stage]}")
                 bottom = 0.0
                 for phase in PHASES:
@@ -164,6 +165,9 @@ def plot_time_breakdown(table: pd.DataFrame, experiments: list[str], out_dir) ->
                                     color="white" if phase in ("work", "startup", "save") else "black")
                     bottom += seconds
                 ax.text(i, bottom, _seconds(bottom), ha="center", va="bottom", fontsize=13, fontweight="bold")
+                wall = value(table, name, stage, phase_sources(has, name, stage)[0])
+                if bottom > wall + 1:  # phases that overlap, or a wall measured over less than they were
+                    over.append(f"{name} {JOB_STAGES[stage]} {_seconds(bottom)} over a {_seconds(wall)} wall")
             ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 4 else 0,
                           ha="right" if len(names) > 4 else "center")
             ax.set_xlim(-0.6, len(names) - 0.4)
@@ -180,9 +184,9 @@ def plot_time_breakdown(table: pd.DataFrame, experiments: list[str], out_dir) ->
                 plot.legend[phase] = [to_hex(p.get_facecolor(), keep_alpha=False) for p in swatches]
                 handles.append(swatches)
                 names.append(f"{PHASE_NAMES[phase]} {_seconds(totals[phase])}")
-            fig.legend(handles, names, handler_map={tuple: HandlerTuple(ndivide=None, pad=0)}, ncols=6,
-                       loc="upper center", bbox_to_anchor=(0.5, 1 - 0.45 / fig.get_figheight()), fontsize=13, handlelength=2.0,
-                       columnspacing=1.0)
+            fig.legend(handles, names, handler_map={tuple: HandlerTuple(ndivide=None, pad=0)}, ncols=3,
+                       loc="upper center", bbox_to_anchor=(0.5, 1 - 0.45 / fig.get_figheight()), fontsize=14,
+                       handlelength=2.4, columnspacing=2.0)
             plot.remarks.append("Legend: each phase's seconds over all the jobs shown")
         else:
             for ax in axes:
@@ -191,11 +195,13 @@ def plot_time_breakdown(table: pd.DataFrame, experiments: list[str], out_dir) ->
         if fallback:
             plot.remarks.append("No phases recorded by " + ", ".join(fallback)
                                 + ": start-up counted in load, exit is the rest of the wall")
+        if over:
+            plot.remarks.append("Phases add up to more than the job's wall: " + "; ".join(over))
         fig.suptitle("Where each job's time goes", fontsize=20, fontweight="bold")
         _note(axes[0], plot)
         _layout(fig, plot)
         # room under the title for the legend (tight layout does not see a figure legend), in inches
-        fig.subplots_adjust(top=1 - 1.3 / fig.get_figheight())
+        fig.subplots_adjust(top=1 - 1.75 / fig.get_figheight())
         return _save(fig, plot, out_dir, layout=False)
 
 
