@@ -1074,6 +1074,16 @@ def test_the_time_slide_sums_each_phase_and_names_the_costliest_outside_the_work
     assert f"Costs most outside the work: start-up, {startup:.1f} s of {walls:.1f} s over all the jobs" in slide_text(time)
     assert "No phases recorded" not in slide_text(time)
 
+    def overlapping(rows):  # phases over more than the job's wall, and no exit recorded: no negative exit
+        recorded(rows)
+        set_value(rows, "baseline", "finetune", "stage_wall_s", 100.0, "s")
+        rows[:] = [r for r in rows if (r["experiment"], r["stage"], r["metric"]) != ("baseline", "finetune", "phase_exit_s")]
+
+    time = next(s for s in build(results_tree(tmp_path / "over", overlapping))["slides"] if s["key"] == "time")
+    rows = {figures.plain(r[0]): [figures.plain(c) for c in r[1:]] for r in time["table"]["rows"]}
+    assert rows["exit"][0] == "1.0 s"  # mbs16's alone
+    assert "baseline fine-tune: its phases add up to 111.0 s, over its wall of 100.0 s (they overlap)" in slide_text(time)
+
 
 @pytest.mark.plots
 def test_the_speedup_in_the_chart_is_the_one_in_the_text(tmp_path):

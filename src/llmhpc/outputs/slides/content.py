@@ -255,8 +255,9 @@ class SlideContent:
         wall = self.measured(name, stage, wall_metric)
         out = {p: self.measured(name, stage, m) if m else None for p, m in sources.items()}
         if out["exit"] is None:
-            out["exit"] = self.derived("remainder", [wall, *[f for p, f in out.items() if p != "exit" and f]], "s",
-                                       f"wall of the {JOB_STAGES[stage]} job of {name} minus its timed phases")
+            rest = self.derived("remainder", [wall, *[f for p, f in out.items() if p != "exit" and f]], "s",
+                                f"wall of the {JOB_STAGES[stage]} job of {name} minus its timed phases")
+            out["exit"] = rest if rest is None or rest.value >= 0 else None  # overlapping phases: said, not drawn
         return wall, out
 
     def time_slide(self):
@@ -287,6 +288,12 @@ class SlideContent:
             walls = self.derived("sum", [t[0] for t in timed.values() if t], "s", "wall of all the jobs")
             bullets.append([seg("Costs most outside the work: "), seg(PHASE_NAMES[worst], "name"), seg(", "),
                             self.num(overhead[worst]), seg(" of "), self.num(walls), seg(" over all the jobs")])
+        for (st, n), t in timed.items():
+            added = self.derived("sum", [f for f in t[1].values() if f], "s", f"phases of the {JOB_STAGES[st]} job"
+                                 f" of {n}") if t else None
+            if added is not None and added.value > t[0].value + 1:
+                bullets.append([seg(n, "name"), seg(f" {JOB_STAGES[st]}: its phases add up to "), self.num(added),
+                                seg(", over its wall of "), self.num(t[0]), seg(" (they overlap)")])
         unrecorded = [(n, st) for (st, n), figs in per_job.items() if figs and not phase_sources(self.has, n, st)[2]]
         if unrecorded:
             bullets.append([seg("No phases recorded by "),
