@@ -4,8 +4,8 @@ spans cut in pieces smaller than a tensor. The GPU path runs the same steps; her
 
 from __future__ import annotations
 
-import struct
 import json
+import struct
 
 import pytest
 import torch

@@ -1,6 +1,6 @@
-"""Loading `checkpoint_dir/lit_model.pth` into the (sharded) model, and writing what stock writes to
-`out_dir/final`: lit_model.pth ({"model": state dict}, as Fabric saves it), the model and tokenizer files,
-hyperparameters.yaml and prompt_style.yaml."""
+"""Loading `checkpoint_dir/lit_model.pth` into the (sharded) model, and gathering and writing the final
+`out_dir/final/lit_model.pth` ({"model": state dict}, as Fabric saves it); the files stock writes beside it are
+llmhpc.train.fast.run_files'."""
 
 from __future__ import annotations
 
@@ -10,11 +10,16 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
-from torch.distributed.tensor import DTensor, distribute_tensor
 
 from llmhpc import bulk_copy
 from llmhpc.train.fast import converters
+
+
+def dtensor_class() -> type | tuple:
+    """DTensor, or () where torch.distributed.tensor was never imported (then no parameter can be one): importing
+    it costs a single-GPU run's start-up about 0.4 s for nothing."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return module.DTensor if module is not None else ()
 
 
 def read_state(checkpoint_dir: Path) -> dict:
@@ -34,8 +39,9 @@ def load_into(gpt, state: dict) -> None:
     if missing or unexpected:
         raise KeyError(f"checkpoint does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     sources, targets = {}, {}
+    dtensor = dtensor_class()
     for name, param in params.items():
-        if isinstance(param, DTensor):
+        if isinstance(param, dtensor):
             part = shard_rows(state[name], param)
             if part is None:  # a shard that is not a block of rows (uneven split): cut on the device instead
                 param.to_local().copy_(local_shard(state[name], param))
@@ -48,7 +54,7 @@ def load_into(gpt, state: dict) -> None:
         targets[name].copy_(moved)
 
 
-def shard_rows(full: torch.Tensor, param: DTensor) -> torch.Tensor | None:
+def shard_rows(full: torch.Tensor, param) -> torch.Tensor | None:
     """This process's part of a full CPU tensor as a view (no bytes read yet), or None where the local shard is
     not the plain slice of the global tensor (FSDP2 pads an uneven last shard)."""
     from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
@@ -59,8 +65,10 @@ def shard_rows(full: torch.Tensor, param: DTensor) -> torch.Tensor | None:
     return full[tuple(slice(o, o + n) for o, n in zip(offset, shape))]
 
 
-def local_shard(full: torch.Tensor, param: DTensor) -> torch.Tensor:
+def local_shard(full: torch.Tensor, param) -> torch.Tensor:
     """This process's part of a full CPU tensor where it is not a plain slice: the whole tensor is distributed."""
+    from torch.distributed.tensor import distribute_tensor
+
     local = param.to_local()
     device = param.device_mesh.device_type
     return distribute_tensor(full.to(device, dtype=param.dtype), param.device_mesh, param.placements,
@@ -76,8 +84,9 @@ def gather(gpt, main: bool) -> dict:
     state = gpt.state_dict()
     keep = main and room_on_device(state)
     out = {}
+    dtensor = dtensor_class()
     for name, tensor in state.items():
-        if isinstance(tensor, DTensor):
+        if isinstance(tensor, dtensor):
             tensor = tensor.full_tensor()
         tensor = converters.plain(tensor)
         if main:
@@ -93,7 +102,7 @@ def room_on_device(state: dict, margin: float = 0.9) -> bool:
     first = next(iter(state.values()), None)
     if first is None or first.device.type != "cuda":
         return False
-    extra = sum(t.numel() * t.element_size() for t in state.values() if isinstance(t, DTensor))
+    extra = sum(t.numel() * t.element_size() for t in state.values() if isinstance(t, dtensor_class()))
     free, _ = torch.cuda.mem_get_info(first.device)
     cached = torch.cuda.memory_reserved(first.device) - torch.cuda.memory_allocated(first.device)
     return extra <= margin * (free + cached)
@@ -116,9 +125,8 @@ def write(state: dict, path: Path, fast: bool) -> float:
 
 
 def write_in_background(state: dict, path: Path, fast: bool) -> threading.Thread:
-    """`write` in a thread; `joined` waits for it. The path is made absolute first: the main thread goes on to
-    litgpt's save_hyperparameters, whose jsonargparse changes the working directory while it parses (a relative
-    path would name another folder halfway through a write)."""
+    """`write` in a thread; `joined` waits for it. The path is made absolute first, so that nothing the main thread
+    does meanwhile (a library that changes the working directory) can point a relative path at another folder."""
     path = Path(path).absolute()
     result: dict = {"path": path}
 
@@ -141,45 +149,3 @@ def joined(thread: threading.Thread) -> float:
         raise RuntimeError(f"writing {thread.result['path']} failed: {thread.result['error']!r}") \
             from thread.result["error"]
     return thread.result["s"]
-
-
-def side_files(run, final_dir: Path) -> None:
-    """Stock's companions of lit_model.pth: config and tokenizer files, hyperparameters, prompt style."""
-    from litgpt.prompts import save_prompt_style
-    from litgpt.utils import copy_config_files
-
-    final_dir.mkdir(parents=True, exist_ok=True)
-    copy_config_files(Path(run.checkpoint_dir), final_dir)
-    save_prompt_style(run.data.prompt_style, final_dir)
-    save_hyperparameters(run.litgpt_yaml, final_dir)
-
-
-def save_hyperparameters(litgpt_yaml: dict, final_dir: Path) -> None:
-    """litgpt's save_hyperparameters over the YAML without `engine:` (what `litgpt finetune_full` would have
-    been given), so the file is exactly stock's; a plain copy of that YAML where jsonargparse is missing."""
-    stripped = final_dir / "finetune_config.yaml"
-    stripped.write_text(yaml.safe_dump(litgpt_yaml, sort_keys=False))
-    try:  # finetune_lora's setup where the YAML has its lora_* keys (full's would refuse them)
-        if any(key.startswith("lora_") for key in litgpt_yaml):
-            import inspect
-
-            from litgpt.finetune.lora import setup
-
-            taken = inspect.signature(setup).parameters  # finetune_lora has no `resume`
-            stripped.write_text(yaml.safe_dump({k: v for k, v in litgpt_yaml.items() if k in taken}, sort_keys=False))
-        else:
-            from litgpt.finetune.full import setup
-        from litgpt.parser_config import save_hyperparameters as litgpt_save
-    except ImportError:
-        (final_dir / "hyperparameters.yaml").write_text(stripped.read_text())
-        return
-    argv = sys.argv
-    sys.argv = [argv[0], "--config", str(stripped)]
-    try:
-        litgpt_save(setup, final_dir)
-    except Exception as exc:  # noqa: BLE001 - a plain copy beats no record
-        print(f"hyperparameters.yaml: litgpt's writer failed ({exc}); writing the YAML as given")
-        (final_dir / "hyperparameters.yaml").write_text(stripped.read_text())
-    finally:
-        sys.argv = argv
-        stripped.unlink()
