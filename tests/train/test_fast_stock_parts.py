@@ -205,6 +205,8 @@ SRUN = {"SLURM_NTASKS": "8", "SLURM_NTASKS_PER_NODE": "4", "SLURM_PROCID": "6", 
 def test_launcher_ranks_are_lightning_s(monkeypatch, env, launcher):
     from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 
+    from llmhpc import launchers
+
     for key in [k for k in list(__import__("os").environ) if k.startswith(("SLURM_", "MASTER_", "OMPI_", "PMI_"))
                 or k in TORCHRUN]:
         monkeypatch.delenv(key)
@@ -215,7 +217,7 @@ def test_launcher_ranks_are_lightning_s(monkeypatch, env, launcher):
         monkeypatch.setenv(key, value)
     # MPI's initialisation under Slurm's variables without srun aborts the process; mpirun is not under test here
     monkeypatch.setitem(sys.modules, "mpi4py", None)
-    found = distributed.cluster_environment()
+    found = launchers.cluster_environment()
     assert (found[0] if found else None) == launcher
     if launcher is None:
         assert not (SLURMEnvironment.detect() and int(env["SLURM_NTASKS"]) > 1)

@@ -49,20 +49,19 @@ class Topology:
 
 
 def launched_by_mpirun_or_srun() -> bool:
-    """Several ranks that torchrun did not start: their ranks and main address come from Lightning's cluster
-    environments, which import Lightning (see init_distributed)."""
+    """Several ranks that torchrun did not start: their ranks and main address come from llmhpc.launchers (under
+    mpirun every rank must take part: see init_distributed)."""
     return "WORLD_SIZE" not in os.environ and (int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
                                                or int(os.environ.get("SLURM_NTASKS", "1")) > 1)
 
 
 def init_distributed(stages: int, device_kind: str) -> Topology:
     """Topology from the launcher's environment: torchrun's (also one torchrun per node), or `mpirun`'s and
-    `srun`'s through the fine-tune engine's (Lightning's) cluster environments; one process when none started
-    this one. The process group is NCCL on GPUs and gloo on CPUs. Under mpirun or srun this imports Lightning:
-    call it before any thread imports LitGPT (two threads importing Lightning at once can each see the other's
-    half-initialised modules)."""
+    `srun`'s as llmhpc.launchers reads them (the fine-tune engine's reading too); one process when none started
+    this one. The process group is NCCL on GPUs and gloo on CPUs. Under mpirun every rank broadcasts through
+    mpi4py here: call it on every rank, before any other collective."""
     if launched_by_mpirun_or_srun():
-        from llmhpc.train.fast.distributed import cluster_environment
+        from llmhpc.launchers import cluster_environment
 
         found = cluster_environment()
         if found is None:

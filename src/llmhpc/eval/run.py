@@ -257,10 +257,8 @@ def run(options: FastOptions) -> int:
     t = {"start": time.perf_counter()}
     prefetch(options.checkpoint)
     kind = "cuda" if options.device == "auto" and torch.cuda.is_available() else options.device.split(":")[0]
-    early = parallel.launched_by_mpirun_or_srun()  # the process group first: it imports Lightning itself
-    topo = parallel.init_distributed(options.pipeline_stages, kind) if early else None
     litgpt_core.load()  # LitGPT's model without Lightning (whose import is most of a small job's start-up)
-    topo = topo or parallel.init_distributed(options.pipeline_stages, kind)
+    topo = parallel.init_distributed(options.pipeline_stages, kind)
     device, precision = setup_device(options, topo)
     docs = read_docs(options.eval_file, options.limit)
     resumed = resume(options, topo, docs, precision)
