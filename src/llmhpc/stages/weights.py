@@ -24,6 +24,9 @@ def fetch(model: dict, out_dir, log=print) -> dict:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     if model["source"] == "tiny":
+        from llmhpc import litgpt_core
+
+        litgpt_core.load()  # LitGPT's Config without Lightning, which this job has no use for
         from llmhpc.sources.tiny import write_tiny_model
 
         info = write_tiny_model(out_dir, model["name"], model["tiny_vocab_size"], model["seed"],
