@@ -88,7 +88,8 @@ EVALUATE_MBS16 = {"rule": "evaluate", "wildcards": {"model": "mbs16"}, "threads"
 
 
 def evaluated_on(site, monkeypatch, lines):
-    """The evaluate stage on a site, its scorer standing in (the recorded metrics), 1800 s of stage wall time."""
+    """The evaluate stage on a site, its scorer standing in (the recorded metrics), 1800 s of stage wall time in a
+    process 12 s old when the stage began."""
 
     def edit(run):
         path = run / "evaluate/mbs16/metrics.json"
@@ -100,6 +101,7 @@ def evaluated_on(site, monkeypatch, lines):
 
         monkeypatch.setattr(evaluate, "run", scorer)
         monkeypatch.setattr(evaluate, "time", types.SimpleNamespace(perf_counter=iter([100.0, 1900.0]).__next__))
+        monkeypatch.setattr(evaluate, "process_age", lambda: 12.0)  # the job's process began 12 s before the stage
         evaluate.run_stage({}, run / "ckpt", run / "eval.jsonl", run / "p.jsonl", path, lines.append,
                            cost_of=lambda wall_s: cost.measured(EVALUATE_MBS16, site, wall_s))
 
@@ -124,14 +126,16 @@ def test_an_evaluations_measured_cost_is_a_row_where_the_site_had_rates(tmp_path
     assert evaluate_cell(table, "baseline", "su") is None  # not run by the stage here: no figure
 
 
-def test_an_evaluations_phases_are_rows_that_add_up_to_its_stage_wall(tmp_path, monkeypatch):
+def test_an_evaluations_phases_are_rows_that_add_up_to_its_job_wall(tmp_path, monkeypatch):
+    """The job's wall runs from its process's start (12 s before the stage's 1800 s): what the scheduler charges."""
     table, run = table_of(tmp_path, {}, evaluated_on(ASPIRE, monkeypatch, []))
     scored = json.loads((run / "evaluate/mbs16/metrics.json").read_text())
     phases = {p: evaluate_cell(table, "mbs16", f"phase_{p}_s") for p in PHASES}
     assert all(c is not None and c.unit == "s" for c in phases.values()), phases
     assert {p: c.value for p, c in phases.items()} == {p: scored[f"phase_{p}_s"] for p in PHASES}
     assert phases["load"].value == scored["load_s"] and phases["work"].value == scored["score_s"]
-    assert sum(c.value for c in phases.values()) == pytest.approx(1800.0)
+    assert evaluate_cell(table, "mbs16", "job_wall_s").value == 1812.0
+    assert sum(c.value for c in phases.values()) == pytest.approx(1812.0)
     assert evaluate_cell(table, "baseline", "phase_load_s") is None  # not run by the stage here: no figure
 
 

@@ -59,6 +59,9 @@ def test_the_fsdp2_engines_phases_add_up_to_the_stage_wall(tmp_path):
     clockless = metrics.job_phases(line, {}, 18.25, tmp_path, 34.0)  # no stage mark: the engine's own start-up
     assert clockless["phase_startup_s"] == 2.0 and clockless["phase_exit_s"] == 3.75
     assert metrics.job_phases(line, {}, 18.25, tmp_path, 29.0)["phase_exit_s"] is None  # clocks that disagree
+    # the job's process lived 1.5 s before its stage started the engine: start-up and the job's wall both hold it
+    aged = metrics.job_phases(line, {"start": 997.0, "end": 1031.0}, 18.25, tmp_path, 34.0, before_s=1.5)
+    assert aged["phase_startup_s"] == 4.5 and aged["phase_exit_s"] == 2.75
 
 
 def test_stock_phases_come_from_its_marks_and_are_null_where_it_has_none(tmp_path):

@@ -16,8 +16,9 @@ JOB_STAGES = {"finetune": "fine-tune", "evaluate": "evaluate"}
 PHASE_FALLBACK = {"finetune": {"load": ("load_s",), "work": ("last_attempt_training_time_s", "training_time_s"),
                                "save": ("save_s",)},
                   "evaluate": {"load": ("load_s",), "work": ("score_s",)}}
-# The wall the phases split: the stage's (launch to exit), else the scorer's own (process start to results written).
-JOB_WALL = {"finetune": ("stage_wall_s",), "evaluate": ("stage_wall_s", "wall_s")}
+# The wall the phases split: the job's (its process's start to its outputs), else the stage's (launch to exit), else
+# the scorer's own (process start to results written).
+JOB_WALL = {"finetune": ("job_wall_s", "stage_wall_s"), "evaluate": ("job_wall_s", "stage_wall_s", "wall_s")}
 
 
 def phase_sources(has, experiment: str, stage: str) -> tuple[str | None, dict[str, str | None], bool]:

@@ -6,11 +6,10 @@ metrics."""
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 from llmhpc import atomic
+from llmhpc.clock import process_age
 from llmhpc.eval.registry import SCORERS, ScoringJob
 from llmhpc.settings import EvaluateSettings
 
@@ -24,24 +23,15 @@ def run(settings: dict, checkpoint_dir, eval_file, predictions_path, metrics_pat
     return SCORERS[s.scorer].run(s, job, launch=launch, log=log)
 
 
-def process_age() -> float | None:
-    """Seconds since this process started (Linux), None where /proc cannot tell."""
-    try:
-        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return uptime - ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def phases(metrics: dict, wall: float, age_at_start: float | None, in_process: bool) -> dict:
-    """The job's phases in seconds, over the stage wall `wall` (run_stage's start to the scorer's metrics written
-    back): start-up (python start, imports, reading the items: up to the model's load), load, warm-up (the compile
-    warm-up the job waited for; the rest of it overlaps load and scoring), work (scoring), save (writing the
-    predictions and metrics) and exit (the rest of the wall: the scorer's processes ending, where it started
-    any). `age_at_start`: this process's age when the stage began, which the scorer's own start-up figures count from
-    when it runs in this process. A scorer that records no start-up (the reference) has it as what ran before
-    its load, the rest of the scorer's time."""
+    """The job's phases in seconds, over `wall`: the job's (this process's start to the scorer's metrics written
+    back), or the stage's (run_stage's start) where the process's start is unknown. Start-up (python start,
+    imports, reading the items: up to the model's load), load, warm-up (the compile warm-up the job waited for; the
+    rest of it overlaps load and scoring), work (scoring), save (writing the predictions and metrics) and exit (the
+    rest of the wall: the scorer's processes ending, where it started any). `age_at_start`: this process's age where
+    `wall` begins (0 for the job's wall), from which the scorer's own start-up figures count when it runs in this
+    process. A scorer that records no start-up (the reference) has it as what ran before its load, the rest of the
+    scorer's time."""
     given = metrics.get("phases_s") or {}
     load = given.get("load_s", metrics.get("load_s")) or 0.0
     work = given.get("score_s", metrics.get("score_s")) or 0.0
@@ -73,7 +63,12 @@ def run_stage(settings: dict, checkpoint_dir, eval_file, predictions_path, metri
     wall = time.perf_counter() - t0
     metrics["stage_wall_s"] = round(wall, 3)
     s = EvaluateSettings.from_dict(settings)
-    metrics.update(phases(metrics, wall, age, in_process=SCORERS[s.scorer].processes(s) == 1))
+    in_process = SCORERS[s.scorer].processes(s) == 1
+    if age is None:  # no process start to count from: the phases split the stage's wall
+        metrics.update(phases(metrics, wall, None, in_process))
+    else:  # the job's wall, from this process's start: its interpreter and imports are start-up
+        metrics["job_wall_s"] = round(age + wall, 3)
+        metrics.update(phases(metrics, age + wall, 0.0, in_process))
     if cost_of is not None:
         metrics.update(cost_of(metrics["stage_wall_s"]))
     atomic.write_json(metrics_path, metrics)

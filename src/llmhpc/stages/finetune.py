@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from llmhpc import atomic, interrupt
+from llmhpc.clock import process_age
 from llmhpc.settings import FinetuneSettings
 from llmhpc.train import attempts, resume, stock_saves, walltime
 from llmhpc.train.litgpt import PHASE_MARKS, command, find_metrics_csv, read_metrics_csv
@@ -141,6 +142,7 @@ def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, s
                                            earlier_s, log)
     cmd = command(settings["method"], run_config, (launch or {}).get("prefix"), engine=engine)
     marks = {}
+    age = process_age()  # this job's interpreter, imports and set-up before the engine starts: its start-up too
     code, wall, peak_rss = run(cmd, Path(stdout_path), log, marks, resume.pruner(out_dir, log))
     text = Path(stdout_path).read_text(encoding="utf-8", errors="replace")
     if code != 0:
@@ -162,7 +164,10 @@ def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, s
     summary = summarise(text, rows, settings, wall, code, model_facts(checkpoint_dir), gpu_name(), peak_override,
                         peak_rss, start_iter=start_step * accumulation)
     summary.update(phase_times(marks, summary["training_time_s"], out_dir / "final"))
-    summary.update(job_phases(text, marks, summary["training_time_s"], out_dir / "final", summary["stage_wall_s"]))
+    summary.update(job_phases(text, marks, summary["training_time_s"], out_dir / "final", summary["stage_wall_s"],
+                              before_s=age or 0.0))
+    if age is not None:  # process start to the engine's exit: what the scheduler charged for
+        summary["job_wall_s"] = round(age + summary["stage_wall_s"], 3)
     summary["command"] = " ".join(cmd)
     summary.update(saves)  # the stock engine's step-checkpoint interval and why
     summary["resumed_from_step"] = start_step or None

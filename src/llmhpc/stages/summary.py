@@ -11,7 +11,7 @@ import pandas as pd
 from llmhpc.outputs.summary_table import COLUMNS, PHASES
 
 FINETUNE_METRICS = {
-    "training_time_s": "s", "stage_wall_s": "s", "load_s": "s", "save_s": "s",
+    "training_time_s": "s", "stage_wall_s": "s", "job_wall_s": "s", "load_s": "s", "save_s": "s",
     "tokens_per_s": "tokens/s", "tokens_per_s_per_device": "tokens/s", "samples_per_s": "samples/s",
     "peak_memory_gb": "GB", "predicted_memory_gb": "GB", "peak_host_memory_gb": "GB", "mfu": "fraction",
     "peak_tflops_per_device": "TFLOP/s",
@@ -42,8 +42,8 @@ INFER_METRICS = {"acc": "fraction", "acc_norm": "fraction", "items": "count", "w
                  "score_s": "s", "items_per_s": "items/s", "bos_prepended": "bool"}
 # An evaluation job's stage wall time, its phases and, where the site has rates, its cost, as a fine-tune's (only
 # where present: never a guessed 0 SU).
-EVAL_COST_METRICS = {"stage_wall_s": "s", "su": "SU", "su_estimate": "SU", "su_rate": "SU/h", "su_units": "resources",
-                     **PHASE_METRICS}
+EVAL_COST_METRICS = {"stage_wall_s": "s", "job_wall_s": "s", "su": "SU", "su_estimate": "SU", "su_rate": "SU/h",
+                     "su_units": "resources", **PHASE_METRICS}
 EVAL_COST_TEXT = ("su_queue", "su_resource")
 # Which scorer made an evaluation's numbers and in what precision, so that the deck and the bundle can say so.
 EVAL_TEXT = ("scorer", "precision")

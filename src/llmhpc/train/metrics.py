@@ -46,13 +46,14 @@ PHASES = ("startup", "load", "warmup", "work", "save")
 
 
 def job_phases(stdout_text: str, marks: dict, training_time_s: float | None, final_dir: Path,
-               stage_wall_s: float) -> dict:
-    """The job's wall in phases, flat keys phase_<name>_s (the slides' time-breakdown plot): startup (the
-    stage's start to the engine's last import: launcher, interpreter, imports), load (model, weights and data on
-    the device), warmup (compile and warm-up passes), work (the training loop), save (final validation,
-    checkpoint, side files) and exit (the stage's wall less the others). The fsdp2 engine measures its own and
-    prints them; for stock litgpt they come from the marks of its stdout (its warm-up is inside its training
-    time: warmup null). None where unknown; exit None where another phase but warmup is."""
+               stage_wall_s: float, before_s: float = 0.0) -> dict:
+    """The job's wall in phases, flat keys phase_<name>_s (the slides' time-breakdown plot): startup (the job
+    process's start to the engine's last import: the stage's own interpreter and set-up, `before_s` of it, then the
+    launcher's, the engine's interpreter and imports), load (model, weights and data on the device), warmup
+    (compile and warm-up passes), work (the training loop), save (final validation, checkpoint, side files) and
+    exit (the job's wall, `before_s` + the stage's, less the others). The fsdp2 engine measures its own and prints
+    them; for stock litgpt they come from the marks of its stdout (its warm-up is inside its training time: warmup
+    null). None where unknown; exit None where another phase but warmup is."""
     found = ENGINE_PHASES.findall(stdout_text)
     if found:
         engine = json.loads(found[-1])
@@ -61,8 +62,11 @@ def job_phases(stdout_text: str, marks: dict, training_time_s: float | None, fin
             times["startup"] = engine["imported_at"] - marks["start"]
     else:
         times = stock_phases(marks, training_time_s, final_dir)
+    if times["startup"] is not None:
+        times["startup"] += before_s
     known = [times[name] for name in PHASES if name != "warmup"]
-    times["exit"] = None if None in known else nonnegative(stage_wall_s - sum(known) - (times["warmup"] or 0.0))
+    wall = stage_wall_s + before_s
+    times["exit"] = None if None in known else nonnegative(wall - sum(known) - (times["warmup"] or 0.0))
     return {f"phase_{name}_s": None if value is None else round(value, 3) for name, value in times.items()}
 
 
