@@ -98,11 +98,12 @@ LONG_FILES = {
     "tests/workflow/test_pbs_profiles.py": 520,
     "tests/outputs/test_slides.py": 290,
     "tests/workflow/test_finetune_resume.py": 270,
-    "tests/train/test_fast_real_weights.py": 300,  # a guess for free cores: 1151 s alone at load 8-9 on 2 shared ones
+    "tests/train/test_fast_real_weights.py": 350,  # a guess for free cores: 1151 s alone at load 8-9 on 2 shared ones
     "tests/train/test_litgpt_run.py": 220,
     "tests/train/test_litgpt_resume.py": 130,
     "tests/train/test_fast_resume.py": 125,
-    "tests/eval/test_real_weights.py": 126,
+    "tests/eval/test_real_weights.py": 160,
+    "tests/serve/test_serve_real_weights.py": 60,
     "tests/sources/test_gguf.py": 104,
     "tests/eval/test_fast_scorer.py": 90,
     "tests/serve/test_bench_serve.py": 86,
@@ -112,6 +113,14 @@ LONG_FILES = {
     "tests/eval/test_lmeval_crosscheck.py": 55,
     "tests/test_workloads.py": 54,
 }
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Each worker's torch takes its share of the cores, not all of them: two workers' thread pools on the same cores
+    # oversubscribe them and slow both. Processes a test starts choose their own threads.
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
 
 def pytest_collection_modifyitems(config, items):
