@@ -42,3 +42,12 @@ def test_two_ranks_give_one_rank_s_losses(tmp_path, method, sharding, layout):
     assert len(runs[1]) == len(runs[2]) == 8
     assert runs[2] == pytest.approx(runs[1], rel=1e-5)
     assert (root / "ranks2/final/lit_model.pth").is_file() and (root / "ranks2/final/lit_model.pth.lora").is_file()
+    if method == "qlora":  # merged as `litgpt merge_lora` does: the adapters added to the base's own weights
+        import torch
+
+        base = torch.load(root / "ckpt/lit_model.pth", weights_only=True)
+        base = base.get("model", base)
+        merged = torch.load(root / "ranks1/final/lit_model.pth", weights_only=True)["model"]
+        assert torch.equal(merged["transformer.h.0.attn.proj.weight"], base["transformer.h.0.attn.proj.weight"])
+        change = merged["transformer.h.0.attn.qkv.weight"].float() - base["transformer.h.0.attn.qkv.weight"].float()
+        assert 0 < torch.linalg.matrix_rank(change) <= 2 * LORA["lora_r"]  # B A on query and value, no NF4 rounding

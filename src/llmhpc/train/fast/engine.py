@@ -377,6 +377,9 @@ def gather_final(state, run, world, final: Path) -> dict:
     full = checkpoint.gather(gpt, world.main)
     if run.engine.method == "full" or not world.main:
         return full
+    if run.engine.method == "qlora":  # as `litgpt merge_lora`: into the checkpoint's own weights, not their NF4 rounding
+        original = checkpoint.read_state(run.checkpoint_dir)
+        full.update({k: original[k].to(t.device, t.dtype) for k, t in full.items() if k in original})
     slices = {name: layer.slices for name, layer in adapters.adapted_layers(gpt).items()}
     full, lora_state = adapters.merge_state(full, slices, run.lora, world.device)
     checkpoint.write(lora_state, final / "lit_model.pth.lora", fast=True)
