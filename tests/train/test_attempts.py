@@ -50,8 +50,22 @@ def test_two_kills_make_one_log_from_step_1_and_the_figures_count_every_attempt(
     summary = {"training_time_s": 7.0, "steps": 12, "resumed_from_step": 5, "tokens_per_s": 100.0, "mfu": 0.1}
     whole = attempts.whole_run(history, summary, samples_per_step=8, world=2)
     assert whole["training_time_s"] == 17.0 and whole["attempts"] == 3 and whole["lost_time_s"] == 50.0
-    assert whole["samples_per_s"] == round((7 + 3 + 7) * 8 / 17.0, 3)
-    assert whole["tokens_per_s"] == 100.0 and whole["tokens_per_s_per_device"] == 50.0 and whole["mfu"] == 0.1
+    # the run's 12 steps over all 17 s: the 2 + 3 steps redone after the kills are lost time, not more samples
+    assert whole["samples_per_s"] == round(12 * 8 / 17.0, 3)
+    assert whole["tokens_per_s"] == round(100.0 * 12 / 17.0, 2) and whole["mfu"] == round(0.1 * 12 / 17.0, 4)
+
+
+def test_the_running_token_counts_go_on_across_attempts():
+    """LitGPT counts tokens from 0 in each attempt: the merged log's counts keep rising from step 1."""
+    def counted(steps, first):
+        return [{**r, "tokens": 100.0 * (s - first + 1), "total_tokens": 100.0 * (s - first + 1)}
+                for r, s in zip(rows(steps), steps)]
+
+    history = {"killed": [{"start_step": 0, "rows": counted(range(1, 8), 1)}], "current": {"start_step": 5}}
+    merged = attempts.continuous(history, counted(range(6, 9), 6), 2)
+    assert [int(r["iter"]) // 2 for r in merged] == list(range(1, 9))
+    assert [r["tokens"] for r in merged] == [100.0 * s for s in range(1, 9)]
+    assert [r["total_tokens"] for r in merged] == [100.0 * s for s in range(1, 9)]
 
 
 def test_a_run_that_starts_over_forgets_the_earlier_attempts(tmp_path):

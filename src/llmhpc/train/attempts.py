@@ -98,21 +98,35 @@ def begin(out_dir: Path, resumed_from: Path | None) -> dict:
     return history
 
 
+TOKEN_COUNTS = ("tokens", "total_tokens")  # LitGPT's running counts, which each attempt starts again from 0
+
+
 def continuous(history: dict, final_rows: list[dict], accumulation: int) -> list[dict]:
     """metrics.csv of the whole run: each killed attempt's rows up to the step the next attempt resumed from, then
-    the last attempt's."""
+    the last attempt's; the running token counts go on from where the kept rows left them."""
     killed = history["killed"]
     starts = [a["start_step"] for a in killed[1:]] + [(history["current"] or {}).get("start_step", 0)]
-    out = []
-    for attempt, next_start in zip(killed, starts):
-        out += [r for r in attempt["rows"] if int(r.get("step") or _iter(r)) <= next_start * accumulation]
-    return out + list(final_rows)
+    out: list[dict] = []
+    for rows, next_start in zip([a["rows"] for a in killed] + [final_rows], starts + [None]):
+        kept = [r for r in rows if next_start is None or int(r.get("step") or _iter(r)) <= next_start * accumulation]
+        out += _counted_on(kept, out[-1] if out else {})
+    return out
+
+
+def _counted_on(rows: list[dict], before: dict) -> list[dict]:
+    """`rows` with their token counts raised by the counts of the row `before` them (another attempt's last)."""
+    offsets = {c: before.get(c) or 0 for c in TOKEN_COUNTS}
+    if not any(offsets.values()):
+        return list(rows)
+    return [{**r, **{c: r[c] + offsets[c] for c in TOKEN_COUNTS if r.get(c) is not None}} for r in rows]
 
 
 def whole_run(history: dict, summary: dict, samples_per_step: int, world: int) -> dict:
-    """Training time, samples/s and tokens/s over every attempt (MFU scaled with tokens/s), the number of attempts
-    and the time lost after the last checkpoint of each killed one. `summary`: the last attempt's figures, with
-    `steps` the whole run's and `resumed_from_step` where the last attempt started."""
+    """Training time over every attempt, and samples/s and tokens/s as the run's own steps (each once) over it (MFU
+    scaled with tokens/s): a step redone after a kill is time lost, as lost_time_s says, not more samples, so a
+    resumed run's score and its time ratio against another run agree. Also the number of attempts and the time
+    lost after the last checkpoint of each killed one. `summary`: the last attempt's figures, with `steps` the
+    whole run's and `resumed_from_step` where the last attempt started."""
     killed = history["killed"]
     out = {"attempts": len(killed) + 1, "lost_time_s": round(sum(a.get("lost_time_s", 0.0) for a in killed), 3)}
     last_time, steps = summary.get("training_time_s"), summary.get("steps")
@@ -120,12 +134,11 @@ def whole_run(history: dict, summary: dict, samples_per_step: int, world: int) -
         return out
     last_steps = steps - (summary.get("resumed_from_step") or 0)
     total_time = last_time + sum(a["training_time_s"] for a in killed)
-    work = last_steps + sum(a["steps"] for a in killed)
     out.update(training_time_s=round(total_time, 3), last_attempt_training_time_s=last_time,
-               samples_per_s=samples_per_s(work, samples_per_step, total_time))
+               samples_per_s=samples_per_s(steps, samples_per_step, total_time))
     if summary.get("tokens_per_s") and last_steps > 0:
         per_step = summary["tokens_per_s"] * last_time / last_steps  # killed attempts: the last one's tokens a step
-        tokens_per_s = per_step * work / total_time
+        tokens_per_s = per_step * steps / total_time
         out.update(tokens_per_s=round(tokens_per_s, 2), tokens_per_s_per_device=round(tokens_per_s / world, 2))
         if summary.get("mfu"):
             out["mfu"] = round(summary["mfu"] * tokens_per_s / summary["tokens_per_s"], 4)
