@@ -36,6 +36,16 @@ SECTIONS = {
     "data": ("class_path", "init_args"),
 }
 JSON_DATA = "litgpt.data.JSON"
+# The optimizer's init_args: the keyword arguments of torch.optim's common optimizers (LitGPT passes init_args to the
+# class; another class_path is not checked). A bare name ("AdamW") is torch.optim's, as LitGPT reads it.
+OPTIMIZERS = {
+    "torch.optim.AdamW": ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach", "capturable",
+                          "differentiable", "fused"),
+    "torch.optim.Adam": ("lr", "betas", "eps", "weight_decay", "amsgrad", "foreach", "maximize", "capturable",
+                         "differentiable", "fused", "decoupled_weight_decay"),
+    "torch.optim.SGD": ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize", "foreach",
+                        "differentiable", "fused"),
+}
 # The fsdp2 engine's `engine:` switches: the fields of llmhpc.train.fast.args.EngineArgs.
 ENGINE = ("packing", "micro_rows", "activation_checkpointing", "sharding", "compile", "compile_shapes", "fused_adamw",
           "cross_entropy", "loss_weighting", "prefetch", "fast_save", "attention", "memory_fraction", "method",
@@ -48,6 +58,7 @@ def generate() -> dict:
     import inspect
 
     import litgpt
+    import torch.optim
     from litgpt.args import EvalArgs, LogArgs, TrainArgs
     from litgpt.data import JSON
     from litgpt.finetune import full, lora
@@ -57,12 +68,17 @@ def generate() -> dict:
     def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls) if f.init)
 
+    def keywords(path: str) -> tuple[str, ...]:
+        return tuple(p for p in inspect.signature(getattr(torch.optim, path.rpartition(".")[2])).parameters
+                     if p != "params")
+
     return {
         "LITGPT_VERSION": litgpt.__version__ if hasattr(litgpt, "__version__") else None,
         "SETUP": {m: tuple(inspect.signature(mod.setup).parameters) for m, mod in (("full", full), ("lora", lora))},
         "SECTIONS": {"train": names(TrainArgs), "eval": names(EvalArgs), "log": names(LogArgs),
                      "data.init_args": names(JSON), "optimizer": SECTIONS["optimizer"], "data": SECTIONS["data"]},
         "ENGINE": names(EngineArgs),
+        "OPTIMIZERS": {path: keywords(path) for path in OPTIMIZERS},
     }
 
 
@@ -108,6 +124,13 @@ def _section(value, key: str, sections: dict, where: str, tool: str) -> list[str
         elif key == "data" and sub == "init_args" and isinstance(inner, dict):
             if value.get("class_path", JSON_DATA) == JSON_DATA:  # another data module has other arguments
                 out += _section(inner, "data.init_args", sections, where, tool)
+        elif key == "optimizer" and sub == "init_args" and isinstance(inner, dict):
+            path = str(value.get("class_path", "torch.optim.AdamW"))
+            path = path if "." in path else f"torch.optim.{path}"
+            for arg in inner if path in OPTIMIZERS else ():
+                if arg not in OPTIMIZERS[path]:
+                    out.append(_refusal(f"{where}.optimizer.init_args.{arg}", str(arg), OPTIMIZERS[path],
+                                        f"{path}'s arguments"))
     return out
 
 
