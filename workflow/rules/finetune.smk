@@ -51,7 +51,7 @@ rule finetune:
         "results/logs/finetune/{experiment}.log",
     conda:
         "../../envs/conda.yaml"
-    threads: GPU_JOB_THREADS
+    threads: FINETUNE_THREADS
     resources:
         **SLURM_SITE,
         # What the job needs from a scheduler; the cluster profiles turn these into qsub/sbatch options.
