@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from llmhpc.sources.embedded import shipped_dir
-from llmhpc.train.fast import distributed, json_data, run_files, stock
+from llmhpc.train.fast import json_data, run_files, stock
 
 pytestmark = pytest.mark.litgpt
 

@@ -12,6 +12,8 @@ import torch
 
 from llmhpc.train.fast import attention, data, loop
 from llmhpc.train.fast.args import EngineArgs
+from llmhpc.train.fast.distributed import World
+from llmhpc.train.fast.state import RunState
 
 
 class Train:  # the fields of litgpt's TrainArgs that the plan reads
@@ -191,7 +193,7 @@ def test_warm_up_passes_every_packed_shape_once(monkeypatch):
     seen = []
     monkeypatch.setattr(loop, "forward_backward", lambda state, micro, last: seen.append(micro))
     monkeypatch.setattr(loop, "warm_optimizer", lambda optimizer: None)
-    state = {"world": type("W", (), {"rank": 0, "device": torch.device("cpu")})(), "optimizer": None}
+    state = RunState(world=World(), precision="32-true", samples=items, ignore=-100)
     loop.warm_up(state, steps, lambda step, rows: shape(rows), shape, passes=None)
     assert len(wanted) > 1 and sorted(seen) == sorted(wanted)
     seen.clear()

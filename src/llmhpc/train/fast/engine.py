@@ -37,6 +37,7 @@ from llmhpc.train.fast import (
 )
 from llmhpc.train.fast import args as args_mod
 from llmhpc.train.fast import saves as save_plan
+from llmhpc.train.fast.state import RunState
 
 
 def setup(argv=None) -> None:
@@ -73,9 +74,9 @@ def main(run, world, clock: dict) -> None:
     tokenizer = Tokenizer(run.checkpoint_dir)
     samples, datamodule = data.load_samples(run.data, tokenizer, run.train)
     ignore = getattr(datamodule, "ignore_index", -100)
-    state = {"world": world, "precision": run.precision, "samples": samples, "ignore": ignore,
-             "val_samples": val_samples(datamodule, ignore)}
-    longest = max(len(s.input_ids) for s in samples + state["val_samples"])
+    state = RunState(world=world, precision=run.precision, samples=samples, ignore=ignore,
+                     val_samples=val_samples(datamodule, ignore))
+    longest = max(len(s.input_ids) for s in samples + state.val_samples)
     max_seq_length = min(longest, run.train.max_seq_length or longest)
     row_len = run.train.max_seq_length or longest
     layout = plan_layout(run, world, config, row_len)
@@ -84,36 +85,36 @@ def main(run, world, clock: dict) -> None:
                       datamodule.seed, ignore, run.engine.loss_weighting)
     _, lr_max_steps = data.steps_total(len(samples), run.train)
     layout["compile"] = choose_compile(run, world, config, layout, steps, samples)
-    state["attention"] = layout["attention"] = attention_backend(run, world, layout["compile"])
+    state.attention = layout["attention"] = attention_backend(run, world, layout["compile"])
 
     t_load = time.perf_counter()
     trainee = build_model(run, world, config, layout, ignore, max_seq_length)
     print_main(world, f"Model built, sharded and loaded in {time.perf_counter() - t_load:.2f} s")
-    state.update(model=trainee, scaler=parallel.grad_scaler(run.precision, layout["sharding"], world),
-                 float8_all_gather=layout["float8_all_gather"])
-    state["optimizer"] = make_optimizer(run, trainee, world)
-    state["scheduler"] = stock.lr_scheduler(state["optimizer"], warmup_steps=run.train.lr_warmup_steps,
-                                            max_steps=lr_max_steps)
+    state.model, state.float8_all_gather = trainee, layout["float8_all_gather"]
+    state.scaler = parallel.grad_scaler(run.precision, layout["sharding"], world)
+    state.optimizer = make_optimizer(run, trainee, world)
+    state.scheduler = stock.lr_scheduler(state.optimizer, warmup_steps=run.train.lr_warmup_steps,
+                                         max_steps=lr_max_steps)
     report_settings(run, world, layout, state, steps, longest, max_seq_length, trainee)
 
     build = lambda step, rows: data.to_device(  # noqa: E731
         data.collate(rows, samples, step.weight, run.engine.packing, row_len, ignore), world.device)
     shape = lambda rows: data.shape(rows, samples, run.engine.packing, row_len)  # noqa: E731
     clock["warm_start"] = time.perf_counter()
-    warm = loop.warm_up(state, steps, build, shape, passes=warm_passes(run, layout, state["attention"]))
+    warm = loop.warm_up(state, steps, build, shape, passes=warm_passes(run, layout, state.attention))
     clock["warm_end"] = time.perf_counter()
     done = resume.restore(state, run)  # 0, or the steps a killed run had saved (after the warm-up: see restore)
     if run.train.save_interval:
-        state["save_step"] = lambda step: resume.save(state, run, step)
-        state["saves"] = save_plan.Schedule(run, world)  # which steps: save_interval, or sooner by the walltime
-        state.update(warned=resume.Warned(), stopped=resume.Stopped)  # SIGTERM / SIGUSR1: save, then exit
+        state.save_step = lambda step: resume.save(state, run, step)
+        state.saves = save_plan.Schedule(run, world)  # which steps: save_interval, or sooner by the walltime
+        state.warned, state.stopped = resume.Warned(), resume.Stopped  # SIGTERM / SIGUSR1: save, then exit
     distributed.barrier(world)
     print_main(world, f"Start-up to training: {time.perf_counter() - t_start:.2f} s (compile and warm-up {warm:.2f} s)")
 
     logger = make_logger(run, world)
     stream = data.batches(steps[done:], world.rank, samples, run.engine.packing, row_len, ignore, world.device,
                           run.engine.prefetch)
-    state["profile_step"] = int(os.environ.get("LLMHPC_FAST_PROFILE_STEP", "0"))
+    state.profile_step = int(os.environ.get("LLMHPC_FAST_PROFILE_STEP", "0"))
     gc.collect()
     gc.freeze()  # the set-up's objects leave the collector's view, and no collection pauses a step
     gc.disable()
@@ -123,10 +124,10 @@ def main(run, world, clock: dict) -> None:
     clock["train_end"] = time.perf_counter()
     training_time = clock["train_end"] - t0
     # a slow first step: waiting for data, or a recompile the warm-up did not foresee
-    print_main(world, f"First batch ready after {state.get('first_batch_wait_s', 0.0) * 1000:.1f} ms; "
+    print_main(world, f"First batch ready after {state.first_batch_wait_s * 1000:.1f} ms; "
                       f"{compiled_graphs() - graphs} graphs compiled during training")
-    if "warned" in state:
-        state["warned"].release()
+    if state.warned is not None:
+        state.warned.release()
     gc.enable()
     gc.unfreeze()
     report_training(world, steps[done:], samples, run, row_len, training_time)
@@ -307,7 +308,7 @@ def report_settings(run, world, layout, state, steps, longest, max_seq_length, t
         f"{' (static shapes)' if layout['compile'] and layout['static_shapes'] else ''} "
         f"fused_adamw={on(engine.fused_adamw and world.device.type == 'cuda')} "
         f"cross_entropy={layout['cross_entropy']} loss_weighting={engine.loss_weighting} "
-        f"prefetch={on(engine.prefetch)} fast_save={on(engine.fast_save)} attention={state['attention']} "
+        f"prefetch={on(engine.prefetch)} fast_save={on(engine.fast_save)} attention={state.attention} "
         f"method={engine.method} float8={on(engine.float8)} | "
         f"precision {run.precision} | {world.size} process(es) via {world.launcher} on {world.device.type} | "
         f"{len(steps)} optimizer steps of {run.train.global_batch_size} samples"))
@@ -351,7 +352,7 @@ def finish(state, run, world, logger, t_start: float) -> None:
         print_main(world, f"Final evaluation | val loss: {val:.3f} | val ppl: {torch.exp(torch.tensor(val)):.3f}")
         if logger is not None:
             logger.log_metrics({"val_loss": val, "val_ppl": float(torch.exp(torch.tensor(val)))},
-                               step=len(state["samples"]))
+                               step=len(state.samples))
     if not run.engine.fast_save:
         full = gather_final(state, run, world, final)
         if world.main:
@@ -371,7 +372,7 @@ def gather_final(state, run, world, final: Path) -> dict:
     """The full state dict on the main process. Adapter methods: the adapters merged into the base weights (so
     lit_model.pth is a plain checkpoint of the original model), and written beside it as lit_model.pth.lora
     (stock `litgpt finetune_lora`'s file and tensor names)."""
-    gpt = unwrap(state["model"])
+    gpt = unwrap(state.model)
     if run.engine.method == "qlora":
         adapters.dequantise_base(gpt)
     full = checkpoint.gather(gpt, world.main)

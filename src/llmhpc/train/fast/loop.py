@@ -27,29 +27,29 @@ def forward_backward(state, micro: data.Micro, last: bool, backward: bool = True
     """This rank's share of the step's loss for one micro batch, and its backward. FSDP2 and DDP average the
     gradients over the W processes, so the backward pass takes W x loss: the step's gradient is then that of the
     sum over all processes, which is the step's loss."""
-    model, world, precision = state["model"], state["world"], state["precision"]
-    mask = attention.make_mask(micro.documents, state["attention"])
+    model, world, precision = state.model, state.world, state.precision
+    mask = attention.make_mask(micro.documents, state.attention)
     autocast = (torch.autocast(world.device.type, dtype=AUTOCAST[precision]) if precision in AUTOCAST
                 else contextlib.nullcontext())
     with sync_gradients(model, last or not backward), autocast:
         loss = model(micro.input_ids, micro.positions, mask, micro.targets, micro.weights)
         if backward:
             scaled = loss * world.size
-            (state["scaler"].scale(scaled) if state["scaler"] else scaled).backward()
+            (state.scaler.scale(scaled) if state.scaler else scaled).backward()
     return loss.detach()
 
 
 def optimizer_step(state) -> None:
-    optimizer, scaler = state["optimizer"], state["scaler"]
+    optimizer, scaler = state.optimizer, state.scaler
     if scaler:
         scaler.step(optimizer)
         scaler.update()
     else:
         optimizer.step()
-    if state.get("float8_all_gather"):
-        converters.precompute_float8_scales(state["model"])
+    if state.float8_all_gather:
+        converters.precompute_float8_scales(state.model)
     optimizer.zero_grad(set_to_none=True)
-    state["scheduler"].step()
+    state.scheduler.step()
 
 
 def warm_up(state, steps: list[data.Step], build, shape, passes: int | None) -> float:
@@ -60,7 +60,7 @@ def warm_up(state, steps: list[data.Step], build, shape, passes: int | None) -> 
     blocks shape-generic); gradients discarded. Every process makes the same number of passes. The time counts
     in the stage's wall, not in the training time."""
     t0 = time.perf_counter()
-    rank, picked = state["world"].rank, {}
+    rank, picked = state.world.rank, {}
     for step in steps:
         for rows in step.micros[rank]:
             if shape(rows) not in picked and (passes is None or len(picked) < passes):
@@ -70,8 +70,8 @@ def warm_up(state, steps: list[data.Step], build, shape, passes: int | None) -> 
         runs.append(runs[0])
     for step, rows in runs:
         forward_backward(state, build(step, rows), last=True)
-    warm_optimizer(state["optimizer"])
-    if state["world"].device.type == "cuda":
+    warm_optimizer(state.optimizer)
+    if state.world.device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t0
 
@@ -102,22 +102,22 @@ def warm_optimizer(optimizer) -> None:
 def fit(state, steps: list[data.Step], stream, run, logger, per_epoch: int, start: int = 0) -> None:
     """Train over the planned steps from step `start` + 1 (a resumed run). Each step's loss is logged one step
     late (no host sync in the step)."""
-    world, device = state["world"], state["world"].device
+    world, device = state.world, state.world.device
     per_step = run.train.global_batch_size // run.train.micro_batch_size
     accumulation = max(1, per_step // world.size)
-    samples, pending = state["samples"], None
+    samples, pending = state.samples, None
     tokens = sum(len(samples[i].input_ids) for step in steps[:start] for i in step.samples)
     warned, t_step = None, time.perf_counter()
     for s, micros in enumerate(stream, start + 1):
         if s == start + 1:  # what the first step waited for its batch (the prefetch thread's start included)
-            state["first_batch_wait_s"] = time.perf_counter() - t_step
+            state.first_batch_wait_s = time.perf_counter() - t_step
         loss = torch.zeros((), device=device)
-        with profiled(s == state.get("profile_step"), world):
+        with profiled(s == state.profile_step, world):
             for m, micro in enumerate(micros):
                 loss += forward_backward(state, micro, last=m == len(micros) - 1)
             optimizer_step(state)
         all_sum(loss, world)
-        warned, was_warned = (state["warned"].flag(world) if "warned" in state else None), warned
+        warned, was_warned = (state.warned.flag(world) if state.warned is not None else None), warned
         tokens += sum(len(samples[i].input_ids) for i in steps[s - 1].samples)
         if pending:
             log_step(*pending, run, world, logger)
@@ -125,24 +125,24 @@ def fit(state, steps: list[data.Step], stream, run, logger, per_epoch: int, star
         epoch = ((s * per_step) - 1) // per_epoch
         pending = (loss, {"iter": s * accumulation, "step": s, "epoch": epoch, "iter_time": now - t_step,
                           "tokens": tokens // world.size, "total_tokens": tokens,
-                          "learning_rate": state["scheduler"].get_last_lr()[0]})
+                          "learning_rate": state.scheduler.get_last_lr()[0]})
         t_step = now
         if run.eval.interval and s % run.eval.interval == 0 and s < len(steps):
             log_step(*pending, run, world, logger)
             pending = None
             interval_validation(state, run, logger, s * accumulation)
         stop = was_warned is not None and was_warned.item() > 0  # the scheduler's warning: save now, then exit
-        due = "saves" in state and state["saves"].due(s)  # every step: the plan measures the step time
-        if "save_step" in state and (stop or due and s < len(steps)):
+        due = state.saves is not None and state.saves.due(s)  # every step: the plan measures the step time
+        if state.save_step is not None and (stop or due and s < len(steps)):
             if pending:  # the step's loss is in the log before its checkpoint is
                 log_step(*pending, run, world, logger)
                 pending = None
             t_save = time.perf_counter()
-            state["save_step"](s)
-            if "saves" in state:
-                state["saves"].saved(s, time.perf_counter() - t_save)
+            state.save_step(s)
+            if state.saves is not None:
+                state.saves.saved(s, time.perf_counter() - t_save)
             if stop:
-                raise state["stopped"](s, world, state["warned"].signum)
+                raise state.stopped(s, world, state.warned.signum)
     if pending:
         log_step(*pending, run, world, logger)
     if device.type == "cuda":
@@ -186,26 +186,26 @@ def log_step(loss: torch.Tensor, metrics: dict, run, world, logger) -> None:
 def validate(state, run) -> torch.Tensor:
     """Stock's validation loss: the mean over the validation micro batches (in order, padded to their longest)
     of each one's mean token loss; the batches are shared out over the processes. Runs without compilation."""
-    world, samples = state["world"], state["val_samples"]
+    world, samples = state.world, state.val_samples
     mbs = run.train.micro_batch_size
     batches = [list(range(i, min(i + mbs, len(samples)))) for i in range(0, len(samples), mbs)]
-    batches = batches[: run.eval.max_iters] if state.get("limit_val") else batches
+    batches = batches[: run.eval.max_iters] if state.limit_val else batches
     total = torch.zeros(2, device=world.device)
-    model = state["model"]
+    model = state.model
     model.eval()
     stance = torch.compiler.set_stance("force_eager") if hasattr(torch.compiler, "set_stance") else contextlib.nullcontext()
     with stance:
         for k, batch in enumerate(batches):
             if k % world.size != world.rank:
                 continue
-            weight = data.weights([batch], samples, state["ignore"], "micro_batch")
-            micro = data.to_device(data.collate([[i] for i in batch], samples, weight, False, 0, state["ignore"]),
+            weight = data.weights([batch], samples, state.ignore, "micro_batch")
+            micro = data.to_device(data.collate([[i] for i in batch], samples, weight, False, 0, state.ignore),
                                    world.device)
             total[0] += forward_backward(state, micro, last=True, backward=False)
             total[1] += 1
         # processes without a batch of their own still take part in FSDP's gathers
         for _ in range(max(0, math.ceil(len(batches) / world.size) - int(total[1].item()))):
-            micro = data.to_device(data.collate([[0]], samples, {0: 0.0}, False, 0, state["ignore"]), world.device)
+            micro = data.to_device(data.collate([[0]], samples, {0: 0.0}, False, 0, state.ignore), world.device)
             forward_backward(state, micro, last=True, backward=False)
     model.train()
     all_sum(total, world)
@@ -215,7 +215,7 @@ def validate(state, run) -> torch.Tensor:
 def interval_validation(state, run, logger, iter_num: int) -> None:
     t0 = time.perf_counter()
     val = validate(state, run).item()
-    if state["world"].main:
+    if state.world.main:
         print(f"iter {iter_num}: val loss {val:.4f}, val time: {(time.perf_counter() - t0) * 1000:.2f} ms", flush=True)
         if logger is not None:
             logger.log_metrics({"val_loss": val, "val_ppl": math.exp(val)}, step=iter_num)

@@ -55,14 +55,14 @@ def _options(loading: bool = False):
 def _model_and_optimizer(state) -> tuple[dict, dict]:
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
-    return get_state_dict(state["model"], state["optimizer"], options=_options())
+    return get_state_dict(state.model, state.optimizer, options=_options())
 
 
 def save(state, run, step: int) -> Path:
     """Write step `step`'s resumable state (every process takes part)."""
     import torch.distributed.checkpoint as dcp
 
-    world = state["world"]
+    world = state.world
     folder = Path(run.out_dir) / f"step-{step:06d}"
     if world.main:
         print(f"Saving checkpoint to {str(folder)!r}", flush=True)
@@ -75,8 +75,8 @@ def save(state, run, step: int) -> Path:
         warnings.simplefilter("ignore", UserWarning)
         dcp.save({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=folder, no_dist=world.size == 1)
     if world.main:
-        scaler = state.get("scaler")
-        torch.save({"scheduler": state["scheduler"].state_dict(), "scaler": scaler.state_dict() if scaler else None,
+        scaler = state.scaler
+        torch.save({"scheduler": state.scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
                     "rng": torch.get_rng_state(), "step": step}, folder / "extra.pt")
     distributed.barrier(world)  # every process's shards are written before the marker says so
     if world.main:
@@ -117,7 +117,7 @@ def restore(state, run) -> int:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
-    world = state["world"]
+    world = state.world
     folder = find(run, world)
     if folder is None:
         return 0
@@ -125,12 +125,12 @@ def restore(state, run) -> int:
     with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
         warnings.simplefilter("ignore", UserWarning)
         dcp.load({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=folder, no_dist=world.size == 1)
-    set_state_dict(state["model"], state["optimizer"], model_state_dict=model_sd, optim_state_dict=optim_sd,
+    set_state_dict(state.model, state.optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd,
                    options=_options(loading=True))
     extra = torch.load(folder / "extra.pt", weights_only=False, map_location="cpu")  # our own file
-    state["scheduler"].load_state_dict(extra["scheduler"])
-    if state.get("scaler") and extra["scaler"]:
-        state["scaler"].load_state_dict(extra["scaler"])
+    state.scheduler.load_state_dict(extra["scheduler"])
+    if state.scaler and extra["scaler"]:
+        state.scaler.load_state_dict(extra["scaler"])
     torch.set_rng_state(extra["rng"])
     if world.main:
         print(f"Resuming training from {folder} (step {extra['step']})", flush=True)
