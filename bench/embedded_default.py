@@ -94,9 +94,9 @@ def main() -> None:
         print(f"{'finetune ' + name + ' training (litgpt)':<48}{s['training_time_s']:>10.1f}")
     for name, m in sorted(evaluate.items()):
         print(f"{'evaluate ' + name + ' wall (acc ' + format(m['acc'], '.3f') + ')':<48}{m['wall_s']:>10.1f}")
-    print(f"\n{'job (from the snakemake log, whole seconds)':<64}{'start':>7}{'wall':>7}")
+    print(f"\n{'job (from the snakemake log, whole seconds)':<100}{'start':>7}{'wall':>7}")
     for rule, what, start, wall in jobs(log):
-        print(f"{(rule + ': ' + what)[:63]:<64}{start:>7.0f}{wall:>7.0f}")
+        print(f"{(rule + ': ' + what)[:99]:<100}{start:>7.0f}{wall:>7.0f}")
 
 
 if __name__ == "__main__":
