@@ -64,3 +64,11 @@ def test_the_sites_account_partition_constraint_and_qos_become_sbatch_resources(
                                                   "constraint": "a100"}
     assert jobspec.slurm_site_resources(SLURM_NODE) == {}  # left to the profile's default-resources
     assert jobspec.slurm_site_resources({**GADI, "partition": "gpu"}) == {}  # not a Slurm site
+
+
+
+def test_a_machine_whose_gpus_are_hidden_has_none(monkeypatch):
+    """CUDA_VISIBLE_DEVICES empty or -1 hides every GPU from the jobs, whatever device files the machine has."""
+    for hidden in ("", "-1"):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
+        assert jobspec.local_gpu_present() is False

@@ -86,14 +86,6 @@ def finetune_gres(wildcards):
     return resources.slurm_gres(SITE, finetune_settings(wildcards)["devices"])
 
 
-def local_gpu_present() -> bool:
-    """Whether this machine shows its jobs a GPU (the device files of NVIDIA's or AMD's driver; no CUDA context is
-    made here, the driver process never imports torch)."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return False
-    return any(Path("/dev").glob("nvidia[0-9]*")) or Path("/dev/kfd").exists()
-
-
 # Threads of the GPU jobs: every local core without a scheduler (one GPU job at a time here), else the CPUs of
 # one GPU for each of the job's processes (llmhpc.cluster.resources says why). On a machine without a GPU the
 # fine-tunes are CPU jobs with no GPU to share: half the cores each, so that two run side by side and each one's
@@ -102,7 +94,7 @@ def local_gpu_present() -> bool:
 # three evaluations on half the cores each would leave a core idle under the last one.
 GPU_JOB_THREADS = resources.gpu_job_threads(SITE, workflow.cores)
 FINETUNE_THREADS = GPU_JOB_THREADS
-if not SITE.on_scheduler and not local_gpu_present():
+if not SITE.on_scheduler and not resources.local_gpu_present():
     FINETUNE_THREADS = max(1, GPU_JOB_THREADS // 2)
 SLURM_CPUS_PER_TASK = resources.slurm_cpus_per_task(SITE)
 # sbatch -A, -p, -C and --qos of every job sent to the cluster, from site.account, partition, constraint and qos.

@@ -20,6 +20,9 @@ ask for no CPUs (the partition's default applies).
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from llmhpc.cluster.site import Site
 from llmhpc.eval import registry
 
@@ -122,3 +125,11 @@ def gpu_job_mem_mb(site: Site | dict, model_name: str, gpus_per_node: int, nodes
         node_mb = int(site.mem_per_node_gb * 1000)
         per_node = min(node_mb, max(per_node, node_mb * gpus_per_node // site.gpus_per_node))
     return per_node * max(1, nodes) if site.scheduler == "pbs" else per_node
+
+
+def local_gpu_present() -> bool:
+    """Whether this machine shows its jobs a GPU: the device files of NVIDIA's or AMD's driver (no CUDA context is
+    made: the workflow's own process never imports torch)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return any(Path("/dev").glob("nvidia[0-9]*")) or Path("/dev/kfd").exists()
