@@ -220,6 +220,8 @@ def _views(data: bytes, name: str) -> list[bytes]:
             pass
     if data[:5] == b"%PDF-" or name.lower().endswith(".pdf"):
         for m in re.finditer(rb"stream\r?\n(.*?)endstream", data, re.S):
+            if re.search(rb"/Subtype\s*/Image", data[max(0, data.rfind(b"obj", 0, m.start())):m.start()]):
+                continue  # an image's pixels hold no text to match (the deck's plots: megabytes each to scan)
             try:
                 views.append(zlib.decompress(m[1]))
             except zlib.error:
