@@ -230,6 +230,20 @@ def test_accuracy_outside_tolerance_is_said_in_words(tmp_path):
         "No experiment beat the baseline within the accuracy tolerance"
 
 
+def test_a_slower_experiment_within_tolerance_is_not_called_best_or_faster(tmp_path):
+    """The fastest within tolerance may still be slower than the baseline (its ratio under 1x): the slide says
+    nothing beat the baseline and gives the closest's ratio, which "what did not work" lists as slower."""
+    deck = build(results_tree(tmp_path, lambda rows: set_value(rows, "mbs16", "finetune", "speedup_vs_baseline", 0.95)),
+                 presentation={"accuracy_tolerance": 0.05})
+    by_key = {s["key"]: s for s in deck["slides"]}
+    said = figures.plain(by_key["optimizations"]["bullets"][0])
+    assert said == ("No experiment beat the baseline within the accuracy tolerance; the closest, mbs16, took 0.95× of "
+                    "the baseline's speed (ratio of training times)")
+    assert "Best" not in said and "faster" not in said
+    lost = [[figures.plain(c) for c in r] for r in by_key["did_not_work"]["table"]["rows"]]
+    assert lost[0][:2] == ["mbs16", "0.95×"] and "slower than the baseline" in lost[0][3]
+
+
 def test_within_tolerance(deck):
     acc = next(s for s in deck["slides"] if s["key"] == "accuracy")
     assert acc["title"] == "Accuracy kept within tolerance"
