@@ -237,8 +237,7 @@ def test_a_slower_experiment_within_tolerance_is_not_called_best_or_faster(tmp_p
                  presentation={"accuracy_tolerance": 0.05})
     by_key = {s["key"]: s for s in deck["slides"]}
     said = figures.plain(by_key["optimizations"]["bullets"][0])
-    assert said == ("No experiment beat the baseline within the accuracy tolerance; the closest, mbs16, took 0.95× of "
-                    "the baseline's speed (ratio of training times)")
+    assert said == "No experiment beat the baseline within the accuracy tolerance; the closest: mbs16, time ratio 0.95×"
     assert "Best" not in said and "faster" not in said
     lost = [[figures.plain(c) for c in r] for r in by_key["did_not_work"]["table"]["rows"]]
     assert lost[0][:2] == ["mbs16", "0.95×"] and "slower than the baseline" in lost[0][3]
