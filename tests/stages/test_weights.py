@@ -279,6 +279,8 @@ def small_hub(tmp_path, monkeypatch):
     repo = HubRepo(REPO_ID, files, REVISION, gated="manual", authorized={TOKEN})
     with HubEmulator([repo], valid_tokens={TOKEN}) as hub:
         monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
+        # read once, at huggingface_hub's first import: an offline test earlier in this process may have set it
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
         monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
                             hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
         monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-stored-token"))
