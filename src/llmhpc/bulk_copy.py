@@ -147,8 +147,3 @@ def to_device(tensors: dict[str, torch.Tensor], device, piece_bytes: int = PIECE
                 del block
     finally:
         stager.close()
-
-
-def rows(t: torch.Tensor, first: int, count: int) -> torch.Tensor:
-    """Rows [first, first + count) of a tensor along dim 0: a view, so only those rows' bytes are read."""
-    return t.narrow(0, first, count)

@@ -29,7 +29,7 @@ T0 = time.perf_counter()
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from llmhpc import atomic, litgpt_core  # noqa: E402
+from llmhpc import atomic, clock, litgpt_core  # noqa: E402
 from llmhpc.compiling import compiled_graphs  # noqa: E402
 from llmhpc.eval import parallel, store  # noqa: E402
 from llmhpc.eval.fast import DEFAULT_TOKEN_BUDGET, Collector, Stage, compile_pays, plan, run_stage, warm_up  # noqa: E402
@@ -44,13 +44,10 @@ from llmhpc.train.stock_saves import parameters  # noqa: E402
 
 
 def process_age() -> float:
-    """Seconds since this process started (Linux), so metrics can time the whole run, imports included."""
-    try:
-        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return uptime - ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return time.perf_counter() - T0
+    """Seconds since this process started (llmhpc.clock), so metrics can time the whole run, imports included; from
+    this module's import where /proc cannot tell."""
+    age = clock.process_age()
+    return age if age is not None else time.perf_counter() - T0
 
 
 def parser() -> argparse.ArgumentParser:
