@@ -2,7 +2,8 @@
 
 Source `hf` runs against tests/hf_hub_emulator.py (an emulator of the Hub's HTTP API, the real Hub being out of
 reach here), in a subprocess with HF_ENDPOINT set (huggingface_hub reads it at import time) and HF_HOME isolated,
-just as the workflow's script would run `llmhpc.stages.weights.fetch`.
+through the workflow's own script (workflow/scripts/weights.py), which sends its output to the rule's log: what a
+user reads is that log.
 """
 
 import json
@@ -12,7 +13,9 @@ import shutil
 import string
 import subprocess
 import sys
+import traceback
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -39,17 +42,23 @@ TOKEN = hf_token()  # granted access to the gated repository
 OTHER_TOKEN = hf_token()  # a valid token without access
 REVISION = secrets.token_hex(20)
 
-# Runs fetch() as the workflow's script does. The spy only reads: it scans local_dir, including the .cache
-# bookkeeping that weights.py deletes afterwards, for the token and writes what it saw (names and booleans).
+# Runs the workflow's script (workflow/scripts/weights.py) as Snakemake's `script:` does: a Python process in
+# which `snakemake` stands for the job (its params, output and log). The spy only reads: it scans local_dir, including
+# the .cache bookkeeping that weights.py deletes afterwards, for the token and writes what it saw (names and
+# booleans), and it records the exception huggingface_hub raised, if any, before the stage words it for the user.
 FETCH_SCRIPT = r'''
-import json, os, sys
+import json, os, runpy, sys, types
 from pathlib import Path
 import huggingface_hub
 
 _real = huggingface_hub.snapshot_download
 
 def _spy(*args, **kwargs):
-    path = _real(*args, **kwargs)
+    try:
+        path = _real(*args, **kwargs)
+    except Exception as exc:
+        Path(os.environ["TEST_SPY_ERROR"]).write_text(json.dumps({"type": type(exc).__name__, "message": str(exc)}))
+        raise
     token = os.environ.get("HF_TOKEN", "").encode()
     local = Path(kwargs["local_dir"])
     seen = {p.relative_to(local).as_posix(): bool(token) and token in p.read_bytes()
@@ -58,9 +67,22 @@ def _spy(*args, **kwargs):
     return path
 
 huggingface_hub.snapshot_download = _spy
-from llmhpc.stages.weights import fetch
-fetch(json.loads(sys.argv[1]), sys.argv[2])
+model, output, log, script = sys.argv[1:]
+snakemake = types.SimpleNamespace(params=types.SimpleNamespace(model=json.loads(model)), output=[output], log=[log])
+runpy.run_path(script, init_globals={"snakemake": snakemake}, run_name="__main__")
 '''
+WEIGHTS_SCRIPT = REPO / "workflow/scripts/weights.py"
+# What a traceback from the hub library looks like in a log: its frames and its exceptions' qualified names.
+HUB_TRACEBACK = ("Traceback (most recent call last)", "huggingface_hub/", "huggingface_hub.errors.",
+                 "The above exception was the direct cause")
+
+
+def assert_one_clean_line(log: str, expected_start: str) -> None:
+    """The rule's log ends with our one line (after huggingface_hub's progress bars) and has no traceback."""
+    lines = [line for line in log.splitlines() if line.strip() and not line.startswith("Fetching ")]
+    assert lines and lines[-1].startswith(expected_start), mask(log)
+    assert len(lines) == 1, mask(log)
+    assert not [marker for marker in HUB_TRACEBACK if marker in log], mask(log)
 
 
 def mask(text: str) -> str:
@@ -103,31 +125,34 @@ def hub(source_repo):
         yield emulator
 
 
-def run_fetch(hub: HubEmulator, model: dict, out_dir: Path, work: Path, token: str | None):
-    """fetch() in a subprocess; returns (process, spy report or None, HF_HOME)."""
-    hf_home, spy = work / "hf_home", work / "spy.json"
+def run_fetch(hub: HubEmulator, model: dict, out_dir: Path, work: Path, token: str | None) -> SimpleNamespace:
+    """The weights job in a subprocess: its process, the rule's log, the spy's report (or None), the exception
+    huggingface_hub raised (type and message, or None) and HF_HOME."""
+    hf_home, spy, spy_error, log = work / "hf_home", work / "spy.json", work / "spy-error.json", work / "weights.log"
     env = {k: v for k, v in os.environ.items()
            if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
            and not k.startswith("HF_HUB_CACHE")}
-    env.update(HF_ENDPOINT=hub.endpoint, HF_HOME=str(hf_home), TEST_SPY_REPORT=str(spy),
+    env.update(HF_ENDPOINT=hub.endpoint, HF_HOME=str(hf_home), TEST_SPY_REPORT=str(spy), TEST_SPY_ERROR=str(spy_error),
                PYTHONPATH=os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")]),
                NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
     if token is not None:
         env["HF_TOKEN"] = token
     hub.clear()
-    proc = subprocess.run([sys.executable, "-c", FETCH_SCRIPT, json.dumps(model), str(out_dir)],
-                          capture_output=True, text=True, env=env, timeout=120, cwd=work)
-    report = json.loads(spy.read_text()) if spy.exists() else None
-    return proc, report, hf_home
+    proc = subprocess.run([sys.executable, "-c", FETCH_SCRIPT, json.dumps(model), str(out_dir), str(log),
+                           str(WEIGHTS_SCRIPT)], capture_output=True, text=True, env=env, timeout=120, cwd=work)
+    return SimpleNamespace(proc=proc, log=log.read_text() if log.exists() else "",
+                           report=json.loads(spy.read_text()) if spy.exists() else None,
+                           error=json.loads(spy_error.read_text()) if spy_error.exists() else None, hf_home=hf_home)
 
 
 @pytest.fixture(scope="module")
 def downloaded(hub, tmp_path_factory):
     work = tmp_path_factory.mktemp("download")
     out_dir = work / "weights" / "hf"
-    proc, report, hf_home = run_fetch(hub, hf_model(), out_dir, work, TOKEN)
-    assert proc.returncode == 0, mask(proc.stdout + proc.stderr)
-    return {"out_dir": out_dir, "proc": proc, "report": report, "hf_home": hf_home, "requests": list(hub.requests)}
+    run = run_fetch(hub, hf_model(), out_dir, work, TOKEN)
+    assert run.proc.returncode == 0, mask(run.proc.stdout + run.proc.stderr + run.log)
+    return {"out_dir": out_dir, "run": run, "report": run.report, "hf_home": run.hf_home,
+            "requests": list(hub.requests)}
 
 
 # --- source hf, with the token ----------------------------------------------------------------------------------
@@ -140,8 +165,9 @@ def test_hf_downloads_only_the_allowed_files(downloaded, source_repo):
     for name, path in got.items():
         assert not path.is_symlink()
         assert path.read_bytes() == (source_repo / name).read_bytes(), name
-    assert "weights ready in" in downloaded["proc"].stdout
-    assert REVISION in downloaded["proc"].stdout  # the info printed names the pinned revision
+    assert "weights ready in" in downloaded["run"].log
+    assert REVISION in downloaded["run"].log  # the info printed names the pinned revision
+    assert not list(downloaded["out_dir"].parent.glob(".*partial*"))  # the staging directory became out_dir
 
 
 def test_hf_requests_pin_the_revision_and_carry_the_token(downloaded, hub):
@@ -174,9 +200,9 @@ def test_hf_requests_pin_the_revision_and_carry_the_token(downloaded, hub):
 
 
 def test_hf_token_is_written_nowhere(downloaded):
-    proc = downloaded["proc"]
-    leaked = TOKEN in proc.stdout + proc.stderr
-    assert not leaked, "the token is in the captured stdout/stderr"
+    run = downloaded["run"]
+    leaked = TOKEN in run.proc.stdout + run.proc.stderr + run.log
+    assert not leaked, "the token is in the captured stdout/stderr or the rule's log"
     assert token_in_files(downloaded["out_dir"], TOKEN) == []
     assert token_in_files(downloaded["hf_home"], TOKEN) == []
     # Before weights.py removed it, local_dir held huggingface_hub's .cache bookkeeping: it was scanned too.
@@ -205,34 +231,41 @@ def test_hf_download_converts(downloaded, tmp_path):
 
 @pytest.mark.litgpt
 def test_hf_gated_repo_without_token_fails(hub, tmp_path):
-    proc, _, _ = run_fetch(hub, hf_model(), tmp_path / "hf", tmp_path, token=None)
-    assert proc.returncode != 0
-    # huggingface_hub raises GatedRepoError: "401 Client Error. Cannot access gated repo for url
+    run = run_fetch(hub, hf_model(), tmp_path / "hf", tmp_path, token=None)
+    assert run.proc.returncode == 1
+    # huggingface_hub raised GatedRepoError: "401 Client Error. Cannot access gated repo for url
     # <endpoint>/org/tiny-gated/resolve/<sha>/<file>. Access to model org/tiny-gated is restricted. You must have
     # access to it and be authenticated to access it. Please log in."
-    assert "huggingface_hub.errors.GatedRepoError: 401 Client Error." in proc.stderr, proc.stderr
-    assert f"WeightsError: model.repo_id {REPO_ID} is a gated repository and HF_TOKEN is not set" in proc.stderr
-    assert "Cannot access gated repo for url" in proc.stderr
-    assert f"Access to model {REPO_ID} is restricted. You must have access to it" in proc.stderr
+    assert run.error["type"] == "GatedRepoError" and run.error["message"].startswith("401 Client Error."), run.error
+    assert "Cannot access gated repo for url" in run.error["message"]
+    assert f"Access to model {REPO_ID} is restricted. You must have access to it" in run.error["message"]
+    # The user reads one line that names the repository and what to do, and none of the hub library's traceback.
+    assert_one_clean_line(run.log, f"weights: model.repo_id {REPO_ID} is a gated repository and HF_TOKEN is not set:"
+                                   f" accept its licence at https://huggingface.co/{REPO_ID} with your account, then"
+                                   f" `export HF_TOKEN=<a read token of that account>`")
+    assert run.proc.stdout + run.proc.stderr == ""  # all of it went to the rule's log
     on_hub = hub.requests_to("hub")
     assert not any("authorization" in r.headers for r in on_hub)
     assert [r.status for r in on_hub if r.path.startswith("/api/models/")] == [200]  # gated metadata is public
     resolved = [(r.method, r.status) for r in on_hub if not r.path.startswith("/api/models/")]
     assert resolved and set(resolved) == {("HEAD", 401)}, resolved
     assert hub.requests_to("cdn") == []
-    left = files_under(tmp_path / "hf") if (tmp_path / "hf").exists() else {}
-    assert not any(name.endswith(weights.WEIGHT_SUFFIXES) for name in left), sorted(left)
+    assert not (tmp_path / "hf").exists()  # nothing that looks like a download, partial or not
+    assert not list(tmp_path.glob(".hf*"))  # nor the staging directory
 
 
 @pytest.mark.litgpt
 def test_hf_token_without_access_fails(hub, tmp_path):
-    proc, _, _ = run_fetch(hub, hf_model(), tmp_path / "hf", tmp_path, token=OTHER_TOKEN)
-    assert proc.returncode != 0
-    assert "huggingface_hub.errors.GatedRepoError: 403 Client Error." in proc.stderr, mask(proc.stderr)
-    assert "you are not in the authorized list" in proc.stderr
-    assert f"WeightsError: HF_TOKEN has no access to the gated repository {REPO_ID}" in proc.stderr
-    leaked = OTHER_TOKEN in proc.stdout + proc.stderr
-    assert not leaked, "the token is in the captured stdout/stderr"
+    run = run_fetch(hub, hf_model(), tmp_path / "hf", tmp_path, token=OTHER_TOKEN)
+    assert run.proc.returncode == 1
+    assert run.error["type"] == "GatedRepoError" and run.error["message"].startswith("403 Client Error."), run.error
+    assert "you are not in the authorized list" in run.error["message"]
+    assert_one_clean_line(run.log, f"weights: HF_TOKEN has no access to the gated repository {REPO_ID}"
+                                   f" (model.repo_id): accept its licence at https://huggingface.co/{REPO_ID} with the"
+                                   f" account the token belongs to")
+    leaked = OTHER_TOKEN in run.proc.stdout + run.proc.stderr + run.log
+    assert not leaked, "the token is in the captured stdout/stderr or the rule's log"
+    assert not (tmp_path / "hf").exists()
     assert token_in_files(tmp_path, OTHER_TOKEN) == []
     assert all(r.headers.get("authorization") == f"Bearer {OTHER_TOKEN}" for r in hub.requests_to("hub"))
 
@@ -240,27 +273,28 @@ def test_hf_token_without_access_fails(hub, tmp_path):
 @pytest.mark.litgpt
 def test_hf_unknown_revision_fails(hub, tmp_path):
     unknown = secrets.token_hex(20)
-    proc, _, _ = run_fetch(hub, hf_model(revision=unknown), tmp_path / "hf", tmp_path, token=TOKEN)
-    assert proc.returncode != 0
+    run = run_fetch(hub, hf_model(revision=unknown), tmp_path / "hf", tmp_path, token=TOKEN)
+    assert run.proc.returncode == 1
     # "404 Client Error. Revision Not Found for url: <endpoint>/api/models/org/tiny-gated/revision/<sha>.
     #  Invalid rev id: <sha>"
-    assert "huggingface_hub.errors.RevisionNotFoundError: 404 Client Error." in proc.stderr, mask(proc.stderr)
-    assert f"Invalid rev id: {unknown}" in proc.stderr
-    assert f"WeightsError: model.revision {unknown}: {REPO_ID} has no such revision" in proc.stderr
-    leaked = TOKEN in proc.stdout + proc.stderr
-    assert not leaked, "the token is in the captured stdout/stderr"
+    assert run.error["type"] == "RevisionNotFoundError" and run.error["message"].startswith("404 Client Error.")
+    assert f"Invalid rev id: {unknown}" in run.error["message"]
+    assert_one_clean_line(run.log, f"weights: model.revision {unknown}: {REPO_ID} has no such revision")
+    leaked = TOKEN in run.proc.stdout + run.proc.stderr + run.log
+    assert not leaked, "the token is in the captured stdout/stderr or the rule's log"
     assert [(r.path, r.status) for r in hub.requests] == [(f"/api/models/{REPO_ID}/revision/{unknown}", 404)]
     assert not (tmp_path / "hf").exists() or files_under(tmp_path / "hf") == {}
 
 
 @pytest.mark.litgpt
 def test_hf_unknown_repo_fails(hub, tmp_path):
-    proc, _, _ = run_fetch(hub, hf_model(repo_id="org/no-such-model"), tmp_path / "hf", tmp_path, token=TOKEN)
-    assert proc.returncode != 0
-    assert "huggingface_hub.errors.RepositoryNotFoundError: 404 Client Error." in proc.stderr, mask(proc.stderr)
-    assert "WeightsError: model.repo_id org/no-such-model: no such repository on the Hugging Face hub" in proc.stderr
-    leaked = TOKEN in proc.stdout + proc.stderr
-    assert not leaked, "the token is in the captured stdout/stderr"
+    run = run_fetch(hub, hf_model(repo_id="org/no-such-model"), tmp_path / "hf", tmp_path, token=TOKEN)
+    assert run.proc.returncode == 1
+    assert run.error["type"] == "RepositoryNotFoundError" and run.error["message"].startswith("404 Client Error.")
+    assert_one_clean_line(run.log, "weights: model.repo_id org/no-such-model: no such repository on the Hugging Face"
+                                   " hub")
+    leaked = TOKEN in run.proc.stdout + run.proc.stderr + run.log
+    assert not leaked, "the token is in the captured stdout/stderr or the rule's log"
 
 
 # --- source hf: what a refusal says, from the client's own exceptions in this process -------------------------------
@@ -277,7 +311,7 @@ def small_hub(tmp_path, monkeypatch):
     (files / "config.json").write_text("{}")
     (files / "model.safetensors").write_bytes(os.urandom(1024))
     repo = HubRepo(REPO_ID, files, REVISION, gated="manual", authorized={TOKEN})
-    with HubEmulator([repo], valid_tokens={TOKEN}) as hub:
+    with HubEmulator([repo], valid_tokens={TOKEN, OTHER_TOKEN}) as hub:
         monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
         # read once, at huggingface_hub's first import: an offline test earlier in this process may have set it
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
@@ -300,6 +334,35 @@ def test_a_token_the_hub_refuses_is_named_not_called_an_unreachable_hub(small_hu
                               f" or expired"), message
     assert "cannot reach" not in message and stale not in message
     assert [r.status for r in small_hub.requests_to("hub")] == [401]
+
+
+@pytest.mark.parametrize("case", ["gated, no token", "gated, token without access", "token refused", "no such repo"])
+def test_a_hub_refusal_is_our_one_message_without_the_hub_traceback(small_hub, tmp_path, monkeypatch, case):
+    """fetch() refuses with a WeightsError whose traceback is the stage's alone: huggingface_hub's own exception (and
+    its frames, a screenful from utils/_http.py up) is not chained to it, so that no caller prints it."""
+    token, repo_id, expected = {
+        "gated, no token": (None, REPO_ID, f"model.repo_id {REPO_ID} is a gated repository and HF_TOKEN is not set:"
+                                           f" accept its licence at https://huggingface.co/{REPO_ID}"),
+        "gated, token without access": (OTHER_TOKEN, REPO_ID, f"HF_TOKEN has no access to the gated repository"
+                                                              f" {REPO_ID} (model.repo_id): accept its licence at"
+                                                              f" https://huggingface.co/{REPO_ID}"),
+        "token refused": (hf_token(), REPO_ID, f"the Hugging Face hub refused HF_TOKEN for {REPO_ID} (HTTP 401): the"
+                                               f" token is invalid or expired"),
+        "no such repo": (TOKEN, "org/no-such-model", "model.repo_id org/no-such-model: no such repository on the"
+                                                     " Hugging Face hub"),
+    }[case]
+    if token is not None:
+        monkeypatch.setenv("HF_TOKEN", token)
+    out_dir = tmp_path / "weights" / "hf"
+    with pytest.raises(weights.WeightsError) as err:
+        weights.fetch(hf_model(repo_id=repo_id), out_dir)
+    assert str(err.value).startswith(expected), str(err.value)
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+    printed = "".join(traceback.format_exception(err.value))  # what Python prints for it, uncaught
+    assert "huggingface_hub" not in printed and "During handling" not in printed, mask(printed)
+    assert printed.count("Traceback (most recent call last)") == 1
+    assert not (token and token in printed)
+    assert not out_dir.exists() and not list(out_dir.parent.glob(".*"))  # nothing partial, not even hidden
 
 
 def test_a_refusal_without_a_token_says_to_set_hf_token():
@@ -379,8 +442,8 @@ def test_no_network_says_where_downloads_run(tmp_path):
         def clear(self):
             pass
 
-    proc, _, _ = run_fetch(Nowhere(), hf_model(), tmp_path / "hf", tmp_path, token=TOKEN)
-    assert proc.returncode != 0
-    assert f"WeightsError: cannot reach the Hugging Face hub to download {REPO_ID}" in proc.stderr, mask(proc.stderr)
-    assert "downloads run on the login node" in proc.stderr
-    assert TOKEN not in proc.stdout + proc.stderr
+    run = run_fetch(Nowhere(), hf_model(), tmp_path / "hf", tmp_path, token=TOKEN)
+    assert run.proc.returncode == 1
+    assert_one_clean_line(run.log, f"weights: cannot reach the Hugging Face hub to download {REPO_ID}")
+    assert "downloads run on the login node" in run.log
+    assert TOKEN not in run.proc.stdout + run.proc.stderr + run.log

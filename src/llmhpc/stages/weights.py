@@ -20,9 +20,27 @@ class WeightsError(RuntimeError):
 
 
 def fetch(model: dict, out_dir, log=print) -> dict:
+    """The weights in out_dir, whole or not at all: they are written to a hidden directory beside it, checked, then
+    renamed to out_dir, so that a refusal, a dropped connection or a kill mid-download leaves no out_dir that looks
+    complete (and no partial download: the staging directory is removed on any error)."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)
+    staging = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)  # a killed run's
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        info = _fetch_into(model, staging, log)
+        check_hf_dir(staging)
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log(f"weights ready in {out_dir}: {info}")
+    return info
+
+
+def _fetch_into(model: dict, out_dir: Path, log) -> dict:
     if model["source"] == "tiny":
         from llmhpc import litgpt_core
 
@@ -37,8 +55,6 @@ def fetch(model: dict, out_dir, log=print) -> dict:
         info = from_gguf(model, out_dir, log)
     else:
         info = link_path(Path(model["path"]), out_dir)
-    check_hf_dir(out_dir)
-    log(f"weights ready in {out_dir}: {info}")
     return info
 
 
@@ -55,7 +71,9 @@ def download_hf(repo_id: str, revision: str, out_dir: Path) -> dict:
         message = hub_error(exc, repo_id, revision, token is not None)
         if message is None:
             raise
-        raise WeightsError(message) from exc
+        # from None: the message says it all; chained, the hub library's traceback (a screenful, from
+        # huggingface_hub/utils/_http.py up) would print above it wherever the error is shown
+        raise WeightsError(message) from None
     shutil.rmtree(Path(path) / ".cache", ignore_errors=True)  # hub bookkeeping, not part of the model
     return {"repo_id": repo_id, "revision": revision, "files": sorted(p.name for p in Path(path).iterdir())}
 
