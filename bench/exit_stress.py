@@ -96,7 +96,8 @@ def finetune_yaml(d: Path, n: int, method: str, steps: int, device: str) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     from llmhpc.settings import FinetuneSettings
 
-    full = {f: getattr(FinetuneSettings(), f) for f in FinetuneSettings.__dataclass_fields__}
+    defaults = FinetuneSettings.from_dict({})
+    full = {f: getattr(defaults, f) for f in FinetuneSettings.__dataclass_fields__}
     full = {k: (list(v) if isinstance(v, tuple) else v) for k, v in full.items()}
     full.update(settings)
     write_litgpt_config(path, full, checkpoint_dir=str(d / "ckpt"), data_dir=str(d / "data"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from llmhpc import litgpt_args
+from llmhpc.train.registry import FSDP2, STOCK
 
 pytestmark = pytest.mark.litgpt
 
@@ -28,7 +29,7 @@ def test_what_the_table_refuses_stock_litgpt_refuses_too():
     parser.add_function_arguments(setup)
     with pytest.raises(Exception, match="max_step"):
         parser.parse_object({"checkpoint_dir": "x", "train": {"max_step": 5}})
-    assert litgpt_args.problems({"train": {"max_step": 5}}, "full", "litgpt")
+    assert litgpt_args.problems({"train": {"max_step": 5}}, "full", STOCK)
 
 
 def test_a_typo_in_the_optimizer_s_arguments_is_refused_as_torch_refuses_it():
@@ -38,8 +39,8 @@ def test_a_typo_in_the_optimizer_s_arguments_is_refused_as_torch_refuses_it():
     with pytest.raises(TypeError, match="weight_decai"):
         torch.optim.AdamW([torch.zeros(1, requires_grad=True)], weight_decai=0.1)
     extra = {"optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-4, "weight_decai": 0.1}}}
-    (refusal,) = litgpt_args.problems(extra, "full", "litgpt")
+    (refusal,) = litgpt_args.problems(extra, "full", STOCK)
     assert "finetune.extra.optimizer.init_args.weight_decai" in refusal and "did you mean 'weight_decay'" in refusal
-    assert litgpt_args.problems({"optimizer": {"class_path": "SGD", "init_args": {"momentum": 0.9}}}, "lora", "fsdp2") == []
+    assert litgpt_args.problems({"optimizer": {"class_path": "SGD", "init_args": {"momentum": 0.9}}}, "lora", FSDP2) == []
     assert litgpt_args.problems({"optimizer": {"class_path": "my.Optim", "init_args": {"anything": 1}}}, "full",
-                                "litgpt") == []  # not a class the table knows: its own arguments
+                                STOCK) == []  # not a class the table knows: its own arguments

@@ -80,6 +80,7 @@ def test_the_finetune_stages_fsdp2_engine_imports_no_lightning(tiny):
     from llmhpc.sources.embedded import shipped_dir
     from llmhpc.stages.data import prepare_finetune
     from llmhpc.train import litgpt
+    from llmhpc.train.registry import ENGINES
 
     root, ckpt, _ = tiny
     cfg = default_config()
@@ -90,7 +91,7 @@ def test_the_finetune_stages_fsdp2_engine_imports_no_lightning(tiny):
     prepare_finetune({"source": "embedded"}, root / "data", shipped_dir(), log=lambda *a: None)
     yaml_path, out = root / "litgpt.yaml", root / "out"
     litgpt.write_litgpt_config(yaml_path, ft, ckpt, root / "data", out, experiment="fast")
-    cmd = litgpt.command(ft["method"], yaml_path, engine=ft["engine"])
+    cmd = ENGINES[ft["engine"]].command(ft["method"], yaml_path)
     assert cmd[1:3] == ["-m", "llmhpc.train.fast"]
     got = run_python(f"""
         import contextlib, io, runpy, sys

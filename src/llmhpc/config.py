@@ -17,6 +17,7 @@ from llmhpc.cluster.site import site_gpu
 from llmhpc.eval.registry import SCORERS
 from llmhpc.schema_check import ConfigError
 from llmhpc.settings import EvaluateSettings, FinetuneSettings
+from llmhpc.train.registry import ENGINES
 
 
 def load_schema(path: str | Path) -> dict:
@@ -86,11 +87,12 @@ def check(config: dict, schema: dict) -> dict:
         if not problems:
             where = f"experiments[{i}].finetune" if exp.get("finetune") else "finetune"
             ft = FinetuneSettings.from_dict(settings["finetune"])
-            for bad in (ft.batch_problem(), ft.warmup_problem(), ft.engine_problem()):
+            for bad in (ft.batch_problem(), ft.warmup_problem(), ENGINES[ft.engine].problem(ft) or ft.problem()):
                 if bad:
                     problems.append(f"config '{where}' (experiment '{name}'): {bad}")
             own_extra = "extra" in (exp.get("finetune") or {})
-            for bad in litgpt_args.problems(ft.extra, ft.method, ft.engine, f"{where if own_extra else 'finetune'}.extra"):
+            for bad in litgpt_args.problems(ft.extra, ft.method, ENGINES[ft.engine],
+                                            f"{where if own_extra else 'finetune'}.extra"):
                 bad = f"{bad} (experiment '{name}')" if own_extra else bad  # a shared key: said once
                 problems += [bad] if bad not in problems else []
             ev = EvaluateSettings.from_dict(settings["evaluate"])

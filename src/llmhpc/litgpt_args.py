@@ -12,6 +12,10 @@ from the installed LitGPT and the engine; tests/test_litgpt_args.py holds the ta
 from __future__ import annotations
 
 import difflib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llmhpc.train.registry import Engine
 
 LITGPT_VERSION = "0.5.13"
 # Top-level keys: the parameters of litgpt.finetune.full.setup and litgpt.finetune.lora.setup.
@@ -88,15 +92,17 @@ def _refusal(name: str, key: str, allowed, what: str) -> str:
     return f"config key '{name}': not a key of {what}{did}; expected one of: {', '.join(allowed)}"
 
 
-def problems(extra: dict, method: str, engine: str, where: str = "finetune.extra") -> list[str]:
-    """Each key of `extra` (nested as in the YAML) that the engine running `method` would refuse or ignore, named
-    in full (`finetune.extra.train.max_step`) with a did-you-mean."""
+def problems(extra: dict, method: str, engine: Engine, where: str = "finetune.extra") -> list[str]:
+    """Each key of `extra` (nested as in the YAML) that `engine` (llmhpc.train.registry's) running `method` would
+    refuse or ignore, named in full (`finetune.extra.train.max_step`) with a did-you-mean."""
     layout = "full" if method == "full" else "lora"
-    tool = f"litgpt finetune_{layout}" if engine == "litgpt" else f"the fsdp2 engine's YAML (litgpt finetune_{layout}'s)"
+    tool = engine.yaml_reader(method)
     top = SETUP[layout]
     sections = SECTIONS
-    if engine == "fsdp2":  # its switches, and resume for every method (stock finetune_lora has none)
-        top, sections = tuple(dict.fromkeys((*top, "resume", "engine"))), dict(SECTIONS, engine=ENGINE)
+    if engine.resumes_adapters:  # resume for every method (stock finetune_lora has none)
+        top = tuple(dict.fromkeys((*top, "resume")))
+    if engine.own_options:  # its switches
+        top, sections = tuple(dict.fromkeys((*top, "engine"))), dict(SECTIONS, engine=ENGINE)
     out = []
     for key, value in extra.items():
         if "." in str(key):  # "train.max_steps": jsonargparse reads YAML nested, so does deep_merge
@@ -107,9 +113,9 @@ def problems(extra: dict, method: str, engine: str, where: str = "finetune.extra
         if key not in top:
             out.append(_refusal(f"{where}.{key}", str(key), top, tool))
             continue
-        if engine == "fsdp2" and key == "quantize" and value is not None:
-            out.append(f"config key '{where}.quantize': the fsdp2 engine's QLoRA is finetune.method: qlora (NF4);"
-                       " leave quantize unset")
+        if "qlora" in engine.methods and key == "quantize" and value is not None:
+            out.append(f"config key '{where}.quantize': {engine.title(method)}'s QLoRA is finetune.method: qlora"
+                       " (NF4); leave quantize unset")
         out += _section(value, key, sections, where, tool)
     return out
 

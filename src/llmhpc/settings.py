@@ -8,9 +8,10 @@ the refusal in llmhpc.config, the LitGPT YAML, the fine-tune summary and the plo
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -25,6 +26,13 @@ def _from_dict(cls, data: dict, section: str):
     return cls(**values)
 
 
+def _with_defaults(cls, data: dict, section: str) -> dict:
+    """`data` and, for each field it leaves out, the schema's default."""
+    missing = {f.name for f in dataclasses.fields(cls)} - set(data)
+    defaults = schema_defaults(section) if missing else {}
+    return {**{k: copy.deepcopy(defaults[k]) for k in missing}, **data}  # a default list or dict is each's own
+
+
 @functools.cache
 def schema_defaults(section: str) -> dict:
     """The schema's default of every key of a config section: the one place defaults are written."""
@@ -35,58 +43,59 @@ def schema_defaults(section: str) -> dict:
     return {key: sub["default"] for key, sub in schema["properties"][section]["properties"].items()}
 
 
-# Methods that train adapters over frozen base weights; what stock litgpt lacks for each method it cannot run.
+# Methods that train adapters over frozen base weights.
 LORA_FAMILY = ("lora", "dora", "qlora")
-STOCK_LACKS = {"dora": "no DoRA", "qlora": "a bitsandbytes QLoRA that refuses more than one GPU"}
 
 
 @dataclass(frozen=True)
 class FinetuneSettings:
-    """One experiment's fine-tune (workflow/schemas/config.schema.yaml, section `finetune`, describes each key)."""
+    """One experiment's fine-tune (workflow/schemas/config.schema.yaml, section `finetune`, describes each key).
+    No defaults here: a key the dict leaves out takes the schema's default. Which engine runs it, and what that
+    engine can do, is llmhpc.train.registry's."""
 
-    method: str = "full"
-    float8: bool = False
-    engine: str = "litgpt"
-    engine_options: dict = field(default_factory=dict)
-    precision: str = "auto"
-    devices: int = 1
-    num_nodes: int = 1
-    global_batch_size: int = 64
-    micro_batch_size: int = 4
-    epochs: int = 1
-    max_steps: int | None = None
-    max_seq_length: int = 512
-    learning_rate: float = 2e-4
-    min_lr: float = 6e-5
-    weight_decay: float = 0.0
-    lr_warmup_steps: int = 25
-    seed: int = 1337
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    lora_targets: tuple[str, ...] = ("query", "value")
-    betas: tuple[float, ...] = (0.9, 0.95)
-    max_norm: float | None = None
-    log_interval: int = 1
-    save_interval: int = 200
-    save_walltime_share: float = 0.1
-    resume: str | bool = "auto"
-    eval_interval: int = 25
-    eval_max_iters: int = 100
-    eval_max_new_tokens: int = 100
-    initial_validation: bool = False
-    final_validation: bool = True
-    prompt_style: str = "alpaca"
-    mask_prompt: bool = False
-    ignore_index: int = -100
-    data_seed: int = 42
-    data_num_workers: int = 4
-    launch_env: dict = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
+    method: str
+    float8: bool
+    engine: str
+    engine_options: dict
+    precision: str
+    devices: int
+    num_nodes: int
+    global_batch_size: int
+    micro_batch_size: int
+    epochs: int
+    max_steps: int | None
+    max_seq_length: int
+    learning_rate: float
+    min_lr: float
+    weight_decay: float
+    lr_warmup_steps: int
+    seed: int
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    lora_targets: tuple[str, ...]
+    betas: tuple[float, ...]
+    max_norm: float | None
+    log_interval: int
+    save_interval: int
+    save_walltime_share: float
+    resume: str | bool
+    eval_interval: int
+    eval_max_iters: int
+    eval_max_new_tokens: int
+    initial_validation: bool
+    final_validation: bool
+    prompt_style: str
+    mask_prompt: bool
+    ignore_index: int
+    data_seed: int
+    data_num_workers: int
+    launch_env: dict
+    extra: dict
 
     @classmethod
     def from_dict(cls, data: dict) -> FinetuneSettings:
-        return _from_dict(cls, data, "finetune")
+        return _from_dict(cls, _with_defaults(cls, data, "finetune"), "finetune")
 
     # --- batch arithmetic (LitGPT >= 0.5.8: the global batch is split over devices * num_nodes) ---------------
     @property
@@ -131,25 +140,14 @@ class FinetuneSettings:
         """Whether the method trains LoRA-family adapters (lora, dora, qlora) rather than every weight."""
         return self.method in LORA_FAMILY
 
-    def engine_problem(self) -> str | None:
-        """What the chosen engine cannot do with these settings, or None. The fsdp2 engine runs every method and
-        float8; stock litgpt 0.5.x runs full and lora only (no DoRA, no FP8, and its bitsandbytes QLoRA refuses
-        more than one GPU)."""
-        if self.engine == "litgpt" and self.method not in ("full", "lora"):
-            return (f"method {self.method!r} needs engine fsdp2: stock litgpt 0.5.x has"
-                    f" {STOCK_LACKS[self.method]}; set engine: fsdp2")
-        if self.engine == "litgpt" and self.float8:
-            return "float8 needs engine fsdp2: stock litgpt 0.5.x has no FP8 training; set engine: fsdp2"
+    def problem(self) -> str | None:
+        """What cannot run with these settings whatever the engine, or None (the engine's own: its registry
+        entry's `problem`, llmhpc.train.registry)."""
         if self.adapters and not self.lora_targets:
             return f"method {self.method} with lora_targets []: no weight gets an adapter, nothing would train"
         if self.float8 and self.method == "qlora":
             return ("float8 with method qlora: QLoRA's base weights are 4-bit NF4, which float8 matrix products do"
                     " not take; use method lora or dora with float8, or qlora without it")
-        options = self.engine_options if self.engine == "fsdp2" else {}
-        if options.get("compile_shapes") == "static" and options.get("packing") is False:
-            return ("engine_options compile_shapes static with packing false: an unpacked run has a shape per"
-                    " longest sample, each a compile of every block (during training, past the warm-up); use"
-                    " compile_shapes auto or dynamic, or packing true")
         targets = set(self.lora_targets)
         if self.float8 and self.adapters and {"projection", "mlp"} <= targets and targets & {"query", "key", "value"}:
             # the fused qkv layer is adapted when any of query/key/value is, so every block Linear would be
@@ -195,9 +193,7 @@ class EvaluateSettings:
 
     @classmethod
     def from_dict(cls, data: dict) -> EvaluateSettings:
-        missing = {f.name for f in dataclasses.fields(cls)} - set(data)
-        defaults = schema_defaults("evaluate") if missing else {}
-        return _from_dict(cls, {**{k: defaults[k] for k in missing}, **data}, "evaluate")
+        return _from_dict(cls, _with_defaults(cls, data, "evaluate"), "evaluate")
 
 
 @dataclass(frozen=True)

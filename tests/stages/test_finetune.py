@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from llmhpc.stages import finetune
+from llmhpc.train import registry
 
 
 @pytest.mark.unit
@@ -25,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-cfg = yaml.safe_load(Path(sys.argv[1]).read_text())
+cfg = yaml.safe_load(Path(sys.argv[sys.argv.index('--config') + 1]).read_text())
 out = Path(cfg["out_dir"])
 log = out / "logs/csv/version_0"
 log.mkdir(parents=True, exist_ok=True)
@@ -55,7 +58,6 @@ print("| Token Counts\n| - Total Tokens (w/ Padding) :  1900\n| - Training Time 
 
 def stage_run(tmp_path, monkeypatch):
     """run_stage on the fake engine: settings of 8-sample steps of 4 micro batches, resume: auto."""
-    import sys
 
     import yaml
 
@@ -66,7 +68,8 @@ def stage_run(tmp_path, monkeypatch):
     config = tmp_path / "litgpt.yaml"
     config.write_text(yaml.safe_dump({"checkpoint_dir": str(tmp_path / "ckpt"), "out_dir": str(tmp_path / "out"),
                                       "resume": "auto", "train": {"global_batch_size": 8, "micro_batch_size": 2}}))
-    monkeypatch.setattr(finetune, "command", lambda *a, **k: [sys.executable, str(engine), str(config)])
+    fake = dataclasses.replace(registry.FSDP2, program=str(engine))  # the fsdp2 entry, its program this script
+    monkeypatch.setitem(registry.ENGINES, "fsdp2", fake)
     settings = {"method": "full", "engine": "fsdp2", "precision": "32-true", "devices": 1, "num_nodes": 1,
                 "global_batch_size": 8, "micro_batch_size": 2}
 

@@ -7,6 +7,7 @@ import json
 import os
 
 from llmhpc.train import attempts
+from llmhpc.train.registry import FSDP2, STOCK
 
 
 def rows(steps, accumulation=2, iter_time=0.5):
@@ -34,13 +35,13 @@ def test_two_kills_make_one_log_from_step_1_and_the_figures_count_every_attempt(
     history["current"]["started"] = t
     (out / "attempts.json").write_text(json.dumps(history))
     killed_attempt(out, range(1, 8), t, t + 70, checkpoint=(5, t + 50))  # steps 1-7, saved at 5
-    attempts.close_previous(out, "litgpt", 2)
+    attempts.close_previous(out, STOCK, 2)
     attempts.begin(out, out / "step-000005")
     history = json.loads((out / "attempts.json").read_text())
     history["current"]["started"] = t + 100  # the second attempt starts later (queue), is killed before a save
     (out / "attempts.json").write_text(json.dumps(history))
     killed_attempt(out, range(6, 9), t + 100, t + 130)
-    attempts.close_previous(out, "litgpt", 2)
+    attempts.close_previous(out, STOCK, 2)
     history = attempts.begin(out, out / "step-000005")  # the same checkpoint again
     killed = history["killed"]
     assert [(a["start_step"], a["steps"], a["training_time_s"]) for a in killed] == [(0, 7, 7.0), (5, 3, 3.0)]
@@ -71,7 +72,7 @@ def test_the_running_token_counts_go_on_across_attempts():
 def test_a_run_that_starts_over_forgets_the_earlier_attempts(tmp_path):
     out = tmp_path / "out"
     killed_attempt(out, range(1, 4), 0, 10, checkpoint=(2, 5))
-    attempts.close_previous(out, "fsdp2", 2)
+    attempts.close_previous(out, FSDP2, 2)
     assert attempts.load(out)["killed"]
     assert attempts.begin(out, None)["killed"] == []
     assert attempts.whole_run(attempts.load(out), {"training_time_s": 3.0, "steps": 3}, 8, 1) == {

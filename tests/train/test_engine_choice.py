@@ -9,7 +9,8 @@ import yaml
 
 from conftest import REPO, SCHEMA
 from llmhpc.config import ConfigError, check, load_schema
-from llmhpc.train.litgpt import ENGINE_KEYS_FROM_FINETUNE, LORA_TARGETS, command, litgpt_config
+from llmhpc.train.litgpt import LORA_TARGETS, litgpt_config
+from llmhpc.train.registry import ENGINE_KEYS_FROM_FINETUNE, FSDP2, STOCK
 
 
 def configured(**finetune) -> dict:
@@ -45,9 +46,9 @@ def test_an_experiment_changes_one_switch_and_keeps_the_others():
 
 
 def test_each_engine_has_its_command():
-    assert command("full", "x.yaml")[1:] == ["-m", "llmhpc.train.stock_run", "finetune_full", "--config", "x.yaml"]
-    assert command("full", "x.yaml", ["srun"], engine="fsdp2")[0] == "srun"
-    assert command("full", "x.yaml", engine="fsdp2")[1:] == ["-m", "llmhpc.train.fast", "--config", "x.yaml"]
+    assert STOCK.command("full", "x.yaml")[1:] == ["-m", "llmhpc.train.stock_run", "finetune_full", "--config", "x.yaml"]
+    assert FSDP2.command("full", "x.yaml", ["srun"])[0] == "srun"
+    assert FSDP2.command("full", "x.yaml")[1:] == ["-m", "llmhpc.train.fast", "--config", "x.yaml"]
 
 
 @pytest.mark.parametrize("method", ["lora", "dora", "qlora"])
@@ -69,7 +70,7 @@ def test_stock_lora_keeps_its_yaml_and_full_has_no_lora_keys():
     cfg["experiments"] = [{"name": "lora", "finetune": {"method": "lora"}}]
     lora = litgpt_config(check(cfg, load_schema(SCHEMA))["lora"]["finetune"], "ckpt", "data", "out")
     assert lora["lora_r"] == 8 and "engine" not in lora and "resume" not in lora
-    assert command("lora", "x.yaml")[3] == "finetune_lora"  # stock merges the adapters into final/lit_model.pth
+    assert STOCK.command("lora", "x.yaml")[3] == "finetune_lora"  # stock merges the adapters into final/lit_model.pth
 
 
 @pytest.mark.parametrize(("finetune", "refusal"), [

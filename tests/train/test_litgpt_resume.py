@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from llmhpc.train import resume
-from llmhpc.train.litgpt import command
+from llmhpc.train.registry import STOCK
 
 pytestmark = pytest.mark.litgpt
 
@@ -29,7 +29,7 @@ def resumable(root, out: str):
 
 
 def stock(config) -> subprocess.Popen:
-    return subprocess.Popen(command("full", config), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    return subprocess.Popen(STOCK.command("full", config), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
 
 
@@ -52,7 +52,7 @@ def test_killed_stock_run_resumes_to_the_uninterrupted_weights(tmp_path):
         fh.truncate(1000)
     assert resume.prepare(out, config, lines.append) == whole[-2]
     assert not newest.exists() and any("half-written" in line for line in lines)
-    proc = subprocess.run(command("full", config), env=ENV, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(STOCK.command("full", config), env=ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"Resuming training from {whole[-2] / 'lit_model.pth'}" in proc.stdout + proc.stderr
     expected, resumed = weights(root / "whole"), weights(out)
@@ -72,7 +72,7 @@ def test_a_ctrl_c_makes_stock_save_a_step_checkpoint_that_the_rerun_resumes(tmp_
     cfg["train"]["save_interval"] = 1000  # no save of its own in the run
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     resume.prepare(root / "ctrl_c", config, lambda m: None)  # what the stage does before every run
-    proc = subprocess.Popen(command("full", config), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(STOCK.command("full", config), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     seen = []
     for line in proc.stdout:

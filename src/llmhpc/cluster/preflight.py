@@ -21,6 +21,8 @@ from pathlib import Path
 from llmhpc.cluster.site import SITE_FILE, Site, site_gpu
 from llmhpc.eval import registry
 from llmhpc.schema_check import ConfigError
+from llmhpc.settings import FinetuneSettings
+from llmhpc.train.registry import ENGINES
 
 _GADI_PATH = re.compile(r"^/(g/data|scratch)/([^/]+)")
 
@@ -184,10 +186,8 @@ def check_memory(name: str, ft: dict, model_name: str, gpu_gb: float | None, log
     """An fsdp2 experiment's predicted peak memory per GPU (printed), and a refusal when it cannot fit: the
     engine lowers the rows per micro batch and turns activation checkpointing on to fit, so only a run that
     overflows with one row and checkpointing (or with the micro_rows and checkpointing it was told) is refused."""
-    from llmhpc.settings import FinetuneSettings
     from llmhpc.train import memory
     from llmhpc.train.fast.args import EngineArgs
-    from llmhpc.train.litgpt import ENGINE_KEYS_FROM_FINETUNE
 
     log = log or (lambda text: print(text, file=sys.stderr))
     where = f"experiment '{name}'"
@@ -196,7 +196,7 @@ def check_memory(name: str, ft: dict, model_name: str, gpu_gb: float | None, log
     s = FinetuneSettings.from_dict(ft)
     try:
         shape = memory.shape_of(model_name)
-        engine = EngineArgs(**{**s.engine_options, **{key: getattr(s, key) for key in ENGINE_KEYS_FROM_FINETUNE}})
+        engine = EngineArgs(**ENGINES[s.engine].options(s))
         common = dict(precision=s.precision, method=engine.method, devices=s.devices, num_nodes=s.num_nodes,
                       sharding=engine.sharding, micro_rows=engine.micro_rows, fraction=engine.memory_fraction,
                       row_len=s.max_seq_length, gpu_gb=gpu_gb, packing=engine.packing,
@@ -245,7 +245,8 @@ def preflight(config: dict, experiments: dict, workdir, finetune_overrides: dict
         for problem in problems:
             print(f"preflight warning (a real run would be refused): {problem}", file=sys.stderr)
         problems = []
-    fast = {name: s for name, s in experiments.items() if s["finetune"].get("engine") == "fsdp2"}
+    fast = {name: s for name, s in experiments.items()
+            if ENGINES[FinetuneSettings.from_dict(s["finetune"]).engine].predicts_memory}
     float8 = any(s["finetune"].get("float8") for s in experiments.values())
     gpu = site_gpu(site) if fast or float8 else None  # nvidia-smi (local sites) only then, and once
     if float8:

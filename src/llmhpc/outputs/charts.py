@@ -173,7 +173,8 @@ def _accumulation(table: pd.DataFrame, experiment: str) -> int | None:
     w = value(table, experiment, "finetune", "world_size")
     if not (g and m and w):
         return None
-    return max(1, FinetuneSettings(global_batch_size=int(g), micro_batch_size=int(m), devices=int(w)).accumulation)
+    return max(1, FinetuneSettings.from_dict(
+        {"global_batch_size": int(g), "micro_batch_size": int(m), "devices": int(w)}).accumulation)
 
 
 def _bar_axis(ax, names: list[str]) -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 from llmhpc import atomic, interrupt
 from llmhpc.clock import process_age
 from llmhpc.settings import FinetuneSettings
-from llmhpc.train import attempts, resume, stock_saves, walltime
-from llmhpc.train.litgpt import PHASE_MARKS, command, find_metrics_csv, read_metrics_csv
+from llmhpc.train import attempts, registry, resume, stock_saves, walltime
+from llmhpc.train.litgpt import PHASE_MARKS, find_metrics_csv, read_metrics_csv
 from llmhpc.train.metrics import gpu_name, job_phases, model_facts, peak_tflops, phase_times, summarise
 
 
@@ -86,8 +86,8 @@ def write_json(path: Path, data: dict) -> None:
 
 def earlier_step_s(out_dir: Path, config_path: Path, settings: dict) -> float | None:
     """Seconds per optimizer step that an earlier attempt of this experiment measured with the same training
-    settings (read before start_clean removes its logs/); stock engine only."""
-    if settings.get("engine", "litgpt") != "litgpt":
+    settings (read before start_clean removes its logs/), for an engine whose saves the stage plans."""
+    if registry.of(settings).plans_saves:
         return None
     now = resume.training_settings(resume.read_yaml(config_path))
     return stock_saves.measured_step_s(out_dir, FinetuneSettings.from_dict(settings).accumulation, now)
@@ -129,26 +129,25 @@ def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, s
     earlier_s = earlier_step_s(out_dir, Path(config_path), settings)
     resuming = resume.enabled(settings, Path(config_path), log)
     accumulation = max(1, FinetuneSettings.from_dict(settings).accumulation)
-    attempts.close_previous(out_dir, settings.get("engine", "litgpt"), accumulation)  # before logs/ goes
+    engine = registry.of(settings)
+    attempts.close_previous(out_dir, engine, accumulation)  # before logs/ goes
     resumed_from = start_clean(out_dir, Path(config_path), resuming, log)
     history = attempts.begin(out_dir, resumed_from)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     # the job's end, for the fast engine's save plan (the rule's runtime resource is the job's walltime)
     os.environ.update(walltime.engine_env(os.environ, time.time(), runtime_min, settings.get("save_walltime_share", 0.1)))
-    engine = settings.get("engine", "litgpt")
     run_config, saves = Path(config_path), {}
-    if engine == "litgpt" and resuming:  # the fsdp2 engine plans its saves online; a run that cannot resume needs none
+    if not engine.plans_saves and resuming:  # a run that cannot resume needs none
         run_config, saves = stock_interval(config_path, checkpoint_dir, settings, runtime_min, peak_override,
                                            earlier_s, log)
-    cmd = command(settings["method"], run_config, (launch or {}).get("prefix"), engine=engine)
+    cmd = engine.command(settings["method"], run_config, (launch or {}).get("prefix"))
     marks = {}
     age = process_age()  # this job's interpreter, imports and set-up before the engine starts: its start-up too
     code, wall, peak_rss = run(cmd, Path(stdout_path), log, marks, resume.pruner(out_dir, log))
     text = Path(stdout_path).read_text(encoding="utf-8", errors="replace")
     if code != 0:
         tail = "\n".join(text.splitlines()[-30:])
-        what = "the fsdp2 engine" if engine == "fsdp2" else f"litgpt finetune_{settings['method']}"
-        raise RuntimeError(f"{what} exited with {code}{stopped_by(marks, out_dir)}; last lines of"
+        raise RuntimeError(f"{engine.title(settings['method'])} exited with {code}{stopped_by(marks, out_dir)}; last lines of"
                            f" {stdout_path}:\n{tail}")
     check_final_weights(out_dir, stdout_path)
     csv_path = find_metrics_csv(out_dir)

@@ -19,11 +19,15 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmhpc import atomic
 from llmhpc.train import resume
 from llmhpc.train.litgpt import find_metrics_csv, read_metrics_csv
 from llmhpc.train.metrics import samples_per_s
+
+if TYPE_CHECKING:
+    from llmhpc.train.registry import Engine
 
 HISTORY = resume.HISTORY_FILE
 
@@ -47,16 +51,15 @@ def _iter(row: dict) -> int:
     return int(row.get("iter") or row.get("step") or 0)
 
 
-def attempt_time_s(train_rows: list[dict], start_iter: int, engine: str, accumulation: int) -> float:
+def attempt_time_s(train_rows: list[dict], start_iter: int, engine: Engine, accumulation: int) -> float:
     """Training time of a killed attempt from its logged rows: the mean time of an iteration x its iterations."""
-    per_iter = [r["iter_time"] / (accumulation if engine == "fsdp2" else 1) for r in train_rows
-                if r.get("iter_time") is not None]
+    per_iter = [engine.iter_time_s(r["iter_time"], accumulation) for r in train_rows if r.get("iter_time") is not None]
     if not per_iter:
         return 0.0
     return sum(per_iter) / len(per_iter) * (max(_iter(r) for r in train_rows) - start_iter)
 
 
-def close_previous(out_dir: Path, engine: str, accumulation: int) -> None:
+def close_previous(out_dir: Path, engine: Engine, accumulation: int) -> None:
     """Before the rerun clears out_dir/logs: record the attempt that left them, if it was killed (step checkpoints
     are left: a finished run removes its own)."""
     out_dir = Path(out_dir)

@@ -1,24 +1,21 @@
-"""Stock LitGPT as a fine-tune engine: the YAML that `litgpt finetune_full`/`finetune_lora` reads, the command,
-and what its stdout and CSV logger report."""
+"""The YAML that `litgpt finetune_full`/`finetune_lora` reads (and the fsdp2 engine, with its `engine:` section), and
+what an engine's stdout and CSV logger report. The engines themselves, and their commands: llmhpc.train.registry."""
 
 from __future__ import annotations
 
 import copy
 import csv
 import re
-import sys
 from pathlib import Path
 
 import yaml
 
 from llmhpc import atomic
 from llmhpc.settings import FinetuneSettings
+from llmhpc.train import registry
 
 # litgpt finetune_lora's per-weight switches, in its order (lora_query, lora_key, ...).
 LORA_TARGETS = ("query", "key", "value", "projection", "mlp", "head")
-# engine.<key> of the fsdp2 engine's YAML that the workflow sets from finetune.<key>, not from engine_options:
-# they are what the experiment is (its method, its FP8), not one of the engine's speed switches.
-ENGINE_KEYS_FROM_FINETUNE = ("method", "float8")
 
 
 def deep_merge(base: dict, extra: dict) -> dict:
@@ -34,6 +31,7 @@ def deep_merge(base: dict, extra: dict) -> dict:
 def litgpt_config(ft: dict, checkpoint_dir: str, data_dir: str, out_dir: str) -> dict:
     """The LitGPT YAML (as a dict) for finetune settings `ft`: config_hub's layout, our values."""
     s = FinetuneSettings.from_dict(ft)
+    engine = registry.of(s)
     cfg = {
         "checkpoint_dir": str(checkpoint_dir),
         "out_dir": str(out_dir),
@@ -68,41 +66,22 @@ def litgpt_config(ft: dict, checkpoint_dir: str, data_dir: str, out_dir: str) ->
                       "init_args": {"lr": s.learning_rate, "weight_decay": s.weight_decay, "betas": list(s.betas)}},
     }
     if s.adapters:  # lora, dora, qlora: finetune_lora's keys (the fsdp2 engine reads the same ones)
-        if s.engine != "fsdp2":  # the fsdp2 engine resumes adapter runs too (their step checkpoints: the adapters)
+        if not engine.resumes_adapters:
             del cfg["resume"]  # finetune_lora has no resume argument
         cfg.update({"lora_r": s.lora_r, "lora_alpha": s.lora_alpha, "lora_dropout": s.lora_dropout})
         cfg.update({f"lora_{t}": t in s.lora_targets for t in LORA_TARGETS})
-    if s.engine == "fsdp2":
-        # the fast engine's switches, and the two that come from finetune keys; stock litgpt never reads this file
-        cfg["engine"] = {**s.engine_options, **{key: getattr(s, key) for key in ENGINE_KEYS_FROM_FINETUNE}}
+    if engine.own_options:  # its switches, and the two that come from finetune keys (stock litgpt has no section)
+        cfg["engine"] = engine.options(s)
     return deep_merge(cfg, dict(s.extra))
 
 
 def write_litgpt_config(path: Path, ft: dict, checkpoint_dir, data_dir, out_dir, experiment: str) -> None:
     cfg = litgpt_config(ft, checkpoint_dir, data_dir, out_dir)
-    engine = ft.get("engine", "litgpt")
     layout = "lora" if ft["method"] != "full" else "full"
     header = (f"# LitGPT {ft['method']} fine-tune config for experiment '{experiment}', written by the workflow from"
               f" config/ (layout of litgpt config_hub/finetune/*/{layout}.yaml).\n"
-              f"# Run: {run_line(ft['method'], path, engine)}\n")
+              f"# Run: {registry.of(ft).run_line(ft['method'], path)}\n")
     atomic.write_text(path, header + yaml.safe_dump(cfg, sort_keys=False))
-
-
-def run_line(method: str, config_path, engine: str = "litgpt") -> str:
-    """The command a person types to run this YAML by hand."""
-    if engine == "fsdp2":
-        return f"python -m llmhpc.train.fast --config {config_path}"
-    return f"litgpt finetune_{method} --config {config_path}"
-
-
-def command(method: str, config_path: Path, launcher: list[str] | None = None, engine: str = "litgpt") -> list[str]:
-    """The engine's command via this Python, behind an optional launcher (mpirun, srun, pernode): stock
-    `litgpt finetune_<method> --config ...` (through llmhpc.train.stock_run: LitGPT's CLI, plus a step checkpoint
-    and a stop on SIGINT/SIGTERM), or the fsdp2 engine's `-m llmhpc.train.fast --config ...` (same YAML)."""
-    if engine == "fsdp2":
-        return [*(launcher or []), sys.executable, "-m", "llmhpc.train.fast", "--config", str(config_path)]
-    return [*(launcher or []), sys.executable, "-m", "llmhpc.train.stock_run", f"finetune_{method}", "--config",
-            str(config_path)]
 
 
 # Lines of litgpt's stdout that end a phase (its performance report follows training at once, the final

@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from llmhpc import atomic
+from llmhpc.train import registry
 
 SETTINGS_FILE = "resume-settings.json"
 HISTORY_FILE = "attempts.json"  # the killed attempts of this run (llmhpc.train.attempts); goes with the steps
@@ -165,8 +166,9 @@ def enabled(settings: dict, config_path: Path, log=print) -> bool:
     if settings.get("resume", "auto") in (False, "false"):
         return False
     if read_yaml(config_path).get("resume") in (None, False):
-        method, engine = settings.get("method", "full"), settings.get("engine", "litgpt")
-        what = f"litgpt finetune_{method} (LitGPT 0.5.x)" if engine == "litgpt" else f"the {engine} engine's {method}"
-        log(f"resume: {what} has no resume argument: a killed {method} fine-tune starts over from its first step")
+        method = settings.get("method", "full")
+        engine = registry.of(settings)
+        log(f"resume: {engine.title(method)} ({engine.release}) has no resume argument: a killed {method} fine-tune"
+            f" starts over from its first step")
         return False
     return True

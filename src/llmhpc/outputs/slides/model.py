@@ -99,8 +99,8 @@ class DeckBuilder(SlideContent, TrainingSlides):
         value = {"diff": lambda: v[0] - v[1], "ratio": lambda: v[0] / v[1] if v[1] else None,
                  "remainder": lambda: v[0] - sum(v[1:]), "product": lambda: math.prod(v), "sum": lambda: sum(v),
                  # micro batches per step from (global batch, micro batch, GPUs): the settings' own arithmetic
-                 "accumulation": lambda: FinetuneSettings(global_batch_size=int(v[0]), micro_batch_size=int(v[1]),
-                                                          devices=int(v[2])).accumulation}[op]()
+                 "accumulation": lambda: FinetuneSettings.from_dict(
+                     {"global_batch_size": int(v[0]), "micro_batch_size": int(v[1]), "devices": int(v[2])}).accumulation}[op]()
         if value is None:
             return None
         text, scale, decimals = format_value(value, unit)
