@@ -13,11 +13,12 @@ reads only its own blocks from the checkpoint.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from llmhpc import process_group
 
 
 @dataclass
@@ -48,41 +49,16 @@ class Topology:
         return self.rank + 1 if self.stage < self.stages - 1 else None
 
 
-def launched_by_mpirun_or_srun() -> bool:
-    """Several ranks that torchrun did not start: their ranks and main address come from llmhpc.launchers (under
-    mpirun every rank must take part: see init_distributed)."""
-    return "WORLD_SIZE" not in os.environ and (int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
-                                               or int(os.environ.get("SLURM_NTASKS", "1")) > 1)
-
-
 def init_distributed(stages: int, device_kind: str) -> Topology:
-    """Topology from the launcher's environment: torchrun's (also one torchrun per node), or `mpirun`'s and
-    `srun`'s as llmhpc.launchers reads them (the fine-tune engine's reading too); one process when none started
-    this one. The process group is NCCL on GPUs and gloo on CPUs. Under mpirun every rank broadcasts through
-    mpi4py here: call it on every rank, before any other collective."""
-    if launched_by_mpirun_or_srun():
-        from llmhpc.launchers import cluster_environment
-
-        found = cluster_environment()
-        if found is None:
-            raise RuntimeError("mpirun or srun started several ranks, but none of them can see the others: for mpirun"
-                               " install mpi4py built against the MPI that provides it")
-        _, env = found  # its ranks, and the main address and port (MPI: rank 0's host, broadcast through mpi4py)
-        os.environ.update(WORLD_SIZE=str(env.world_size()), RANK=str(env.global_rank()),
-                          LOCAL_RANK=str(env.local_rank()), MASTER_ADDR=env.main_address,
-                          MASTER_PORT=str(env.main_port))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if world % stages:
-        raise ValueError(f"{world} processes cannot form pipelines of {stages} stages")
-    if world > 1 and not dist.is_initialized():
-        if device_kind == "cuda":
-            torch.cuda.set_device(local_rank)
-            dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank))
-        else:
-            dist.init_process_group("gloo")
-    return Topology(rank, world, local_rank, stages)
+    """Topology from the launcher's environment as llmhpc.process_group reads it (torchrun, also one per node,
+    `mpirun`, `srun`; one process when none started this one), in its process group (NCCL on GPUs, gloo on CPUs).
+    Under mpirun every rank broadcasts through mpi4py here: call it on every rank, before any other collective."""
+    ranks = process_group.find()
+    if ranks.size % stages:
+        raise ValueError(f"{ranks.size} processes cannot form pipelines of {stages} stages")
+    if ranks.size > 1:
+        process_group.start(ranks, process_group.device(ranks.local_rank, device_kind))
+    return Topology(ranks.rank, ranks.size, ranks.local_rank, stages)
 
 
 def block_ranges(n_layer: int, stages: int) -> list[tuple[int, int]]:
@@ -141,13 +117,3 @@ def gather_to_rank0(obj, topo: Topology) -> list | None:
     out = [None] * topo.world if topo.rank == 0 else None
     dist.gather_object(obj, out, dst=0)
     return out
-
-
-def barrier(topo: Topology) -> None:
-    if topo.world > 1:
-        dist.barrier()
-
-
-def shutdown(topo: Topology) -> None:
-    if topo.world > 1 and dist.is_initialized():
-        dist.destroy_process_group()

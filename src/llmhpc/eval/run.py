@@ -29,7 +29,7 @@ T0 = time.perf_counter()
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from llmhpc import atomic, clock, litgpt_core  # noqa: E402
+from llmhpc import atomic, clock, litgpt_core, process_group  # noqa: E402
 from llmhpc.compiling import compiled_graphs  # noqa: E402
 from llmhpc.eval import parallel, store  # noqa: E402
 from llmhpc.eval.fast import DEFAULT_TOKEN_BUDGET, Collector, Stage, compile_pays, plan, run_stage, warm_up  # noqa: E402
@@ -149,7 +149,7 @@ def score_rank(options: FastOptions, topo, stage, prep: dict, batches) -> tuple[
         writer.flush()
 
     transport = parallel.Transport(topo) if topo.stages > 1 else None
-    parallel.barrier(topo)
+    process_group.barrier(topo.world)
     t = time.perf_counter()
     run_stage(stage, batches, on_result, transport)
     if stage.device.type == "cuda":
@@ -260,7 +260,7 @@ def run(options: FastOptions) -> int:
     docs = read_docs(options.eval_file, options.limit)
     resumed = resume(options, topo, docs, precision)
     done = parallel.broadcast_object({r["index"] for r in resumed}, topo)
-    parallel.barrier(topo)  # nobody appends before rank 0 has read the parts
+    process_group.barrier(topo.world)  # nobody appends before rank 0 has read the parts
 
     config = SimpleNamespace(**yaml.safe_load((options.checkpoint / "model_config.yaml").read_text()))
     if config.n_layer < topo.stages:
@@ -309,8 +309,8 @@ def run(options: FastOptions) -> int:
     failure = None
     if topo.rank == 0:
         failure = write_results(options, topo, everyone, resumed, prep, precision, device, n_params, budget, log)
-    parallel.barrier(topo)
-    parallel.shutdown(topo)
+    process_group.barrier(topo.world)
+    process_group.close(topo.world)
     if failure:
         print(failure, file=sys.stderr)
         return 1

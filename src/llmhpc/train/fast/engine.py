@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from llmhpc import process_group
 from llmhpc.compiling import compiled_graphs
 from llmhpc.train import memory
 from llmhpc.train.fast import (
@@ -51,7 +52,7 @@ def setup(argv=None) -> None:
     world = distributed.init(run.devices, run.num_nodes)
     print_main(world, f"Launch to engine start: {time.perf_counter() - t_start:.2f} s")
     main(run, world, clock)
-    distributed.close(world)
+    process_group.close(world.size)
     if world.size > 1:
         # everything is written and closed: skip the interpreter's and CUDA's teardown of this process
         sys.stdout.flush()
@@ -108,7 +109,7 @@ def main(run, world, clock: dict) -> None:
         state.save_step = lambda step: resume.save(state, run, step)
         state.saves = save_plan.Schedule(run, world)  # which steps: save_interval, or sooner by the walltime
         state.warned, state.stopped = resume.Warned(), resume.Stopped  # SIGTERM / SIGUSR1: save, then exit
-    distributed.barrier(world)
+    process_group.barrier(world.size)
     print_main(world, f"Start-up to training: {time.perf_counter() - t_start:.2f} s (compile and warm-up {warm:.2f} s)")
 
     logger = make_logger(run, world)
@@ -365,7 +366,7 @@ def finish(state, run, world, logger, t_start: float) -> None:
             logger.finalize("success")
         print(f"Saved the final checkpoint to {final} in {time.perf_counter() - t0:.2f} s; "
               f"{time.perf_counter() - t_start:.2f} s since launch", flush=True)
-    distributed.barrier(world)
+    process_group.barrier(world.size)
 
 
 def gather_final(state, run, world, final: Path) -> dict:

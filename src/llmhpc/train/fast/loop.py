@@ -8,8 +8,8 @@ import time
 
 import torch
 
+from llmhpc.process_group import all_sum
 from llmhpc.train.fast import attention, converters, data
-from llmhpc.train.fast.distributed import all_sum
 from llmhpc.train.fast.model import AUTOCAST
 
 
@@ -116,7 +116,7 @@ def fit(state, steps: list[data.Step], stream, run, logger, per_epoch: int, star
             for m, micro in enumerate(micros):
                 loss += forward_backward(state, micro, last=m == len(micros) - 1)
             optimizer_step(state)
-        all_sum(loss, world)
+        all_sum(loss, world.size)
         warned, was_warned = (state.warned.flag(world) if state.warned is not None else None), warned
         tokens += sum(len(samples[i].input_ids) for i in steps[s - 1].samples)
         if pending:
@@ -208,7 +208,7 @@ def validate(state, run) -> torch.Tensor:
             micro = data.to_device(data.collate([[0]], samples, {0: 0.0}, False, 0, state.ignore), world.device)
             forward_backward(state, micro, last=True, backward=False)
     model.train()
-    all_sum(total, world)
+    all_sum(total, world.size)
     return total[0] / total[1].clamp(min=1)
 
 

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import torch
 
+from llmhpc import process_group
 from llmhpc.train import resume as shared
-from llmhpc.train.fast import distributed
 
 MARKER = "resume.json"
 
@@ -69,7 +69,7 @@ def save(state, run, step: int) -> Path:
         if folder.exists():  # a save an earlier, killed run left half-written
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
-    distributed.barrier(world)
+    process_group.barrier(world.size)
     model_sd, optim_sd = _model_and_optimizer(state)
     with warnings.catch_warnings():  # "assuming the intent is to save in a single process": it is
         warnings.simplefilter("ignore", UserWarning)
@@ -78,7 +78,7 @@ def save(state, run, step: int) -> Path:
         scaler = state.scaler
         torch.save({"scheduler": state.scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
                     "rng": torch.get_rng_state(), "step": step}, folder / "extra.pt")
-    distributed.barrier(world)  # every process's shards are written before the marker says so
+    process_group.barrier(world.size)  # every process's shards are written before the marker says so
     if world.main:
         from llmhpc import atomic
 
@@ -161,7 +161,7 @@ class Warned:
         # filled on the device: torch.tensor(x, device="cuda") copies from the host and waits for the GPU to
         # finish the step first, a host sync at every step boundary (the step's kernels could not be queued ahead)
         value = torch.full((), float(self.signum > 0), device=world.device)
-        return distributed.all_sum(value, world)
+        return process_group.all_sum(value, world.size)
 
 
 class Stopped(SystemExit):

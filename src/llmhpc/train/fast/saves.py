@@ -16,8 +16,8 @@ import time
 
 import torch
 
+from llmhpc import process_group
 from llmhpc.train import walltime
-from llmhpc.train.fast import distributed
 
 MEASURED = 3
 
@@ -61,7 +61,7 @@ class Schedule:
         step_s = (now - self.mark[1]) / (step - self.mark[0])
         measured = torch.tensor([step_s, self.save_s or -1.0, time.time() - self.end], dtype=torch.float64,
                                 device=self.world.device)
-        step_s, save_s, late = distributed.all_max(measured, self.world).tolist()  # one host sync per plan
+        step_s, save_s, late = process_group.all_max(measured, self.world.size).tolist()  # one host sync per plan
         plan = walltime.plan(step, -late, self.walltime_s, step_s, save_s if save_s >= 0 else None, self.share,
                              self.cap)
         if self.last_chance_taken and plan.deadline is not None and plan.deadline <= step:
