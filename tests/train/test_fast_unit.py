@@ -412,3 +412,30 @@ def test_attention_auto_compiles_no_flex_kernels_for_a_job_that_runs_eager(monke
     assert backend("auto", "auto", compiling=True) == "flex"
     assert backend("flex", "auto", compiling=False) == "flex"
     assert backend("auto", False, compiling=False) == "flex"
+
+
+@pytest.mark.unit
+def test_the_planned_layout_leaves_its_later_choices_to_be_replaced():
+    """plan_layout decides what the switches and the memory estimate give; compile, attention and float8's
+    all-gather come later, each as a new Layout (it is frozen), and the readers see them as attributes."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from litgpt import Config
+
+    from llmhpc.train.fast import engine
+    from llmhpc.train.fast.layout import Layout
+
+    config = Config(name="fast-test-llama", block_size=256, vocab_size=512, padded_vocab_size=512, n_layer=2,
+                    n_head=4, n_embd=64)
+    run = SimpleNamespace(engine=EngineArgs(), precision="32-true", train=SimpleNamespace(micro_batch_size=2),
+                          lora=SimpleNamespace(head=False))
+    planned = engine.plan_layout(run, World(), config, 128)
+    assert isinstance(planned, Layout)
+    assert (planned.sharding, planned.shards, planned.row_len, planned.cross_entropy) == ("none", 1, 128, "chunked")
+    assert (planned.compile, planned.attention, planned.float8_all_gather, planned.converted) == \
+        (False, "sdpa", False, ())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        planned.compile = True
+    assert engine.warm_passes(run, planned, "sdpa") == 1  # eager blocks: one pass
+    assert engine.warm_passes(run, dataclasses.replace(planned, compile=True), "sdpa") is None  # packed: every shape

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import gc
 import json
 import os
@@ -38,6 +39,7 @@ from llmhpc.train.fast import (
 )
 from llmhpc.train.fast import args as args_mod
 from llmhpc.train.fast import saves as save_plan
+from llmhpc.train.fast.layout import Layout
 from llmhpc.train.fast.state import RunState
 
 
@@ -82,17 +84,18 @@ def main(run, world, clock: dict) -> None:
     row_len = run.train.max_seq_length or longest
     layout = plan_layout(run, world, config, row_len)
     attention.check_supported(config, run.engine.packing)
-    steps = data.plan(samples, run.train, world.size, run.engine.packing, row_len, layout["micro_rows"],
+    steps = data.plan(samples, run.train, world.size, run.engine.packing, row_len, layout.micro_rows,
                       datamodule.seed, ignore, run.engine.loss_weighting)
     _, lr_max_steps = data.steps_total(len(samples), run.train)
-    layout["compile"] = choose_compile(run, world, config, layout, steps, samples)
-    state.attention = layout["attention"] = attention_backend(run, world, layout["compile"])
+    layout = dataclasses.replace(layout, compile=choose_compile(run, world, config, layout, steps, samples))
+    layout = dataclasses.replace(layout, attention=attention_backend(run, world, layout.compile))
+    state.attention = layout.attention
 
     t_load = time.perf_counter()
-    trainee = build_model(run, world, config, layout, ignore, max_seq_length)
+    trainee, layout = build_model(run, world, config, layout, ignore, max_seq_length)
     print_main(world, f"Model built, sharded and loaded in {time.perf_counter() - t_load:.2f} s")
-    state.model, state.float8_all_gather = trainee, layout["float8_all_gather"]
-    state.scaler = parallel.grad_scaler(run.precision, layout["sharding"], world)
+    state.model, state.float8_all_gather = trainee, layout.float8_all_gather
+    state.scaler = parallel.grad_scaler(run.precision, layout.sharding, world)
     state.optimizer = make_optimizer(run, trainee, world)
     state.scheduler = stock.lr_scheduler(state.optimizer, warmup_steps=run.train.lr_warmup_steps,
                                          max_steps=lr_max_steps)
@@ -153,7 +156,7 @@ def phase_times(clock: dict) -> dict:
     return {**{k: round(v, 3) for k, v in spans.items()}, "imported_at": round(clock["imported_at"], 3)}
 
 
-def plan_layout(run, world, config, row_len: int) -> dict:
+def plan_layout(run, world, config, row_len: int) -> Layout:
     """Sharding, activation checkpointing and rows per micro batch, from the switches and a memory estimate."""
     engine = run.engine
     if engine.float8:
@@ -175,19 +178,19 @@ def plan_layout(run, world, config, row_len: int) -> dict:
     lora_head = engine.method != "full" and run.lora.head  # the fused loss reads lm_head.weight, not its adapter
     if cross_entropy == "fused" and (lora_head or not fused_ce_available(world.device)):
         cross_entropy = "chunked"
-    return {"sharding": sharding, "checkpointing": checkpointing, "micro_rows": micro_rows,
-            "n_params": n_params, "cross_entropy": cross_entropy, "row_len": row_len, "shards": shards,
-            "row_bytes": memory.row_bytes(config, run.precision, checkpointing, engine.method, row_len),
-            "static_shapes": static_shapes(engine)}  # "compile": decided from the planned steps (choose_compile)
+    return Layout(sharding=sharding, checkpointing=checkpointing, micro_rows=micro_rows, n_params=n_params,
+                  cross_entropy=cross_entropy, row_len=row_len, shards=shards,
+                  row_bytes=memory.row_bytes(config, run.precision, checkpointing, engine.method, row_len),
+                  static_shapes=static_shapes(engine))  # compile, attention, float8_all_gather: decided later
 
 
-def choose_compile(run, world, config, layout: dict, steps, samples) -> bool:
+def choose_compile(run, world, config, layout: Layout, steps, samples) -> bool:
     """engine.compile as given, or for auto whether the planned training pays the compile back; printed with
     its reason (the finetune stage's summary records the line)."""
     from llmhpc.train.metrics import flops_per_token
 
-    tokens = data.token_counts(steps, samples, run.engine.packing, layout["row_len"])
-    per_token = flops_per_token(layout["n_params"], config.n_layer, config.n_embd, layout["row_len"],
+    tokens = data.token_counts(steps, samples, run.engine.packing, layout.row_len)
+    per_token = flops_per_token(layout.n_params, config.n_layer, config.n_embd, layout.row_len,
                                 frozen_base=run.engine.method != "full")
     planned = compile_choice.planned_seconds(tokens["raw_tokens_plus_prompt_template_and_padding"], per_token,
                                              world.size)
@@ -230,27 +233,27 @@ def fused_ce_available(device: torch.device) -> bool:
     return True
 
 
-def build_model(run, world, config, layout: dict, ignore: int, max_seq_length: int):
+def build_model(run, world, config, layout: Layout, ignore: int, max_seq_length: int) -> tuple[torch.nn.Module, Layout]:
+    """The trainee, and the layout with what building it decided: float8's all-gather and the converters applied."""
     gpt = model.build(config, run.precision, world.device)
-    fsdp = parallel.fsdp(layout["sharding"], world)
-    layout["float8_all_gather"] = converters.gathers_float8(run.engine, fsdp, world.nodes)
-    layout["converted"] = converters.convert(gpt, run, world.device, layout["float8_all_gather"])
-    attention.install(gpt, layout["attention"])
-    trainee = model.Trainee(gpt, layout["checkpointing"], layout["cross_entropy"], ignore)
-    trainee = parallel.wrap(trainee, layout["sharding"], world, layout["compile"],
-                            static_shapes=layout["static_shapes"])
+    fsdp = parallel.fsdp(layout.sharding, world)
+    layout = dataclasses.replace(layout, float8_all_gather=converters.gathers_float8(run.engine, fsdp, world.nodes))
+    converted = converters.convert(gpt, run, world.device, layout.float8_all_gather)
+    attention.install(gpt, layout.attention)
+    trainee = model.Trainee(gpt, layout.checkpointing, layout.cross_entropy, ignore)
+    trainee = parallel.wrap(trainee, layout.sharding, world, layout.compile, static_shapes=layout.static_shapes)
     state = adapters.initial_state(gpt, checkpoint.read_state(run.checkpoint_dir), run.seed, world.device)
-    trainee = parallel.materialise(trainee, state, run, world, layout["sharding"], max_seq_length,
-                                   prepare=lambda t: prepare_frozen(t, run, world, layout))
+    trainee = parallel.materialise(trainee, state, run, world, layout.sharding, max_seq_length,
+                                   prepare=lambda t: prepare_frozen(t, run, world, layout, converted))
     trainee.train()
-    return trainee
+    return trainee, dataclasses.replace(layout, converted=tuple(converted))
 
 
-def prepare_frozen(trainee, run, world, layout: dict) -> None:
-    """Adapter methods: the frozen base out of DDP's start-up broadcast; for qlora, in NF4."""
+def prepare_frozen(trainee, run, world, layout: Layout, converted: list[str]) -> None:
+    """Adapter methods: the frozen base out of DDP's start-up broadcast; for qlora, in NF4 (noted in `converted`)."""
     if run.engine.method == "qlora":
-        layout["converted"].append(f"NF4 base ({adapters.quantise_base(trainee.gpt)} weights)")
-    if run.engine.method != "full" and world.size > 1 and layout["sharding"] == "none":
+        converted.append(f"NF4 base ({adapters.quantise_base(trainee.gpt)} weights)")
+    if run.engine.method != "full" and world.size > 1 and layout.sharding == "none":
         adapters.ignore_frozen_in_ddp(trainee)
 
 
@@ -275,12 +278,12 @@ def make_logger(run, world):
     return run_files.MetricsCSV(run.out_dir / "logs", name="csv", flush_every=run.train.log_interval)
 
 
-def warm_passes(run, layout, attention_backend: str) -> int | None:
+def warm_passes(run, layout: Layout, attention_backend: str) -> int | None:
     """Every shape when packed (rows of max_seq_length: a few shapes, alike on all processes); two otherwise
     (unpacked micro batches have a shape per longest sample, different on each process). Uncompiled blocks need
     one pass, unless flex attention (compiled on its own) is packed: its kernels compile per shape (7B on
     2 x H200, compile off: a step of a shape not warmed took 2.5 s, 13.4 s under mpirun, instead of 0.7)."""
-    if not layout["compile"] and not (attention_backend == "flex" and run.engine.packing):
+    if not layout.compile and not (attention_backend == "flex" and run.engine.packing):
         return 1
     return None if run.engine.packing else 2
 
@@ -290,12 +293,12 @@ def print_main(world, text: str) -> None:
         print(text, flush=True)
 
 
-def report_settings(run, world, layout, state, steps, longest, max_seq_length, trainee) -> None:
+def report_settings(run, world, layout: Layout, state, steps, longest, max_seq_length, trainee) -> None:
     engine = run.engine
     on = lambda flag: "on" if flag else "off"  # noqa: E731
     rows = sorted({len(r) for s in steps for r in s.micros[0]})
     if run.engine.method == "full":
-        print_main(world, f"Number of trainable parameters: {layout['n_params']:,}")
+        print_main(world, f"Number of trainable parameters: {layout.n_params:,}")
     else:  # as `litgpt finetune_lora` prints them
         trainable, frozen = adapters.parameter_counts(trainee)
         print_main(world, f"Number of trainable parameters: {trainable:,}")
@@ -303,25 +306,25 @@ def report_settings(run, world, layout, state, steps, longest, max_seq_length, t
     print_main(world, f"The longest sequence length in the train data is {longest}, the model's maximum sequence "
                       f"length is {max_seq_length} and context length is {unwrap(trainee).config.block_size}")
     print_main(world, (
-        f"Engine fast | packing={on(engine.packing)} micro_rows={layout['micro_rows']} (rows per micro batch: "
-        f"{rows}) activation_checkpointing={on(layout['checkpointing'])} ({engine.activation_checkpointing}) "
-        f"sharding={layout['sharding']} compile={on(layout['compile'])}"
-        f"{' (static shapes)' if layout['compile'] and layout['static_shapes'] else ''} "
+        f"Engine fast | packing={on(engine.packing)} micro_rows={layout.micro_rows} (rows per micro batch: "
+        f"{rows}) activation_checkpointing={on(layout.checkpointing)} ({engine.activation_checkpointing}) "
+        f"sharding={layout.sharding} compile={on(layout.compile)}"
+        f"{' (static shapes)' if layout.compile and layout.static_shapes else ''} "
         f"fused_adamw={on(engine.fused_adamw and world.device.type == 'cuda')} "
-        f"cross_entropy={layout['cross_entropy']} loss_weighting={engine.loss_weighting} "
+        f"cross_entropy={layout.cross_entropy} loss_weighting={engine.loss_weighting} "
         f"prefetch={on(engine.prefetch)} fast_save={on(engine.fast_save)} attention={state.attention} "
         f"method={engine.method} float8={on(engine.float8)} | "
         f"precision {run.precision} | {world.size} process(es) via {world.launcher} on {world.device.type} | "
         f"{len(steps)} optimizer steps of {run.train.global_batch_size} samples"))
-    if layout.get("converted"):
-        print_main(world, f"Model converters: {'; '.join(layout['converted'])}")
+    if layout.converted:
+        print_main(world, f"Model converters: {'; '.join(layout.converted)}")
     # the preflight's estimate, for the rows this run packs: the summary sets it beside the measured peak
     accumulating = max(len(s.micros[0]) for s in steps) > 1
-    static = memory.static_bytes(layout["n_params"], run.precision, layout["sharding"], layout["shards"],
+    static = memory.static_bytes(layout.n_params, run.precision, layout.sharding, layout.shards,
                                  engine.method, accumulating)
-    predicted = (static + max(rows) * layout["row_bytes"]) / memory.GB
+    predicted = (static + max(rows) * layout.row_bytes) / memory.GB
     print_main(world, f"Predicted peak memory per GPU: {predicted:.2f} GB (weights, gradients and optimizer "
-                      f"{static / memory.GB:.2f} GB; activations for {max(rows)} row(s) of {layout['row_len']} "
+                      f"{static / memory.GB:.2f} GB; activations for {max(rows)} row(s) of {layout.row_len} "
                       f"tokens)")
 
 
