@@ -3,8 +3,8 @@
 The ranks and the main address come from the launcher's environment as Lightning's cluster environments read
 them (the ones `litgpt finetune_full` relies on through Fabric: TorchElastic, SLURM, MPI), written out here
 without Lightning; a test compares each with Lightning's on the same environment. Under mpirun, mpi4py's
-COMM_WORLD gives the ranks and rank 0 broadcasts its host and a free port. The fine-tune engine
-(llmhpc.train.fast.distributed) and the scorer (llmhpc.eval.parallel) both start their process groups from it.
+COMM_WORLD gives the ranks and rank 0 broadcasts its host and a free port. llmhpc.process_group reads it for the
+fine-tune engine and the scorer alike.
 """
 
 from __future__ import annotations
