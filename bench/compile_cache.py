@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests/train"))  # the tests' tiny LitGPT model, tokenizer and data
 
-import fast_tiny  # noqa: E402
+import fsdp2_tiny  # noqa: E402
 
 STARTUP = re.compile(r"Start-up to training: ([\d.]+) s \(compile and warm-up ([\d.]+) s\)")
 
@@ -31,7 +31,7 @@ def engine_run(config: Path, cache: Path) -> tuple[float, float]:
     env = dict(os.environ, LLMHPC_FAST_COMPILE_CPU="1", TORCHINDUCTOR_CACHE_DIR=str(cache),
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])),
                JSONARGPARSE_DEPRECATION_WARNINGS="off")
-    proc = subprocess.run([sys.executable, "-m", "llmhpc.train.fast", "--config", str(config)], env=env,
+    proc = subprocess.run([sys.executable, "-m", "llmhpc.train.fsdp2", "--config", str(config)], env=env,
                           capture_output=True, text=True)
     found = STARTUP.search(proc.stdout)
     if proc.returncode != 0 or not found:
@@ -45,11 +45,11 @@ def main() -> int:
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        root = fast_tiny.make(Path(tmp), n=32)
+        root = fsdp2_tiny.make(Path(tmp), n=32)
         for i in range(args.runs):
             cache = Path(tmp) / f"cache-{i}"
             for kind in ("cold", "warm"):
-                config = fast_tiny.config(root, f"{kind}-{i}", gbs=4, mbs=2, max_seq_length=128,
+                config = fsdp2_tiny.config(root, f"{kind}-{i}", gbs=4, mbs=2, max_seq_length=128,
                                           engine={"compile": True})  # auto would not compile a job this small
                 startup, warm_up = engine_run(config, cache)
                 rows.append((i, kind, startup, warm_up))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
-ENTRIES = {"fast scorer": "llmhpc.eval.run", "fsdp2 engine": "llmhpc.train.fast.engine",
+ENTRIES = {"fast scorer": "llmhpc.eval.run", "fsdp2 engine": "llmhpc.train.fsdp2.engine",
            "server": "llmhpc.serve.cli", "evaluate stage": "llmhpc.stages.evaluate"}
 HEAVY = ("lightning", "torchmetrics", "transformers")
 
@@ -111,7 +111,7 @@ def cmd_finetune(a) -> None:
     rows = []
     for n in range(a.runs):
         cfg = finetune_yaml(d, n, a.method, a.steps, a.device)
-        r = run_one([sys.executable, "-m", "llmhpc.train.fast", "--config", str(cfg)], "finetune", n, d, env)
+        r = run_one([sys.executable, "-m", "llmhpc.train.fsdp2", "--config", str(cfg)], "finetune", n, d, env)
         final = d / f"ft-{n}" / "out" / "final"
         # the engine prints its phases on stdout (print_main)
         r.update(written=final.is_dir(), phases=[ln for ln in r["output"].splitlines() if ln.startswith(

@@ -18,7 +18,7 @@ Both sides' figures come from the same parser (llmhpc.stages.finetune.summarise 
 tokens/s, memory and MFU mean the same on both. Speedups are against the mean of the two stock runs:
 training time (litgpt's own "Training Time") and the whole invocation's wall time.
 
-`--engine-vs-stock` instead compares the fast engine (`python -m llmhpc.train.fast`) with stock on the shared
+`--engine-vs-stock` instead compares the fsdp2 engine (`python -m llmhpc.train.fsdp2`) with stock on the shared
 reference kit (`--kit`, a copy of ../shared/bench: its tokenizer, random Llama-2-7b checkpoint and 1024
 generated records), without the workflow: the GPUs' bf16 matrix-product peak, then the engine cold (empty
 compile cache) and warm, stock at its best micro batch and stock at config_hub's micro batch 4, each a whole
@@ -220,7 +220,7 @@ def main(argv=None) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The fast engine against stock on the shared reference kit (../shared/bench copied into the repo, e.g. .bench-ref)
+# The fsdp2 engine against stock on the shared reference kit (../shared/bench copied into the repo, e.g. .bench-ref)
 
 KIT_CONFIG = {  # stock_litgpt.sh's config: config_hub llama-2-7b/full.yaml, offline data, no eval, final save only
     "precision": "bf16-true", "num_nodes": 1, "resume": False,
@@ -325,7 +325,7 @@ def kit_row(r: dict, gpus: int, peak: float | None, facts: dict, ref4: dict, bes
 
 
 def engine_vs_stock(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(description="the fast engine against stock litgpt finetune_full (reference kit)")
+    ap = argparse.ArgumentParser(description="the fsdp2 engine against stock litgpt finetune_full (reference kit)")
     ap.add_argument("--kit", type=Path, default=REPO / ".bench-ref")
     ap.add_argument("--bench", type=Path, default=Path("/tmp/bench"))
     ap.add_argument("--gpus", type=int, default=4)
@@ -358,7 +358,7 @@ def engine_vs_stock(argv: list[str]) -> int:
         engine = {**KIT_ENGINE_RUNS.get(name, {}), **json.loads(args.engine)} if fast else None
         cfg = kit_yaml(args.bench / f"{name}.yaml", ckpt, args.bench, args.bench / name / "out", args.gpus, mbs,
                        precision, engine)
-        cmd = ([sys.executable, "-m", "llmhpc.train.fast"] if fast else [sys.executable, "-m", "litgpt", "finetune_full"])
+        cmd = ([sys.executable, "-m", "llmhpc.train.fsdp2"] if fast else [sys.executable, "-m", "litgpt", "finetune_full"])
         env = {"LLMHPC_FAST_PROFILE_STEP": str(args.profile_step)} if name == "fast-warm" and args.profile_step else {}
         results[name] = kit_run(name, cmd + ["--config", str(cfg)], args.bench / name, int(left - 20), env)
         if name == "fast" and results[name]["exit"] != 0:

@@ -2,7 +2,7 @@
 # The fine-tune benchmark on a GPU machine without internet (docs/bench-finetune.md):
 #
 #   bash bench/finetune_vs_stock.sh [--records 512] [--config config/examples/bench-llama2-7b.yaml]
-#   bash bench/finetune_vs_stock.sh --engine-vs-stock --gpus 4   # fast engine vs stock on .bench-ref (the shared kit)
+#   bash bench/finetune_vs_stock.sh --engine-vs-stock --gpus 4   # fsdp2 engine vs stock on .bench-ref (the shared kit)
 #
 # Runs bench/finetune_vs_stock.py (arguments passed on) and copies the table, its sources (both sides'
 # litgpt stdout and summaries; no weights) and the log to $OUT when set.

@@ -92,7 +92,7 @@ def scorer(path, device):
 def engine(path, device):
     from litgpt import GPT, Config
 
-    from llmhpc.train.fast import checkpoint
+    from llmhpc.train.fsdp2 import checkpoint
 
     with torch.device("meta"):
         gpt = GPT(Config.from_file(path.parent / "model_config.yaml"))

@@ -1,4 +1,4 @@
-"""The fast engine's LoRA family and float8 against stock `litgpt finetune_lora`, in one device call:
+"""The fsdp2 engine's LoRA family and float8 against stock `litgpt finetune_lora`, in one device call:
 
     python bench/lora_vs_stock.py --gpus 2 [--steps 3] [--runs fast-lora,stock-lora,...]
     python bench/lora_vs_stock.py --cpu-smoke        # the same code path on a 2-layer model, one CPU process
@@ -265,7 +265,7 @@ def main(argv=None) -> int:
         shutil.rmtree(out, ignore_errors=True)
         config = write_yaml(out / "run.yaml", ckpt, args.bench, args.gpus, args.cpu_smoke, copy.deepcopy(engine),
                             args.lr_warmup_steps)
-        cmd = ([sys.executable, "-m", "llmhpc.train.fast"] if kind == "fast"
+        cmd = ([sys.executable, "-m", "llmhpc.train.fsdp2"] if kind == "fast"
                else [sys.executable, "-m", "litgpt", "finetune_lora"]) + ["--config", str(config)]
         profile = ({"LLMHPC_FAST_PROFILE_STEP": str(args.profile_step)}
                    if kind == "fast" and args.profile_step and name in args.profile_runs.split(",") else {})

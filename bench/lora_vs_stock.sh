@@ -4,7 +4,7 @@
 #   bash bench/lora_vs_stock.sh --gpus 2            # needs .bench-ref/ (a copy of ../shared/bench) and .whl/
 #   bash bench/lora_vs_stock.sh --cpu-smoke         # the same path on a 2-layer model (no GPU, no wheels needed)
 #
-# Runs bench/lora_vs_stock.py (arguments passed on): stock `litgpt finetune_lora` against the fast engine's lora,
+# Runs bench/lora_vs_stock.py (arguments passed on): stock `litgpt finetune_lora` against the fsdp2 engine's lora,
 # dora and qlora, and the engine's full fine-tune in bf16 against float8, at Llama-3.1-8B shape with random
 # weights made on the device. Copies the table, the per-run stdout and the log to $OUT when set.
 set -uo pipefail

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from llmhpc.cluster import launch  # noqa: E402
-from llmhpc.parsetime import export_pythonpath  # noqa: E402
+from llmhpc.snakefile_helpers import export_pythonpath  # noqa: E402
 from llmhpc.stages.finetune import run_stage  # noqa: E402
 from llmhpc.train.litgpt import write_litgpt_config  # noqa: E402
 

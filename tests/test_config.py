@@ -171,7 +171,7 @@ def test_example_configs_are_accepted(example, repo_copy):
                                        (["snakemake", "-pn", "--cores", "2"], True), (["snakemake", "-c2"], False),
                                        (["snakemake", "--configfile", "n.yaml"], False), (["snakemake"], False)])
 def test_dry_runs_are_told_from_the_command_line(argv, dry):
-    from llmhpc.parsetime import is_dry_run
+    from llmhpc.snakefile_helpers import is_dry_run
 
     assert is_dry_run(argv) is dry
 

@@ -35,7 +35,7 @@ LAYERS = [
     ("domain", ["llmhpc.cluster", "llmhpc.train", "llmhpc.eval", "llmhpc.serve", "llmhpc.sources"]),
     # The workflow config's check and what the Snakefile reads at parse time: they ask each domain package what it
     # accepts (its engines, scorers, site keys), so they sit above them.
-    ("config", ["llmhpc.config", "llmhpc.litgpt_args", "llmhpc.parsetime"]),
+    ("config", ["llmhpc.config", "llmhpc.litgpt_args", "llmhpc.snakefile_helpers"]),
     # What people look at: plots, slides, the submission bundle, and the summary table they read.
     ("outputs", ["llmhpc.outputs"]),
     # One module per workflow stage, called by the rule scripts.

@@ -92,12 +92,12 @@ def test_the_finetune_stages_fsdp2_engine_imports_no_lightning(tiny):
     yaml_path, out = root / "litgpt.yaml", root / "out"
     litgpt.write_litgpt_config(yaml_path, ft, ckpt, root / "data", out, experiment="fast")
     cmd = ENGINES[ft["engine"]].command(ft["method"], yaml_path)
-    assert cmd[1:3] == ["-m", "llmhpc.train.fast"]
+    assert cmd[1:3] == ["-m", "llmhpc.train.fsdp2"]
     got = run_python(f"""
         import contextlib, io, runpy, sys
-        sys.argv = ["llmhpc.train.fast", *{cmd[3:]!r}]
+        sys.argv = ["llmhpc.train.fsdp2", *{cmd[3:]!r}]
         with contextlib.redirect_stdout(io.StringIO()) as printed:
-            runpy.run_module("llmhpc.train.fast", run_name="__main__", alter_sys=True)
+            runpy.run_module("llmhpc.train.fsdp2", run_name="__main__", alter_sys=True)
         report = {{"validated": "Final evaluation | val loss" in printed.getvalue()}}
     """)
     assert got == {"heavy": [], "validated": True}  # the whole run, its final validation included

@@ -71,7 +71,7 @@ def test_mpirun_ranks_that_mpi4py_cannot_see_are_refused(plain):
 
 def test_the_engine_and_the_scorer_refuse_a_wrong_mpirun_alike(plain):
     from llmhpc.eval import parallel
-    from llmhpc.train.fast import distributed
+    from llmhpc.train.fsdp2 import distributed
 
     plain.setenv("OMPI_COMM_WORLD_SIZE", "2")
     for start in (lambda: distributed.init(1, 2), lambda: parallel.init_distributed(1, "cpu")):
@@ -81,7 +81,7 @@ def test_the_engine_and_the_scorer_refuse_a_wrong_mpirun_alike(plain):
 
 def test_each_caller_keeps_its_own_refusals(plain):
     from llmhpc.eval import parallel
-    from llmhpc.train.fast import distributed
+    from llmhpc.train.fsdp2 import distributed
 
     plain.delenv("LLMHPC_FAST_NO_RESPAWN", raising=False)
     with pytest.raises(RuntimeError, match="no launcher started this process"):

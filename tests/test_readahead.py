@@ -38,7 +38,7 @@ def test_read_ahead_asks_for_lit_model_pth_else_the_safetensors_files(tmp_path, 
 @pytest.mark.parametrize("env,asks", [({}, True), ({"LOCAL_RANK": "0"}, True), ({"LOCAL_RANK": "1"}, False),
                                       ({"OMPI_COMM_WORLD_LOCAL_RANK": "2"}, False), ({"SLURM_LOCALID": "0"}, True)])
 def test_the_engine_s_first_process_on_a_node_reads_ahead(tmp_path, monkeypatch, env, asks):
-    from llmhpc.train.fast import __main__ as entry
+    from llmhpc.train.fsdp2 import __main__ as entry
 
     for key in entry.LOCAL_RANK:
         monkeypatch.delenv(key, raising=False)
@@ -59,7 +59,7 @@ def test_the_engine_s_first_process_on_a_node_reads_ahead(tmp_path, monkeypatch,
 
 @pytest.mark.unit
 def test_read_ahead_leaves_a_missing_or_broken_yaml_to_the_engine(tmp_path):
-    from llmhpc.train.fast import __main__ as entry
+    from llmhpc.train.fsdp2 import __main__ as entry
 
     entry.read_ahead(["python", "--config", str(tmp_path / "missing.yaml")])
     (tmp_path / "broken.yaml").write_text("checkpoint_dir: [unclosed\n")

@@ -14,7 +14,7 @@ SIGTERM to Snakemake itself keeps Snakemake's meaning (finish the running jobs, 
 The stage (`Relay`) outlives the signal: it hands a SIGTERM on to the engine and keeps teeing its output until the
 engine has saved and exited (a stage that died at once would close the engine's stdout under it, and the engine
 would die on its next print, in the middle of the save). A signal that comes again after RELAY_KILL_AFTER_S kills the
-engine (the user insists); the engines save at the end of the optimizer step they are in (llmhpc.train.fast.resume,
+engine (the user insists); the engines save at the end of the optimizer step they are in (llmhpc.train.fsdp2.step_checkpoint,
 llmhpc.train.stock_run).
 """
 

@@ -3,7 +3,7 @@ config is parsed, not 88 s into the GPU job where jsonargparse would refuse it.
 
 What LitGPT accepts is `litgpt finetune_full` / `finetune_lora`'s `setup()` signature (the YAML's top level) and the
 dataclasses of its sections (TrainArgs, EvalArgs, LogArgs, the JSON data module's init_args); the fsdp2 engine reads
-the same YAML plus its `engine:` switches (llmhpc.train.fast.args.EngineArgs). The names are tables here, not read
+the same YAML plus its `engine:` switches (llmhpc.train.fsdp2.args.EngineArgs). The names are tables here, not read
 from LitGPT at parse time: importing litgpt imports torch (seconds of every `snakemake -n`). `generate()` reads them
 from the installed LitGPT and the engine; tests/test_litgpt_args.py holds the tables to it, and
 `python -m llmhpc.litgpt_args` prints them after an upgrade.
@@ -50,7 +50,7 @@ OPTIMIZERS = {
     "torch.optim.SGD": ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize", "foreach",
                         "differentiable", "fused"),
 }
-# The fsdp2 engine's `engine:` switches: the fields of llmhpc.train.fast.args.EngineArgs.
+# The fsdp2 engine's `engine:` switches: the fields of llmhpc.train.fsdp2.args.EngineArgs.
 ENGINE = ("packing", "micro_rows", "activation_checkpointing", "sharding", "compile", "compile_shapes", "fused_adamw",
           "cross_entropy", "loss_weighting", "prefetch", "fast_save", "attention", "memory_fraction", "method",
           "float8", "float8_all_gather")
@@ -67,7 +67,7 @@ def generate() -> dict:
     from litgpt.data import JSON
     from litgpt.finetune import full, lora
 
-    from llmhpc.train.fast.args import EngineArgs
+    from llmhpc.train.fsdp2.args import EngineArgs
 
     def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls) if f.init)

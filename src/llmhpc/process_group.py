@@ -1,4 +1,4 @@
-"""The process group that the fine-tune engine (llmhpc.train.fast.distributed) and the scorer (llmhpc.eval.parallel)
+"""The process group that the fine-tune engine (llmhpc.train.fsdp2.distributed) and the scorer (llmhpc.eval.parallel)
 both run in: who started this process and its ranks (llmhpc.launchers: torchrun, `srun`, `mpirun`, or none), the
 device of its local rank, the group itself (NCCL on GPUs, gloo on CPUs) and the few collectives both use.
 

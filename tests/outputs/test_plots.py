@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, copy_repo, snakemake
-from llmhpc.parsetime import PLOT_NAMES
+from llmhpc.snakefile_helpers import PLOT_NAMES
 from llmhpc.stages import plots
 
 # A real run of the embedded default (summary table, both experiments' LitGPT metrics.csv, the env manifest

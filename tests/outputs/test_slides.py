@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from conftest import REPO, SCHEMA, copy_repo, default_config, snakemake
-from llmhpc import parsetime
+from llmhpc import snakefile_helpers
 from llmhpc.config import check, load_schema
 from llmhpc.outputs.slides import drawn as deck_drawn
 from llmhpc.outputs.slides import figures
@@ -33,7 +33,7 @@ from llmhpc.outputs.slides import html as deck_html
 from llmhpc.outputs.slides import model as slides
 from llmhpc.outputs.slides import pdf as deck_pdf
 from llmhpc.outputs.slides import pptx as deck_pptx
-from llmhpc.parsetime import PLOT_NAMES
+from llmhpc.snakefile_helpers import PLOT_NAMES
 
 DATA = REPO / "tests/data/slides"
 TEMPLATES = REPO / "workflow/templates"
@@ -364,13 +364,13 @@ def test_bad_inputs_name_the_file(tmp_path):
 def test_run_args_and_profiles(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tests").mkdir()
-    assert parsetime.run_args([tmp_path / "tests/quick.yaml"], ["run_name=x y"]) == \
+    assert snakefile_helpers.run_args([tmp_path / "tests/quick.yaml"], ["run_name=x y"]) == \
         "--configfiles tests/quick.yaml --config 'run_name=x y'"
-    assert parsetime.run_args([], []) == ""
+    assert snakefile_helpers.run_args([], []) == ""
     for name in ("default", "gadi", "slurm"):
         (tmp_path / "profiles" / name).mkdir(parents=True)
         (tmp_path / "profiles" / name / "config.yaml").write_text("cores: 1\n")
-    assert parsetime.cluster_profiles(tmp_path / "profiles") == ["profiles/gadi", "profiles/slurm"]
+    assert snakefile_helpers.cluster_profiles(tmp_path / "profiles") == ["profiles/gadi", "profiles/slurm"]
 
 
 # --- renderings ------------------------------------------------------------------------------------------------

@@ -8,13 +8,13 @@ import pytest
 import torch
 from helm_bodies import HELM_PROCESS, HELM_TOKENIZE, SAMPLE_PROCESS
 
-from llmhpc.serve import reference
+from llmhpc.serve import reference_path
 
 pytestmark = pytest.mark.litgpt
 
 
 def greedy(engine, prompt, n):
-    return reference.greedy_text(engine.model, engine.tokenizer, prompt, n)
+    return reference_path.greedy_text(engine.model, engine.tokenizer, prompt, n)
 
 
 def check_shape(answer):
@@ -90,7 +90,7 @@ def test_echo_prompt_returns_the_prompts_tokens_with_their_logprobs(client, engi
 
 def test_eos_ends_the_answer(client, engine):
     ids = engine.encode(HELM_PROCESS["prompt"])
-    third = reference.greedy_ids(engine.model, ids, 3, engine.vocab, None)[2]
+    third = reference_path.greedy_ids(engine.model, ids, 3, engine.vocab, None)[2]
     saved = engine.tokenizer.eos_id
     engine.tokenizer.eos_id = third
     try:

@@ -22,7 +22,7 @@ def configured(**finetune) -> dict:
 def test_schema_switches_are_the_engines_own_with_its_defaults():
     """engine_options are the engine's switches; method and float8 are finetune keys the YAML writer copies into
     engine: (what the experiment is, not a speed switch), with the engine's own defaults."""
-    from llmhpc.train.fast.args import EngineArgs
+    from llmhpc.train.fsdp2.args import EngineArgs
 
     finetune = load_schema(SCHEMA)["properties"]["finetune"]["properties"]
     schema = finetune["engine_options"]["properties"]
@@ -48,7 +48,7 @@ def test_an_experiment_changes_one_switch_and_keeps_the_others():
 def test_each_engine_has_its_command():
     assert STOCK.command("full", "x.yaml")[1:] == ["-m", "llmhpc.train.stock_run", "finetune_full", "--config", "x.yaml"]
     assert FSDP2.command("full", "x.yaml", ["srun"])[0] == "srun"
-    assert FSDP2.command("full", "x.yaml")[1:] == ["-m", "llmhpc.train.fast", "--config", "x.yaml"]
+    assert FSDP2.command("full", "x.yaml")[1:] == ["-m", "llmhpc.train.fsdp2", "--config", "x.yaml"]
 
 
 @pytest.mark.parametrize("method", ["lora", "dora", "qlora"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-import fast_tiny
+import fsdp2_tiny
 import pytest
 import torch
 import yaml
@@ -21,7 +21,7 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", JSONARGPARSE_DEPRECATION_WARNINGS="o
 
 
 def resumable(root, out: str):
-    path = fast_tiny.config(root, out)  # 12 steps of 8 samples, 4 micro batches each
+    path = fsdp2_tiny.config(root, out)  # 12 steps of 8 samples, 4 micro batches each
     cfg = yaml.safe_load(path.read_text())
     cfg["resume"], cfg["train"]["save_interval"] = "auto", 2
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -38,11 +38,11 @@ def weights(out_dir) -> dict:
 
 
 def test_killed_stock_run_resumes_to_the_uninterrupted_weights(tmp_path):
-    root = fast_tiny.make(tmp_path, n=96)
+    root = fsdp2_tiny.make(tmp_path, n=96)
     reference = stock(resumable(root, "whole"))  # meanwhile: the uninterrupted run
     config, out, lines = resumable(root, "killed"), root / "killed", []
     resume.prepare(out, config, lines.append)  # what the stage does before every run: records the settings
-    fast_tiny.kill_once_whole(stock(config), out / "step-000004/prompt_style.yaml")
+    fsdp2_tiny.kill_once_whole(stock(config), out / "step-000004/prompt_style.yaml")
     text, _ = reference.communicate(timeout=600)
     assert reference.returncode == 0, text[-3000:]
     whole = [f for f in resume.step_folders(out) if resume.is_complete(f)]
@@ -66,7 +66,7 @@ def test_a_ctrl_c_makes_stock_save_a_step_checkpoint_that_the_rerun_resumes(tmp_
     that the rerun resumes from it; stock LitGPT alone died where it stood."""
     import signal
 
-    root = fast_tiny.make(tmp_path, n=96)  # 12 steps: the signal comes at the first
+    root = fsdp2_tiny.make(tmp_path, n=96)  # 12 steps: the signal comes at the first
     config = resumable(root, "ctrl_c")
     cfg = yaml.safe_load(config.read_text())
     cfg["train"]["save_interval"] = 1000  # no save of its own in the run

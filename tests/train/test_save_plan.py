@@ -1,12 +1,12 @@
-"""The fast engine's save plan from the job's walltime and the measured step and save times (unit, no torch run)."""
+"""The fsdp2 engine's save plan from the job's walltime and the measured step and save times (unit, no torch run)."""
 
 import types
 
 import pytest
 
 from llmhpc.train import walltime
-from llmhpc.train.fast import saves
-from llmhpc.train.fast.distributed import World
+from llmhpc.train.fsdp2 import save_plan
+from llmhpc.train.fsdp2.distributed import World
 
 # step the plan is made at, time left (s), walltime (s), step s, save s, share, save_interval -> saves after
 TABLE = [
@@ -59,17 +59,17 @@ def run_of(save_interval):
 
 
 def test_schedule_without_end_is_the_save_interval(capsys):
-    sched = saves.Schedule(run_of(5), World(), environ={})
+    sched = save_plan.Schedule(run_of(5), World(), environ={})
     assert [s for s in range(1, 16) if sched.due(s)] == [5, 10, 15]
     assert "every 5 steps" in capsys.readouterr().out
 
 
 def test_schedule_measures_then_plans(monkeypatch, capsys):
     clock = {"t": 0.0}
-    monkeypatch.setattr(saves.time, "perf_counter", lambda: clock["t"])
-    monkeypatch.setattr(saves.time, "time", lambda: 1000.0 + clock["t"])
+    monkeypatch.setattr(save_plan.time, "perf_counter", lambda: clock["t"])
+    monkeypatch.setattr(save_plan.time, "time", lambda: 1000.0 + clock["t"])
     env = {walltime.START: "1000", walltime.END: "1100", walltime.SHARE: "0.1"}  # 100 s walltime
-    sched = saves.Schedule(run_of(200), World(), environ=env)
+    sched = save_plan.Schedule(run_of(200), World(), environ=env)
     due = []
     for s in range(1, 60):
         clock["t"] += 1.0  # 1 s a step

@@ -205,10 +205,10 @@ def test_an_experiment_on_the_fsdp2_engine_runs_through_the_workflow(done, tmp_p
     (repo / "engine.yaml").write_text(yaml.safe_dump(cfg))
     snakemake(repo, "--configfile", "engine.yaml", "--", "results/evaluate/fsdp2/metrics.json")
     run = repo / "results/finetune/fsdp2"
-    assert "python -m llmhpc.train.fast --config" in (run / "litgpt.yaml").read_text().splitlines()[1]
+    assert "python -m llmhpc.train.fsdp2 --config" in (run / "litgpt.yaml").read_text().splitlines()[1]
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["command"].endswith(f"-m llmhpc.train.fast --config {run / 'litgpt.yaml'}") or \
-        "-m llmhpc.train.fast --config results/finetune/fsdp2/litgpt.yaml" in summary["command"]
+    assert summary["command"].endswith(f"-m llmhpc.train.fsdp2 --config {run / 'litgpt.yaml'}") or \
+        "-m llmhpc.train.fsdp2 --config results/finetune/fsdp2/litgpt.yaml" in summary["command"]
     assert summary["exit_code"] == 0 and summary["steps"] == 4
     assert summary["training_time_s"] > 0 and summary["tokens_per_s"] > 0
     assert "Engine fast | packing=on" in (run / "finetune.stdout").read_text()

@@ -14,7 +14,7 @@ gc.freeze()
 # The workflow's logic lives in src/llmhpc; make it importable here and in every job's script, also where it
 # is not pip-installed (a conda env, a cluster venv): jobs inherit this process's environment.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from llmhpc.parsetime import PLOT_NAMES, export_pythonpath, is_dry_run, run_args, served_experiments
+from llmhpc.snakefile_helpers import PLOT_NAMES, export_pythonpath, is_dry_run, run_args, served_experiments
 
 export_pythonpath(Path(workflow.basedir) / "src")
 

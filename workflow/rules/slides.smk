@@ -1,6 +1,6 @@
 # The interview slide deck, from the summary table, the environment manifest, the plots and the config's
 # `presentation` section. The templates are inputs, so editing one re-renders the slides and nothing upstream.
-from llmhpc.parsetime import cluster_profiles
+from llmhpc.snakefile_helpers import cluster_profiles
 
 # Relative to the working directory (as EMBEDDED): Snakemake records input paths, and absolute ones would make a
 # moved or copied project render the slides (and pack the submission) again.

@@ -187,7 +187,7 @@ def check_memory(name: str, ft: dict, model_name: str, gpu_gb: float | None, log
     engine lowers the rows per micro batch and turns activation checkpointing on to fit, so only a run that
     overflows with one row and checkpointing (or with the micro_rows and checkpointing it was told) is refused."""
     from llmhpc.train import memory
-    from llmhpc.train.fast.args import EngineArgs
+    from llmhpc.train.fsdp2.args import EngineArgs
 
     log = log or (lambda text: print(text, file=sys.stderr))
     where = f"experiment '{name}'"

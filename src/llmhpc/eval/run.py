@@ -40,7 +40,7 @@ from llmhpc.eval.schedule import chunk_bounds, doc_size, schedule_stats, shard_p
 from llmhpc.litgpt_checkpoint import default_precision  # noqa: E402
 from llmhpc.readahead import prefetch  # noqa: E402
 from llmhpc.settings import EvaluateSettings  # noqa: E402
-from llmhpc.train.stock_saves import parameters  # noqa: E402
+from llmhpc.train.stock_save_interval import parameters  # noqa: E402
 
 
 def process_age() -> float:

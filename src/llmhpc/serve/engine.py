@@ -25,7 +25,7 @@ import torch
 
 from llmhpc.serve import sampling, timing
 from llmhpc.serve.fastpath import FastPath, batch_buckets, unsupported
-from llmhpc.serve.reference import LitGPTPath
+from llmhpc.serve.reference_path import LitGPTPath
 from llmhpc.serve.schema import ProcessRequest
 from llmhpc.serve.timing import StepTimes
 

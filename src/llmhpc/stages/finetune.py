@@ -1,5 +1,5 @@
 """The finetune stage: run an experiment's engine (stock `litgpt finetune_full`/`finetune_lora`, or the fsdp2
-engine, llmhpc.train.fast) on the YAML that its own rule wrote, through the site's launcher, and summarise the run."""
+engine, llmhpc.train.fsdp2) on the YAML that its own rule wrote, through the site's launcher, and summarise the run."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from llmhpc import atomic, interrupt
 from llmhpc.clock import process_age
 from llmhpc.settings import FinetuneSettings
-from llmhpc.train import attempts, registry, resume, stock_saves, walltime
+from llmhpc.train import attempts, registry, resume, stock_save_interval, walltime
 from llmhpc.train.litgpt import PHASE_MARKS, find_metrics_csv, read_metrics_csv
 from llmhpc.train.metrics import gpu_name, job_phases, model_facts, peak_tflops, phase_times, summarise
 
@@ -90,13 +90,13 @@ def earlier_step_s(out_dir: Path, config_path: Path, settings: dict) -> float | 
     if registry.of(settings).plans_saves:
         return None
     now = resume.training_settings(resume.read_yaml(config_path))
-    return stock_saves.measured_step_s(out_dir, FinetuneSettings.from_dict(settings).accumulation, now)
+    return stock_save_interval.measured_step_s(out_dir, FinetuneSettings.from_dict(settings).accumulation, now)
 
 
 def stock_interval(config_path: Path, checkpoint_dir, settings: dict, runtime_min: float | None,
                    peak_override: float | None, earlier_s: float | None, log=print) -> tuple[Path, dict]:
     """The YAML stock litgpt runs and what the summary records: in a scheduler job, a copy whose
-    train.save_interval is min(configured, the walltime's plan) (llmhpc.train.stock_saves); elsewhere the YAML."""
+    train.save_interval is min(configured, the walltime's plan) (llmhpc.train.stock_save_interval); elsewhere the YAML."""
     import yaml
 
     now = time.time()
@@ -106,14 +106,14 @@ def stock_interval(config_path: Path, checkpoint_dir, settings: dict, runtime_mi
     if clock is not None and not earlier_s:
         gpu = gpu_name()
         model_config = yaml.safe_load((Path(checkpoint_dir) / "model_config.yaml").read_text())
-        estimate = stock_saves.estimated_step_s(model_config, settings,
+        estimate = stock_save_interval.estimated_step_s(model_config, settings,
                                                 peak_tflops(gpu, settings.get("precision", ""), peak_override))
-    interval = stock_saves.choose(configured, clock, now, settings.get("save_walltime_share", 0.1), earlier_s,
+    interval = stock_save_interval.choose(configured, clock, now, settings.get("save_walltime_share", 0.1), earlier_s,
                                   estimate, gpu)
     log(interval.line())
     run_config = Path(config_path)
     if interval.save_interval != configured:
-        run_config = stock_saves.write_job_yaml(config_path, interval)
+        run_config = stock_save_interval.write_job_yaml(config_path, interval)
     return run_config, interval.record()
 
 
@@ -134,7 +134,7 @@ def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, s
     resumed_from = start_clean(out_dir, Path(config_path), resuming, log)
     history = attempts.begin(out_dir, resumed_from)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    # the job's end, for the fast engine's save plan (the rule's runtime resource is the job's walltime)
+    # the job's end, for the fsdp2 engine's save plan (the rule's runtime resource is the job's walltime)
     os.environ.update(walltime.engine_env(os.environ, time.time(), runtime_min, settings.get("save_walltime_share", 0.1)))
     run_config, saves = Path(config_path), {}
     if not engine.plans_saves and resuming:  # a run that cannot resume needs none

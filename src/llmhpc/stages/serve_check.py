@@ -153,7 +153,7 @@ def _references(checkpoint: Path, settings: dict, texts: list[str]) -> dict[str,
     is freed before the server starts."""
     import torch
 
-    from llmhpc.serve.reference import greedy_text
+    from llmhpc.serve.reference_path import greedy_text
 
     model, tokenizer = _reference_model(checkpoint, settings)
     out = {p: greedy_text(model, tokenizer, p, settings["check_new_tokens"]) for p in texts}

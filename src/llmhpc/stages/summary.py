@@ -22,7 +22,7 @@ FINETUNE_METRICS = {
     # and estimated (requested walltime, as results/jobs/cost_estimate.json records it), the queue's rate per
     # resource-hour and the resources charged
     "su": "SU", "su_estimate": "SU", "su_rate": "SU/h", "su_units": "resources",
-    # the stock engine's step-checkpoint interval in a scheduler job (llmhpc.train.stock_saves), and the step time
+    # the stock engine's step-checkpoint interval in a scheduler job (llmhpc.train.stock_save_interval), and the step time
     # it was derived from
     "save_interval": "steps", "save_interval_step_s": "s",
     # a run killed and resumed (llmhpc.train.attempts): the step its last attempt resumed from, its attempts, the

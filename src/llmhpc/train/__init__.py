@@ -1,1 +1,1 @@
-"""Fine-tune engines: stock LitGPT (the reference) and the fast engine."""
+"""Fine-tune engines: stock LitGPT (the reference) and the fsdp2 engine."""

@@ -3,12 +3,12 @@ what it can do (the config check, the preflight and the stage ask it), what its 
 and how its CSV log counts time.
 
     litgpt  stock LitGPT 0.5.x, `litgpt finetune_full` / `finetune_lora` (through llmhpc.train.stock_run)
-    fsdp2   the workflow's engine: FSDP2, packing, compile, every LoRA-family method and float8 (llmhpc.train.fast)
+    fsdp2   the workflow's engine: FSDP2, packing, compile, every LoRA-family method and float8 (llmhpc.train.fsdp2)
 
 Both read one file, the LitGPT YAML the finetune config rule writes from the typed settings
 (llmhpc.train.litgpt.litgpt_config): it is the options' one crossing of the process boundary, a file a person can
 rerun by hand and the submission carries; the fsdp2 engine reads it into its own typed arguments
-(llmhpc.train.fast.args). No other module compares engine names. Light to import (no torch): the workflow reads it
+(llmhpc.train.fsdp2.args). No other module compares engine names. Light to import (no torch): the workflow reads it
 at parse time."""
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ STOCK = Engine(
            "float8": "stock litgpt 0.5.x has no FP8 training"},
     own_options=False, resumes_adapters=False, plans_saves=False, iter_time_per_step=False, predicts_memory=False)
 FSDP2 = Engine(
-    "fsdp2", program="-m llmhpc.train.fast", by_hand="python -m llmhpc.train.fast", called="the fsdp2 engine",
+    "fsdp2", program="-m llmhpc.train.fsdp2", by_hand="python -m llmhpc.train.fsdp2", called="the fsdp2 engine",
     release="this workflow's", reader="the fsdp2 engine's YAML (litgpt finetune_{layout}'s)",
     methods=("full", "lora", "dora", "qlora"), lacks={},
     own_options=True, resumes_adapters=True, plans_saves=True, iter_time_per_step=True, predicts_memory=True)

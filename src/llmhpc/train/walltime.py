@@ -1,5 +1,5 @@
 """When to save a step checkpoint so that a walltime kill loses little: the job's end, from the scheduler, and the
-save plan, from the measured step and save times (pure functions; the fast engine's loop asks saves.Schedule).
+save plan, from the measured step and save times (pure functions; the fsdp2 engine's loop asks save_plan.Schedule).
 
 The job's end: Slurm's `SLURM_JOB_END_TIME` (and `SLURM_JOB_START_TIME`) where Slurm sets them, else the walltime
 (PBS's `PBS_WALLTIME` seconds, or the rule's `runtime` resource in minutes, which the cluster profiles turn into

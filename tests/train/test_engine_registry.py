@@ -39,7 +39,7 @@ def test_what_each_engine_can_do():
     # a CSV row's iter_time: one optimizer step's for fsdp2 (4 micro batches here), one micro batch's for stock
     assert FSDP2.iter_time_s(2.0, 4) == 0.5 and STOCK.iter_time_s(2.0, 4) == 2.0
     assert STOCK.run_line("lora", "x.yaml") == "litgpt finetune_lora --config x.yaml"
-    assert FSDP2.run_line("dora", "x.yaml") == "python -m llmhpc.train.fast --config x.yaml"
+    assert FSDP2.run_line("dora", "x.yaml") == "python -m llmhpc.train.fsdp2 --config x.yaml"
 
 
 def test_no_other_module_compares_engine_names():

@@ -3,17 +3,17 @@ package registry, tests/real_weights.py) and real text (the prose fine-tune set)
 for 8 optimizer steps, where a trained model's losses are far from a random one's flat log(vocab). Unpacked and packed
 alike within 1e-4 relative: the packed objective is stock's exactly, so only float rounding may part them (the 2 %
 the engine documents for packing after the first step, docs/bench-finetune.md, is for its tiny random model at a
-learning rate of 0.01, tests/train/test_fast_litgpt.py)."""
+learning rate of 0.01, tests/train/test_fsdp2_litgpt.py)."""
 
 from __future__ import annotations
 
 import json
 import math
 
-import fast_tiny
+import fsdp2_tiny
 import pytest
 import yaml
-from test_fast_litgpt import run_fast, run_stock, step_losses
+from test_fsdp2_litgpt import run_fast, run_stock, step_losses
 
 pytestmark = [pytest.mark.registry, pytest.mark.litgpt]
 
@@ -35,7 +35,7 @@ def runs(real_model, tmp_path_factory):
         mp.setenv("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
         for name, engine in (("stock", None), ("unpacked", {"packing": False, "compile": False}),
                              ("packed", {"compile": False})):
-            path = fast_tiny.config(root, name, gbs=2, mbs=1, max_seq_length=64, engine=engine)
+            path = fsdp2_tiny.config(root, name, gbs=2, mbs=1, max_seq_length=64, engine=engine)
             cfg = yaml.safe_load(path.read_text())
             cfg["optimizer"]["init_args"]["lr"] = 2e-5  # a trained model: a fine-tune's rate, not a random one's
             path.write_text(yaml.safe_dump(cfg, sort_keys=False))

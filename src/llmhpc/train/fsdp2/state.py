@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmhpc.train.fast.distributed import World
+from llmhpc.train.fsdp2.distributed import World
 
 
 @dataclass
@@ -27,9 +27,9 @@ class RunState:
     # step checkpoints, where finetune.save_interval asks for them: the writer, which steps, and the signals that
     # make the run save and stop (SIGTERM, SIGUSR1)
     save_step: Callable[[int], Any] | None = None
-    saves: Any = None  # saves.Schedule
-    warned: Any = None  # resume.Warned
-    stopped: type[BaseException] | None = None  # resume.Stopped
+    saves: Any = None  # save_plan.Schedule
+    warned: Any = None  # step_checkpoint.Warned
+    stopped: type[BaseException] | None = None  # step_checkpoint.Stopped
     limit_val: bool = False  # validate at most eval.max_iters batches (stock's interval validation)
     profile_step: int = 0  # the step whose CUDA profile is printed (0: none)
     first_batch_wait_s: float = 0.0  # how long the loop waited for its first batch

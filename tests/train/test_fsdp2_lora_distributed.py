@@ -7,10 +7,10 @@ import os
 import subprocess
 import sys
 
-import fast_tiny
+import fsdp2_tiny
 import pytest
 import yaml
-from test_fast_distributed import REPO_SRC, losses
+from test_fsdp2_distributed import REPO_SRC, losses
 
 pytestmark = pytest.mark.distributed
 
@@ -18,21 +18,21 @@ LORA = {"lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "lora_query": True, "
 
 
 def config(root, name, devices, engine):
-    path = fast_tiny.config(root, name, gbs=4, mbs=2, max_seq_length=128, devices=devices, engine=engine)
+    path = fsdp2_tiny.config(root, name, gbs=4, mbs=2, max_seq_length=128, devices=devices, engine=engine)
     path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), **LORA}, sort_keys=False))
     return path
 
 
 @pytest.mark.parametrize("method,sharding,layout", [("dora", "full", "sharding=full"), ("qlora", "auto", "sharding=none")])
 def test_two_ranks_give_one_rank_s_losses(tmp_path, method, sharding, layout):
-    root = fast_tiny.make(tmp_path, n=32)
+    root = fsdp2_tiny.make(tmp_path, n=32)
     env = dict(os.environ, PYTHONPATH=f"{REPO_SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                OMP_NUM_THREADS="1", JSONARGPARSE_DEPRECATION_WARNINGS="off")
     engine = {"compile": False, "sharding": sharding, "method": method}
-    proc = subprocess.Popen([sys.executable, "-m", "llmhpc.train.fast", "--config",
+    proc = subprocess.Popen([sys.executable, "-m", "llmhpc.train.fsdp2", "--config",
                              str(config(root, "ranks2", 2, engine))], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    from llmhpc.train.fast.engine import setup  # the one-process reference, here meanwhile
+    from llmhpc.train.fsdp2.engine import setup  # the one-process reference, here meanwhile
 
     setup(["--config", str(config(root, "ranks1", 1, engine))])
     out, _ = proc.communicate(timeout=300)

@@ -26,7 +26,7 @@ def init(devices: int, num_nodes: int) -> World:
     if ranks.launcher == "single":
         if devices * num_nodes > 1 and os.environ.get("LLMHPC_FAST_NO_RESPAWN") != "1":
             raise RuntimeError(f"devices x num_nodes = {devices} x {num_nodes} but no launcher started this "
-                               "process: run `python -m llmhpc.train.fast` (it starts torchrun on one node) or "
+                               "process: run `python -m llmhpc.train.fsdp2` (it starts torchrun on one node) or "
                                "start one process per GPU with torchrun, srun or mpirun")
         if num_nodes > 1:
             raise RuntimeError(f"num_nodes {num_nodes}: start one process per GPU with torchrun, srun or mpirun")

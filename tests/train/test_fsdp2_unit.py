@@ -1,4 +1,4 @@
-"""The fast engine's pieces, in this process: the step plan and its loss weights, the packed attention mask,
+"""The fsdp2 engine's pieces, in this process: the step plan and its loss weights, the packed attention mask,
 the optimizer warm-up, the switches."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmhpc.train.fast import attention, data, loop
-from llmhpc.train.fast.args import EngineArgs
-from llmhpc.train.fast.distributed import World
-from llmhpc.train.fast.state import RunState
+from llmhpc.train.fsdp2 import attention, data, loop
+from llmhpc.train.fsdp2.args import EngineArgs
+from llmhpc.train.fsdp2.distributed import World
+from llmhpc.train.fsdp2.state import RunState
 
 
 class Train:  # the fields of litgpt's TrainArgs that the plan reads
@@ -237,7 +237,7 @@ def test_a_failing_prefetch_thread_fails_the_loop_instead_of_hanging(monkeypatch
 def test_fast_write_loads_back_and_puts_torch_s_save_settings_back(tmp_path):
     from torch.utils.serialization import config
 
-    from llmhpc.train.fast import checkpoint
+    from llmhpc.train.fsdp2 import checkpoint
 
     state = {"a.weight": torch.randn(64, 32, dtype=torch.bfloat16), "b.bias": torch.arange(5.0)}
     before = (config.save.compute_crc32, config.save.use_pinned_memory_for_d2h)
@@ -263,7 +263,7 @@ def test_fast_write_loads_back_and_puts_torch_s_save_settings_back(tmp_path):
 
 @pytest.mark.unit
 def test_packed_float8_runs_compile_a_graph_per_shape_and_others_go_shape_generic():
-    from llmhpc.train.fast.engine import static_shapes
+    from llmhpc.train.fsdp2.engine import static_shapes
 
     assert static_shapes(EngineArgs(float8=True))
     assert static_shapes(EngineArgs(packing=False, compile_shapes="static"))
@@ -278,7 +278,7 @@ def test_a_background_write_lands_where_it_was_asked_when_the_main_thread_change
                                                                                              monkeypatch):
     """jsonargparse (litgpt's save_hyperparameters, run beside the write) changes the working directory while it
     parses: a relative path given to the writer must still name the folder it named when the write began."""
-    from llmhpc.train.fast import checkpoint
+    from llmhpc.train.fsdp2 import checkpoint
 
     (tmp_path / "job").mkdir()
     (tmp_path / "elsewhere").mkdir()
@@ -299,7 +299,7 @@ def test_a_background_write_lands_where_it_was_asked_when_the_main_thread_change
 
 @pytest.mark.unit
 def test_a_failed_background_write_fails_the_run_naming_the_file(tmp_path):
-    from llmhpc.train.fast import checkpoint
+    from llmhpc.train.fsdp2 import checkpoint
 
     (tmp_path / "final").write_text("a file where the folder should be")
     writer = checkpoint.write_in_background({"w": torch.ones(3)}, tmp_path / "final/lit_model.pth", fast=True)
@@ -309,7 +309,7 @@ def test_a_failed_background_write_fails_the_run_naming_the_file(tmp_path):
 
 @pytest.mark.unit
 def test_gather_keeps_cpu_tensors_where_no_gpu_has_room():
-    from llmhpc.train.fast import checkpoint
+    from llmhpc.train.fsdp2 import checkpoint
 
     gpt = torch.nn.Linear(4, 3)
     assert not checkpoint.room_on_device(gpt.state_dict())
@@ -322,9 +322,9 @@ def test_gather_keeps_cpu_tensors_where_no_gpu_has_room():
 def test_the_scheduler_s_warning_becomes_a_flag_on_the_device():
     import signal
 
-    from llmhpc.train.fast import distributed, resume
+    from llmhpc.train.fsdp2 import distributed, step_checkpoint
 
-    warned = resume.Warned()
+    warned = step_checkpoint.Warned()
     try:
         world = distributed.World()
         assert warned.flag(world).item() == 0.0
@@ -355,7 +355,7 @@ def test_compile_auto_compiles_a_large_planned_job_and_not_a_small_one(monkeypat
     """The ISC25 example's LoRA job on one GPU (232 records of at most 512 tokens, SmolLM2-135M's shape) runs
     eager; a 7B full fine-tune of 1024 Alpaca records (~225 tokens each, packed) compiles; true and false are
     obeyed; a warm compile cache lowers the bar; nothing compiles on a CPU."""
-    from llmhpc.train.fast import compile_choice
+    from llmhpc.train.fsdp2 import compile_choice
     from llmhpc.train.metrics import flops_per_token
 
     monkeypatch.delenv("LLMHPC_FAST_COMPILE_CPU", raising=False)
@@ -375,7 +375,7 @@ def test_compile_auto_compiles_a_large_planned_job_and_not_a_small_one(monkeypat
 
 @pytest.mark.unit
 def test_a_compile_cache_with_graphs_counts_as_warm(tmp_path, monkeypatch):
-    from llmhpc.train.fast import compile_choice
+    from llmhpc.train.fsdp2 import compile_choice
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
     assert not compile_choice.warm_cache()
@@ -399,8 +399,8 @@ def test_attention_auto_compiles_no_flex_kernels_for_a_job_that_runs_eager(monke
     user asked for, or compile false as given, keeps flex."""
     from types import SimpleNamespace
 
-    from llmhpc.train.fast import engine
-    from llmhpc.train.fast.distributed import World
+    from llmhpc.train.fsdp2 import engine
+    from llmhpc.train.fsdp2.distributed import World
 
     monkeypatch.setattr(attention, "backend", lambda choice, device: "flex" if choice in ("auto", "flex") else choice)
 
@@ -423,8 +423,8 @@ def test_the_planned_layout_leaves_its_later_choices_to_be_replaced():
 
     from litgpt import Config
 
-    from llmhpc.train.fast import engine
-    from llmhpc.train.fast.layout import Layout
+    from llmhpc.train.fsdp2 import engine
+    from llmhpc.train.fsdp2.layout import Layout
 
     config = Config(name="fast-test-llama", block_size=256, vocab_size=512, padded_vocab_size=512, n_layer=2,
                     n_head=4, n_embd=64)

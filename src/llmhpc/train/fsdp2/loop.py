@@ -9,8 +9,8 @@ import time
 import torch
 
 from llmhpc.process_group import all_sum
-from llmhpc.train.fast import attention, converters, data
-from llmhpc.train.fast.model import AUTOCAST
+from llmhpc.train.fsdp2 import attention, converters, data
+from llmhpc.train.fsdp2.model import AUTOCAST
 
 
 def sync_gradients(model, enabled: bool):

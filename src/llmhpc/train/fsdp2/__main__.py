@@ -1,4 +1,4 @@
-"""`python -m llmhpc.train.fast --config <litgpt finetune_full YAML>`: the fast fine-tune engine (engine.py).
+"""`python -m llmhpc.train.fsdp2 --config <litgpt finetune_full YAML>`: the fast fine-tune engine (engine.py).
 
 A plain process asked for several devices on one node re-executes itself under torchrun before anything heavy
 is imported (as LitGPT starts its own processes); under torchrun, srun or mpirun it runs as one rank.
@@ -29,7 +29,7 @@ def respawn_if_needed(argv: list[str]) -> None:
     if isinstance(devices, int) and devices > 1 and nodes == 1:
         os.environ.setdefault("LLMHPC_FAST_LAUNCH_TIME", repr(__import__("time").time()))
         os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                  f"--nproc-per-node={devices}", "-m", "llmhpc.train.fast", *argv[1:]])
+                                  f"--nproc-per-node={devices}", "-m", "llmhpc.train.fsdp2", *argv[1:]])
 
 
 def read_ahead(argv: list[str]) -> None:
@@ -57,6 +57,6 @@ if __name__ == "__main__":
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     respawn_if_needed(sys.argv)
     read_ahead(sys.argv)
-    from llmhpc.train.fast.engine import setup
+    from llmhpc.train.fsdp2.engine import setup
 
     setup()

@@ -65,13 +65,13 @@ def hyperparameters(litgpt_yaml: dict) -> dict:
 
 def data_section(spec: dict) -> dict:
     """class_path and init_args, the data class's arguments in its field order with their defaults filled in."""
-    from llmhpc.train.fast import json_data
+    from llmhpc.train.fsdp2 import json_data
 
     path = spec["class_path"]
     if path in json_data.CLASS_PATHS:
         cls = json_data.JSON
     else:  # a data module the engine does not know is LitGPT's own (args.instantiate): its class is loaded
-        from llmhpc.train.fast.args import data_class
+        from llmhpc.train.fsdp2.args import data_class
 
         cls = data_class(path)
     given = spec.get("init_args") or {}

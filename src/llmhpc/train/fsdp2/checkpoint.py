@@ -1,6 +1,6 @@
 """Loading `checkpoint_dir/lit_model.pth` into the (sharded) model, and gathering and writing the final
 `out_dir/final/lit_model.pth` ({"model": state dict}, as Fabric saves it); the files stock writes beside it are
-llmhpc.train.fast.run_files'."""
+llmhpc.train.fsdp2.run_files'."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from llmhpc import bulk_copy
-from llmhpc.train.fast import converters
+from llmhpc.train.fsdp2 import converters
 
 
 def dtensor_class() -> type | tuple:

@@ -1,4 +1,4 @@
-"""The fast engine killed mid-run (SIGKILL once a step checkpoint is whole) and rerun with `resume: auto` ends
+"""The fsdp2 engine killed mid-run (SIGKILL once a step checkpoint is whole) and rerun with `resume: auto` ends
 with the weights of an uninterrupted run, bit for bit (one CPU process, fp32, no compile); a half-written
 checkpoint is passed over, and one made with other training settings is not resumed; SIGTERM saves first."""
 
@@ -10,21 +10,21 @@ import signal
 import subprocess
 import sys
 
-import fast_tiny
+import fsdp2_tiny
 import pytest
 import torch
 import yaml
 
 pytestmark = pytest.mark.litgpt
 
-REPO_SRC = fast_tiny.Path(__file__).resolve().parents[2] / "src"
+REPO_SRC = fsdp2_tiny.Path(__file__).resolve().parents[2] / "src"
 ENV = dict(os.environ, PYTHONPATH=f"{REPO_SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", OMP_NUM_THREADS="1",
            JSONARGPARSE_DEPRECATION_WARNINGS="off", PYTHONUNBUFFERED="1")
 
 
 def resumable(root, out: str, save_interval: int = 2, lr: float = 0.01, **kwargs):
-    """fast_tiny's YAML with resume: auto and step checkpoints every save_interval steps."""
-    path = fast_tiny.config(root, out, engine={"compile": False}, **kwargs)
+    """fsdp2_tiny's YAML with resume: auto and step checkpoints every save_interval steps."""
+    path = fsdp2_tiny.config(root, out, engine={"compile": False}, **kwargs)
     cfg = yaml.safe_load(path.read_text())
     cfg["resume"], cfg["train"]["save_interval"] = "auto", save_interval
     cfg["optimizer"]["init_args"]["lr"] = lr
@@ -33,14 +33,14 @@ def resumable(root, out: str, save_interval: int = 2, lr: float = 0.01, **kwargs
 
 
 def engine(config) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "llmhpc.train.fast", "--config", str(config)], env=ENV,
+    return subprocess.Popen([sys.executable, "-m", "llmhpc.train.fsdp2", "--config", str(config)], env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def rerun_here(config, capsys) -> str:
     """The rerun after the kill, in this process (the engine's imports are paid once, not once more per rerun; the
     runs that are killed are programs of their own): what it printed."""
-    from llmhpc.train.fast.engine import setup
+    from llmhpc.train.fsdp2.engine import setup
 
     capsys.readouterr()
     setup(["--config", str(config)])
@@ -60,8 +60,8 @@ def last_losses(out_dir) -> dict[int, float]:
 
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory):
-    root = fast_tiny.make(tmp_path_factory.mktemp("resume"), n=192)  # 24 steps of 8 samples, 4 micro batches
-    from llmhpc.train.fast.engine import setup
+    root = fsdp2_tiny.make(tmp_path_factory.mktemp("resume"), n=192)  # 24 steps of 8 samples, 4 micro batches
+    from llmhpc.train.fsdp2.engine import setup
 
     setup(["--config", str(resumable(root, "whole"))])  # the uninterrupted reference, in this process
     return root
@@ -70,7 +70,7 @@ def kit(tmp_path_factory):
 def test_killed_run_resumes_to_the_uninterrupted_weights(kit, capsys):
     config = resumable(kit, "killed")
     out = kit / "killed"
-    fast_tiny.kill_once_whole(engine(config), out / "step-000004/resume.json")
+    fsdp2_tiny.kill_once_whole(engine(config), out / "step-000004/resume.json")
     whole = sorted(p.name for p in out.glob("step-*") if (p / "resume.json").exists())
     assert "step-000004" in whole and not (out / "final").exists()
     newest = out / whole[-1]
@@ -92,12 +92,12 @@ def test_other_training_settings_are_not_resumed(kit):
     (out / "step-000008").mkdir(parents=True)
     for src in (kit / "whole").glob("step-000008/*"):  # a whole checkpoint of the reference run (lr 0.01)
         (out / "step-000008" / src.name).write_bytes(src.read_bytes())
-    from llmhpc.train.fast import args, resume
-    from llmhpc.train.fast.distributed import World
+    from llmhpc.train.fsdp2 import args, step_checkpoint
+    from llmhpc.train.fsdp2.distributed import World
 
-    assert resume.find(args.load(config), World()) == out / "step-000008"  # save_interval is not a training setting
+    assert step_checkpoint.find(args.load(config), World()) == out / "step-000008"  # save_interval is not a training setting
     changed = args.load(resumable(kit, "changed", save_interval=8, lr=0.02))
-    assert resume.find(changed, World()) is None
+    assert step_checkpoint.find(changed, World()) is None
 
 
 @pytest.mark.distributed
@@ -107,7 +107,7 @@ def test_two_ranks_resume_their_sharded_checkpoint_and_one_process_can_too(tmp_p
     sharded folder (resharded by torch.distributed.checkpoint) and ends with them too, up to the order of sums."""
     import shutil
 
-    root = fast_tiny.make(tmp_path, n=32)  # 8 steps of 4 samples
+    root = fsdp2_tiny.make(tmp_path, n=32)  # 8 steps of 4 samples
     two = resumable(root, "two", gbs=4, mbs=2, max_seq_length=128, devices=2)
     cfg = yaml.safe_load(two.read_text())
     cfg["engine"]["sharding"] = "full"
@@ -132,7 +132,7 @@ def test_two_ranks_resume_their_sharded_checkpoint_and_one_process_can_too(tmp_p
     cfg = yaml.safe_load(one.read_text())
     cfg["resume"] = str(out / "step-000002")  # a folder by name: resumed whatever its settings
     one.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    from llmhpc.train.fast.engine import setup
+    from llmhpc.train.fsdp2.engine import setup
 
     setup(["--config", str(one)])
     for name, tensor in weights(root / "one").items():
@@ -168,9 +168,9 @@ def test_a_lora_run_resumes_from_its_adapters_only(tmp_path):
     checkpoint_dir's); a rerun from it ends with the uninterrupted run's weights."""
     import shutil
 
-    from llmhpc.train.fast.engine import setup
+    from llmhpc.train.fsdp2.engine import setup
 
-    root = fast_tiny.make(tmp_path, n=32)  # 8 steps of 4 samples
+    root = fsdp2_tiny.make(tmp_path, n=32)  # 8 steps of 4 samples
 
     def lora(out):
         path = resumable(root, out, save_interval=3, gbs=4, mbs=2)

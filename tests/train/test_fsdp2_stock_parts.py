@@ -9,13 +9,13 @@ import json
 import shutil
 import sys
 
-import fast_tiny
+import fsdp2_tiny
 import pytest
 import torch
 import yaml
 
 from llmhpc.sources.embedded import shipped_dir
-from llmhpc.train.fast import json_data, run_files, stock
+from llmhpc.train.fsdp2 import json_data, run_files, stock
 
 pytestmark = pytest.mark.litgpt
 
@@ -25,7 +25,7 @@ def tokenizer(tmp_path_factory):
     from litgpt import Tokenizer
 
     folder = tmp_path_factory.mktemp("tok")
-    fast_tiny.write_tokenizer(folder)
+    fsdp2_tiny.write_tokenizer(folder)
     return Tokenizer(folder)
 
 
@@ -171,8 +171,8 @@ def litgpt_hyperparameters(cfg: dict, folder, monkeypatch) -> dict:
 def test_hyperparameters_are_stock_s(tmp_path, monkeypatch, variant):
     """The workflow's YAML for finetune_full and finetune_lora, and one that leaves keys to setup's defaults
     (train keys, eval, the data module's arguments, the optimizer as a name)."""
-    root = fast_tiny.make(tmp_path / "kit", n=8)
-    cfg = yaml.safe_load(fast_tiny.config(root, "out").read_text())
+    root = fsdp2_tiny.make(tmp_path / "kit", n=8)
+    cfg = yaml.safe_load(fsdp2_tiny.config(root, "out").read_text())
     if variant == "lora":
         del cfg["resume"]
         cfg.update(lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_query=True, lora_key=False, lora_value=True,
@@ -233,13 +233,13 @@ def test_a_data_module_the_engine_does_not_know_is_litgpt_s_own(tmp_path, monkey
     Lightning: that run needs it), and hyperparameters.yaml lists its arguments as stock's does."""
     from litgpt.data import Alpaca
 
-    from llmhpc.train.fast.args import instantiate
+    from llmhpc.train.fsdp2.args import instantiate
 
     spec = {"class_path": "litgpt.data.Alpaca", "init_args": {"download_dir": str(tmp_path / "alpaca"), "seed": 7}}
     module = instantiate(spec)
     assert type(module) is Alpaca and module.download_dir == tmp_path / "alpaca" and module.seed == 7
     assert type(instantiate({"class_path": "litgpt.data.JSON", "init_args": {"json_path": str(tmp_path)}})) \
         is json_data.JSON
-    root = fast_tiny.make(tmp_path / "kit", n=8)
-    cfg = {**yaml.safe_load(fast_tiny.config(root, "out").read_text()), "data": spec}
+    root = fsdp2_tiny.make(tmp_path / "kit", n=8)
+    cfg = {**yaml.safe_load(fsdp2_tiny.config(root, "out").read_text()), "data": spec}
     assert run_files.hyperparameters(cfg) == litgpt_hyperparameters(cfg, tmp_path / "stock", monkeypatch)

@@ -1,4 +1,4 @@
-"""The fast engine's adapters against peft (the reference for LoRA and DoRA) on the same weights, in fp32 on CPU:
+"""The fsdp2 engine's adapters against peft (the reference for LoRA and DoRA) on the same weights, in fp32 on CPU:
 outputs, gradients, one AdamW step, the merged weight; torchao's NF4 base; the float8 and settings refusals."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from llmhpc.train.fast import adapters, converters
-from llmhpc.train.fast.args import EngineArgs, LoraArgs
+from llmhpc.train.fsdp2 import adapters, converters
+from llmhpc.train.fsdp2.args import EngineArgs, LoraArgs
 
 IN, OUT, R, ALPHA = 48, 40, 4, 8
 TOL = {"rtol": 1e-5, "atol": 1e-5}

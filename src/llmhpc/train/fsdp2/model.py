@@ -71,7 +71,7 @@ def build(config, precision: str, device: torch.device):
     from litgpt import GPT
 
     if config.rope_indices is not None:
-        raise ValueError(f"{config.name}: per-block RoPE indices are not supported by the fast engine")
+        raise ValueError(f"{config.name}: per-block RoPE indices are not supported by the fsdp2 engine")
     previous = torch.get_default_dtype()
     torch.set_default_dtype(PARAM_DTYPES[precision])
     try:

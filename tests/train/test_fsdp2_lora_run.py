@@ -1,4 +1,4 @@
-"""The fast engine's LoRA family end to end on a tiny LitGPT model (CPU, fp32, one process), against stock
+"""The fsdp2 engine's LoRA family end to end on a tiny LitGPT model (CPU, fp32, one process), against stock
 `litgpt finetune_lora` on the same model, data, sample order and initial adapters: same per-step losses, the
 same files in final/, a merged lit_model.pth that LitGPT's own GPT loads."""
 
@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import sys
 
-import fast_tiny
+import fsdp2_tiny
 import pytest
 import torch
 import yaml
-from test_fast_litgpt import run_fast, step_losses
+from test_fsdp2_litgpt import run_fast, step_losses
 
 pytestmark = pytest.mark.litgpt
 
@@ -19,7 +19,7 @@ LORA = {"lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "lora_query": True, "
 
 
 def lora_config(root, name, method=None, **engine):
-    path = fast_tiny.config(root, name, gbs=4, mbs=2, max_seq_length=128, final_validation=True,
+    path = fsdp2_tiny.config(root, name, gbs=4, mbs=2, max_seq_length=128, final_validation=True,
                             engine=None if method is None else {"compile": False, "method": method, **engine})
     cfg = yaml.safe_load(path.read_text())
     cfg.update(LORA)
@@ -45,8 +45,8 @@ def run_stock_lora(config_path, monkeypatch) -> dict:
     monkeypatch.setattr(stock, "mark_only_lora_as_trainable", capture)
     cfg = yaml.safe_load(config_path.read_text())
     monkeypatch.setattr(sys, "argv", ["litgpt", "finetune_lora", "--config", str(config_path)])
-    data = JSON(**{**cfg["data"]["init_args"], "json_path": fast_tiny.Path(cfg["data"]["init_args"]["json_path"])})
-    stock.setup(checkpoint_dir=fast_tiny.Path(cfg["checkpoint_dir"]), out_dir=fast_tiny.Path(cfg["out_dir"]),
+    data = JSON(**{**cfg["data"]["init_args"], "json_path": fsdp2_tiny.Path(cfg["data"]["init_args"]["json_path"])})
+    stock.setup(checkpoint_dir=fsdp2_tiny.Path(cfg["checkpoint_dir"]), out_dir=fsdp2_tiny.Path(cfg["out_dir"]),
                 precision=cfg["precision"], devices=1, data=data, train=TrainArgs(**cfg["train"]),
                 eval=EvalArgs(**cfg["eval"]), optimizer=cfg["optimizer"], logger_name="csv", seed=cfg["seed"],
                 **LORA)
@@ -55,7 +55,7 @@ def run_stock_lora(config_path, monkeypatch) -> dict:
 
 def run_fast_from(config_path, monkeypatch, initial: dict) -> None:
     """The engine with stock's initial adapters in place of its own draw (the draws of two RNG orders differ)."""
-    from llmhpc.train.fast import adapters
+    from llmhpc.train.fsdp2 import adapters
 
     own = adapters.initial_state
 
@@ -70,7 +70,7 @@ def run_fast_from(config_path, monkeypatch, initial: dict) -> None:
 
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory):
-    root = fast_tiny.make(tmp_path_factory.mktemp("lora"), n=32)
+    root = fsdp2_tiny.make(tmp_path_factory.mktemp("lora"), n=32)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
         initial = run_stock_lora(lora_config(root, "stock"), mp)

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from llmhpc.stages import finetune
-from llmhpc.train import resume, stock_saves, walltime
+from llmhpc.train import resume, stock_save_interval, walltime
 
 # litgpt 0.5's CSV rows as a real `litgpt finetune_full` on the tiny model writes them (its "step" column holds the
 # iteration: Lightning's CSV logger overwrites it); 4 micro batches a step
@@ -36,32 +36,32 @@ def earlier_attempt(out_dir, rows=ROWS):
 def test_step_time_measured_by_an_earlier_attempt(tmp_path):
     earlier_attempt(tmp_path)
     # rows after the first optimizer step (iterations 5-7): median 0.50 s a micro batch, x 4 a step
-    assert stock_saves.measured_step_s(tmp_path, 4) == pytest.approx(2.0)
+    assert stock_save_interval.measured_step_s(tmp_path, 4) == pytest.approx(2.0)
     (tmp_path / resume.SETTINGS_FILE).write_text(json.dumps({"yaml": {"seed": 1}}))
-    assert stock_saves.measured_step_s(tmp_path, 4, {"yaml": {"seed": 2}}) is None  # trained with other settings
-    assert stock_saves.measured_step_s(tmp_path, 4, {"yaml": {"seed": 1}}) == pytest.approx(2.0)
-    assert stock_saves.measured_step_s(tmp_path / "none", 4) is None
+    assert stock_save_interval.measured_step_s(tmp_path, 4, {"yaml": {"seed": 2}}) is None  # trained with other settings
+    assert stock_save_interval.measured_step_s(tmp_path, 4, {"yaml": {"seed": 1}}) == pytest.approx(2.0)
+    assert stock_save_interval.measured_step_s(tmp_path / "none", 4) is None
 
 
 def test_interval_from_the_measured_step_time():
-    got = stock_saves.choose(20000, (1000.0, 8200.0), 1000.0, 0.1, measured_s=20.0, estimate_s=1.0)
+    got = stock_save_interval.choose(20000, (1000.0, 8200.0), 1000.0, 0.1, measured_s=20.0, estimate_s=1.0)
     assert (got.save_interval, got.source, got.step_s) == (36, "measured", 20.0)  # 720 s / 20 s a step
     assert got.line().startswith("Step checkpoints every 36 steps (sooner than train.save_interval 20000: 10% of"
                                  " the 7200 s walltime at 20 s a step, measured")
-    kept = stock_saves.choose(10, (1000.0, 8200.0), 1000.0, 0.1, measured_s=20.0, estimate_s=None)
+    kept = stock_save_interval.choose(10, (1000.0, 8200.0), 1000.0, 0.1, measured_s=20.0, estimate_s=None)
     assert (kept.save_interval, kept.source) == (10, "measured")  # the configured one is sooner already
 
 
 def test_interval_from_the_flops_estimate():
-    assert stock_saves.parameters(LLAMA2_7B) == 6_738_415_616 - 266_240  # litgpt's count less the norms
-    step_s = stock_saves.estimated_step_s(LLAMA2_7B, FULL_8XH100, peak=790.0)
+    assert stock_save_interval.parameters(LLAMA2_7B) == 6_738_415_616 - 266_240  # litgpt's count less the norms
+    step_s = stock_save_interval.estimated_step_s(LLAMA2_7B, FULL_8XH100, peak=790.0)
     # (6 N + 12 L d T) x 128 x 512 tokens / 8 GPUs / (790 TFLOP/s x 5 %)
     assert step_s == pytest.approx((6 * 6_738_149_376 + 12 * 32 * 4096 * 512) * 65536 / 8 / (790e12 * 0.05))
-    assert stock_saves.estimated_step_s(LLAMA2_7B, FULL_8XH100, peak=None) is None  # no peak known: no estimate
-    got = stock_saves.choose(20000, (0.0, 3600.0), 0.0, 0.1, measured_s=None, estimate_s=step_s, gpu="NVIDIA H100")
+    assert stock_save_interval.estimated_step_s(LLAMA2_7B, FULL_8XH100, peak=None) is None  # no peak known: no estimate
+    got = stock_save_interval.choose(20000, (0.0, 3600.0), 0.0, 0.1, measured_s=None, estimate_s=step_s, gpu="NVIDIA H100")
     assert got.save_interval == int(360 // step_s) and got.source == "estimate"
     assert "NVIDIA H100's peak at 5% MFU" in got.why
-    unknown = stock_saves.choose(20000, (0.0, 3600.0), 0.0, 0.1, measured_s=None, estimate_s=None, gpu="cpu")
+    unknown = stock_save_interval.choose(20000, (0.0, 3600.0), 0.0, 0.1, measured_s=None, estimate_s=None, gpu="cpu")
     assert (unknown.save_interval, unknown.source) == (20000, "configured")
 
 
@@ -72,7 +72,7 @@ def test_a_local_run_keeps_the_configured_interval(tmp_path, monkeypatch):
     config.write_text(yaml.safe_dump({"out_dir": str(tmp_path / "out"), "train": {"save_interval": 20000}}))
     lines = []
     run_config, record = finetune.stock_interval(config, tmp_path, {"method": "full"}, 120, None, 2.0, lines.append)
-    assert run_config == config and not (tmp_path / stock_saves.JOB_YAML).exists()
+    assert run_config == config and not (tmp_path / stock_save_interval.JOB_YAML).exists()
     assert record["save_interval"] == 20000 and record["save_interval_source"] == "configured"
     assert lines == ["Step checkpoints every 20000 steps (train.save_interval; no scheduler job: its end is unknown)"]
 
@@ -92,8 +92,8 @@ def test_the_job_yaml_has_the_derived_interval_and_the_same_resume_settings(tmp_
     lines = []
     run_config, record = finetune.stock_interval(config, tmp_path / "ckpt", {**FULL_8XH100, "precision": "bf16-true"},
                                                  None, None, None, lines.append)
-    expected = int(720 // stock_saves.estimated_step_s(LLAMA2_7B, FULL_8XH100, 790.0))
-    assert run_config == tmp_path / stock_saves.JOB_YAML and config.read_text() == before  # the rule's file stays
+    expected = int(720 // stock_save_interval.estimated_step_s(LLAMA2_7B, FULL_8XH100, 790.0))
+    assert run_config == tmp_path / stock_save_interval.JOB_YAML and config.read_text() == before  # the rule's file stays
     job = resume.read_yaml(run_config)
     assert job["train"]["save_interval"] == expected == record["save_interval"]
     assert record["save_interval_source"] == "estimate" and record["save_interval_configured"] == 20000
@@ -105,10 +105,10 @@ def test_the_job_yaml_has_the_derived_interval_and_the_same_resume_settings(tmp_
 def test_a_stock_run_in_a_scheduler_job_saves_at_the_derived_interval(tmp_path, monkeypatch):
     """The presets' huge train.save_interval, an earlier attempt that measured 2 s a step, a 60 s PBS walltime: the
     stage runs litgpt with save_interval 3 (10 % of 60 s at 2 s a step) and litgpt saves after steps 3, 6, 9, 12."""
-    import fast_tiny
+    import fsdp2_tiny
 
-    root = fast_tiny.make(tmp_path, n=96)  # 12 steps of 8 samples, 4 micro batches each
-    config = fast_tiny.config(root, "out")
+    root = fsdp2_tiny.make(tmp_path, n=96)  # 12 steps of 8 samples, 4 micro batches each
+    config = fsdp2_tiny.config(root, "out")
     cfg = yaml.safe_load(config.read_text())
     cfg["resume"] = "auto"  # save_interval 1000000 stays
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -126,7 +126,7 @@ def test_a_stock_run_in_a_scheduler_job_saves_at_the_derived_interval(tmp_path, 
     assert summary["save_interval"] == 3 and summary["save_interval_source"] == "measured"
     assert any(line.startswith("Step checkpoints every 3 steps (sooner than train.save_interval 1000000: 10% of the"
                                " 60 s walltime at 2 s a step") for line in lines)
-    assert summary["command"].endswith(f"--config {tmp_path / stock_saves.JOB_YAML}")
+    assert summary["command"].endswith(f"--config {tmp_path / stock_save_interval.JOB_YAML}")
     text = (tmp_path / "ft.stdout").read_text()
     saved = sorted({int(p) for p in re.findall(r"step-(\d{6})", text)})
     assert saved == [3, 6, 9, 12]

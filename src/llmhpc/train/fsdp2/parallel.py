@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from llmhpc.train.fast import checkpoint, model
+from llmhpc.train.fsdp2 import checkpoint, model
 
 RESHARD_AFTER_FORWARD = {"full": True, "grad_op": False, "hybrid": False}
 

@@ -1,4 +1,4 @@
-"""Resumable step checkpoints of the fast engine: model, optimizer, LR scheduler, grad scaler, step and RNG, in
+"""Resumable step checkpoints of the fsdp2 engine: model, optimizer, LR scheduler, grad scaler, step and RNG, in
 `out_dir/step-NNNNNN/` every `train.save_interval` optimizer steps, where stock LitGPT puts its own.
 
 Model and optimizer go through torch.distributed.checkpoint with FSDP2's state dict API (`get_state_dict` /

@@ -9,12 +9,12 @@ import shutil
 import subprocess
 import sys
 
-import fast_tiny
+import fsdp2_tiny
 import pytest
 
 pytestmark = pytest.mark.distributed
 
-REPO_SRC = fast_tiny.Path(__file__).resolve().parents[2] / "src"
+REPO_SRC = fsdp2_tiny.Path(__file__).resolve().parents[2] / "src"
 
 
 def losses(out_dir) -> list[float]:
@@ -23,17 +23,17 @@ def losses(out_dir) -> list[float]:
 
 
 def test_two_ranks_give_one_rank_s_losses(tmp_path):
-    root = fast_tiny.make(tmp_path, n=32)
+    root = fsdp2_tiny.make(tmp_path, n=32)
     env = dict(os.environ, PYTHONPATH=f"{REPO_SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                OMP_NUM_THREADS="1", JSONARGPARSE_DEPRECATION_WARNINGS="off")
     engine = {"compile": False, "sharding": "full"}
-    two = fast_tiny.config(root, "ranks2", gbs=4, mbs=2, max_seq_length=128, devices=2, engine=engine)
+    two = fsdp2_tiny.config(root, "ranks2", gbs=4, mbs=2, max_seq_length=128, devices=2, engine=engine)
     # a plain process with devices: 2 starts torchrun itself, as the workflow's local launcher expects
-    proc = subprocess.Popen([sys.executable, "-m", "llmhpc.train.fast", "--config", str(two)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "llmhpc.train.fsdp2", "--config", str(two)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    from llmhpc.train.fast.engine import setup  # the one-process reference, here meanwhile
+    from llmhpc.train.fsdp2.engine import setup  # the one-process reference, here meanwhile
 
-    setup(["--config", str(fast_tiny.config(root, "ranks1", gbs=4, mbs=2, max_seq_length=128, engine=engine))])
+    setup(["--config", str(fsdp2_tiny.config(root, "ranks1", gbs=4, mbs=2, max_seq_length=128, engine=engine))])
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-5000:]
     assert "2 process(es) via torchrun" in out
@@ -50,20 +50,20 @@ def test_mpirun_two_nodes_on_one_host_train_as_one_rank(tmp_path):
     through mpi4py, hybrid sharding over the two nodes, one rank's losses, a clean MPI exit."""
     from llmhpc.cluster import launch
 
-    root = fast_tiny.make(tmp_path, n=32)
+    root = fsdp2_tiny.make(tmp_path, n=32)
     engine = {"compile": False}
-    two = fast_tiny.config(root, "mpi", gbs=4, mbs=2, max_seq_length=128, devices=1, num_nodes=2, engine=engine)
+    two = fsdp2_tiny.config(root, "mpi", gbs=4, mbs=2, max_seq_length=128, devices=1, num_nodes=2, engine=engine)
     site = {"name": "one-host", "launcher": "mpirun", "mpirun_args": ["--bind-to", "none", "--oversubscribe"],
             "nodes_on_one_host": True, "env": {}}
     plan = launch.plan(site, {"num_nodes": 2, "devices": 1}, {}, tmpdir=str(tmp_path))
     env = dict(os.environ, PYTHONPATH=f"{REPO_SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                OMP_NUM_THREADS="1", JSONARGPARSE_DEPRECATION_WARNINGS="off",
                OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")  # CI runs as root
-    proc = subprocess.Popen([*plan["prefix"], sys.executable, "-m", "llmhpc.train.fast", "--config", str(two)],
+    proc = subprocess.Popen([*plan["prefix"], sys.executable, "-m", "llmhpc.train.fsdp2", "--config", str(two)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    from llmhpc.train.fast.engine import setup
+    from llmhpc.train.fsdp2.engine import setup
 
-    setup(["--config", str(fast_tiny.config(root, "one", gbs=4, mbs=2, max_seq_length=128, engine=engine))])
+    setup(["--config", str(fsdp2_tiny.config(root, "one", gbs=4, mbs=2, max_seq_length=128, engine=engine))])
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-5000:]
     assert "2 process(es) via mpirun" in out and "sharding=hybrid" in out

@@ -22,7 +22,7 @@ import torch
 from llmhpc import process_group
 from llmhpc.compiling import compiled_graphs
 from llmhpc.train import memory
-from llmhpc.train.fast import (
+from llmhpc.train.fsdp2 import (
     adapters,
     attention,
     checkpoint,
@@ -33,18 +33,18 @@ from llmhpc.train.fast import (
     loop,
     model,
     parallel,
-    resume,
     run_files,
+    save_plan,
+    step_checkpoint,
     stock,
 )
-from llmhpc.train.fast import args as args_mod
-from llmhpc.train.fast import saves as save_plan
-from llmhpc.train.fast.layout import Layout
-from llmhpc.train.fast.state import RunState
+from llmhpc.train.fsdp2 import args as args_mod
+from llmhpc.train.fsdp2.layout import Layout
+from llmhpc.train.fsdp2.state import RunState
 
 
 def setup(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m llmhpc.train.fast", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m llmhpc.train.fsdp2", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, type=Path, help="the YAML of `litgpt finetune_full --config`")
     opts = parser.parse_args(argv)
     launched = float(os.environ.get("LLMHPC_FAST_LAUNCH_TIME", time.time()))
@@ -107,11 +107,11 @@ def main(run, world, clock: dict) -> None:
     clock["warm_start"] = time.perf_counter()
     warm = loop.warm_up(state, steps, build, shape, passes=warm_passes(run, layout, state.attention))
     clock["warm_end"] = time.perf_counter()
-    done = resume.restore(state, run)  # 0, or the steps a killed run had saved (after the warm-up: see restore)
+    done = step_checkpoint.restore(state, run)  # 0, or the steps a killed run had saved (after the warm-up: see restore)
     if run.train.save_interval:
-        state.save_step = lambda step: resume.save(state, run, step)
+        state.save_step = lambda step: step_checkpoint.save(state, run, step)
         state.saves = save_plan.Schedule(run, world)  # which steps: save_interval, or sooner by the walltime
-        state.warned, state.stopped = resume.Warned(), resume.Stopped  # SIGTERM / SIGUSR1: save, then exit
+        state.warned, state.stopped = step_checkpoint.Warned(), step_checkpoint.Stopped  # SIGTERM / SIGUSR1: save, then exit
     process_group.barrier(world.size)
     print_main(world, f"Start-up to training: {time.perf_counter() - t_start:.2f} s (compile and warm-up {warm:.2f} s)")
 

@@ -10,7 +10,7 @@ import torch
 pytest.importorskip("torchao")
 pytestmark = pytest.mark.litgpt
 
-from llmhpc.train.fast import checkpoint, converters  # noqa: E402
+from llmhpc.train.fsdp2 import checkpoint, converters  # noqa: E402
 
 
 @pytest.fixture()
@@ -75,7 +75,7 @@ def test_float8_all_gather_trains_and_saves_plain_weights(one_rank_group):
     ("auto", True, 1, False), ("auto", True, 2, True), ("on", True, 1, True), ("off", True, 4, False),
     (True, True, 1, True), ("auto", False, 2, False)])
 def test_float8_weights_are_gathered_in_float8_across_nodes_only_unless_told(choice, fsdp, nodes, gathers):
-    from llmhpc.train.fast.args import EngineArgs
+    from llmhpc.train.fsdp2.args import EngineArgs
 
     engine = EngineArgs(float8=True, float8_all_gather=choice)  # YAML's on reads as True
     assert converters.gathers_float8(engine, fsdp, nodes) is gathers

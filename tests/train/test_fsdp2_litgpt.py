@@ -1,4 +1,4 @@
-"""The fast engine against stock `litgpt finetune_full`, both in this process on a tiny LitGPT model (CPU, fp32):
+"""The fsdp2 engine against stock `litgpt finetune_full`, both in this process on a tiny LitGPT model (CPU, fp32):
 same per-step losses (packing off and on), same output files, a checkpoint LitGPT loads and generates from."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import csv
 import io
 import sys
 
-import fast_tiny
+import fsdp2_tiny
 import pytest
 import torch
 import yaml
@@ -26,14 +26,14 @@ def run_stock(config_path, monkeypatch):
 
     cfg = yaml.safe_load(config_path.read_text())
     monkeypatch.setattr(sys, "argv", ["litgpt", "finetune_full", "--config", str(config_path)])
-    data = JSON(**{**cfg["data"]["init_args"], "json_path": fast_tiny.Path(cfg["data"]["init_args"]["json_path"])})
-    setup(checkpoint_dir=fast_tiny.Path(cfg["checkpoint_dir"]), out_dir=fast_tiny.Path(cfg["out_dir"]),
+    data = JSON(**{**cfg["data"]["init_args"], "json_path": fsdp2_tiny.Path(cfg["data"]["init_args"]["json_path"])})
+    setup(checkpoint_dir=fsdp2_tiny.Path(cfg["checkpoint_dir"]), out_dir=fsdp2_tiny.Path(cfg["out_dir"]),
           precision=cfg["precision"], devices=1, data=data, train=TrainArgs(**cfg["train"]),
           eval=EvalArgs(**cfg["eval"]), optimizer=cfg["optimizer"], logger_name="csv", seed=cfg["seed"])
 
 
 def run_fast(config_path, monkeypatch):
-    from llmhpc.train.fast.engine import setup
+    from llmhpc.train.fsdp2.engine import setup
 
     monkeypatch.setattr(sys, "argv", ["python", "--config", str(config_path)])
     setup(["--config", str(config_path)])
@@ -48,19 +48,19 @@ def step_losses(out_dir, accumulation: int) -> list[float]:
 
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory):
-    root = fast_tiny.make(tmp_path_factory.mktemp("fast"), n=32)
+    root = fsdp2_tiny.make(tmp_path_factory.mktemp("fast"), n=32)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
-        run_stock(fast_tiny.config(root, "stock", gbs=4, mbs=2, max_seq_length=128), mp)
+        run_stock(fsdp2_tiny.config(root, "stock", gbs=4, mbs=2, max_seq_length=128), mp)
         for name, engine in (("unpacked", {"packing": False}), ("packed", {})):
-            run_fast(fast_tiny.config(root, name, gbs=4, mbs=2, max_seq_length=128,
+            run_fast(fsdp2_tiny.config(root, name, gbs=4, mbs=2, max_seq_length=128,
                                       engine={"compile": False, **engine}), mp)
         # the compiled blocks (inductor on this CPU), to compare with the eager packed run
         mp.setenv("LLMHPC_FAST_COMPILE_CPU", "1")
         torch._dynamo.reset()
         log = io.StringIO()
         with contextlib.redirect_stdout(log):
-            run_fast(fast_tiny.config(root, "compiled", gbs=4, mbs=2, max_seq_length=128,
+            run_fast(fsdp2_tiny.config(root, "compiled", gbs=4, mbs=2, max_seq_length=128,
                                       engine={"compile": True, "compile_shapes": "static"}), mp)
         (root / "compiled.stdout").write_text(log.getvalue())
     return root

@@ -1,4 +1,4 @@
-"""Which steps the fast engine saves a step checkpoint after: llmhpc.train.walltime's plan, from the job's end
+"""Which steps the fsdp2 engine saves a step checkpoint after: llmhpc.train.walltime's plan, from the job's end
 (LLMHPC_JOB_END_TIME, set by the stage) and the step and save times measured on every process.
 
 The plan is made after the first MEASURED steps of the run and again MEASURED steps after each save (the save's

@@ -132,7 +132,7 @@ class RunArgs:
 def data_class(class_path: str):
     """The data module's class: the engine's own JSON (json_data.py, no Lightning) for litgpt.data.JSON, LitGPT's
     own class otherwise (LitGPT's data modules import Lightning: a run that names one needs it)."""
-    from llmhpc.train.fast import json_data
+    from llmhpc.train.fsdp2 import json_data
 
     if class_path in json_data.CLASS_PATHS:
         return json_data.JSON
@@ -162,7 +162,7 @@ def load(path: str | Path) -> RunArgs:
     raw = yaml.safe_load(Path(path).read_text()) or {}
     engine = EngineArgs(**(raw.pop("engine", None) or {}))
     if raw.get("quantize") is not None:
-        raise ValueError("quantize: the fast engine's QLoRA is engine.method: qlora (torchao NF4); leave quantize unset")
+        raise ValueError("quantize: the fsdp2 engine's QLoRA is engine.method: qlora (torchao NF4); leave quantize unset")
     resume = raw.get("resume", False)
     if not (resume in (None, False, True, "auto") or isinstance(resume, str)):
         raise ValueError(f"resume: {resume!r} is none of false, true, auto or a step checkpoint folder")

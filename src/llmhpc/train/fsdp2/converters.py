@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from llmhpc.train.fast import adapters
+from llmhpc.train.fsdp2 import adapters
 
 FLOAT8_CAPABILITY = (8, 9)  # Ada and Hopper have FP8 tensor cores; A100 (8.0) and V100 (7.0) do not
 
