@@ -300,7 +300,7 @@ rule all:
 
 
 # The embedded default's archive name: its run name, engine, scorer and precision (submission.archive_name).
-NAME = "embedded-default_litgpt_reference_32-true"
+NAME = "embedded-default_litgpt_fast_32-true"
 
 
 def checked_config(edit=None) -> tuple[dict, dict]:
@@ -322,16 +322,16 @@ def test_the_archive_name_says_which_engine_scorer_and_precision_made_the_number
     def fsdp2(c):
         c["experiments"][1]["finetune"] = {**c["experiments"][1].get("finetune", {}), "engine": "fsdp2"}
 
-    def fast(c):
-        c["evaluate"]["scorer"] = "fast"
+    def reference(c):
+        c["evaluate"]["scorer"] = "reference"
 
     def bf16(c):
         c["finetune"]["precision"] = "bf16-true"
 
-    names = {submission.archive_name(*checked_config(edit)) for edit in (None, fsdp2, fast, bf16)}
-    assert names == {NAME, "embedded-default_fsdp2+litgpt_reference_32-true",
-                     "embedded-default_litgpt_fast_32-true",
-                     "embedded-default_litgpt_reference_32-true+bf16-true"}, names
+    names = {submission.archive_name(*checked_config(edit)) for edit in (None, fsdp2, reference, bf16)}
+    assert names == {NAME, "embedded-default_fsdp2+litgpt_fast_32-true",
+                     "embedded-default_litgpt_reference_32-true",
+                     "embedded-default_litgpt_fast_32-true+bf16-true"}, names
     assert all(set(n) <= set(ALNUM + "._+-") for n in names)
     assert submission.archive_name(*checked_config(lambda c: c.setdefault("submission", {}).update(name="team-a"))) == "team-a"
 

@@ -168,28 +168,30 @@ def test_changing_envs_reruns_the_pipeline(done):
 
 
 def test_the_fast_scorer_gives_the_reference_scorers_answers_through_the_workflow(done, tmp_path):
-    """evaluate.scorer: fast, through the evaluate rule on the embedded default's models: every item's choice and
-    log-likelihoods as the reference scorer's (fp32 on CPU), and the metrics say which scorer ran."""
+    """The embedded default scores with the fast scorer; evaluate.scorer: reference, through the evaluate rule on the
+    same models, gives every item's choice and log-likelihoods as the fast one did (fp32 on CPU), and the metrics
+    say which scorer ran."""
     import shutil
 
     repo = tmp_path / "repo"
     shutil.copytree(done, repo, symlinks=True)
     cfg = default_config()
-    cfg["evaluate"]["scorer"] = "fast"
-    (repo / "fast.yaml").write_text(yaml.safe_dump(cfg))
+    cfg["evaluate"]["scorer"] = "reference"
+    (repo / "reference.yaml").write_text(yaml.safe_dump(cfg))
     # Snakemake's default rerun triggers on a copy of the finished project: the embedded sets' paths are relative
     # to it, so nothing upstream reruns; the scorer is a parameter, so the two evaluations alone run again, on the
-    # very checkpoints that the reference scored.
-    proc = snakemake(repo, "--configfile", "fast.yaml", "--", "results/evaluate/base/metrics.json",
+    # very checkpoints that the fast scorer scored.
+    proc = snakemake(repo, "--configfile", "reference.yaml", "--", "results/evaluate/base/metrics.json",
                      "results/evaluate/mbs16/metrics.json")
     assert jobs_done(proc) == {"evaluate": 2}
     for model in ("base", "mbs16"):
-        fast = [json.loads(line) for line in (repo / f"results/evaluate/{model}/predictions.jsonl").read_text().splitlines()]
-        ref = [json.loads(line) for line in (done / f"results/evaluate/{model}/predictions.jsonl").read_text().splitlines()]
+        ref = [json.loads(line) for line in (repo / f"results/evaluate/{model}/predictions.jsonl").read_text().splitlines()]
+        fast = [json.loads(line) for line in (done / f"results/evaluate/{model}/predictions.jsonl").read_text().splitlines()]
         assert [(r["pred"], r["pred_norm"]) for r in fast] == [(r["pred"], r["pred_norm"]) for r in ref]
         worst = max(abs(a - b) for f, r in zip(fast, ref) for a, b in zip(f["loglikelihoods"], r["loglikelihoods"]))
         assert worst < 1e-3, worst
-        assert json.loads((repo / f"results/evaluate/{model}/metrics.json").read_text())["scorer"] == "fast"
+        assert json.loads((done / f"results/evaluate/{model}/metrics.json").read_text())["scorer"] == "fast"
+        assert json.loads((repo / f"results/evaluate/{model}/metrics.json").read_text())["scorer"] == "reference"
 
 
 def test_an_experiment_on_the_fsdp2_engine_runs_through_the_workflow(done, tmp_path):
