@@ -74,11 +74,17 @@ def stock_micro_batches(n: int, micro_batch_size: int, seed: int, epochs: int) -
     return [batch for _ in range(epochs) for batch in loader]
 
 
+def micro_batches_per_step(train) -> int:
+    """Stock's micro batches of one optimizer step in one process's order (global / micro), which the plan splits
+    over the ranks: the one place the engine derives it from the YAML's train section."""
+    return train.global_batch_size // train.micro_batch_size
+
+
 def steps_total(n: int, train) -> tuple[int, int]:
     """(optimizer steps stock takes, the step count its LR schedule is built for), for one process's order:
     an epoch has ceil(n / micro_batch_size) micro batches and a step takes global/micro of them, across epochs."""
     per_epoch = math.ceil(n / train.micro_batch_size)
-    accumulation = train.global_batch_size // train.micro_batch_size
+    accumulation = micro_batches_per_step(train)
     cap = train.max_steps or float("inf")
     return int(min(per_epoch * train.epochs // accumulation, cap)), int(min(per_epoch // accumulation * train.epochs, cap))
 
@@ -139,7 +145,7 @@ def plan_step(batches: list[list[int]], samples: list[Sample], world: int, packi
 def plan(samples, train, world: int, packing: bool, row_len: int, micro_rows: int, data_seed: int,
          ignore: int, mode: str) -> list[Step]:
     batches = stock_micro_batches(len(samples), train.micro_batch_size, data_seed, train.epochs)
-    per_step = train.global_batch_size // train.micro_batch_size
+    per_step = micro_batches_per_step(train)
     n, _ = steps_total(len(samples), train)
     return [plan_step(batches[s * per_step:(s + 1) * per_step], samples, world, packing, row_len, micro_rows,
                       ignore, mode) for s in range(n)]

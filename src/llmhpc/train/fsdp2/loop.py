@@ -103,7 +103,7 @@ def fit(state, steps: list[data.Step], stream, run, logger, per_epoch: int, star
     """Train over the planned steps from step `start` + 1 (a resumed run). Each step's loss is logged one step
     late (no host sync in the step)."""
     world, device = state.world, state.world.device
-    per_step = run.train.global_batch_size // run.train.micro_batch_size
+    per_step = data.micro_batches_per_step(run.train)
     accumulation = max(1, per_step // world.size)
     samples, pending = state.samples, None
     tokens = sum(len(samples[i].input_ids) for step in steps[:start] for i in step.samples)
