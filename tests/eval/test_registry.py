@@ -42,3 +42,22 @@ def test_what_each_scorer_can_do():
     over_nodes = EvaluateSettings.from_dict({"num_nodes": 2})
     assert FAST.problem(over_nodes) is None
     assert REFERENCE.problem(over_nodes).startswith("num_nodes 2 needs scorer fast on GPUs (the reference scorer")
+
+
+def test_no_other_module_compares_scorer_names():
+    """A scorer's name compared with evaluate.scorer outside the registry is a decision its entry should answer
+    (the server's own `--path fast|reference` is another switch: it does not name a scorer)."""
+    import re
+
+    from conftest import REPO
+
+    names = "|".join(SCORERS)
+    compared = re.compile(rf"""scorer\W[^#]*(==|!=|\bin)\s*\(?\s*["']({names})["']|get\(\s*["']scorer["']\s*,""")
+    found = []
+    for path in [*(REPO / "src").rglob("*.py"), *(REPO / "workflow").rglob("*.py"), *(REPO / "workflow").rglob("*.smk")]:
+        if path.name == "registry.py" and path.parent.name == "eval":
+            continue
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if compared.search(line):
+                found.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
+    assert found == []
