@@ -62,6 +62,23 @@ def test_srun_s_ranks_are_read(plain):
     assert (ranks.main_address, ranks.main_port) == ("gpu12", 15000 + 1234)
 
 
+def test_a_slurm_jobs_single_task_starts_no_mpi(plain):
+    """In a batch job's one task (srun, no MPI launcher) MPI is not started: mpi4py's import runs MPI_Init, which
+    aborts the process where Open MPI has no PMI support for Slurm (found in the Slurm test's scoring job)."""
+    class Aborts:
+        def __getattr__(self, name):
+            raise AssertionError(f"mpi4py.{name} used: MPI_Init would run in a Slurm job's single task")
+
+    plain.setitem(sys.modules, "mpi4py", Aborts())
+    plain.setenv("SLURM_JOB_ID", "1234")
+    plain.setenv("SLURM_NTASKS", "1")
+    plain.setenv("SLURM_PROCID", "0")
+    plain.setenv("SLURM_LOCALID", "0")
+    assert process_group.find() == process_group.Ranks()
+    plain.setenv("OMPI_COMM_WORLD_SIZE", "1")  # mpirun -n 1: a world of one, no MPI needed either
+    assert process_group.find() == process_group.Ranks()
+
+
 def test_mpirun_ranks_that_mpi4py_cannot_see_are_refused(plain):
     plain.setenv("OMPI_COMM_WORLD_SIZE", "2")
     with pytest.raises(RuntimeError, match="mpirun started 2 ranks but mpi4py does not see them .*install mpi4py "

@@ -72,9 +72,20 @@ def first_node(nodes: str) -> str:
     return nodes.split(" ")[0].split(",")[0]
 
 
+# What an MPI launcher sets in each rank's environment: the size of its world (Open MPI's mpirun, MPICH's and Intel
+# MPI's Hydra, MVAPICH2).
+MPI_WORLD_SIZE = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
 def mpirun() -> Launch | None:
     """MPIEnvironment: an MPI world of more than one rank (mpi4py); local rank within the ranks of this host
-    (hosts in sorted order); rank 0's host name and a free port of its host, broadcast. Every rank takes part."""
+    (hosts in sorted order); rank 0's host name and a free port of its host, broadcast. Every rank takes part.
+    MPI is not started where no MPI launcher says it started several ranks: importing mpi4py runs MPI_Init, which
+    aborts the process in a Slurm job's single task where Open MPI has no PMI support (Lightning's check asks
+    mpi4py first)."""
+    if not any(os.environ.get(name, "1").isdigit() and int(os.environ[name]) > 1
+               for name in MPI_WORLD_SIZE if name in os.environ):
+        return None
     try:
         from mpi4py import MPI
     except ImportError:
