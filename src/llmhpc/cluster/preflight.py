@@ -23,6 +23,7 @@ from llmhpc.eval import registry
 from llmhpc.schema_check import ConfigError
 from llmhpc.settings import FinetuneSettings
 from llmhpc.train.registry import ENGINES
+from llmhpc.train.registry import of as engine_of
 
 _GADI_PATH = re.compile(r"^/(g/data|scratch)/([^/]+)")
 
@@ -245,8 +246,7 @@ def preflight(config: dict, experiments: dict, workdir, finetune_overrides: dict
         for problem in problems:
             print(f"preflight warning (a real run would be refused): {problem}", file=sys.stderr)
         problems = []
-    fast = {name: s for name, s in experiments.items()
-            if ENGINES[FinetuneSettings.from_dict(s["finetune"]).engine].predicts_memory}
+    fast = {name: s for name, s in experiments.items() if engine_of(s["finetune"]).predicts_memory}
     float8 = any(s["finetune"].get("float8") for s in experiments.values())
     gpu = site_gpu(site) if fast or float8 else None  # nvidia-smi (local sites) only then, and once
     if float8:

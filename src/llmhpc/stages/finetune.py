@@ -128,8 +128,8 @@ def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, s
     out_dir = Path(out_dir)
     earlier_s = earlier_step_s(out_dir, Path(config_path), settings)
     resuming = resume.enabled(settings, Path(config_path), log)
-    accumulation = max(1, FinetuneSettings.from_dict(settings).accumulation)
-    engine = registry.of(settings)
+    typed = FinetuneSettings.from_dict(settings)  # once: the batch arithmetic and the engine's registry entry
+    accumulation, engine = max(1, typed.accumulation), registry.of(typed)
     attempts.close_previous(out_dir, engine, accumulation)  # before logs/ goes
     resumed_from = start_clean(out_dir, Path(config_path), resuming, log)
     history = attempts.begin(out_dir, resumed_from)
@@ -171,7 +171,7 @@ def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, s
     summary.update(saves)  # the stock engine's step-checkpoint interval and why
     summary["resumed_from_step"] = start_step or None
     # over every attempt of a resumed run: training time, samples/s, tokens/s; the attempts and the time lost
-    summary.update(attempts.whole_run(history, summary, FinetuneSettings.from_dict(settings).samples_per_step,
+    summary.update(attempts.whole_run(history, summary, typed.samples_per_step,
                                       summary["world_size"]))
     resume.discard(out_dir)  # done: the step checkpoints (optimizer state included) go
     if launch is not None:
