@@ -28,7 +28,7 @@ STARTUP = re.compile(r"Start-up to training: ([\d.]+) s \(compile and warm-up ([
 
 
 def engine_run(config: Path, cache: Path) -> tuple[float, float]:
-    env = dict(os.environ, LLMHPC_FAST_COMPILE_CPU="1", TORCHINDUCTOR_CACHE_DIR=str(cache),
+    env = dict(os.environ, LLMHPC_FSDP2_COMPILE_CPU="1", TORCHINDUCTOR_CACHE_DIR=str(cache),
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])),
                JSONARGPARSE_DEPRECATION_WARNINGS="off")
     proc = subprocess.run([sys.executable, "-m", "llmhpc.train.fsdp2", "--config", str(config)], env=env,

@@ -359,7 +359,7 @@ def engine_vs_stock(argv: list[str]) -> int:
         cfg = kit_yaml(args.bench / f"{name}.yaml", ckpt, args.bench, args.bench / name / "out", args.gpus, mbs,
                        precision, engine)
         cmd = ([sys.executable, "-m", "llmhpc.train.fsdp2"] if fast else [sys.executable, "-m", "litgpt", "finetune_full"])
-        env = {"LLMHPC_FAST_PROFILE_STEP": str(args.profile_step)} if name == "fast-warm" and args.profile_step else {}
+        env = {"LLMHPC_FSDP2_PROFILE_STEP": str(args.profile_step)} if name == "fast-warm" and args.profile_step else {}
         results[name] = kit_run(name, cmd + ["--config", str(cfg)], args.bench / name, int(left - 20), env)
         if name == "fast" and results[name]["exit"] != 0:
             print(f"=== {name} failed: the remaining runs are skipped", flush=True)

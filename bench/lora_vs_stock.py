@@ -267,7 +267,7 @@ def main(argv=None) -> int:
                             args.lr_warmup_steps)
         cmd = ([sys.executable, "-m", "llmhpc.train.fsdp2"] if kind == "fast"
                else [sys.executable, "-m", "litgpt", "finetune_lora"]) + ["--config", str(config)]
-        profile = ({"LLMHPC_FAST_PROFILE_STEP": str(args.profile_step)}
+        profile = ({"LLMHPC_FSDP2_PROFILE_STEP": str(args.profile_step)}
                    if kind == "fast" and args.profile_step and name in args.profile_runs.split(",") else {})
         results[name] = run_one(name, cmd, out, left - 15, name in args.finish.split(","), profile)
     tokens = [r["tokens_with_prompt"] for r in results.values() if r.get("tokens_with_prompt")]

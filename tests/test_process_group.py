@@ -100,7 +100,7 @@ def test_each_caller_keeps_its_own_refusals(plain):
     from llmhpc.eval import parallel
     from llmhpc.train.fsdp2 import distributed
 
-    plain.delenv("LLMHPC_FAST_NO_RESPAWN", raising=False)
+    plain.delenv("LLMHPC_FSDP2_NO_RESPAWN", raising=False)
     with pytest.raises(RuntimeError, match="no launcher started this process"):
         distributed.init(2, 1)
     for key, value in {"TORCHELASTIC_RUN_ID": "x", "WORLD_SIZE": "3", "RANK": "0", "LOCAL_RANK": "0"}.items():

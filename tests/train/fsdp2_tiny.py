@@ -37,7 +37,7 @@ def write_checkpoint(ckpt: Path, seed: int = 0) -> None:
 
     ckpt.mkdir(parents=True, exist_ok=True)
     write_tokenizer(ckpt)
-    config = Config(name="fast-test-llama", block_size=256, vocab_size=512, padded_vocab_size=512, n_layer=2,
+    config = Config(name="fsdp2-test-llama", block_size=256, vocab_size=512, padded_vocab_size=512, n_layer=2,
                     n_head=4, n_query_groups=2, n_embd=32, intermediate_size=64, rotary_percentage=1.0,
                     parallel_residual=False, bias=False, norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP")
     torch.manual_seed(seed)

@@ -15,7 +15,7 @@ from llmhpc.train.registry import ENGINE_KEYS_FROM_FINETUNE, FSDP2, STOCK
 
 def configured(**finetune) -> dict:
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    cfg["experiments"] = [{"name": "stock"}, {"name": "fast", "finetune": {"engine": "fsdp2", **finetune}}]
+    cfg["experiments"] = [{"name": "stock"}, {"name": "fsdp2", "finetune": {"engine": "fsdp2", **finetune}}]
     return check(cfg, load_schema(SCHEMA))
 
 
@@ -38,9 +38,9 @@ def test_schema_switches_are_the_engines_own_with_its_defaults():
 
 def test_an_experiment_changes_one_switch_and_keeps_the_others():
     experiments = configured(engine_options={"packing": False})
-    options = experiments["fast"]["finetune"]["engine_options"]
+    options = experiments["fsdp2"]["finetune"]["engine_options"]
     assert options["packing"] is False and options["compile"] == "auto"  # the rest keep their defaults
-    cfg = litgpt_config(experiments["fast"]["finetune"], "ckpt", "data", "out")
+    cfg = litgpt_config(experiments["fsdp2"]["finetune"], "ckpt", "data", "out")
     assert cfg["engine"] == {**options, "method": "full", "float8": False}
     assert "engine" not in litgpt_config(experiments["stock"]["finetune"], "ckpt", "data", "out")
 
@@ -54,7 +54,7 @@ def test_each_engine_has_its_command():
 @pytest.mark.parametrize("method", ["lora", "dora", "qlora"])
 def test_every_lora_method_runs_on_fsdp2_with_finetune_lora_keys(method):
     experiments = configured(method=method, lora_r=16, lora_targets=["query", "value", "mlp"], float8=method != "qlora")
-    cfg = litgpt_config(experiments["fast"]["finetune"], "ckpt", "data", "out")
+    cfg = litgpt_config(experiments["fsdp2"]["finetune"], "ckpt", "data", "out")
     assert (cfg["lora_r"], cfg["lora_alpha"], cfg["lora_dropout"]) == (16, 16, 0.05)
     assert {t for t in LORA_TARGETS if cfg[f"lora_{t}"]} == {"query", "value", "mlp"}
     assert cfg["resume"] == "auto"  # finetune_lora's layout has none, but the fsdp2 engine resumes adapter runs

@@ -33,9 +33,9 @@ def test_what_each_engine_can_do():
     assert STOCK.problem(FinetuneSettings.from_dict({"float8": True})).startswith("float8 needs engine fsdp2:")
     assert of({"engine": "fsdp2"}) is FSDP2 and of({}) is ENGINES[schema_defaults("finetune")["engine"]]
     # its `engine:` section: the switches and what the experiment is; the stock YAML has none
-    fast = FinetuneSettings.from_dict({"engine": "fsdp2", "method": "lora", "engine_options": {"packing": False}})
-    assert FSDP2.options(fast) == {"packing": False, "method": "lora", "float8": False}
-    assert STOCK.options(fast) == {}
+    lora_on_fsdp2 = FinetuneSettings.from_dict({"engine": "fsdp2", "method": "lora", "engine_options": {"packing": False}})
+    assert FSDP2.options(lora_on_fsdp2) == {"packing": False, "method": "lora", "float8": False}
+    assert STOCK.options(lora_on_fsdp2) == {}
     # a CSV row's iter_time: one optimizer step's for fsdp2 (4 micro batches here), one micro batch's for stock
     assert FSDP2.iter_time_s(2.0, 4) == 0.5 and STOCK.iter_time_s(2.0, 4) == 2.0
     assert STOCK.run_line("lora", "x.yaml") == "litgpt finetune_lora --config x.yaml"

@@ -32,7 +32,7 @@ def run_stock(config_path, monkeypatch):
           eval=EvalArgs(**cfg["eval"]), optimizer=cfg["optimizer"], logger_name="csv", seed=cfg["seed"])
 
 
-def run_fast(config_path, monkeypatch):
+def run_fsdp2(config_path, monkeypatch):
     from llmhpc.train.fsdp2.engine import setup
 
     monkeypatch.setattr(sys, "argv", ["python", "--config", str(config_path)])
@@ -48,36 +48,36 @@ def step_losses(out_dir, accumulation: int) -> list[float]:
 
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory):
-    root = fsdp2_tiny.make(tmp_path_factory.mktemp("fast"), n=32)
+    root = fsdp2_tiny.make(tmp_path_factory.mktemp("fsdp2"), n=32)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
         run_stock(fsdp2_tiny.config(root, "stock", gbs=4, mbs=2, max_seq_length=128), mp)
         for name, engine in (("unpacked", {"packing": False}), ("packed", {})):
-            run_fast(fsdp2_tiny.config(root, name, gbs=4, mbs=2, max_seq_length=128,
+            run_fsdp2(fsdp2_tiny.config(root, name, gbs=4, mbs=2, max_seq_length=128,
                                       engine={"compile": False, **engine}), mp)
         # the compiled blocks (inductor on this CPU), to compare with the eager packed run
-        mp.setenv("LLMHPC_FAST_COMPILE_CPU", "1")
+        mp.setenv("LLMHPC_FSDP2_COMPILE_CPU", "1")
         torch._dynamo.reset()
         log = io.StringIO()
         with contextlib.redirect_stdout(log):
-            run_fast(fsdp2_tiny.config(root, "compiled", gbs=4, mbs=2, max_seq_length=128,
+            run_fsdp2(fsdp2_tiny.config(root, "compiled", gbs=4, mbs=2, max_seq_length=128,
                                       engine={"compile": True, "compile_shapes": "static"}), mp)
         (root / "compiled.stdout").write_text(log.getvalue())
     return root
 
 
 def test_unpacked_steps_match_stock(kit):
-    stock, fast = step_losses(kit / "stock", 2), step_losses(kit / "unpacked", 2)
-    assert len(stock) == len(fast) == STEPS
-    assert fast == pytest.approx(stock, rel=1e-4)
+    stock, fsdp2 = step_losses(kit / "stock", 2), step_losses(kit / "unpacked", 2)
+    assert len(stock) == len(fsdp2) == STEPS
+    assert fsdp2 == pytest.approx(stock, rel=1e-4)
 
 
 def test_packed_steps_match_stock(kit):
     """Packing keeps stock's objective (each stock micro batch's token mean, averaged over the step)."""
-    stock, fast = step_losses(kit / "stock", 2), step_losses(kit / "packed", 2)
-    assert len(fast) == STEPS
-    assert fast[0] == pytest.approx(stock[0], rel=1e-4)
-    assert fast == pytest.approx(stock, rel=2e-2)
+    stock, fsdp2 = step_losses(kit / "stock", 2), step_losses(kit / "packed", 2)
+    assert len(fsdp2) == STEPS
+    assert fsdp2[0] == pytest.approx(stock[0], rel=1e-4)
+    assert fsdp2 == pytest.approx(stock, rel=2e-2)
 
 
 def test_outputs_are_stock_s(kit):
@@ -86,8 +86,8 @@ def test_outputs_are_stock_s(kit):
     header = lambda d: (d / "logs/csv/version_0/metrics.csv").read_text().splitlines()[0]  # noqa: E731
     assert header(kit / "packed") == header(kit / "stock")
     stock_h = yaml.safe_load((kit / "stock/final/hyperparameters.yaml").read_text())
-    fast_h = yaml.safe_load((kit / "packed/final/hyperparameters.yaml").read_text())
-    assert {k: v for k, v in fast_h.items() if k != "out_dir"} == {k: v for k, v in stock_h.items() if k != "out_dir"}
+    fsdp2_h = yaml.safe_load((kit / "packed/final/hyperparameters.yaml").read_text())
+    assert {k: v for k, v in fsdp2_h.items() if k != "out_dir"} == {k: v for k, v in stock_h.items() if k != "out_dir"}
 
 
 def test_checkpoint_loads_in_litgpt_and_matches_stock_s_weights(kit):
@@ -97,12 +97,12 @@ def test_checkpoint_loads_in_litgpt_and_matches_stock_s_weights(kit):
         state = torch.load(d / "final/lit_model.pth", weights_only=True)
         return state.get("model", state)
 
-    fast, stock = load(kit / "unpacked"), load(kit / "stock")
+    fsdp2, stock = load(kit / "unpacked"), load(kit / "stock")
     model = GPT(Config.from_file(kit / "unpacked/final/model_config.yaml"))
-    model.load_state_dict(fast, strict=True)
-    assert fast.keys() == stock.keys()
+    model.load_state_dict(fsdp2, strict=True)
+    assert fsdp2.keys() == stock.keys()
     for name in stock:
-        torch.testing.assert_close(fast[name], stock[name], rtol=1e-3, atol=1e-5)
+        torch.testing.assert_close(fsdp2[name], stock[name], rtol=1e-3, atol=1e-5)
 
 
 def test_litgpt_generate_runs_on_the_checkpoint(kit, capsys):

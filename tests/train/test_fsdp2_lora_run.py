@@ -10,7 +10,7 @@ import fsdp2_tiny
 import pytest
 import torch
 import yaml
-from test_fsdp2_litgpt import run_fast, step_losses
+from test_fsdp2_litgpt import run_fsdp2, step_losses
 
 pytestmark = pytest.mark.litgpt
 
@@ -53,7 +53,7 @@ def run_stock_lora(config_path, monkeypatch) -> dict:
     return initial
 
 
-def run_fast_from(config_path, monkeypatch, initial: dict) -> None:
+def run_fsdp2_from(config_path, monkeypatch, initial: dict) -> None:
     """The engine with stock's initial adapters in place of its own draw (the draws of two RNG orders differ)."""
     from llmhpc.train.fsdp2 import adapters
 
@@ -65,7 +65,7 @@ def run_fast_from(config_path, monkeypatch, initial: dict) -> None:
         return {**out, **initial}
 
     monkeypatch.setattr(adapters, "initial_state", stock_s)
-    run_fast(config_path, monkeypatch)
+    run_fsdp2(config_path, monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +74,10 @@ def kit(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
         initial = run_stock_lora(lora_config(root, "stock"), mp)
-        run_fast_from(lora_config(root, "lora", "lora", packing=False), mp, initial)
+        run_fsdp2_from(lora_config(root, "lora", "lora", packing=False), mp, initial)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
-        run_fast(lora_config(root, "dora", "dora"), mp)  # packed, its own initial adapters
+        run_fsdp2(lora_config(root, "dora", "dora"), mp)  # packed, its own initial adapters
     return root
 
 
@@ -87,9 +87,9 @@ def load(path):
 
 
 def test_lora_steps_match_stock_finetune_lora(kit):
-    stock, fast = step_losses(kit / "stock", 2), step_losses(kit / "lora", 2)
-    assert len(stock) == len(fast) == 8
-    assert fast == pytest.approx(stock, rel=1e-4)
+    stock, fsdp2 = step_losses(kit / "stock", 2), step_losses(kit / "lora", 2)
+    assert len(stock) == len(fsdp2) == 8
+    assert fsdp2 == pytest.approx(stock, rel=1e-4)
 
 
 def test_final_files_are_stock_s_and_adapters_carry_stock_s_names(kit):

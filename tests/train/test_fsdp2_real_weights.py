@@ -13,7 +13,7 @@ import math
 import fsdp2_tiny
 import pytest
 import yaml
-from test_fsdp2_litgpt import run_fast, run_stock, step_losses
+from test_fsdp2_litgpt import run_fsdp2, run_stock, step_losses
 
 pytestmark = [pytest.mark.registry, pytest.mark.litgpt]
 
@@ -25,7 +25,7 @@ def runs(real_model, tmp_path_factory):
     from llmhpc.sources import prose
 
     _, lit_dir = real_model
-    root = tmp_path_factory.mktemp("fast_real")
+    root = tmp_path_factory.mktemp("fsdp2_real")
     train, val = prose.finetune_records()
     (root / "data").mkdir()
     (root / "data/train.json").write_text(json.dumps(train[:16]))
@@ -39,19 +39,19 @@ def runs(real_model, tmp_path_factory):
             cfg = yaml.safe_load(path.read_text())
             cfg["optimizer"]["init_args"]["lr"] = 2e-5  # a trained model: a fine-tune's rate, not a random one's
             path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-            (run_stock if engine is None else run_fast)(path, mp)
+            (run_stock if engine is None else run_fsdp2)(path, mp)
     return root
 
 
 def test_unpacked_steps_match_stock_on_real_weights(runs):
-    stock, fast = step_losses(runs / "stock", 2), step_losses(runs / "unpacked", 2)
-    assert len(stock) == len(fast) == STEPS
-    assert fast == pytest.approx(stock, rel=1e-4)
+    stock, fsdp2 = step_losses(runs / "stock", 2), step_losses(runs / "unpacked", 2)
+    assert len(stock) == len(fsdp2) == STEPS
+    assert fsdp2 == pytest.approx(stock, rel=1e-4)
     assert max(stock) < 0.6 * math.log(49152)  # a trained model, not flat logits (log(vocab) = 10.8)
 
 
 def test_packed_steps_match_stock_on_real_weights(runs):
-    stock, fast = step_losses(runs / "stock", 2), step_losses(runs / "packed", 2)
-    assert len(stock) == len(fast) == STEPS
-    assert fast == pytest.approx(stock, rel=1e-4)
-    print(f"\npacked against stock: max relative difference {max(abs(f / s - 1) for f, s in zip(fast, stock)):.2g}")
+    stock, fsdp2 = step_losses(runs / "stock", 2), step_losses(runs / "packed", 2)
+    assert len(stock) == len(fsdp2) == STEPS
+    assert fsdp2 == pytest.approx(stock, rel=1e-4)
+    print(f"\npacked against stock: max relative difference {max(abs(f / s - 1) for f, s in zip(fsdp2, stock)):.2g}")

@@ -358,7 +358,7 @@ def test_compile_auto_compiles_a_large_planned_job_and_not_a_small_one(monkeypat
     from llmhpc.train.fsdp2 import compile_choice
     from llmhpc.train.metrics import flops_per_token
 
-    monkeypatch.delenv("LLMHPC_FAST_COMPILE_CPU", raising=False)
+    monkeypatch.delenv("LLMHPC_FSDP2_COMPILE_CPU", raising=False)
     small = compile_choice.planned_seconds(232 * 512, flops_per_token(135e6, 30, 576, 512, frozen_base=True), 1)
     large = compile_choice.planned_seconds(1024 * 225, flops_per_token(6.7e9, 32, 4096, 512), 1)
     assert small < 1 and large > 20
@@ -426,7 +426,7 @@ def test_the_planned_layout_leaves_its_later_choices_to_be_replaced():
     from llmhpc.train.fsdp2 import engine
     from llmhpc.train.fsdp2.layout import Layout
 
-    config = Config(name="fast-test-llama", block_size=256, vocab_size=512, padded_vocab_size=512, n_layer=2,
+    config = Config(name="fsdp2-test-llama", block_size=256, vocab_size=512, padded_vocab_size=512, n_layer=2,
                     n_head=4, n_embd=64)
     run = SimpleNamespace(engine=EngineArgs(), precision="32-true", train=SimpleNamespace(micro_batch_size=2),
                           lora=SimpleNamespace(head=False))

@@ -8,7 +8,7 @@ from llmhpc.train import metrics
 # The ISC25 seed's batch: 16 per GPU x 8 GPUs x accumulation 2 = 256 samples per optimizer step.
 ISC25 = {"devices": 8, "num_nodes": 1, "micro_batch_size": 16, "global_batch_size": 256, "method": "dora",
          "engine": "fsdp2", "float8": True, "precision": "bf16-true", "max_seq_length": 512}
-ENGINE_LINE = ("Engine fast | packing=on micro_rows=16 (rows per micro batch: [16]) activation_checkpointing=off (auto)"
+ENGINE_LINE = ("Engine fsdp2 | packing=on micro_rows=16 (rows per micro batch: [16]) activation_checkpointing=off (auto)"
                " sharding=grad_op compile=on fused_adamw=on cross_entropy=chunked loss_weighting=micro_batch"
                " prefetch=on fast_save=on attention=flex | precision bf16-true | 8 process(es) via torchrun on cuda |"
                " 69 optimizer steps of 256 samples\n")
@@ -31,6 +31,8 @@ def test_samples_per_second_is_steps_times_the_global_batch_over_training_time()
 def test_attention_is_what_the_engine_printed_and_nothing_for_stock():
     assert summarise(ENGINE_LINE + REPORT, iters=2)["attention"] == "flex"
     assert metrics.attention_backend("[rank: 0] " + ENGINE_LINE.replace("attention=flex", "attention=sdpa")) == "sdpa"
+    # a finished run's log from before the engine's rename
+    assert metrics.attention_backend(ENGINE_LINE.replace("Engine fsdp2 |", "Engine fast |")) == "flex"
     stock = {**ISC25, "engine": "litgpt", "method": "lora", "float8": False}
     s = summarise("Number of trainable parameters: 1,000\n" + REPORT, iters=2, ft=stock)
     assert s["attention"] is None and s["engine"] == "litgpt"

@@ -27,7 +27,7 @@ def stock_step(out, step, whole=True):
     return folder
 
 
-def fast_step(out, step, whole=True):
+def fsdp2_step(out, step, whole=True):
     folder = out / f"step-{step:06d}"
     folder.mkdir(parents=True)
     (folder / "__0_0.distcp").write_bytes(b"shard")
@@ -42,8 +42,8 @@ def test_newest_whole_checkpoint_is_chosen_and_a_half_written_one_removed(tmp_pa
     stock_step(out, 2)
     stock_step(out, 4)
     half = stock_step(out, 6, whole=False)
-    fast_half = fast_step(tmp_path / "fast", 4, whole=False)
-    assert not resume.is_complete(fast_half) and resume.is_complete(fast_step(tmp_path / "fast", 2))
+    fsdp2_half = fsdp2_step(tmp_path / "fsdp2", 4, whole=False)
+    assert not resume.is_complete(fsdp2_half) and resume.is_complete(fsdp2_step(tmp_path / "fsdp2", 2))
     assert resume.prepare(out, config, lines.append) == out / "step-000004"
     assert not half.exists() and (out / "step-000002").is_dir()
     assert any("half-written" in line and "step-000006" in line for line in lines)

@@ -213,5 +213,5 @@ def test_an_experiment_on_the_fsdp2_engine_runs_through_the_workflow(done, tmp_p
         "-m llmhpc.train.fsdp2 --config results/finetune/fsdp2/litgpt.yaml" in summary["command"]
     assert summary["exit_code"] == 0 and summary["steps"] == 4
     assert summary["training_time_s"] > 0 and summary["tokens_per_s"] > 0
-    assert "Engine fast | packing=on" in (run / "finetune.stdout").read_text()
+    assert "Engine fsdp2 | packing=on" in (run / "finetune.stdout").read_text()
     assert json.loads((repo / "results/evaluate/fsdp2/metrics.json").read_text())["items"] > 0

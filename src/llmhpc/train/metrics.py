@@ -178,9 +178,10 @@ def samples_per_s(steps: int | None, samples_per_step: int, training_time_s: flo
     return round(steps * samples_per_step / training_time_s, 3)
 
 
-# The fsdp2 engine's settings line ("Engine fast | ... attention=flex ... |") names the attention backend it chose;
-# stock litgpt prints none, and then none is recorded (not guessed).
-_ATTENTION = re.compile(r"Engine fast \|[^\n]*?\battention=([\w-]+)")  # not anchored: launchers prefix rank tags
+# The fsdp2 engine's settings line ("Engine fsdp2 | ... attention=flex ... |") names the attention backend it chose;
+# stock litgpt prints none, and then none is recorded (not guessed). A log written before the engine's package was
+# renamed from train.fast says "Engine fast |"; a finished run's log is read either way.
+_ATTENTION = re.compile(r"Engine (?:fsdp2|fast) \|[^\n]*?\battention=([\w-]+)")  # not anchored: rank tags prefix it
 
 
 def attention_backend(stdout_text: str) -> str | None:

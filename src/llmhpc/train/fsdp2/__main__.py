@@ -1,4 +1,4 @@
-"""`python -m llmhpc.train.fsdp2 --config <litgpt finetune_full YAML>`: the fast fine-tune engine (engine.py).
+"""`python -m llmhpc.train.fsdp2 --config <litgpt finetune_full YAML>`: the fsdp2 fine-tune engine (engine.py).
 
 A plain process asked for several devices on one node re-executes itself under torchrun before anything heavy
 is imported (as LitGPT starts its own processes); under torchrun, srun or mpirun it runs as one rank.
@@ -22,12 +22,12 @@ def respawn_if_needed(argv: list[str]) -> None:
     """exec torchrun for `devices` processes when no launcher started this one and the YAML asks for several."""
     if any(k in os.environ for k in LAUNCHED) or int(os.environ.get("SLURM_NTASKS", "1")) > 1:
         return
-    if "--config" not in argv or os.environ.get("LLMHPC_FAST_NO_RESPAWN") == "1":
+    if "--config" not in argv or os.environ.get("LLMHPC_FSDP2_NO_RESPAWN") == "1":
         return
     cfg = config_of(argv)
     devices, nodes = cfg.get("devices", 1), int(cfg.get("num_nodes", 1))
     if isinstance(devices, int) and devices > 1 and nodes == 1:
-        os.environ.setdefault("LLMHPC_FAST_LAUNCH_TIME", repr(__import__("time").time()))
+        os.environ.setdefault("LLMHPC_FSDP2_LAUNCH_TIME", repr(__import__("time").time()))
         os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                   f"--nproc-per-node={devices}", "-m", "llmhpc.train.fsdp2", *argv[1:]])
 
@@ -49,7 +49,7 @@ def read_ahead(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("LLMHPC_FAST_LAUNCH_TIME", repr(__import__("time").time()))
+    os.environ.setdefault("LLMHPC_FSDP2_LAUNCH_TIME", repr(__import__("time").time()))
     # Packed micro batches come in a few row counts; with fixed-size segments the caching allocator fragments
     # between them (8B full fine-tune, 2 x H200: 122.9 GB peak with two shapes; a run with a third ran out of memory).
     # Expandable segments (as torchtitan sets them) grow one mapping instead. Set before CUDA starts; a user's

@@ -30,7 +30,7 @@ CHOICES = {
 
 @dataclass
 class EngineArgs:
-    """The `engine:` mapping of the YAML. Defaults are the fast settings; each switch turns one method off."""
+    """The `engine:` mapping of the YAML. Defaults are the fastest settings; each switch turns one method off."""
 
     packing: bool = True  # pack each optimizer step's samples into rows of max_seq_length (document-masked)
     micro_rows: int | str = "auto"  # rows (packed) per micro batch per GPU; auto: from a memory estimate

@@ -24,7 +24,7 @@ COMPILE_PAYS_WARM_S = 5.0  # the same with a warm compile cache
 
 def decide(setting, device_type: str, planned_s: float, warm_cache: bool) -> tuple[bool, str]:
     """(compile?, why) for engine.compile `setting` (True, False or "auto")."""
-    if device_type != "cuda" and os.environ.get("LLMHPC_FAST_COMPILE_CPU") != "1":
+    if device_type != "cuda" and os.environ.get("LLMHPC_FSDP2_COMPILE_CPU") != "1":
         return False, f"eager: on {device_type}, compiling costs more than it saves (engine.compile {setting})"
     if setting is True:
         return True, "compile: engine.compile true"

@@ -24,7 +24,7 @@ def init(devices: int, num_nodes: int) -> World:
     """Join (or create) the process group; check the world against devices x num_nodes."""
     ranks = process_group.find()
     if ranks.launcher == "single":
-        if devices * num_nodes > 1 and os.environ.get("LLMHPC_FAST_NO_RESPAWN") != "1":
+        if devices * num_nodes > 1 and os.environ.get("LLMHPC_FSDP2_NO_RESPAWN") != "1":
             raise RuntimeError(f"devices x num_nodes = {devices} x {num_nodes} but no launcher started this "
                                "process: run `python -m llmhpc.train.fsdp2` (it starts torchrun on one node) or "
                                "start one process per GPU with torchrun, srun or mpirun")

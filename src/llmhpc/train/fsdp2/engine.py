@@ -1,4 +1,4 @@
-"""The fast fine-tune engine, one process per GPU (started by __main__.py, torchrun, srun or mpirun).
+"""The fsdp2 fine-tune engine, one process per GPU (started by __main__.py, torchrun, srun or mpirun).
 
 Same model (LitGPT's GPT from checkpoint_dir), same data, samples per step, optimizer, LR schedule and precision
 as stock `litgpt finetune_full`; what differs is how the work is laid out (see the `engine:` switches in
@@ -47,7 +47,7 @@ def setup(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m llmhpc.train.fsdp2", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, type=Path, help="the YAML of `litgpt finetune_full --config`")
     opts = parser.parse_args(argv)
-    launched = float(os.environ.get("LLMHPC_FAST_LAUNCH_TIME", time.time()))
+    launched = float(os.environ.get("LLMHPC_FSDP2_LAUNCH_TIME", time.time()))
     t_start = time.perf_counter() - (time.time() - launched)  # the clock of the stage: from the first launch
     run = args_mod.load(opts.config)  # the last import: LitGPT's config, model and tokenizer modules
     clock = {"launch": t_start, "imported": time.perf_counter(), "imported_at": time.time()}
@@ -118,7 +118,7 @@ def main(run, world, clock: dict) -> None:
     logger = make_logger(run, world)
     stream = data.batches(steps[done:], world.rank, samples, run.engine.packing, row_len, ignore, world.device,
                           run.engine.prefetch)
-    state.profile_step = int(os.environ.get("LLMHPC_FAST_PROFILE_STEP", "0"))
+    state.profile_step = int(os.environ.get("LLMHPC_FSDP2_PROFILE_STEP", "0"))
     gc.collect()
     gc.freeze()  # the set-up's objects leave the collector's view, and no collection pauses a step
     gc.disable()
@@ -306,7 +306,7 @@ def report_settings(run, world, layout: Layout, state, steps, longest, max_seq_l
     print_main(world, f"The longest sequence length in the train data is {longest}, the model's maximum sequence "
                       f"length is {max_seq_length} and context length is {unwrap(trainee).config.block_size}")
     print_main(world, (
-        f"Engine fast | packing={on(engine.packing)} micro_rows={layout.micro_rows} (rows per micro batch: "
+        f"Engine fsdp2 | packing={on(engine.packing)} micro_rows={layout.micro_rows} (rows per micro batch: "
         f"{rows}) activation_checkpointing={on(layout.checkpointing)} ({engine.activation_checkpointing}) "
         f"sharding={layout.sharding} compile={on(layout.compile)}"
         f"{' (static shapes)' if layout.compile and layout.static_shapes else ''} "

@@ -151,7 +151,7 @@ def fit(state, steps: list[data.Step], stream, run, logger, per_epoch: int, star
 
 @contextlib.contextmanager
 def profiled(enabled: bool, world):
-    """Where one step's time goes (LLMHPC_FAST_PROFILE_STEP=N): the main process prints the top CUDA kernels."""
+    """Where one step's time goes (LLMHPC_FSDP2_PROFILE_STEP=N): the main process prints the top CUDA kernels."""
     if not enabled:
         yield
         return
