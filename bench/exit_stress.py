@@ -55,6 +55,11 @@ def cmd_job_evaluate(a) -> None:
     interpreter ends a script (no os._exit of ours)."""
     import torch
 
+    from llmhpc import cuda_start
+
+    if a.device != "cpu":
+        cuda_start.begin()  # as workflow/scripts/evaluate.py does for a one-process scorer
+
     from llmhpc.cluster import launch
     from llmhpc.stages import evaluate
 

@@ -3,6 +3,14 @@ from pathlib import Path
 
 import torch
 
+from llmhpc import cuda_start
+
+settings = snakemake.params.settings
+if settings["device"] != "cpu" and settings["gpus"] == 1 and settings["num_nodes"] == 1:
+    # one process scores here: the GPU's context starts while this job imports the scorer and reads its items
+    # (where the scorer starts a process per GPU, this one touches no GPU)
+    cuda_start.begin()
+
 from llmhpc.cluster import cost, launch
 from llmhpc.rulelog import to_log
 from llmhpc.stages import evaluate
@@ -14,7 +22,6 @@ checkpoint = Path(snakemake.input.checkpoint)  # the base model, or an experimen
 # finetune.py): the stage's wall hours x what this job held x the queue's rate; the summary shows it as `su`.
 job = {"rule": snakemake.rule, "wildcards": dict(snakemake.wildcards.items()), "threads": snakemake.threads,
        "resources": dict(snakemake.resources.items())}
-settings = snakemake.params.settings
 plan = None
 if settings["num_nodes"] > 1:  # started on every node by the site's launcher, with its NCCL/MPI environment
     plan = launch.plan(snakemake.config["site"], {"num_nodes": settings["num_nodes"], "devices": settings["gpus"]},

@@ -29,7 +29,7 @@ T0 = time.perf_counter()
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from llmhpc import atomic, clock, litgpt_core, process_group  # noqa: E402
+from llmhpc import atomic, clock, cuda_start, litgpt_core, process_group  # noqa: E402
 from llmhpc.compiling import compiled_graphs  # noqa: E402
 from llmhpc.eval import parallel, store  # noqa: E402
 from llmhpc.eval.fast import DEFAULT_TOKEN_BUDGET, Collector, Stage, compile_pays, plan, run_stage, warm_up  # noqa: E402
@@ -216,6 +216,7 @@ def setup_device(options: FastOptions, topo) -> tuple[str, str]:
     kind = "cuda" if options.device == "auto" and torch.cuda.is_available() else options.device.split(":")[0]
     device = f"cuda:{topo.local_rank}" if kind == "cuda" else "cpu"
     if kind == "cuda":
+        cuda_start.finish()
         torch.cuda.set_device(device)
         if options.max_memory_gib:
             total = torch.cuda.get_device_properties(device).total_memory
@@ -252,6 +253,8 @@ def run(options: FastOptions) -> int:
     where the accuracy guard failed."""
     log = (lambda *a: None) if options.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     t = {"start": time.perf_counter()}
+    if options.device != "cpu":
+        cuda_start.begin()  # the GPU's context and cuBLAS while the items are read and LitGPT's model code imported
     prefetch(options.checkpoint)
     kind = "cuda" if options.device == "auto" and torch.cuda.is_available() else options.device.split(":")[0]
     litgpt_core.load()  # LitGPT's model without Lightning (whose import is most of a small job's start-up)
