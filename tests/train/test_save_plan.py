@@ -1,4 +1,5 @@
-"""The fsdp2 engine's save plan from the job's walltime and the measured step and save times (unit, no torch run)."""
+"""The fsdp2 engine's save plan from the job's walltime and the measured step and save times, and the step
+checkpoints' manager that the loop asks (unit, no torch run)."""
 
 import types
 
@@ -84,3 +85,44 @@ def test_schedule_measures_then_plans(monkeypatch, capsys):
     last = due[-1]
     assert 1 + last + 5 * len(due) + 7 <= 100 + 1
     assert not any(s > last for s in due)
+
+
+def test_step_checkpoints_save_on_the_plan_before_the_last_step_and_stop_on_the_warning(monkeypatch, capsys):
+    """StepCheckpoints (what the loop asks about step checkpoints): none without save_interval; with it, the plan's
+    steps but the last one (the final checkpoint holds its weights), any step on the scheduler's warning, and a
+    save on the warning ends the run with the signal's exit status."""
+    from llmhpc.train.fsdp2 import step_checkpoint
+
+    for key in (walltime.START, walltime.END, walltime.SHARE):
+        monkeypatch.delenv(key, raising=False)
+    state = types.SimpleNamespace(world=World())
+    run = types.SimpleNamespace(train=types.SimpleNamespace(save_interval=0), resume=None)
+    off = step_checkpoint.StepCheckpoints.open(state, run)
+    assert off.resumed_at == 0 and off.stop_flag() is None
+    assert not any(off.due(s, stop=False, last_step=8) for s in range(1, 9))
+    off.release()
+
+    run.train.save_interval = 2
+    saved = []
+    monkeypatch.setattr(step_checkpoint, "save", lambda state, run, step: saved.append(step))
+    on = step_checkpoint.StepCheckpoints.open(state, run)
+    try:
+        assert on.stop_flag().item() == 0.0
+        assert [s for s in range(1, 9) if on.due(s, stop=False, last_step=8)] == [2, 4, 6]
+        assert on.due(3, stop=True, last_step=8)
+        on.save(4, stop=False)
+        with pytest.raises(step_checkpoint.Stopped) as stopped:
+            on.save(5, stop=True)
+        assert saved == [4, 5] and stopped.value.code == 143  # no signal of its own: another rank's SIGTERM
+    finally:
+        on.release()
+    assert "Stopped after step 5" in capsys.readouterr().out
+
+
+def test_phase_clock_splits_the_run_into_its_phases():
+    from llmhpc.train.fsdp2.state import PhaseClock
+
+    clock = PhaseClock(launch=0.0, imported=2.0, imported_at=1000.0, warm_start=3.0, warm_end=5.0, train_start=5.5,
+                       train_end=15.5, saved=17.0)
+    assert clock.phase_times() == {"startup_s": 2.0, "load_s": 1.5, "warmup_s": 2.0, "work_s": 10.0, "save_s": 1.5,
+                                   "imported_at": 1000.0}

@@ -34,13 +34,12 @@ from llmhpc.train.fsdp2 import (
     model,
     parallel,
     run_files,
-    save_plan,
     step_checkpoint,
     stock,
 )
 from llmhpc.train.fsdp2 import args as args_mod
 from llmhpc.train.fsdp2.layout import Layout
-from llmhpc.train.fsdp2.state import RunState
+from llmhpc.train.fsdp2.state import PhaseClock, RunState
 
 
 def setup(argv=None) -> None:
@@ -50,7 +49,7 @@ def setup(argv=None) -> None:
     launched = float(os.environ.get("LLMHPC_FSDP2_LAUNCH_TIME", time.time()))
     t_start = time.perf_counter() - (time.time() - launched)  # the clock of the stage: from the first launch
     run = args_mod.load(opts.config)  # the last import: LitGPT's config, model and tokenizer modules
-    clock = {"launch": t_start, "imported": time.perf_counter(), "imported_at": time.time()}
+    clock = PhaseClock(launch=t_start, imported=time.perf_counter(), imported_at=time.time())
     world = distributed.init(run.devices, run.num_nodes)
     print_main(world, f"Launch to engine start: {time.perf_counter() - t_start:.2f} s")
     main(run, world, clock)
@@ -66,9 +65,9 @@ def setup(argv=None) -> None:
         os._exit(0)
 
 
-def main(run, world, clock: dict) -> None:
-    """`clock`: perf_counter marks of the run's phases (phase_times), from the launch and the last import."""
-    t_start = clock["launch"]
+def main(run, world, clock: PhaseClock) -> None:
+    """`clock`: the launch and the last import; main marks the later phases in it."""
+    t_start = clock.launch
     from litgpt import Config, Tokenizer  # LitGPT's own, without Lightning (args.load ran litgpt_core.load)
 
     stock.validate_args(run.train, run.eval)
@@ -104,14 +103,11 @@ def main(run, world, clock: dict) -> None:
     build = lambda step, rows: data.to_device(  # noqa: E731
         data.collate(rows, samples, step.weight, run.engine.packing, row_len, ignore), world.device)
     shape = lambda rows: data.shape(rows, samples, run.engine.packing, row_len)  # noqa: E731
-    clock["warm_start"] = time.perf_counter()
+    clock.warm_start = time.perf_counter()
     warm = loop.warm_up(state, steps, build, shape, passes=warm_passes(run, layout, state.attention))
-    clock["warm_end"] = time.perf_counter()
-    done = step_checkpoint.restore(state, run)  # 0, or the steps a killed run had saved (after the warm-up: see restore)
-    if run.train.save_interval:
-        state.save_step = lambda step: step_checkpoint.save(state, run, step)
-        state.saves = save_plan.Schedule(run, world)  # which steps: save_interval, or sooner by the walltime
-        state.warned, state.stopped = step_checkpoint.Warned(), step_checkpoint.Stopped  # SIGTERM / SIGUSR1: save, then exit
+    clock.warm_end = time.perf_counter()
+    checkpoints = step_checkpoint.StepCheckpoints.open(state, run)  # after the warm-up: see restore
+    done = checkpoints.resumed_at  # 0, or the steps a killed run had saved
     process_group.barrier(world.size)
     print_main(world, f"Start-up to training: {time.perf_counter() - t_start:.2f} s (compile and warm-up {warm:.2f} s)")
 
@@ -123,37 +119,24 @@ def main(run, world, clock: dict) -> None:
     gc.freeze()  # the set-up's objects leave the collector's view, and no collection pauses a step
     gc.disable()
     graphs = compiled_graphs()
-    t0 = clock["train_start"] = time.perf_counter()
-    loop.fit(state, steps, stream, run, logger, per_epoch=-(-len(samples) // run.train.micro_batch_size), start=done)
-    clock["train_end"] = time.perf_counter()
-    training_time = clock["train_end"] - t0
+    t0 = clock.train_start = time.perf_counter()
+    loop.fit(state, steps, stream, run, logger, per_epoch=-(-len(samples) // run.train.micro_batch_size),
+             checkpoints=checkpoints)
+    clock.train_end = time.perf_counter()
+    training_time = clock.train_end - t0
     # a slow first step: waiting for data, or a recompile the warm-up did not foresee
     print_main(world, f"First batch ready after {state.first_batch_wait_s * 1000:.1f} ms; "
                       f"{compiled_graphs() - graphs} graphs compiled during training")
-    if state.warned is not None:
-        state.warned.release()
+    checkpoints.release()
     gc.enable()
     gc.unfreeze()
     report_training(world, steps[done:], samples, run, row_len, training_time)
     finish(state, run, world, logger, t_start)
-    clock["saved"] = time.perf_counter()
-    print_main(world, f"{PHASES_LINE}{json.dumps(phase_times(clock))}")
+    clock.saved = time.perf_counter()
+    print_main(world, f"{PHASES_LINE}{json.dumps(clock.phase_times())}")
 
 
 PHASES_LINE = "Engine phases (s): "  # the finetune stage reads the JSON after it (llmhpc.train.metrics)
-
-
-def phase_times(clock: dict) -> dict:
-    """The job's phases as the engine sees them: startup (launch to the last import), load (process group,
-    data, model and weights on the device; a resumed run's state), warmup (compile and warm-up passes), work
-    (the training loop), save (report, final validation, checkpoint, side files); and the wall-clock time of the
-    last import, from which the stage measures the start-up from its own start (the launcher's included)."""
-    spans = {"startup_s": clock["imported"] - clock["launch"],
-             "load_s": clock["warm_start"] - clock["imported"] + clock["train_start"] - clock["warm_end"],
-             "warmup_s": clock["warm_end"] - clock["warm_start"],
-             "work_s": clock["train_end"] - clock["train_start"],
-             "save_s": clock["saved"] - clock["train_end"]}
-    return {**{k: round(v, 3) for k, v in spans.items()}, "imported_at": round(clock["imported_at"], 3)}
 
 
 def plan_layout(run, world, config, row_len: int) -> Layout:

@@ -99,9 +99,11 @@ def warm_optimizer(optimizer) -> None:
     optimizer.zero_grad(set_to_none=True)
 
 
-def fit(state, steps: list[data.Step], stream, run, logger, per_epoch: int, start: int = 0) -> None:
-    """Train over the planned steps from step `start` + 1 (a resumed run). Each step's loss is logged one step
-    late (no host sync in the step)."""
+def fit(state, steps: list[data.Step], stream, run, logger, per_epoch: int, checkpoints) -> None:
+    """Train over the planned steps from the step after `checkpoints.resumed_at` (0, or a resumed run's), saving
+    the step checkpoints `checkpoints` (step_checkpoint.StepCheckpoints) asks for. Each step's loss is logged one
+    step late (no host sync in the step)."""
+    start = checkpoints.resumed_at
     world, device = state.world, state.world.device
     per_step = data.micro_batches_per_step(run.train)
     accumulation = max(1, per_step // world.size)
@@ -117,7 +119,7 @@ def fit(state, steps: list[data.Step], stream, run, logger, per_epoch: int, star
                 loss += forward_backward(state, micro, last=m == len(micros) - 1)
             optimizer_step(state)
         all_sum(loss, world.size)
-        warned, was_warned = (state.warned.flag(world) if state.warned is not None else None), warned
+        warned, was_warned = checkpoints.stop_flag(), warned
         tokens += sum(len(samples[i].input_ids) for i in steps[s - 1].samples)
         if pending:
             log_step(*pending, run, world, logger)
@@ -132,17 +134,11 @@ def fit(state, steps: list[data.Step], stream, run, logger, per_epoch: int, star
             pending = None
             interval_validation(state, run, logger, s * accumulation)
         stop = was_warned is not None and was_warned.item() > 0  # the scheduler's warning: save now, then exit
-        due = state.saves is not None and state.saves.due(s)  # every step: the plan measures the step time
-        if state.save_step is not None and (stop or due and s < len(steps)):
+        if checkpoints.due(s, stop, last_step=len(steps)):
             if pending:  # the step's loss is in the log before its checkpoint is
                 log_step(*pending, run, world, logger)
                 pending = None
-            t_save = time.perf_counter()
-            state.save_step(s)
-            if state.saves is not None:
-                state.saves.saved(s, time.perf_counter() - t_save)
-            if stop:
-                raise state.stopped(s, world, state.warned.signum)
+            checkpoints.save(s, stop)
     if pending:
         log_step(*pending, run, world, logger)
     if device.type == "cuda":

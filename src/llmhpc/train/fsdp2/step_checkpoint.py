@@ -26,15 +26,67 @@ import json
 import shutil
 import signal
 import threading
+import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from llmhpc import process_group
 from llmhpc.train import resume as shared
+from llmhpc.train.fsdp2.save_plan import Schedule
 
 MARKER = "resume.json"
+
+
+@dataclass
+class StepCheckpoints:
+    """The run's step checkpoints, as torchtitan's CheckpointManager holds them: the state a resumed run starts from,
+    which steps to save after (save_plan.Schedule), the writer (save) and the signals that make the run save and
+    stop (Warned). Without `train.save_interval` there is no plan and no signal handler, and nothing is saved."""
+
+    state: Any  # state.RunState: the model, optimizer, scheduler and scaler saved and restored
+    run: Any  # args.RunArgs
+    resumed_at: int = 0  # the steps the restored checkpoint had done (0: a fresh start from checkpoint_dir)
+    schedule: Schedule | None = None
+    warned: Warned | None = None
+
+    @classmethod
+    def open(cls, state, run) -> StepCheckpoints:
+        """Restore what `resume:` names (after the warm-up, which touches the optimizer's state), then plan the
+        saves and listen for the scheduler's warning, where save_interval asks for step checkpoints."""
+        done = restore(state, run)
+        if not run.train.save_interval:
+            return cls(state, run, done)
+        return cls(state, run, done, Schedule(run, state.world), Warned())
+
+    def stop_flag(self) -> torch.Tensor | None:
+        """1 on every process once any got the scheduler's warning (an all-reduce, read a step later); None
+        without step checkpoints."""
+        return self.warned.flag(self.state.world) if self.warned is not None else None
+
+    def due(self, step: int, stop: bool, last_step: int) -> bool:
+        """Whether to save after `step`: on the warning (`stop`), or where the plan says so before the last step
+        (whose weights the final checkpoint holds). Asks the plan every step: it measures the step time."""
+        if self.schedule is None:
+            return False
+        planned = self.schedule.due(step)
+        return stop or (planned and step < last_step)
+
+    def save(self, step: int, stop: bool) -> None:
+        """Write step `step`'s checkpoint and tell the plan how long it took; on the warning, then stop the run."""
+        t0 = time.perf_counter()
+        save(self.state, self.run, step)
+        self.schedule.saved(step, time.perf_counter() - t0)
+        if stop:
+            raise Stopped(step, self.state.world, self.warned.signum)
+
+    def release(self) -> None:
+        """After the loop: the signals do what they did before."""
+        if self.warned is not None:
+            self.warned.release()
 
 
 def settings_hash(run) -> str:
