@@ -439,3 +439,44 @@ def test_the_planned_layout_leaves_its_later_choices_to_be_replaced():
         planned.compile = True
     assert engine.warm_passes(run, planned, "sdpa") == 1  # eager blocks: one pass
     assert engine.warm_passes(run, dataclasses.replace(planned, compile=True), "sdpa") is None  # packed: every shape
+
+
+@pytest.mark.unit
+def test_the_threaded_fast_save_writes_torch_s_own_file_byte_for_byte(tmp_path, monkeypatch):
+    """The fast save (an archive with room for the storages, then the bytes copied in from several threads) gives
+    the file torch.save writes without CRC32: shared storages once, a view's whole storage, an empty tensor."""
+    from torch.utils.serialization import config
+
+    from llmhpc.train.fsdp2 import checkpoint
+
+    base = torch.randn(40, 24)
+    state = {f"layer{i}.weight": torch.randn(17 + i, 9, dtype=torch.bfloat16) for i in range(11)}
+    state.update({"tied.a": base, "tied.b": base, "view": base[3:7, ::2], "empty": torch.empty(0),
+                  "ints": torch.arange(1000, dtype=torch.int64)})
+    (tmp_path / "stock").mkdir()
+    with config.patch({"save.compute_crc32": False}):  # the same name: a record's path starts with the file's stem
+        torch.save({"model": state}, tmp_path / "stock" / "lit_model.tmp")
+    monkeypatch.setattr(checkpoint, "FILL_THREADS", 3)  # fewer threads than storages: each takes several
+    checkpoint.write(state, tmp_path / "lit_model.pth", fast=True)
+    ours = torch._C.PyTorchFileReader(str(tmp_path / "lit_model.pth"))
+    stock = torch._C.PyTorchFileReader(str(tmp_path / "stock" / "lit_model.tmp"))
+    records = stock.get_all_records()
+    assert sorted(ours.get_all_records()) == sorted(records) and len(records) > 15
+    for name in records:
+        assert ours.get_record_offset(name) == stock.get_record_offset(name), name
+        if not name.endswith("serialization_id"):  # a random id per save
+            assert ours.get_record(name) == stock.get_record(name), name
+    assert (tmp_path / "lit_model.pth").stat().st_size == (tmp_path / "stock" / "lit_model.tmp").stat().st_size
+    back = torch.load(tmp_path / "lit_model.pth", weights_only=True)["model"]
+    assert all(torch.equal(back[k], state[k]) for k in state)
+
+
+@pytest.mark.unit
+def test_a_storage_crosses_a_buffer_smaller_than_itself_in_order():
+    """The GPU path's staging (GPU -> pinned buffer -> the archive's pages), a buffer's length at a time."""
+    from llmhpc.train.fsdp2 import checkpoint
+
+    source = torch.randint(0, 255, (1000,), dtype=torch.uint8)
+    target = torch.zeros(1000, dtype=torch.uint8)
+    checkpoint.copy_through(source, target, torch.empty(96, dtype=torch.uint8))
+    assert torch.equal(source, target)
