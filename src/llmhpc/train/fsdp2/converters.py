@@ -47,7 +47,7 @@ def convert_float8(gpt, fsdp_all_gather: bool = False, emulate: bool = False) ->
 def gathers_float8(engine, fsdp: bool, nodes: int) -> bool:
     """Whether FSDP2 all-gathers the float8 weights in float8 (engine.float8_all_gather; auto: over several nodes,
     where halving the traffic is what counts). Within a node it buys nothing measurable: on 2 x H200 the steady
-    step was 0.83x bf16's with it and 0.82x without (two calls), and its eager casts of each weight at each gather
+    step was 0.83x bf16's with it and 0.82x without (two device runs), and its eager casts of each weight at each gather
     (4 a step with full sharding over 2 micro batches) add ~0.5 s of kernel time a step on the gather stream."""
     choice = engine.float8_all_gather
     return bool(engine.float8 and fsdp and (choice == "on" or choice == "auto" and nodes > 1))
