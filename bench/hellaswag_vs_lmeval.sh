@@ -9,7 +9,8 @@
 #                                           # ours with a cold compile cache, ours again (warm cache), ours eager
 #                                           # (--compile false: the reference path), a kernel profile of ours;
 #                                           # LMEVAL_AUTO=1 adds lm-eval --batch_size auto; QUICK=1 runs only
-#                                           # lm-eval batch 16 and ours eager
+#                                           # lm-eval batch 16 and ours eager; AGREE=0 leaves out the per-item
+#                                           # agreement run and the profile
 #   bash bench/hellaswag_vs_lmeval.sh 30b   # LLaMA-30B shape, each GPU capped at MAX_GIB (32, a V100's memory):
 #                                           # ours as 4 pipeline stages on LIMIT items and on all items; lm-eval
 #                                           # parallelize=True (accelerate spreads the layers) on the same LIMIT items
@@ -136,6 +137,7 @@ if [ "$MODE" = "7b1" ]; then
   run_fast warm 0 1 "$HS/model"
   run_fast eager 0 1 "$HS/model" --compile false
   # lm-eval's per-item answers (--log_samples) on the first SAMPLES items: agreement, outside the timed runs
+  [ "${AGREE:-1}" = "1" ] && {
   LM_LIMIT=$SAMPLES run_lmeval samples 0 16 "pretrained=$HS/model,dtype=bfloat16" --device "$DEV" --limit "$SAMPLES" \
     --log_samples
   $PY "$BENCH" agree --label "lm-eval b16 vs ours compiled" --lmeval-out "$OUT/lm_samples" --predictions "$OUT/fast_warm.jsonl"
@@ -146,6 +148,7 @@ if [ "$MODE" = "7b1" ]; then
     "$OUT/fast_$r.json" "$r" 2>/dev/null; done
   [ "$DEV" != cpu ] && CUDA_VISIBLE_DEVICES=0 timeout "$(left)" $PY "$BENCH" profile --checkpoint "$HS/model" \
     --eval-file "$HS/hellaswag_val.jsonl" > "$OUT/profile_7b.txt" 2>&1; grep -A 24 PROFILE "$OUT/profile_7b.txt" | cut -c1-180
+  }
   echo "=== total $(since "$T_START") s"
   $PY "$BENCH" table --baseline lmeval-b16 "lmeval-b16:lmeval:$OUT/lm_b16.summary" \
     $([ "${LMEVAL_AUTO:-0}" = 1 ] && echo "lmeval-auto:lmeval:$OUT/lm_auto.summary") "ours-cold-compile:fast:$OUT/fast_cold.json" \
