@@ -5,6 +5,7 @@ import json
 
 import yaml
 
+from llmhpc.settings import FinetuneSettings
 from llmhpc.train import resume
 
 
@@ -105,10 +106,11 @@ def test_stock_lora_cannot_resume_and_says_so(tmp_path):
     config = tmp_path / "litgpt.yaml"
     config.write_text(yaml.safe_dump({"lora_r": 8}))  # finetune_lora's YAML has no resume
     lines = []
-    assert not resume.enabled({"method": "lora", "engine": "litgpt", "resume": "auto"}, config, lines.append)
+    stock_lora = FinetuneSettings.from_dict({"method": "lora", "engine": "litgpt", "resume": "auto"})
+    assert not resume.enabled(stock_lora, config, lines.append)
     assert "litgpt finetune_lora (LitGPT 0.5.x) has no resume argument" in lines[0]
-    assert not resume.enabled({"method": "full", "resume": False}, write_yaml(config), lines.append)
-    assert resume.enabled({"method": "full", "resume": "auto"}, write_yaml(config), lines.append)
+    assert not resume.enabled(FinetuneSettings.from_dict({"method": "full", "resume": False}), write_yaml(config), lines.append)
+    assert resume.enabled(FinetuneSettings.from_dict({"method": "full", "resume": "auto"}), write_yaml(config), lines.append)
 
 
 def test_discard_removes_steps_and_settings(tmp_path):

@@ -5,12 +5,14 @@ settings as they are. One real stock run through the stage saves at the derived 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
 import pytest
 import yaml
 
+from llmhpc.settings import FinetuneSettings
 from llmhpc.stages import finetune
 from llmhpc.train import resume, stock_save_interval, walltime
 
@@ -23,8 +25,8 @@ ROWS = ["0,1,0.900,0.0,6.25,1,137,137", "0,2,0.011,0.0,6.24,2,243,243", "0,3,0.0
 # Llama 2 7B as litgpt's model_config.yaml describes it (6.74 B parameters)
 LLAMA2_7B = {"n_layer": 32, "n_embd": 4096, "n_head": 32, "n_query_groups": 32, "head_size": 128,
              "intermediate_size": 11008, "padded_vocab_size": 32000, "mlp_class_name": "LLaMAMLP"}
-FULL_8XH100 = {"method": "full", "devices": 8, "num_nodes": 1, "global_batch_size": 128, "micro_batch_size": 4,
-               "max_seq_length": 512}
+FULL_8XH100 = FinetuneSettings.from_dict({"method": "full", "devices": 8, "num_nodes": 1, "global_batch_size": 128,
+                                          "micro_batch_size": 4, "max_seq_length": 512})
 
 
 def earlier_attempt(out_dir, rows=ROWS):
@@ -71,7 +73,8 @@ def test_a_local_run_keeps_the_configured_interval(tmp_path, monkeypatch):
     config = tmp_path / "litgpt.yaml"
     config.write_text(yaml.safe_dump({"out_dir": str(tmp_path / "out"), "train": {"save_interval": 20000}}))
     lines = []
-    run_config, record = finetune.stock_interval(config, tmp_path, {"method": "full"}, 120, None, 2.0, lines.append)
+    full = FinetuneSettings.from_dict({"method": "full"})
+    run_config, record = finetune.stock_interval(config, tmp_path, full, 120, None, 2.0, lines.append)
     assert run_config == config and not (tmp_path / stock_save_interval.JOB_YAML).exists()
     assert record["save_interval"] == 20000 and record["save_interval_source"] == "configured"
     assert lines == ["Step checkpoints every 20000 steps (train.save_interval; no scheduler job: its end is unknown)"]
@@ -90,8 +93,8 @@ def test_the_job_yaml_has_the_derived_interval_and_the_same_resume_settings(tmp_
          "train": {"save_interval": 20000, "log_interval": 1, "global_batch_size": 128}}))
     before = config.read_text()
     lines = []
-    run_config, record = finetune.stock_interval(config, tmp_path / "ckpt", {**FULL_8XH100, "precision": "bf16-true"},
-                                                 None, None, None, lines.append)
+    bf16 = dataclasses.replace(FULL_8XH100, precision="bf16-true")
+    run_config, record = finetune.stock_interval(config, tmp_path / "ckpt", bf16, None, None, None, lines.append)
     expected = int(720 // stock_save_interval.estimated_step_s(LLAMA2_7B, FULL_8XH100, 790.0))
     assert run_config == tmp_path / stock_save_interval.JOB_YAML and config.read_text() == before  # the rule's file stays
     job = resume.read_yaml(run_config)

@@ -84,16 +84,16 @@ def write_json(path: Path, data: dict) -> None:
     atomic.write_json(path, data)
 
 
-def earlier_step_s(out_dir: Path, config_path: Path, settings: dict) -> float | None:
+def earlier_step_s(out_dir: Path, config_path: Path, settings: FinetuneSettings) -> float | None:
     """Seconds per optimizer step that an earlier attempt of this experiment measured with the same training
     settings (read before start_clean removes its logs/), for an engine whose saves the stage plans."""
     if registry.of(settings).plans_saves:
         return None
     now = resume.training_settings(resume.read_yaml(config_path))
-    return stock_save_interval.measured_step_s(out_dir, FinetuneSettings.from_dict(settings).accumulation, now)
+    return stock_save_interval.measured_step_s(out_dir, settings.accumulation, now)
 
 
-def stock_interval(config_path: Path, checkpoint_dir, settings: dict, runtime_min: float | None,
+def stock_interval(config_path: Path, checkpoint_dir, settings: FinetuneSettings, runtime_min: float | None,
                    peak_override: float | None, earlier_s: float | None, log=print) -> tuple[Path, dict]:
     """The YAML stock litgpt runs and what the summary records: in a scheduler job, a copy whose
     train.save_interval is min(configured, the walltime's plan) (llmhpc.train.stock_save_interval); elsewhere the YAML."""
@@ -107,8 +107,8 @@ def stock_interval(config_path: Path, checkpoint_dir, settings: dict, runtime_mi
         gpu = gpu_name()
         model_config = yaml.safe_load((Path(checkpoint_dir) / "model_config.yaml").read_text())
         estimate = stock_save_interval.estimated_step_s(model_config, settings,
-                                                peak_tflops(gpu, settings.get("precision", ""), peak_override))
-    interval = stock_save_interval.choose(configured, clock, now, settings.get("save_walltime_share", 0.1), earlier_s,
+                                                peak_tflops(gpu, settings.precision, peak_override))
+    interval = stock_save_interval.choose(configured, clock, now, settings.save_walltime_share, earlier_s,
                                   estimate, gpu)
     log(interval.line())
     run_config = Path(config_path)
@@ -124,30 +124,31 @@ def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, s
     llmhpc.cluster.launch.plan's answer (its command prefix starts the processes; the whole plan is recorded in the
     summary). A failed fine-tune still leaves its stdout and its step checkpoints (the next run resumes from the
     newest: llmhpc.train.resume), then raises. `cost_of(stage wall s)` gives the job's measured cost in service
-    units for the summary (llmhpc.cluster.cost.measured; empty where the site has no rates)."""
+    units for the summary (llmhpc.cluster.cost.measured; empty where the site has no rates). `settings`: the
+    experiment's finetune section as the rule passes it, read once into FinetuneSettings."""
     out_dir = Path(out_dir)
-    earlier_s = earlier_step_s(out_dir, Path(config_path), settings)
-    resuming = resume.enabled(settings, Path(config_path), log)
-    typed = FinetuneSettings.from_dict(settings)  # once: the batch arithmetic and the engine's registry entry
+    typed = FinetuneSettings.from_dict(settings)
+    earlier_s = earlier_step_s(out_dir, Path(config_path), typed)
+    resuming = resume.enabled(typed, Path(config_path), log)
     accumulation, engine = max(1, typed.accumulation), registry.of(typed)
     attempts.close_previous(out_dir, engine, accumulation)  # before logs/ goes
     resumed_from = start_clean(out_dir, Path(config_path), resuming, log)
     history = attempts.begin(out_dir, resumed_from)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     # the job's end, for the fsdp2 engine's save plan (the rule's runtime resource is the job's walltime)
-    os.environ.update(walltime.engine_env(os.environ, time.time(), runtime_min, settings.get("save_walltime_share", 0.1)))
+    os.environ.update(walltime.engine_env(os.environ, time.time(), runtime_min, typed.save_walltime_share))
     run_config, saves = Path(config_path), {}
     if not engine.plans_saves and resuming:  # a run that cannot resume needs none
-        run_config, saves = stock_interval(config_path, checkpoint_dir, settings, runtime_min, peak_override,
+        run_config, saves = stock_interval(config_path, checkpoint_dir, typed, runtime_min, peak_override,
                                            earlier_s, log)
-    cmd = engine.command(settings["method"], run_config, (launch or {}).get("prefix"))
+    cmd = engine.command(typed.method, run_config, (launch or {}).get("prefix"))
     marks = {}
     age = process_age()  # this job's interpreter, imports and set-up before the engine starts: its start-up too
     code, wall, peak_rss = run(cmd, Path(stdout_path), log, marks, resume.pruner(out_dir, log))
     text = Path(stdout_path).read_text(encoding="utf-8", errors="replace")
     if code != 0:
         tail = "\n".join(text.splitlines()[-30:])
-        raise RuntimeError(f"{engine.title(settings['method'])} exited with {code}{stopped_by(marks, out_dir)}; last lines of"
+        raise RuntimeError(f"{engine.title(typed.method)} exited with {code}{stopped_by(marks, out_dir)}; last lines of"
                            f" {stdout_path}:\n{tail}")
     check_final_weights(out_dir, stdout_path)
     csv_path = find_metrics_csv(out_dir)
@@ -160,7 +161,7 @@ def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, s
     else:
         atomic.copy_file(csv_path, metrics_path)
     start_step = resume.step_of(resumed_from) if resumed_from else 0
-    summary = summarise(text, rows, settings, wall, code, model_facts(checkpoint_dir), gpu_name(), peak_override,
+    summary = summarise(text, rows, typed, wall, code, model_facts(checkpoint_dir), gpu_name(), peak_override,
                         peak_rss, start_iter=start_step * accumulation)
     summary.update(phase_times(marks, summary["training_time_s"], out_dir / "final"))
     summary.update(job_phases(text, marks, summary["training_time_s"], out_dir / "final", summary["stage_wall_s"],

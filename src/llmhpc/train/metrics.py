@@ -110,29 +110,30 @@ def flops_per_token(n_params: int, n_layer: int, n_embd: int, seq_len: float, fr
     return (4 if frozen_base else 6) * n_params + 12 * n_layer * n_embd * seq_len
 
 
-def summarise(stdout_text: str, metrics_rows: list[dict], ft: dict, wall_s: float, exit_code: int,
+def summarise(stdout_text: str, metrics_rows: list[dict], ft: FinetuneSettings | dict, wall_s: float, exit_code: int,
               model_config: dict, gpu_name: str | None, peak_override: float | None, peak_rss_gb: float,
               start_iter: int = 0) -> dict:
-    """The run's figures from its stdout and CSV rows; `start_iter`: the iterations done before this attempt (a
-    resumed run's report counts only its own tokens and time; llmhpc.train.attempts adds the earlier attempts')."""
+    """The run's figures from its stdout and CSV rows; `ft`: the experiment's finetune settings (a dict of them is
+    read over the schema's defaults); `start_iter`: the iterations done before this attempt (a resumed run's report
+    counts only its own tokens and time; llmhpc.train.attempts adds the earlier attempts')."""
     rep = parse_stdout(stdout_text)
-    settings = FinetuneSettings.from_dict(ft)
+    settings = ft if isinstance(ft, FinetuneSettings) else FinetuneSettings.from_dict(ft)
     world, accumulation = settings.world_size, max(1, settings.accumulation)
     train_rows = [r for r in metrics_rows if r.get("loss") is not None]
     val_rows = [r for r in metrics_rows if r.get("val_loss") is not None]
     summary = {
         "exit_code": exit_code,
-        "method": ft["method"],
+        "method": settings.method,
         "engine": settings.engine,
         "float8": settings.float8,
         "attention": attention_backend(stdout_text),
         "compile_decision": compile_decision(stdout_text),
-        "precision": ft["precision"],
-        "devices": ft["devices"],
-        "num_nodes": ft["num_nodes"],
+        "precision": settings.precision,
+        "devices": settings.devices,
+        "num_nodes": settings.num_nodes,
         "world_size": world,
-        "global_batch_size": ft["global_batch_size"],
-        "micro_batch_size": ft["micro_batch_size"],
+        "global_batch_size": settings.global_batch_size,
+        "micro_batch_size": settings.micro_batch_size,
         "max_seq_length": settings.max_seq_length,
         "stage_wall_s": round(wall_s, 3),
         "training_time_s": rep.get("training_time_s"),
@@ -158,13 +159,13 @@ def summarise(stdout_text: str, metrics_rows: list[dict], ft: dict, wall_s: floa
         "peak_tflops_per_device": None,
     }
     summary["samples_per_s"] = samples_per_s(summary["steps"], settings.samples_per_step, summary["training_time_s"])
-    peak = peak_tflops(gpu_name, ft["precision"], peak_override)
+    peak = peak_tflops(gpu_name, settings.precision, peak_override)
     n_params = summary["parameters"]
     if peak and n_params and summary["tokens_per_s"] and summary["iters"] and summary["tokens_with_padding"]:
-        sequences = max(1, summary["iters"] - start_iter) * ft["micro_batch_size"] * world
+        sequences = max(1, summary["iters"] - start_iter) * settings.micro_batch_size * world
         seq_len = summary["tokens_with_padding"] / sequences
         achieved = flops_per_token(n_params, model_config["n_layer"], model_config["n_embd"], seq_len,
-                                   frozen_base=ft["method"] != "full")
+                                   frozen_base=settings.method != "full")
         achieved *= summary["tokens_per_s"] / world / 1e12
         summary["mfu"] = round(achieved / peak, 4)
         summary["peak_tflops_per_device"] = peak

@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from llmhpc import atomic
+from llmhpc.settings import FinetuneSettings
 from llmhpc.train import registry
 
 SETTINGS_FILE = "resume-settings.json"
@@ -160,13 +161,13 @@ def pruner(out_dir: Path, log=print):
     return on_line
 
 
-def enabled(settings: dict, config_path: Path, log=print) -> bool:
+def enabled(settings: FinetuneSettings, config_path: Path, log=print) -> bool:
     """Whether this experiment's run resumes: the YAML's `resume:` (finetune.resume), which the YAML of stock
     litgpt finetune_lora cannot have."""
-    if settings.get("resume", "auto") in (False, "false"):
+    if settings.resume in (False, "false"):
         return False
     if read_yaml(config_path).get("resume") in (None, False):
-        method = settings.get("method", "full")
+        method = settings.method
         engine = registry.of(settings)
         log(f"resume: {engine.title(method)} ({engine.release}) has no resume argument: a killed {method} fine-tune"
             f" starts over from its first step")

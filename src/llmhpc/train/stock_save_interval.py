@@ -86,12 +86,12 @@ def parameters(model_config: dict) -> int:
     return 2 * vocab * d + layers * (attention + mlp)
 
 
-def estimated_step_s(model_config: dict, ft: dict, peak: float | None, mfu: float = ESTIMATE_MFU) -> float | None:
+def estimated_step_s(model_config: dict, s: FinetuneSettings, peak: float | None,
+                     mfu: float = ESTIMATE_MFU) -> float | None:
     """Seconds per optimizer step at `mfu` of `peak` TFLOP/s per device: training FLOPs (metrics.flops_per_token)
     of global_batch_size x max_seq_length tokens, shared by the job's devices. None without a known peak."""
     if not peak:
         return None
-    s = FinetuneSettings.from_dict(ft)
     seq = s.max_seq_length
     per_token = flops_per_token(parameters(model_config), model_config["n_layer"], model_config["n_embd"], seq,
                                 frozen_base=s.method != "full")
