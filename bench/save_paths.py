@@ -78,8 +78,6 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("/tmp/save-bench"))
     parser.add_argument("--layers", type=int, default=32)
-    parser.add_argument("--quick", action="store_true", help="only the engine's way against torch.save of the "
-                        "GPU tensors with pinned D2H (its former way)")
     opts = parser.parse_args()
     opts.out.mkdir(parents=True, exist_ok=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -89,20 +87,6 @@ def main() -> None:
     print(f"{gb:.2f} GB on {device}; writing to {opts.out} ({shutil.disk_usage(opts.out).free / 1e9:.0f} GB free)")
     rows = []
     path = opts.out / "lit_model.pth"
-    from llmhpc.train.fsdp2 import checkpoint
-
-    for threads in (8, 16):
-        checkpoint.FILL_THREADS = threads
-        rows.append((f"the engine's fast save: skip_data archive, then {threads} threads fill it", 0.0,
-                     timed(lambda: checkpoint.write(gpu, path, fast=True))))
-        check(path, gpu)
-        drop(path)
-    rows.append(("torch.save of the GPU tensors, pinned D2H (the engine's former way)", 0.0,
-                 timed(lambda: save(gpu, path, True))))
-    check(path, gpu)
-    drop(path)
-    if opts.quick:
-        return report(rows, gb)
 
     t_page, cpu_state = timed_value(lambda: to_pageable(gpu))
     t_write = timed(lambda: save(cpu_state, path, crc=True))
@@ -139,10 +123,7 @@ def main() -> None:
     rows.append(("one raw write of the bytes (disk ceiling)", 0.0,
                  timed(lambda: raw.write_bytes(flat.view(torch.uint8).numpy().tobytes()))))
     drop(raw)
-    report(rows, gb)
 
-
-def report(rows, gb) -> None:
     print(f"\n| way ({gb:.1f} GB) | to CPU s | write s | total s | GB/s |")
     print("|---|---:|---:|---:|---:|")
     for name, a, b in rows:

@@ -110,102 +110,18 @@ def room_on_device(state: dict, margin: float = 0.9) -> bool:
 
 def write(state: dict, path: Path, fast: bool) -> float:
     """torch.save as stock's Fabric does, to a temporary name then renamed. fast skips the zip records' CRC32
-    (torch.load does not check it; computing it took 14.6 of the 18.2 s of a 13.5 GB save on an H200) and fills
-    the tensors' bytes from several threads (`fill`) instead of torch.save's one; the file is the one torch.save
-    writes without CRC32, byte for byte."""
+    (torch.load does not check it; computing it took 14.6 of the 18.2 s of a 13.5 GB save on an H200). GPU
+    tensors are copied out through pinned memory."""
     t0 = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     from torch.utils.serialization import config  # torch.save's settings; patch puts them back after
 
     on_gpu = any(t.device.type == "cuda" for t in state.values())
-    if fast:
-        # torch's own two-pass save: the archive with room for every storage, then the bytes written into it
-        with config.patch({"save.compute_crc32": False}), torch.serialization.skip_data():
-            torch.save({"model": state}, tmp)
-        fill(tmp, state)
-    else:
-        with config.patch({"save.compute_crc32": True, "save.use_pinned_memory_for_d2h": on_gpu}):
-            torch.save({"model": state}, tmp)
+    with config.patch({"save.compute_crc32": not fast, "save.use_pinned_memory_for_d2h": on_gpu}):
+        torch.save({"model": state}, tmp)
     tmp.replace(path)
     return time.perf_counter() - t0
-
-
-FILL_THREADS = 8
-FILL_CHUNK = 64 * 2**20  # bytes a thread moves at a time: a GPU tensor goes through a pinned buffer of this size
-
-
-def fill(archive: Path, state: dict, threads: int = FILL_THREADS) -> None:
-    """Write `state`'s storages into the room a `skip_data` torch.save left for them, from `threads` threads.
-    torch.save writes one storage after the other through one file handle (3.4 GB/s on an H100 host); here the
-    archive is memory-mapped shared (torch.load's mmap, so the offsets are torch's own) and each thread copies its
-    storages in, a GPU one through its own pinned buffer and CUDA stream; the copies release the GIL."""
-    import mmap
-    import queue
-
-    from torch.utils.serialization import config
-
-    with config.patch({"load.mmap_flags": mmap.MAP_SHARED}):
-        room = torch.load(archive, mmap=True, weights_only=True, map_location="cpu")["model"]
-    pairs, seen = [], set()
-    for name, tensor in state.items():
-        source = tensor.untyped_storage()
-        key = (source.device, source.data_ptr())
-        if key in seen or source.nbytes() == 0:
-            continue  # a storage that several tensors share is written once, as torch.save does
-        seen.add(key)
-        pairs.append((as_bytes(source), as_bytes(room[name].untyped_storage())))
-    pairs.sort(key=lambda pair: -pair[0].numel())  # the largest first, so the threads end together
-    work: queue.Queue = queue.Queue()
-    for pair in pairs:
-        work.put(pair)
-    errors: list[BaseException] = []
-
-    def copier() -> None:
-        buffer = stream = None
-        try:
-            while True:
-                try:
-                    source, target = work.get_nowait()
-                except queue.Empty:
-                    return
-                if source.device.type != "cuda":
-                    target.copy_(source)
-                    continue
-                if buffer is None:
-                    buffer = torch.empty(FILL_CHUNK, dtype=torch.uint8, pin_memory=True)
-                    stream = torch.cuda.Stream(source.device)
-                copy_through(source, target, buffer, stream)
-        except BaseException as error:  # re-raised below, in the caller's thread
-            errors.append(error)
-
-    pool = [threading.Thread(target=copier, name=f"checkpoint-fill-{i}") for i in range(max(1, threads))]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    if errors:
-        raise errors[0]
-    del room, pairs  # unmaps the archive; the kernel writes its pages back as for any written file
-
-
-def copy_through(source: torch.Tensor, target: torch.Tensor, buffer: torch.Tensor, stream=None) -> None:
-    """Flat bytes from `source` into `target`, a buffer's length at a time: a GPU-to-buffer copy on `stream`
-    (pinned buffer: at the bus's speed), then the buffer into `target` (the archive's mapped pages)."""
-    for lo in range(0, source.numel(), buffer.numel()):
-        n = min(buffer.numel(), source.numel() - lo)
-        if stream is None:
-            buffer[:n].copy_(source[lo:lo + n])
-        else:
-            with torch.cuda.stream(stream):
-                buffer[:n].copy_(source[lo:lo + n], non_blocking=True)
-            stream.synchronize()
-        target[lo:lo + n].copy_(buffer[:n])
-
-
-def as_bytes(storage) -> torch.Tensor:
-    """A storage as a flat uint8 tensor on its device (no copy)."""
-    return torch.empty(0, dtype=torch.uint8, device=storage.device).set_(storage)
 
 
 def write_in_background(state: dict, path: Path, fast: bool) -> threading.Thread:
