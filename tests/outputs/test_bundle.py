@@ -299,8 +299,8 @@ rule all:
 """
 
 
-# The embedded default's archive name: its run name, engine, scorer and precision (submission.archive_name).
-NAME = "embedded-default_litgpt_fast_32-true"
+# The embedded default's archive name: its run name, engine, method, scorer and precision (submission.archive_name).
+NAME = "embedded-default_litgpt_full_fast_32-true"
 
 
 def checked_config(edit=None) -> tuple[dict, dict]:
@@ -314,13 +314,16 @@ def checked_config(edit=None) -> tuple[dict, dict]:
     return config, check(config, load_schema(REPO / "workflow/schemas/config.schema.yaml"))
 
 
-def test_the_archive_name_says_which_engine_scorer_and_precision_made_the_numbers():
-    """A stock run and an fsdp2 run of one config (or another scorer, or precision) get different archive names;
-    the same config the same name, safe as a file name; a name the config sets is kept as it is."""
+def test_the_archive_name_says_which_engine_method_scorer_and_precision_made_the_numbers():
+    """A stock run and an fsdp2 run of one config (or a LoRA run, another scorer, or precision) get different
+    archive names; the same config the same name, safe as a file name; a name the config sets is kept as it is."""
     assert submission.archive_name(*checked_config()) == NAME
 
     def fsdp2(c):
         c["experiments"][1]["finetune"] = {**c["experiments"][1].get("finetune", {}), "engine": "fsdp2"}
+
+    def lora(c):
+        c["finetune"]["method"] = "lora"
 
     def reference(c):
         c["evaluate"]["scorer"] = "reference"
@@ -328,10 +331,11 @@ def test_the_archive_name_says_which_engine_scorer_and_precision_made_the_number
     def bf16(c):
         c["finetune"]["precision"] = "bf16-true"
 
-    names = {submission.archive_name(*checked_config(edit)) for edit in (None, fsdp2, reference, bf16)}
-    assert names == {NAME, "embedded-default_fsdp2+litgpt_fast_32-true",
-                     "embedded-default_litgpt_reference_32-true",
-                     "embedded-default_litgpt_fast_32-true+bf16-true"}, names
+    names = [submission.archive_name(*checked_config(edit)) for edit in (None, fsdp2, lora, reference, bf16)]
+    assert names == [NAME, "embedded-default_fsdp2+litgpt_full_fast_32-true",
+                     "embedded-default_litgpt_lora_fast_32-true",
+                     "embedded-default_litgpt_full_reference_32-true",
+                     "embedded-default_litgpt_full_fast_32-true+bf16-true"], names
     assert all(set(n) <= set(ALNUM + "._+-") for n in names)
     assert submission.archive_name(*checked_config(lambda c: c.setdefault("submission", {}).update(name="team-a"))) == "team-a"
 

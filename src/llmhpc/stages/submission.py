@@ -21,15 +21,17 @@ UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 def archive_name(config: dict, experiments: dict) -> str:
     """The archive's file name without .tar.gz: submission.name where the config sets one; else the run name and
-    what made its numbers, each set sorted and joined by +: the experiments' fine-tune engines, the scorers (the
-    base model's included) and the precisions of both, e.g. embedded-default_litgpt_reference_32-true. A stock run
-    and an fsdp2 run of one config so get different archives; the same config always the same name, of letters,
-    digits and ._+- only (a file name on any file system). `experiments`: llmhpc.config.check's answer."""
+    what made its numbers, each set sorted and joined by +: the experiments' fine-tune engines and methods, the
+    scorers (the base model's included) and the precisions of both, e.g. embedded-default_litgpt_full_fast_32-true.
+    A stock run and an fsdp2 run of one config (or a full and a LoRA run) so get different archives; the same
+    config always the same name, of letters, digits and ._+- only (a file name on any file system).
+    `experiments`: llmhpc.config.check's answer."""
     if config["submission"]["name"]:
         return config["submission"]["name"]
     finetunes = [e["finetune"] for e in experiments.values()]
     evaluations = [config["evaluate"], *(e["evaluate"] for e in experiments.values())]
-    parts = [config["run_name"], {f["engine"] for f in finetunes}, {e["scorer"] for e in evaluations},
+    parts = [config["run_name"], {f["engine"] for f in finetunes}, {f["method"] for f in finetunes},
+             {e["scorer"] for e in evaluations},
              {f["precision"] for f in finetunes} | {e["precision"] for e in evaluations}]
     words = [p if isinstance(p, str) else "+".join(sorted(map(str, p))) for p in parts]
     return "_".join(UNSAFE.sub("-", w) for w in words if w)
