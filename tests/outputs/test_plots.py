@@ -303,6 +303,21 @@ def test_accuracy_against_samples_per_second_uses_its_axis_and_names_do_not_touc
     assert gap >= 2, plot.boxes
 
 
+@pytest.mark.plots
+def test_accuracy_bars_are_labelled_as_the_slides_table_shows_them(tmp_path):
+    """Each bar's label is the accuracy as the slide's table beside it writes it (a percentage with one decimal),
+    and the axis is in percent too: 0.14 over a table's 13.5 %, or 0.33 over both 33.3 % and 32.8 % (hiding the
+    drop the slide is about), read as two different numbers."""
+    table, _ = real_inputs()
+    plots.plot_eval_accuracy(table, EXPERIMENTS, tmp_path)
+    texts = svg_texts(tmp_path / "eval_accuracy.svg")
+    for name in ["base", *EXPERIMENTS]:
+        for metric in ("acc", "acc_norm"):
+            assert f"{plots.value(table, name, 'evaluate', metric) * 100:.1f}%" in texts, (name, metric, texts)
+    assert not any(re.fullmatch(r"0\.\d\d", s) for s in texts), texts  # no fraction labels left on the bars
+    assert "50%" in texts and "accuracy" in texts, texts  # the axis's ticks in percent
+
+
 def test_tolerance_band_is_one_sided_below_the_baseline_accuracy(tmp_path):
     """The rule is "at most X pp below the baseline": the allowed region starts at that floor and has no ceiling."""
     table, _ = real_inputs()

@@ -17,6 +17,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.legend_handler import HandlerTuple  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import PercentFormatter  # noqa: E402
 
 from llmhpc.outputs.charts import (  # noqa: E402
     CHANCE,
@@ -310,13 +311,17 @@ def plot_eval_accuracy(table: pd.DataFrame, experiments: list[str], out_dir, ran
                                 hatch="//" if metric == "acc_norm" else None)
                 if metric == "acc":
                     _record(plot, name, bar)
-                ax.text(i + offset, score, f"{score:.2f}", ha="center", va="bottom", fontsize=14)
+                # as the slide's table writes it (FORMATS' fraction: a percentage, one decimal)
+                # (smaller where many models share the width, so that neighbouring bars' labels do not touch)
+                ax.text(i + offset, score, f"{score * 100:.1f}%", ha="center", va="bottom",
+                        fontsize=max(7, min(13, 70 // len(models))))
                 drawn = True
         if drawn:
             chance = ax.axhline(CHANCE, color="black", linestyle="--", linewidth=2, label="chance (1/4)")
             _bar_axis(ax, ["base (random weights)" if random_base else "base", *experiments])
             ax.set_ylim(0, min(1.0, max(0.5, ax.get_ylim()[1] * 1.2)))
             ax.set_ylabel("accuracy")
+            ax.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))
             ax.legend(handles=[Patch(facecolor="#666666", label="acc"),
                                Patch(facecolor="#666666", hatch="//", edgecolor="white", label="acc_norm"), chance],
                       loc="upper left", ncols=3)
