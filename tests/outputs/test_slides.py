@@ -1126,3 +1126,23 @@ def test_reproduce_commands_keep_a_target_typed_after_them(deck):
     reproduce = next(s for s in deck["slides"] if s["key"] == "reproduce")
     commands = [c for c in reproduce["code"] if "snakemake" in c]
     assert commands and [c for c in commands if swallows_a_target(c)] == [], commands
+
+
+def test_the_inference_slide_says_which_time_its_speed_is_over(deck):
+    """Wall time (load and scoring) and items/s over the scoring alone stand side by side: 192 items in 36.0 s
+    is 5.3 items/s, not the 9.5 shown, so the speed's column and the slide's words say what it is over."""
+    slide = next(s for s in deck["slides"] if s["key"] == "inference")
+    header = slide["table"]["header"]
+    assert "Scoring speed" in header and "Speed" not in header, header
+    words = " ".join(figures.plain(b) for b in slide["bullets"])
+    assert "scoring speed" in words.lower() and "load" in words.lower(), words
+
+
+def test_a_small_rate_keeps_enough_digits_to_tell_two_experiments_apart():
+    """0.885 and 0.903 samples/s (the embedded default on busy cores) were both "0.9 samples/s" in the tables while
+    the chart beside them drew two speeds: a rate below 10 keeps two decimals, a larger one keeps one."""
+    shown = [figures.format_value(v, "samples/s")[0] for v in (0.885, 0.903)]
+    assert shown == ["0.89 samples/s", "0.90 samples/s"], shown
+    assert figures.format_value(8.439, "items/s")[0] == "8.44 items/s"
+    assert figures.format_value(52.94, "samples/s")[0] == "52.9 samples/s"
+    assert figures.format_value(80.4, "tokens/s")[0] == "80 tokens/s"

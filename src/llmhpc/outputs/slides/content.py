@@ -223,8 +223,9 @@ class SlideContent:
                  [self.num(self.measured(n, "evaluate", "wall_s"))], [self.num(self.measured(n, "evaluate", "items_per_s"))],
                  [self.num(self.measured(n, "evaluate", "acc"))]] for n in ["base", *self.names]]
         self.add(Slide("inference", "Evaluation: accuracy against time", image=self.image("eval_tradeoff"),
-                       table={"header": ["Model", "Wall time", "Speed", "acc"], "rows": rows},
-                       bullets=[[seg("Wall time covers loading the checkpoint and scoring every item")]]))
+                       table={"header": ["Model", "Wall time", "Scoring speed", "acc"], "rows": rows},
+                       bullets=[[seg("Wall time covers loading the checkpoint and scoring every item; the scoring"
+                                     " speed is the items over the scoring alone, the load left out")]]))
 
     def serving_slide(self):
         """Only where serve_check ran: the server's latency and throughput under HELM-shaped load, and its check

@@ -39,6 +39,8 @@ FORMATS = {
     "SU/h": (1, 2, " SU/h", False),
     "resources": (1, 2, "", False),  # resources charged per hour (CPUs, GPUs or nodes: the site's su_resource)
 }
+# Rates shown with one decimal from 10 up, two below it, so that two runs a few per cent apart read apart.
+SMALL_RATES = ("samples/s", "items/s")
 
 
 @dataclass
@@ -87,6 +89,8 @@ def format_value(value, unit: str) -> tuple[str, float, int | None]:
     if unit not in FORMATS or not isinstance(value, (int, float)) or isinstance(value, bool):
         return str(value), 1, None
     scale, decimals, suffix, signed = FORMATS[unit]
+    if unit in SMALL_RATES and abs(value * scale) < 10:
+        decimals += 1  # 0.885 and 0.903 samples/s are not both "0.9"
     shown = round(value * scale, decimals)
     number = f"{abs(shown):,.{decimals}f}"
     sign = ("+" if shown > 0 else "−" if shown < 0 else "±") if signed else ("−" if shown < 0 else "")
