@@ -316,6 +316,12 @@ def test_accuracy_bars_are_labelled_as_the_slides_table_shows_them(tmp_path):
             assert f"{plots.value(table, name, 'evaluate', metric) * 100:.1f}%" in texts, (name, metric, texts)
     assert not any(re.fullmatch(r"0\.\d\d", s) for s in texts), texts  # no fraction labels left on the bars
     assert "50%" in texts and "accuracy" in texts, texts  # the axis's ticks in percent
+    # and the two accuracy scatters beside their tables (13.5 %, 33.3 %) count in percent too, not 0.10 to 0.40
+    plots.plot_eval_tradeoff(table, EXPERIMENTS, 0.05, tmp_path)
+    plots.plot_accuracy_samples(with_samples_per_s(table), EXPERIMENTS, tmp_path)
+    for name in ("eval_tradeoff", "accuracy_samples"):
+        ticks = svg_texts(tmp_path / f"{name}.svg")
+        assert "30%" in ticks and not any(re.fullmatch(r"0\.\d0", s) for s in ticks), (name, ticks)
 
 
 def test_tolerance_band_is_one_sided_below_the_baseline_accuracy(tmp_path):

@@ -17,6 +17,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
+from matplotlib.ticker import PercentFormatter  # noqa: E402
 
 from llmhpc.outputs.summary_table import PHASES, phase_sources  # noqa: E402
 from llmhpc.settings import FinetuneSettings  # noqa: E402
@@ -293,6 +294,7 @@ def accuracy_scatter(fig, ax, plot: Plot, points: dict[str, tuple[float, float]]
     ax.set_ylim(max(0.0, min(accs) - 0.05), min(1.0, max(accs) + 0.08))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))  # as the slides' tables write accuracy
     if floor is not None:
         ax.legend(loc="lower right")
     _layout(fig, plot)  # the layout the names are placed in (saving keeps it)
