@@ -48,9 +48,11 @@ def test_the_evaluate_stages_fast_scorer_imports_no_lightning(tiny):
         out = Path({str(root)!r}) / "eval"
         m = evaluate.run_stage({{"scorer": "fast", "device": "cpu", "precision": "32-true"}}, Path({str(ckpt)!r}),
                                Path({str(items)!r}), out / "predictions.jsonl", out / "metrics.json")
-        report = {{"items": m["items"]}}
+        import sys
+        report = {{"items": m["items"], "dynamo": "torch._dynamo" in sys.modules}}
     """)
-    assert got == {"heavy": [], "items": 12}
+    # nor Dynamo, where the job runs eager (its import is 1.5-4 s; a meta-device build would pull it in)
+    assert got == {"heavy": [], "items": 12, "dynamo": False}
 
 
 def test_the_server_imports_no_lightning(tiny):
@@ -68,10 +70,11 @@ def test_the_server_imports_no_lightning(tiny):
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(engine)),
                                          base_url="http://serve") as c:
                 return (await c.post("/process", json={{"prompt": "The cat", "max_new_tokens": 4}})).status_code
-        report = {{"status": asyncio.run(ask())}}
+        import sys
+        report = {{"status": asyncio.run(ask()), "dynamo": "torch._dynamo" in sys.modules}}
         engine.stop()
     """)
-    assert got == {"heavy": [], "status": 200}
+    assert got == {"heavy": [], "status": 200, "dynamo": False}
 
 
 def test_the_finetune_stages_fsdp2_engine_imports_no_lightning(tiny):
@@ -131,3 +134,25 @@ def test_litgpt_core_builds_litgpts_own_model_and_leaves_the_rest_loadable(tiny)
         report = {{"core_logits": model(tok.encode("The cat sat on the mat", bos=True)[None])[0, -1, :4].tolist()}}
     """)
     assert full["core_logits"] == got["core_logits"]
+
+
+@pytest.mark.unit
+def test_meta_gpt_is_litgpts_model_on_meta_and_puts_torch_and_litgpt_back():
+    import torch
+
+    from llmhpc import litgpt_core
+
+    litgpt_core.load()
+    from litgpt import GPT, Config
+
+    config = Config.from_name("pythia-14m")
+    init_before = torch.nn.init.normal_
+    got = litgpt_core.meta_gpt(config)
+    with torch.device("meta"):
+        want = GPT(config)
+    assert {k: (v.shape, v.dtype) for k, v in got.state_dict().items()} == \
+        {k: (v.shape, v.dtype) for k, v in want.state_dict().items()}
+    assert all(p.is_meta for p in got.parameters())
+    assert torch.nn.init.normal_ is init_before and GPT.rope_cache is not litgpt_core._empty_rope
+    cos, _ = got.rope_cache(device=torch.device("cpu"))  # the caller's own RoPE cache, LitGPT's
+    assert torch.equal(cos, want.rope_cache(device=torch.device("cpu"))[0])

@@ -25,12 +25,11 @@ def load_litgpt(checkpoint_dir: Path, precision: str | None, device: str):
     from llmhpc import litgpt_core
 
     litgpt_core.load()  # without Lightning, where nothing imported LitGPT before
-    from litgpt import GPT, Config, Tokenizer
+    from litgpt import Config, Tokenizer
 
     checkpoint_dir = Path(checkpoint_dir)
     config = Config.from_file(checkpoint_dir / "model_config.yaml")
-    with torch.device("meta"):
-        model = GPT(config)
+    model = litgpt_core.meta_gpt(config)  # its RoPE cache is made below
     state = read_state(checkpoint_dir / "lit_model.pth")
     dtype = DTYPES[precision] if precision else None
     if torch.device(device).type == "cuda":  # batched copies, the dtype changed on the device

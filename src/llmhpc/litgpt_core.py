@@ -17,6 +17,7 @@ import functools
 import importlib
 import importlib.util
 import sys
+import threading
 import types
 
 CORE = ("litgpt.config", "litgpt.model", "litgpt.tokenizer")
@@ -69,6 +70,49 @@ def _rest_of_package(package: types.ModuleType, spec, name: str):
     package._llmhpc_init_ran = True
     spec.loader.exec_module(package)
     return getattr(package, name)
+
+
+_PATCH = threading.Lock()
+
+
+def meta_gpt(config):
+    """LitGPT's GPT(config) on the meta device, for weights that come from a checkpoint next, built without the
+    two things that would only write to meta tensors: torch.nn.init's initializers and the RoPE cache (its
+    buffers `cos` and `sin` are left empty; the caller computes them on the real device, as it already must).
+    On meta tensors both run torch's Python reference ops, whose first call imports torch._dynamo: 1.5-4 s of a
+    fresh process that then runs the model eager (a small evaluate job, the server). Another thread that builds
+    modules meanwhile gets them uninitialised; the scorer's compile warm-up does, on a stand-in block whose
+    values it never reads."""
+    import torch
+
+    load()
+    from litgpt import GPT
+
+    init = torch.nn.init
+    names = [n for n in dir(init) if n.endswith("_") and not n.startswith("_") and callable(getattr(init, n))]
+    with _PATCH:
+        saved = {n: getattr(init, n) for n in names}
+        rope_cache = GPT.rope_cache
+        for n in names:
+            setattr(init, n, _unchanged)
+        GPT.rope_cache = _empty_rope
+        try:
+            with torch.device("meta"):
+                return GPT(config)
+        finally:
+            GPT.rope_cache = rope_cache
+            for n, f in saved.items():
+                setattr(init, n, f)
+
+
+def _unchanged(tensor, *args, **kwargs):
+    return tensor
+
+
+def _empty_rope(self, device=None):
+    import torch
+
+    return torch.empty(0, device=device), torch.empty(0, device=device)
 
 
 def heavy_modules() -> list[str]:

@@ -11,9 +11,9 @@ if settings["device"] != "cpu" and settings["gpus"] == 1 and settings["num_nodes
     # (where the scorer starts a process per GPU, this one touches no GPU)
     cuda_start.begin()
 
-from llmhpc.cluster import cost, launch
-from llmhpc.rulelog import to_log
-from llmhpc.stages import evaluate
+from llmhpc.cluster import cost, launch  # noqa: E402 - after CUDA has started
+from llmhpc.rulelog import to_log  # noqa: E402
+from llmhpc.stages import evaluate  # noqa: E402
 
 to_log(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

@@ -119,11 +119,10 @@ def load_model_part(checkpoint_dir: Path, precision: str | None, device, first_b
     with ThreadPoolExecutor(1) as pool:
         moving = pool.submit(_to_device, names, read, device, dtype, threads)
         litgpt_core.load()
-        from litgpt import GPT, Config
+        from litgpt import Config
 
         config = Config(**raw)  # as Config.from_file makes it, from the YAML read above
-        with torch.device("meta"):
-            model = GPT(config)
+        model = litgpt_core.meta_gpt(config)  # its RoPE cache is made on the device below
         expected = {k for k in model.state_dict() if _wanted(k, first_block, last, config.n_layer)}
         if expected != set(names):
             missing, unexpected = sorted(expected - set(names)), sorted(set(names) - expected)

@@ -168,11 +168,13 @@ def start_warm_up(checkpoint: Path, device: str, precision: str, backend: str | 
     from llmhpc.eval.loading import DTYPES
 
     state: dict = {"ready": threading.Event()}
+    # Dynamo is imported here, before the thread starts: imported by two threads at once (the warm-up's compile and
+    # a torch reference op's lazy import in this one), a module of its import cycle is seen half made, and the run
+    # died with ImportError (1 x H100, 2026-12-07: "cannot import name 'IndentedBuffer'")
+    import torch._dynamo  # noqa: F401
 
     def work():
         try:
-            # here, not in the caller: importing torch._dynamo there made the main thread wait ~7 s (1 x H200) for
-            # the import lock and the GIL that LitGPT's import (in its own thread) held, before the load began
             state["graphs_before"] = compiled_graphs()  # the count is per process
             from litgpt import Config
 
