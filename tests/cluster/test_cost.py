@@ -184,3 +184,15 @@ def test_presets_ask_gadi_for_their_gpus_share_of_a_node(preset):
     held = pbs.job_totals(pbs.requested(finetune_props(1, 1), site), site)
     assert (held["ngpus"], held["ncpus"], held["mem_mb"]) == (1, 12, 95500)
     assert cost.job_cost(finetune_props(1, 1, runtime=60), site)["su"] == 36
+
+
+def test_a_job_charged_on_its_memory_says_so_in_its_dry_run_line():
+    """A 1-CPU convert asking 25 GB is charged as 6.25 CPUs on Gadi's normal queue: its line says that the CPUs are
+    its memory's worth, not what it asked ("x 6.25 CPUs" read as a request the job never made)."""
+    lines = cost.estimate_lines([convert_props(25000), finetune_props(1, 1, mem_mb=190000), CONVERT], GADI)
+    assert lines[:3] == [
+        "convert: normal, 2 SU/h x 6.25 CPUs' worth of memory (1 CPU asked; 25 GB at 4 GB a CPU) x 1.00 h = 12.5 SU",
+        "finetune.baseline: gpuvolta, 3 SU/h x 23.87 CPUs' worth of memory (12 CPUs asked; 190 GB at 7.96 GB a CPU)"
+        " x 2.00 h = 143.25 SU",
+        "convert: normal, 2 SU/h x 1 CPUs x 1.00 h = 2 SU",
+    ], lines

@@ -62,11 +62,16 @@ def job_cost(props: dict, site: Site | dict, hours: float | None = None) -> dict
         return None
     req = pbs.requested(props, site)
     queue = pbs.queue_for(req, site)
-    units = charged_units(pbs.job_totals(req, site), site, queue)
+    held = pbs.job_totals(req, site)
+    units = charged_units(held, site, queue)
     hours = req["walltime_s"] / 3600 if hours is None else hours
     rate = site.su_per_hour.get(queue) if queue else None
     su = None if rate is None else round(rate * units * hours, 2)
-    return {"queue": queue, "rate": rate, "units": round(units, 2), "hours": round(hours, 4), "su": su}
+    out = {"queue": queue, "rate": rate, "units": round(units, 2), "hours": round(hours, 4), "su": su}
+    if site.su_resource == "cpus" and units > held["ncpus"]:  # charged on its memory (NCI's memory proportion)
+        out["by_memory"] = (f"{held['ncpus']:g} CPU{'s' if held['ncpus'] != 1 else ''} asked;"
+                            f" {held['mem_mb'] / 1000:g} GB at {mem_per_cpu_gb(site, queue):.3g} GB a CPU")
+    return out
 
 
 def describe(name: str, cost: dict, site: Site | dict) -> str:
@@ -74,7 +79,10 @@ def describe(name: str, cost: dict, site: Site | dict) -> str:
     unit = UNIT_NAMES[site.su_resource]
     if cost["su"] is None:
         return f"{name}: queue {cost['queue'] or '(default)'}: {NO_RATE} (not in site.su_per_hour), not counted"
-    return (f"{name}: {cost['queue']}, {cost['rate']:g} SU/h x {cost['units']:g} {unit} x {cost['hours']:.2f} h"
+    units = f"{cost['units']:g} {unit}"
+    if cost.get("by_memory"):  # the CPUs its memory is worth, not the CPUs it asked for
+        units += f"' worth of memory ({cost['by_memory']})"
+    return (f"{name}: {cost['queue']}, {cost['rate']:g} SU/h x {units} x {cost['hours']:.2f} h"
             f" = {cost['su']:g} SU")
 
 
