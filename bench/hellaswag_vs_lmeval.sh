@@ -10,7 +10,8 @@
 #                                           # (--compile false: the reference path), a kernel profile of ours;
 #                                           # LMEVAL_AUTO=1 adds lm-eval --batch_size auto; QUICK=1 runs only
 #                                           # lm-eval batch 16 and ours eager; AGREE=0 leaves out the per-item
-#                                           # agreement run and the profile
+#                                           # agreement run and the profile; FAST_RUNS (cold warm eager) picks
+#                                           # our runs
 #   bash bench/hellaswag_vs_lmeval.sh 30b   # LLaMA-30B shape, each GPU capped at MAX_GIB (32, a V100's memory):
 #                                           # ours as 4 pipeline stages on LIMIT items and on all items; lm-eval
 #                                           # parallelize=True (accelerate spreads the layers) on the same LIMIT items
@@ -133,9 +134,10 @@ if [ "$MODE" = "7b1" ]; then
     $PY "$BENCH" table --baseline lmeval-b16 "lmeval-b16:lmeval:$OUT/lm_b16.summary" "ours-eager:fast:$OUT/fast_eager.json"
     exit 0
   fi
-  run_fast cold 0 1 "$HS/model"
-  run_fast warm 0 1 "$HS/model"
-  run_fast eager 0 1 "$HS/model" --compile false
+  RUNS="${FAST_RUNS:-cold warm eager}"
+  case " $RUNS " in *" cold "*) run_fast cold 0 1 "$HS/model" ;; esac
+  case " $RUNS " in *" warm "*) run_fast warm 0 1 "$HS/model" ;; esac
+  case " $RUNS " in *" eager "*) run_fast eager 0 1 "$HS/model" --compile false ;; esac
   # lm-eval's per-item answers (--log_samples) on the first SAMPLES items: agreement, outside the timed runs
   [ "${AGREE:-1}" = "1" ] && {
   LM_LIMIT=$SAMPLES run_lmeval samples 0 16 "pretrained=$HS/model,dtype=bfloat16" --device "$DEV" --limit "$SAMPLES" \
@@ -150,9 +152,9 @@ if [ "$MODE" = "7b1" ]; then
     --eval-file "$HS/hellaswag_val.jsonl" > "$OUT/profile_7b.txt" 2>&1; grep -A 24 PROFILE "$OUT/profile_7b.txt" | cut -c1-180
   }
   echo "=== total $(since "$T_START") s"
+  rows=(); for r in $RUNS; do rows+=("ours-$r:fast:$OUT/fast_$r.json"); done
   $PY "$BENCH" table --baseline lmeval-b16 "lmeval-b16:lmeval:$OUT/lm_b16.summary" \
-    $([ "${LMEVAL_AUTO:-0}" = 1 ] && echo "lmeval-auto:lmeval:$OUT/lm_auto.summary") "ours-cold-compile:fast:$OUT/fast_cold.json" \
-    "ours-warm-cache:fast:$OUT/fast_warm.json" "ours-eager:fast:$OUT/fast_eager.json"
+    $([ "${LMEVAL_AUTO:-0}" = 1 ] && echo "lmeval-auto:lmeval:$OUT/lm_auto.summary") "${rows[@]}"
 elif [ "$MODE" = "7b" ]; then
   t=$(now)
   CUDA_VISIBLE_DEVICES=0 $PY "$BENCH" build --shape "$SHAPE" --hf-out "$HS/model" --tokenizer "$HS/tok" \
