@@ -1,5 +1,6 @@
 """The finetune stage's pieces: the LitGPT YAML it writes, the figures it reads back, the MFU it derives."""
 
+import json
 import subprocess
 import sys
 
@@ -32,16 +33,47 @@ def test_litgpt_yaml_has_config_hub_layout_and_our_values(tmp_path):
     assert cfg["data"]["class_path"] == "litgpt.data.JSON"
 
 
-@pytest.mark.litgpt
-@pytest.mark.parametrize("method", ["full", "lora"])
-def test_litgpt_cli_accepts_the_yaml(tmp_path, method):
-    """litgpt's own argument parser reads the file (jsonargparse --print_config parses without training)."""
-    path = tmp_path / "litgpt.yaml"
-    litgpt.write_litgpt_config(path, settings(method=method), tmp_path, tmp_path, tmp_path / "out", experiment="x")
-    proc = subprocess.run([sys.executable, "-m", "litgpt", f"finetune_{method}", "--config", str(path),
-                           "--print_config"], capture_output=True, text=True, timeout=120)
+# `python -m litgpt finetune_<method> --config <file> --print_config` for each method, one after the other in one
+# interpreter (litgpt's own entry point, run as `-m litgpt` runs it): importing litgpt once, not once per method.
+_PRINT_CONFIGS = """
+import contextlib, io, json, runpy, sys
+results = {}
+for method, path in json.loads(sys.argv[1]).items():
+    sys.argv = ["litgpt", f"finetune_{method}", "--config", path, "--print_config"]
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_module("litgpt", run_name="__main__", alter_sys=True)
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+    results[method] = {"returncode": code, "stdout": out.getvalue(), "stderr": err.getvalue()}
+print(json.dumps(results))
+"""
+METHODS = ("full", "lora")
+
+
+@pytest.fixture(scope="module")
+def printed_configs(tmp_path_factory) -> dict:
+    """{method: litgpt's exit code, stdout and stderr} for the YAML the stage writes for that method."""
+    tmp = tmp_path_factory.mktemp("print_config")
+    paths = {}
+    for method in METHODS:
+        paths[method] = str(tmp / f"{method}.yaml")
+        litgpt.write_litgpt_config(tmp / f"{method}.yaml", settings(method=method), tmp, tmp, tmp / "out",
+                                   experiment="x")
+    proc = subprocess.run([sys.executable, "-c", _PRINT_CONFIGS, json.dumps(paths)], capture_output=True, text=True,
+                          timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    printed = yaml.safe_load(proc.stdout)
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.litgpt
+@pytest.mark.parametrize("method", METHODS)
+def test_litgpt_cli_accepts_the_yaml(printed_configs, method):
+    """litgpt's own argument parser reads the file (jsonargparse --print_config parses without training)."""
+    proc = printed_configs[method]
+    assert proc["returncode"] == 0, proc["stderr"][-3000:]
+    printed = yaml.safe_load(proc["stdout"])
     assert printed["train"]["micro_batch_size"] == 8
     if method == "lora":
         assert printed["lora_r"] == 8
