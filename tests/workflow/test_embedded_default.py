@@ -215,3 +215,44 @@ def test_an_experiment_on_the_fsdp2_engine_runs_through_the_workflow(done, tmp_p
     assert summary["training_time_s"] > 0 and summary["tokens_per_s"] > 0
     assert "Engine fsdp2 | packing=on" in (run / "finetune.stdout").read_text()
     assert json.loads((repo / "results/evaluate/fsdp2/metrics.json").read_text())["items"] > 0
+
+
+def test_rerun_after_a_killed_finetune_resumes_from_its_step_checkpoint(done, tmp_path):
+    """A workflow run whose fine-tune job is killed mid-run (the job's processes SIGKILLed once a step checkpoint is
+    whole) fails; the same `snakemake` command again resumes the fine-tune from that step checkpoint, which survived
+    Snakemake's removal of the failed job's outputs, and removes it once finished. The run starts from a copy of the
+    finished run's tree less its fine-tunes: the environment, base checkpoint and data it takes are there already
+    (their rules' parameters do not read the quick config), so only the cut fine-tune's config and the fine-tune run."""
+    import sys
+    from pathlib import Path
+
+    from conftest import seeded_copy
+    from resume_helpers import ARGS, TARGET, kill_the_finetune_job, resumable_quick
+
+    repo = seeded_copy(done, tmp_path / "repo", "results/finetune")
+    resumable_quick(repo)
+    out = repo / "results/finetune/baseline/out"
+    log = open(tmp_path / "first.out", "w+")
+    first = subprocess.Popen([sys.executable, "-m", "snakemake", *ARGS], cwd=repo, stdout=log,
+                             stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(repo / "src")))
+    try:
+        kill_the_finetune_job(first, repo)
+        assert first.wait(120) != 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+    log.seek(0)
+    output = log.read()
+    assert "Error in rule finetune" in output, output[-3000:]
+    assert (out / "step-000001/lit_model.pth").is_file() and not (out / "final").exists()
+
+    rerun = snakemake(repo, *ARGS)  # the same command: no --rerun-incomplete needed after a failed job
+    rule_log = (repo / "results/logs/finetune/baseline.log").read_text()
+    summary = json.loads((repo / TARGET).read_text())
+    step = summary["resumed_from_step"]
+    assert step is not None and 1 <= step < 4 and f"resume: from step {step}" in rule_log, rerun.stdout[-2000:]
+    stdout = (repo / "results/finetune/baseline/finetune.stdout").read_text()
+    assert f"Resuming training from {Path('results/finetune/baseline/out') / f'step-{step:06d}'}" in stdout
+    assert summary["exit_code"] == 0 and (out / "final/lit_model.pth").is_file()
+    assert sorted(p.name for p in out.iterdir()) == ["final", "logs"]  # the step checkpoints went once done
+    assert set(jobs_done(rerun)) == {"finetune"}, jobs_done(rerun)  # nothing before the fine-tune was made again

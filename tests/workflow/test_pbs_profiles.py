@@ -201,3 +201,48 @@ def test_ctrl_c_of_a_pbs_run_leaves_no_job_behind(gadi_run, tmp_path, pbs_env):
         time.sleep(0.5)
     assert [j["Job_Name"] for j in jobs() if j["job_state"] in ("Q", "R", "E")] == [], output[-3000:]
     assert not (repo / "results/finetune/baseline/summary.json").exists()
+
+
+@pytest.mark.e2e
+def test_walltime_killed_pbs_finetune_resumes_on_rerun(gadi_run, tmp_path, pbs_env, monkeypatch):
+    """Through the Gadi profile and the PBS emulator: once its first step checkpoint is whole the fine-tune is
+    paused (SIGSTOP) and its walltime cut to one minute (qalter, as a PBS manager may), so that PBS kills it (SIGTERM,
+    SIGKILL, Exit_status 271) whatever this machine's speed; the same command again resumes from that checkpoint.
+    The run starts from a copy of the Gadi run's tree less its fine-tunes (and the first server's status cache), the
+    quick config cut to one resumable experiment (tests/resume_helpers.py)."""
+    import os
+    import subprocess
+    import sys
+
+    from resume_helpers import TARGET, pause_the_finetune_job, resumable_quick
+
+    monkeypatch.setenv("PBS_EMULATOR_TIME_SCALE", "0.2")  # an emulated minute of walltime lasts 12 s
+    repo = with_site(seeded_copy(gadi_run[0], tmp_path / "repo", "results/finetune", PBS_STATE), project="ab12")
+    resumable_quick(repo)
+    args = ["--profile", "profiles/gadi", "--configfile", "config/config.yaml", "tests/quick.yaml", "test-site.yaml",
+            "--seconds-between-status-checks", "2"]
+    out = repo / "results/finetune/baseline/out"
+    log = open(tmp_path / "first.out", "w+")
+    first = subprocess.Popen([sys.executable, "-m", "snakemake", *args, "--", TARGET], cwd=repo, stdout=log,
+                             stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(repo / "src")))
+    try:
+        pause_the_finetune_job(first, repo)
+        (job,) = [json.loads(p.read_text()) for p in (pbs_env / "jobs").glob("*.json")
+                  if json.loads(p.read_text())["Job_Name"] == "finetune.baseline"]
+        subprocess.run(["qalter", "-l", "walltime=00:01:00", f"{job['_seq']}.emu-pbs"], check=True,
+                       capture_output=True, timeout=30)
+        assert first.wait(300) != 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+    log.seek(0)
+    output = log.read()
+    assert re.search(r"\(finetune\.baseline\) killed for exceeding its walltime 00:01:00 \(Exit_status 271\)", output), \
+        output[-3000:]
+    assert (out / "step-000001/lit_model.pth").is_file() and not (out / "final").exists()
+
+    snakemake(repo, *args, "--", TARGET)
+    summary = json.loads((repo / TARGET).read_text())
+    assert summary["resumed_from_step"] == 1 and summary["exit_code"] == 0
+    assert "Resuming training from results/finetune/baseline/out/step-000001" in \
+        (repo / "results/finetune/baseline/finetune.stdout").read_text()

@@ -255,7 +255,7 @@ def test_finetune_killed_by_its_time_limit_resumes_on_rerun(cluster, slurm_run, 
     minute, so that Slurm kills it (TIMEOUT) whatever this machine's speed; the same command again resumes it."""
     import json
 
-    from test_finetune_resume import pause_the_finetune_job, resumable_quick
+    from resume_helpers import pause_the_finetune_job, resumable_quick
 
     repo = seeded_copy(slurm_run[0], tmp_path / "repo", "results/finetune")
     resumable_quick(repo)
