@@ -6,9 +6,9 @@ from pathlib import Path
 
 # Everything loaded before the workflow is read (Snakemake, its plugins, pandas: millions of objects) lives as long
 # as the process. Freezing it keeps Python's cyclic garbage collector from walking all of it again, in the full
-# collections during the parse and at interpreter exit (which took 0.33 s, now 0.04 s): `snakemake -n` on a
-# finished tree 1.14 s instead of 1.61 s (bench/parse_time.py), in the driver and in every cluster job's own
-# Snakemake. Reference counting still frees whatever these objects let go of.
+# collections during the parse and at interpreter exit, in the driver and in every cluster job's own Snakemake
+# (docs/bench-workflow.md has the parse time it saves). Reference counting still frees whatever these objects let go
+# of.
 gc.freeze()
 
 # The workflow's logic lives in src/llmhpc; make it importable here and in every job's script, also where it

@@ -14,11 +14,12 @@ from llmhpc.eval.registry import SCORERS, ScoringJob
 from llmhpc.settings import EvaluateSettings
 
 
-def run(settings: dict, checkpoint_dir, eval_file, predictions_path, metrics_path, log=print,
+def run(settings: dict | EvaluateSettings, checkpoint_dir, eval_file, predictions_path, metrics_path, log=print,
         launch: dict | None = None) -> dict:
-    """Score with the scorer `settings` (the evaluate section, llmhpc.settings.EvaluateSettings) names. `launch`:
-    llmhpc.cluster.launch.plan's answer for a scorer over several nodes (its prefix starts the processes)."""
-    s = EvaluateSettings.from_dict(settings)
+    """Score with the scorer `settings` (the evaluate section, or llmhpc.settings.EvaluateSettings made from it)
+    names. `launch`: llmhpc.cluster.launch.plan's answer for a scorer over several nodes (its prefix starts the
+    processes)."""
+    s = settings if isinstance(settings, EvaluateSettings) else EvaluateSettings.from_dict(settings)
     job = ScoringJob(checkpoint_dir, eval_file, predictions_path, metrics_path)
     return SCORERS[s.scorer].run(s, job, launch=launch, log=log)
 
@@ -59,10 +60,10 @@ def run_stage(settings: dict, checkpoint_dir, eval_file, predictions_path, metri
     added to the metrics file the scorer wrote."""
     age = process_age()
     t0 = time.perf_counter()
-    metrics = dict(run(settings, checkpoint_dir, eval_file, predictions_path, metrics_path, log, launch=launch))
+    s = EvaluateSettings.from_dict(settings)  # once: the scorer's options and the phases below read it
+    metrics = dict(run(s, checkpoint_dir, eval_file, predictions_path, metrics_path, log, launch=launch))
     wall = time.perf_counter() - t0
     metrics["stage_wall_s"] = round(wall, 3)
-    s = EvaluateSettings.from_dict(settings)
     in_process = SCORERS[s.scorer].processes(s) == 1
     if age is None:  # no process start to count from: the phases split the stage's wall
         metrics.update(phases(metrics, wall, None, in_process))
