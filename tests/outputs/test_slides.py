@@ -5,6 +5,8 @@ the matplotlib fallback, the PPTX, and the Snakemake rule (editing a template re
 
 import base64
 import csv
+import functools
+import io
 import json
 import math
 import os
@@ -40,15 +42,23 @@ TEMPLATES = REPO / "workflow/templates"
 
 
 # --- a results tree --------------------------------------------------------------------------------------------
+@functools.cache
+def _stand_in_png(i: int, name: str) -> bytes:
+    """The bytes of one stand-in plot, drawn once per process: every results tree gets the same ones."""
+    fig, ax = plt.subplots(figsize=(10, 5.6), dpi=80)
+    ax.bar(["baseline", "mbs16"], [1 + i, 2 + i], color=["#1f77b4", "#ff7f0e"])
+    ax.set_title(name, fontsize=22)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def make_plots(plots_dir: Path, names=PLOT_NAMES) -> None:
     """Real PNGs at the plots stage's fixed names (the plots stage itself is tested in test_plots.py)."""
     plots_dir.mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(names):
-        fig, ax = plt.subplots(figsize=(10, 5.6), dpi=80)
-        ax.bar(["baseline", "mbs16"], [1 + i, 2 + i], color=["#1f77b4", "#ff7f0e"])
-        ax.set_title(name, fontsize=22)
-        fig.savefig(plots_dir / f"{name}.png")
-        plt.close(fig)
+        (plots_dir / f"{name}.png").write_bytes(_stand_in_png(i, name))
 
 
 def results_tree(root: Path, rows_edit=None, manifest_edit=None) -> Path:
