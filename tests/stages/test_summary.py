@@ -44,9 +44,14 @@ def cell(table, experiment, metric):
 
 def test_samples_per_second_and_what_ran_are_rows_with_their_source(tmp_path):
     table, run = table_of(tmp_path, {"samples_per_s": 12.5, "engine": "fsdp2", "method": "dora", "float8": True,
-                                     "attention": "flex", "max_seq_length": 512})
+                                     "attention": "flex", "max_seq_length": 512, "train_records": 232,
+                                     "trained_samples": 232})
     row = cell(table, "mbs16", "samples_per_s")
     assert (row.value, row.unit, row.source) == (12.5, "samples/s", str(run / "finetune/mbs16/summary.json"))
+    # what samples/s counts: the training records and the samples the run trained
+    assert (cell(table, "mbs16", "train_records").unit, cell(table, "mbs16", "trained_samples").unit) == (
+        "count", "samples")
+    assert cell(table, "mbs16", "trained_samples").value == 232
     assert cell(table, "mbs16", "max_seq_length").value == 512
     assert cell(table, "mbs16", "tokens_per_s_per_device").unit == "tokens/s"
     texts = {m: cell(table, "mbs16", m).value for m in ("engine", "method", "float8", "attention")}

@@ -48,10 +48,11 @@ def test_two_kills_make_one_log_from_step_1_and_the_figures_count_every_attempt(
     assert [a["lost_time_s"] for a in killed] == [20.0, 30.0]  # after the save; all of the second (it saved none)
     merged = attempts.continuous(history, rows(range(6, 13)), 2)
     assert [int(r["iter"]) // 2 for r in merged] == list(range(1, 13))
-    summary = {"training_time_s": 7.0, "steps": 12, "resumed_from_step": 5, "tokens_per_s": 100.0, "mfu": 0.1}
-    whole = attempts.whole_run(history, summary, samples_per_step=8, world=2)
+    summary = {"training_time_s": 7.0, "steps": 12, "resumed_from_step": 5, "tokens_per_s": 100.0, "mfu": 0.1,
+               "trained_samples": 12 * 8}
+    whole = attempts.whole_run(history, summary, world=2)
     assert whole["training_time_s"] == 17.0 and whole["attempts"] == 3 and whole["lost_time_s"] == 50.0
-    # the run's 12 steps over all 17 s: the 2 + 3 steps redone after the kills are lost time, not more samples
+    # the run's 96 samples over all 17 s: the 2 + 3 steps redone after the kills are lost time, not more samples
     assert whole["samples_per_s"] == round(12 * 8 / 17.0, 3)
     assert whole["tokens_per_s"] == round(100.0 * 12 / 17.0, 2) and whole["mfu"] == round(0.1 * 12 / 17.0, 4)
 
@@ -75,5 +76,5 @@ def test_a_run_that_starts_over_forgets_the_earlier_attempts(tmp_path):
     attempts.close_previous(out, FSDP2, 2)
     assert attempts.load(out)["killed"]
     assert attempts.begin(out, None)["killed"] == []
-    assert attempts.whole_run(attempts.load(out), {"training_time_s": 3.0, "steps": 3}, 8, 1) == {
+    assert attempts.whole_run(attempts.load(out), {"training_time_s": 3.0, "steps": 3, "trained_samples": 24}, 1) == {
         "attempts": 1, "lost_time_s": 0.0}

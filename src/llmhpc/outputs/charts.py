@@ -323,7 +323,7 @@ def plot_accuracy_samples(table: pd.DataFrame, experiments: list[str], out_dir) 
             if base is not None:
                 ax.axhline(base, color=BASE_COLOUR, linestyle="--", linewidth=2, label="base model (not fine-tuned)")
             accuracy_scatter(fig, ax, plot, points, labels, palette,
-                             "training samples/s (optimizer steps · global batch / training time)",
+                             "training samples/s (samples trained / training time)",
                              "accuracy after fine-tuning (acc)", floor=base)
         else:
             _empty(ax, "Accuracy against samples/s needs two experiments with both figures")

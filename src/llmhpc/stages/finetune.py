@@ -17,7 +17,7 @@ from llmhpc.clock import process_age
 from llmhpc.settings import FinetuneSettings
 from llmhpc.train import attempts, registry, resume, stock_save_interval, walltime
 from llmhpc.train.litgpt import PHASE_MARKS, find_metrics_csv, read_metrics_csv
-from llmhpc.train.metrics import gpu_name, job_phases, model_facts, peak_tflops, phase_times, summarise
+from llmhpc.train.metrics import gpu_name, job_phases, model_facts, peak_tflops, phase_times, summarise, train_records_of
 
 
 def run(cmd: list[str], stdout_path: Path, log=print, marks: dict | None = None,
@@ -161,8 +161,10 @@ def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, s
     else:
         atomic.copy_file(csv_path, metrics_path)
     start_step = resume.step_of(resumed_from) if resumed_from else 0
+    # samples/s counts the training set's records (x epochs, or max_steps x a step's samples), not steps x batch
+    records = train_records_of(resume.read_yaml(run_config))
     summary = summarise(text, rows, typed, wall, code, model_facts(checkpoint_dir), gpu_name(), peak_override,
-                        peak_rss, start_iter=start_step * accumulation)
+                        peak_rss, start_iter=start_step * accumulation, train_records=records)
     summary.update(phase_times(marks, summary["training_time_s"], out_dir / "final"))
     summary.update(job_phases(text, marks, summary["training_time_s"], out_dir / "final", summary["stage_wall_s"],
                               before_s=age or 0.0))
@@ -172,8 +174,7 @@ def run_stage(config_path, checkpoint_dir, out_dir, stdout_path, metrics_path, s
     summary.update(saves)  # the stock engine's step-checkpoint interval and why
     summary["resumed_from_step"] = start_step or None
     # over every attempt of a resumed run: training time, samples/s, tokens/s; the attempts and the time lost
-    summary.update(attempts.whole_run(history, summary, typed.samples_per_step,
-                                      summary["world_size"]))
+    summary.update(attempts.whole_run(history, summary, summary["world_size"]))
     resume.discard(out_dir)  # done: the step checkpoints (optimizer state included) go
     if launch is not None:
         summary["launch"] = launch  # launcher, command prefix, environment, hosts, scheduler job id

@@ -13,6 +13,9 @@ from llmhpc.outputs.summary_table import COLUMNS, PHASES
 FINETUNE_METRICS = {
     "training_time_s": "s", "stage_wall_s": "s", "job_wall_s": "s", "load_s": "s", "save_s": "s",
     "tokens_per_s": "tokens/s", "tokens_per_s_per_device": "tokens/s", "samples_per_s": "samples/s",
+    # what samples/s counts (llmhpc.train.metrics.trained_samples): the training set's records, and the samples the
+    # whole run trained (records x epochs, or max_steps x a step's samples)
+    "train_records": "count", "trained_samples": "samples",
     "peak_memory_gb": "GB", "predicted_memory_gb": "GB", "peak_host_memory_gb": "GB", "mfu": "fraction",
     "peak_tflops_per_device": "TFLOP/s",
     "steps": "count", "iters": "count", "final_loss": "nats", "final_val_loss": "nats",

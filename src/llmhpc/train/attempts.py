@@ -9,8 +9,8 @@ that step checkpoint's completion (its marker's mtime; not before the attempt st
 
 When the run finishes, `continuous` gives metrics.csv from step 1 (each attempt's rows up to the step the next one
 resumed from) and `whole_run` the figures over every attempt: training time is the sum of the attempts' training
-times, samples/s and tokens/s the work every attempt did (the steps it did, redone ones included: they took GPU
-time) over that sum; the lost time is the summed time after the last checkpoint of each killed attempt. The file
+times, samples/s the run's samples (each once: records x epochs, or max_steps x a step's samples) and tokens/s
+its steps over that sum; the lost time is the summed time after the last checkpoint of each killed attempt. The file
 goes with the step checkpoints (llmhpc.train.resume.discard), after a finished run or when a run starts over.
 """
 
@@ -124,12 +124,13 @@ def _counted_on(rows: list[dict], before: dict) -> list[dict]:
     return [{**r, **{c: r[c] + offsets[c] for c in TOKEN_COUNTS if r.get(c) is not None}} for r in rows]
 
 
-def whole_run(history: dict, summary: dict, samples_per_step: int, world: int) -> dict:
-    """Training time over every attempt, and samples/s and tokens/s as the run's own steps (each once) over it (MFU
-    scaled with tokens/s): a step redone after a kill is time lost, as lost_time_s says, not more samples, so a
-    resumed run's score and its time ratio against another run agree. Also the number of attempts and the time
-    lost after the last checkpoint of each killed one. `summary`: the last attempt's figures, with `steps` the
-    whole run's and `resumed_from_step` where the last attempt started."""
+def whole_run(history: dict, summary: dict, world: int) -> dict:
+    """Training time over every attempt, and samples/s and tokens/s as the run's own samples and steps (each once)
+    over it (MFU scaled with tokens/s): a step redone after a kill is time lost, as lost_time_s says, not more
+    samples, so a resumed run's score and its time ratio against another run agree. Also the number of attempts and
+    the time lost after the last checkpoint of each killed one. `summary`: the last attempt's figures, with `steps`
+    the whole run's, `trained_samples` the whole run's (llmhpc.train.metrics.trained_samples: records x epochs, or
+    max_steps x the step's samples) and `resumed_from_step` where the last attempt started."""
     killed = history["killed"]
     out = {"attempts": len(killed) + 1, "lost_time_s": round(sum(a.get("lost_time_s", 0.0) for a in killed), 3)}
     last_time, steps = summary.get("training_time_s"), summary.get("steps")
@@ -138,7 +139,7 @@ def whole_run(history: dict, summary: dict, samples_per_step: int, world: int) -
     last_steps = steps - (summary.get("resumed_from_step") or 0)
     total_time = last_time + sum(a["training_time_s"] for a in killed)
     out.update(training_time_s=round(total_time, 3), last_attempt_training_time_s=last_time,
-               samples_per_s=samples_per_s(steps, samples_per_step, total_time))
+               samples_per_s=samples_per_s(summary.get("trained_samples"), total_time))
     if summary.get("tokens_per_s") and last_steps > 0:
         per_step = summary["tokens_per_s"] * last_time / last_steps  # killed attempts: the last one's tokens a step
         tokens_per_s = per_step * steps / total_time

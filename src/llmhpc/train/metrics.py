@@ -112,10 +112,11 @@ def flops_per_token(n_params: int, n_layer: int, n_embd: int, seq_len: float, fr
 
 def summarise(stdout_text: str, metrics_rows: list[dict], ft: FinetuneSettings | dict, wall_s: float, exit_code: int,
               model_config: dict, gpu_name: str | None, peak_override: float | None, peak_rss_gb: float,
-              start_iter: int = 0) -> dict:
+              start_iter: int = 0, train_records: int | None = None) -> dict:
     """The run's figures from its stdout and CSV rows; `ft`: the experiment's finetune settings (a dict of them is
     read over the schema's defaults); `start_iter`: the iterations done before this attempt (a resumed run's report
-    counts only its own tokens and time; llmhpc.train.attempts adds the earlier attempts')."""
+    counts only its own tokens and time; llmhpc.train.attempts adds the earlier attempts'); `train_records`: the
+    records of the training set (train_records_of), which samples/s counts (trained_samples)."""
     rep = parse_stdout(stdout_text)
     settings = ft if isinstance(ft, FinetuneSettings) else FinetuneSettings.from_dict(ft)
     world, accumulation = settings.world_size, max(1, settings.accumulation)
@@ -158,7 +159,9 @@ def summarise(stdout_text: str, metrics_rows: list[dict], ft: FinetuneSettings |
         "mfu": None,
         "peak_tflops_per_device": None,
     }
-    summary["samples_per_s"] = samples_per_s(summary["steps"], settings.samples_per_step, summary["training_time_s"])
+    summary["train_records"] = train_records
+    summary["trained_samples"] = trained_samples(settings, train_records, summary["steps"])
+    summary["samples_per_s"] = samples_per_s(summary["trained_samples"], summary["training_time_s"])
     peak = peak_tflops(gpu_name, settings.precision, peak_override)
     n_params = summary["parameters"]
     if peak and n_params and summary["tokens_per_s"] and summary["iters"] and summary["tokens_with_padding"]:
@@ -172,11 +175,61 @@ def summarise(stdout_text: str, metrics_rows: list[dict], ft: FinetuneSettings |
     return summary
 
 
-def samples_per_s(steps: int | None, samples_per_step: int, training_time_s: float | None) -> float | None:
-    """The ISC25 score: optimizer steps x the samples of one step (the global batch) / training time."""
-    if not steps or not training_time_s:
+def trained_samples(settings: FinetuneSettings, train_records: int | None, steps: int | None = None) -> int | None:
+    """The samples the whole run's training loop takes, as Hugging Face Trainer's train_samples_per_second counts
+    them (the ISC25 score's numerator): records x epochs for a run that goes through its epochs, max_steps x the
+    samples of one step for a run that max_steps stops first (the fewer of the two). Not optimizer steps x the
+    global batch: where the records do not fill whole steps that miscounts both ways (232 records, global batch 16:
+    micro batch 8 runs 29 micro batches, 14 steps, stock's timed loop running the 29th's 8 samples without a step on
+    them, so 14 x 16 = 224; micro batch 16 runs 15 steps, the last of 8 samples, so 15 x 16 = 240; both went through
+    232). The same count for every engine (the fsdp2 engine's plan keeps whole steps only, so its own report can
+    say fewer: 224 for micro batch 8) and for a run resumed after a kill (a step done again is lost time, not more
+    samples). `train_records` unknown: only a run that reached max_steps is counted (`steps`: the run's optimizer
+    steps), else None."""
+    by_steps = settings.max_steps * settings.samples_per_step if settings.max_steps else None
+    if train_records is None:
+        return by_steps if by_steps and steps is not None and steps >= settings.max_steps else None
+    by_epochs = train_records * settings.epochs
+    return by_epochs if by_steps is None else min(by_epochs, by_steps)
+
+
+def samples_per_s(samples: int | None, training_time_s: float | None) -> float | None:
+    """The ISC25 score: the samples trained (trained_samples) / training time."""
+    if not samples or not training_time_s:
         return None
-    return round(steps * samples_per_step / training_time_s, 3)
+    return round(samples / training_time_s, 3)
+
+
+JSON_DATA = ("litgpt.data.JSON", "litgpt.data.json_data.JSON", "JSON")  # the data module the workflow writes
+
+
+def train_records_of(litgpt_yaml: dict) -> int | None:
+    """The records of the training set that the engine's YAML names (litgpt.data.JSON: json_path's train.json or
+    train.jsonl, or a single file less its val_split_fraction, split as torch's random_split sizes it); None for
+    another data module or a file that is not there or cannot be read (the run is done: its summary still gets
+    written)."""
+    from llmhpc.records import load_records
+
+    data = litgpt_yaml.get("data") or {}
+    args = data.get("init_args") or {}
+    if data.get("class_path") not in JSON_DATA or not args.get("json_path"):
+        return None
+    path = Path(args["json_path"])
+    try:
+        if path.is_dir():
+            found = [path / f"train{ext}" for ext in (".json", ".jsonl") if (path / f"train{ext}").is_file()]
+            return len(load_records(found[0])) if found else None
+        if not path.is_file():
+            return None
+        n = len(load_records(path))
+    except (OSError, ValueError):  # DataError is a ValueError
+        return None
+    val = args.get("val_split_fraction")
+    val = 0.05 if val is None else val
+    sizes = [int(n * (1.0 - val)), int(n * val)]  # floor of each fraction, the remainder dealt from the first
+    for i in range(n - sum(sizes)):
+        sizes[i % 2] += 1
+    return sizes[0]
 
 
 # The fsdp2 engine's settings line ("Engine fsdp2 | ... attention=flex ... |") names the attention backend it chose;

@@ -50,8 +50,9 @@ class TrainingSlides:
                                          else " GPUs · accumulation "), self.num(a["accumulation"]),
                 seg(" = effective batch "), self.num(a["effective"]), seg("; "), self.num(a["effective"]),
                 seg(" · "), self.num(a["seq"]), seg(" = "), self.num(a["tokens"]), seg(" per step")]
-        bullets = [said, [seg("Samples/s, the ISC score: optimizer steps · effective batch / training time; tokens per"
-                              " step at max_seq_length (packing fills each row to it, stock pads to the longest)")]]
+        bullets = [said, [seg("Samples/s, the ISC score: samples trained (records · epochs, or max_steps · effective"
+                              " batch) / training time; tokens per step at max_seq_length (packing fills each row to"
+                              " it, stock pads to the longest)")]]
         stats = [{"label": f"samples per optimizer step of {n}", "value": [self.num(a["effective"])]},
                  {"label": f"tokens per optimizer step of {n}", "value": [self.num(a["tokens"])]},
                  {"label": f"samples/s of {n}", "value": [self.num(self.measured(n, "finetune", "samples_per_s"))]}]
