@@ -397,5 +397,3 @@ class SlideContent:
                        notes="The commands, in order: set up the environment, run everything, run on a cluster "
                              "profile, rerun the fine-tunes (and what follows), re-render the slides (and repack the "
                              "submission that carries them)."))
-
-
