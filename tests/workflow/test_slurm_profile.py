@@ -192,12 +192,58 @@ def test_ctrl_c_leaves_no_job_behind(cluster, slurm_run, tmp_path):
     assert not (repo / "results/finetune/baseline/summary.json").exists()
 
 
+TIME_LIMITED = "results/finetune/baseline/summary.json"
+
+
 @pytest.fixture(scope="module")
-def shipped_profile_by_bare_name(cluster, slurm_run, tmp_path_factory):
+def time_limited_first_run(cluster, slurm_run, tmp_path_factory):
+    """The first run of test_finetune_killed_by_its_time_limit_resumes_on_rerun, in a thread of its own: once its
+    fine-tune's first step checkpoint is whole the job is paused (SIGSTOP) and its time limit cut to one minute, and
+    the run is left to end. Most of that is waiting (for the job's minute to pass, for Slurm's periodic check of time
+    limits, for the executor's status checks, whose pause grows by 10 s each time no job finished), so it runs while
+    the bare-name runs below use the node's other GPU; the test waits for it and checks what it left.
+    Started after the Ctrl-C test, which wants an empty queue at its end."""
+    import threading
+
+    from resume_helpers import pause_the_finetune_job, resumable_quick
+
+    tmp = tmp_path_factory.mktemp("time-limit")
+    repo = seeded_copy(slurm_run[0], tmp / "repo", "results/finetune")
+    resumable_quick(repo)
+    cmd = snakemake_cmd("--profile", "profiles/slurm", *FAST_STATUS, TIME_LIMITED)
+    log = open(tmp / "first.out", "w+")
+    first = subprocess.Popen(cmd, cwd=repo, env=dict(cluster.env, PYTHONPATH=str(repo / "src")), stdout=log,
+                             stderr=subprocess.STDOUT)
+    state = {"repo": repo, "cmd": cmd, "log": log}
+
+    def first_run():
+        try:
+            pause_the_finetune_job(first, repo)
+            (state["job_id"],) = [j for j in cluster.queue() if rule_of(cluster.job(j)) == "finetune"]
+            subprocess.run(["scontrol", "update", f"JobId={state['job_id']}", "TimeLimit=1"], env=cluster.env,
+                           check=True, capture_output=True, timeout=30)
+            state["returncode"] = first.wait(300)
+        except BaseException as e:  # raised again by the test
+            state["error"] = e
+        finally:
+            if first.poll() is None:
+                first.kill()
+
+    state["thread"] = threading.Thread(target=first_run, name="time-limited-first-run", daemon=True)
+    state["thread"].start()
+    yield state
+    state["thread"].join(timeout=600)  # where the test did not run
+    if first.poll() is None:
+        first.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def shipped_profile_by_bare_name(cluster, slurm_run, time_limited_first_run, tmp_path_factory):
     """profiles/slurm by its bare name, before and after the set-up step (`llmhpc.cluster.profiles install`):
     first with the shipped site's unknown node shape (cpus_per_node, mem_per_node_gb: null), which the preflight
     refuses, then with the test node's, the base model's conversion and its evaluation remade in a copy of the
-    module run's tree."""
+    module run's tree. (The time-limited fine-tune's first run, paused on the node's other GPU, runs meanwhile.)"""
     tmp = tmp_path_factory.mktemp("bare-name")
     repo = seeded_copy(slurm_run[0], tmp / "repo", "results/checkpoints/base", "results/evaluate/base")
     (repo / "tests/slurm_site.yaml").write_text(yaml.safe_dump({"site": {"gpus_per_node": FAKE_GPUS}}))
@@ -250,32 +296,22 @@ def test_unknown_node_shape_is_refused_before_any_job(shipped_profile_by_bare_na
     assert all(j["JobState"] == "COMPLETED" for j in jobs.values()), jobs
 
 
-def test_finetune_killed_by_its_time_limit_resumes_on_rerun(cluster, slurm_run, tmp_path):
+def test_finetune_killed_by_its_time_limit_resumes_on_rerun(cluster, time_limited_first_run):
     """Once its first step checkpoint is whole the fine-tune is paused (SIGSTOP) and its time limit cut to one
-    minute, so that Slurm kills it (TIMEOUT) whatever this machine's speed; the same command again resumes it."""
+    minute, so that Slurm kills it (TIMEOUT) whatever this machine's speed; the same command again resumes it.
+    (The first run is the fixture's, begun beside the bare-name runs.)"""
     import json
 
-    from resume_helpers import pause_the_finetune_job, resumable_quick
-
-    repo = seeded_copy(slurm_run[0], tmp_path / "repo", "results/finetune")
-    resumable_quick(repo)
-    target = "results/finetune/baseline/summary.json"
-    cmd = snakemake_cmd("--profile", "profiles/slurm", *FAST_STATUS, target)
-    out = repo / "results/finetune/baseline/out"
-    log = open(tmp_path / "first.out", "w+")
-    first = subprocess.Popen(cmd, cwd=repo, env=dict(cluster.env, PYTHONPATH=str(repo / "src")), stdout=log,
-                             stderr=subprocess.STDOUT)
-    try:
-        pause_the_finetune_job(first, repo)
-        (job_id,) = [j for j in cluster.queue() if rule_of(cluster.job(j)) == "finetune"]
-        subprocess.run(["scontrol", "update", f"JobId={job_id}", "TimeLimit=1"], env=cluster.env, check=True,
-                       capture_output=True, timeout=30)
-        assert first.wait(300) != 0
-    finally:
-        if first.poll() is None:
-            first.kill()
+    state = time_limited_first_run
+    state["thread"].join(timeout=900)
+    assert not state["thread"].is_alive(), "the first run did not end within 900 s"
+    if "error" in state:
+        raise state["error"]
+    repo, cmd, log = state["repo"], state["cmd"], state["log"]
+    target, out = TIME_LIMITED, repo / "results/finetune/baseline/out"
+    assert state["returncode"] != 0
     log.seek(0)
-    assert cluster.job(job_id)["JobState"] == "TIMEOUT", log.read()[-3000:]
+    assert cluster.job(state["job_id"])["JobState"] == "TIMEOUT", log.read()[-3000:]
     assert (out / "step-000001/lit_model.pth").is_file() and not (out / "final").exists()
     # Slurm's time limit sends SIGTERM (with SIGCONT) before SIGKILL: the fine-tune may save one more step then
     saved = max(int(p.name.split("-")[1]) for p in out.glob("step-*") if (p / "lit_model.pth").is_file())
