@@ -1,7 +1,9 @@
 """What a persistent compile cache (site.compile_cache) saves a job: the fsdp2 engine's start-up with compiled
 blocks, run twice on one tiny model, each run a fresh process with the same TORCHINDUCTOR_CACHE_DIR (empty before
 the first), as two jobs of one experiment would be. CPU (inductor's C++ backend); on a GPU the same code path
-compiles Triton kernels instead.
+compiles Triton kernels instead. The model is the package's tiny LitGPT checkpoint
+(llmhpc.eval.tinyckpt.write_tiny_litgpt: Llama shape, 2 layers, 32 wide, 512-token BPE) and the data the first 32
+records of the embedded Alpaca set (llmhpc.sources.embedded).
 
     python bench/compile_cache.py [--runs 3]
 
@@ -11,6 +13,7 @@ Prints each run's "compile and warm-up" and start-up seconds as the engine repor
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -19,12 +22,50 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests/train"))  # the tests' tiny LitGPT model, tokenizer and data
+import yaml
 
-import fsdp2_tiny  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO / "src") not in sys.path:
+    sys.path.insert(0, str(REPO / "src"))  # the package from this checkout, as the engine runs get it below
 
 STARTUP = re.compile(r"Start-up to training: ([\d.]+) s \(compile and warm-up ([\d.]+) s\)")
+
+
+def make(root: Path, n: int) -> Path:
+    """root/ckpt: the tiny LitGPT checkpoint; root/data: n training and 6 validation Alpaca records."""
+    from llmhpc.eval.tinyckpt import write_tiny_litgpt
+    from llmhpc.sources import embedded
+
+    write_tiny_litgpt(root / "ckpt", family="llama", n_layer=2, vocab_size=512, block_size=256, n_embd=32)
+    train, val = embedded.finetune_records()
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    (root / "data/train.json").write_text(json.dumps(train[:n]))
+    (root / "data/val.json").write_text(json.dumps(val[:6]))
+    return root
+
+
+def write_config(root: Path, out: str, *, gbs: int, mbs: int, max_seq_length: int, engine: dict) -> Path:
+    """The fsdp2 engine's YAML (litgpt finetune_full's arguments plus `engine`): one epoch, fp32, no validation
+    and no intermediate saves."""
+    cfg = {
+        "checkpoint_dir": str(root / "ckpt"), "out_dir": str(root / out), "precision": "32-true",
+        "devices": 1, "num_nodes": 1, "resume": False,
+        "data": {"class_path": "litgpt.data.JSON",
+                 "init_args": {"json_path": str(root / "data"), "mask_prompt": False, "prompt_style": "alpaca",
+                               "ignore_index": -100, "seed": 42, "num_workers": 0}},
+        "train": {"save_interval": 1000000, "log_interval": 1, "global_batch_size": gbs, "micro_batch_size": mbs,
+                  "lr_warmup_steps": 2, "epochs": 1, "max_tokens": None, "max_steps": None,
+                  "max_seq_length": max_seq_length, "tie_embeddings": None, "max_norm": None, "min_lr": 6e-5},
+        "eval": {"interval": 1000000, "max_new_tokens": 5, "max_iters": 2, "initial_validation": False,
+                 "final_validation": False},
+        "logger_name": "csv", "seed": 1337,
+        "optimizer": {"class_path": "torch.optim.AdamW",
+                      "init_args": {"lr": 0.01, "weight_decay": 0.01, "betas": [0.9, 0.95]}},
+        "engine": engine,
+    }
+    path = root / f"{out}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
 
 
 def engine_run(config: Path, cache: Path) -> tuple[float, float]:
@@ -45,13 +86,13 @@ def main() -> int:
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        root = fsdp2_tiny.make(Path(tmp), n=32)
+        root = make(Path(tmp), n=32)
         for i in range(args.runs):
             cache = Path(tmp) / f"cache-{i}"
             for kind in ("cold", "warm"):
-                config = fsdp2_tiny.config(root, f"{kind}-{i}", gbs=4, mbs=2, max_seq_length=128,
-                                          engine={"compile": True})  # auto would not compile a job this small
-                startup, warm_up = engine_run(config, cache)
+                config_path = write_config(root, f"{kind}-{i}", gbs=4, mbs=2, max_seq_length=128,
+                                           engine={"compile": True})  # auto would not compile a job this small
+                startup, warm_up = engine_run(config_path, cache)
                 rows.append((i, kind, startup, warm_up))
                 print(f"pair {i} {kind}: start-up {startup:.2f} s, compile and warm-up {warm_up:.2f} s", flush=True)
     med = {k: statistics.median(r[3] for r in rows if r[1] == k) for k in ("cold", "warm")}

@@ -105,23 +105,17 @@ def snakemake(config: Path, *targets: str) -> float:
 
 
 # Run in a child process, so that this one never holds a CUDA context or cached GPU memory.
-WARMUP = """
-import time, torch
-if torch.cuda.is_available():
-    free, _ = torch.cuda.mem_get_info()
-    block = torch.empty(int(free * 0.9), dtype=torch.uint8, device="cuda")
-    block.fill_(1)
-    del block
-    torch.cuda.empty_cache()
-    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < 15:
-        (a @ a).sum().item()
-"""
+GPU_PROBE = Path(__file__).resolve().with_name("gpu_probe.py")  # GPU warm-up and bf16 peak, each its own process
 
 
 def gpu_warmup() -> None:
-    subprocess.run([sys.executable, "-c", WARMUP], check=True)
+    subprocess.run([sys.executable, str(GPU_PROBE), "warmup"], check=True)
+
+
+def bf16_peak() -> float:
+    """The bf16 matrix product's TFLOP/s, measured in a fresh process."""
+    return float(subprocess.run([sys.executable, str(GPU_PROBE), "peak"], capture_output=True, text=True,
+                                check=True).stdout.split()[-1])
 
 
 def run_stock(bench_dir: Path, precision: str, name: str = "stock") -> dict:
@@ -234,15 +228,6 @@ KIT_CONFIG = {  # stock_litgpt.sh's config: config_hub llama-2-7b/full.yaml, off
                   "init_args": {"lr": 0.0002, "weight_decay": 0.0, "betas": [0.9, 0.95]}},
 }
 
-PEAK = """
-import time, torch
-x = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-for _ in range(5): x @ x
-torch.cuda.synchronize(); t0 = time.perf_counter()
-for _ in range(40): x @ x
-torch.cuda.synchronize(); print(2 * 8192**3 * 40 / (time.perf_counter() - t0) / 1e12)
-"""
-
 
 # The engine runs by name: each is the defaults with the switches named here (then --engine on top); the
 # waterfall runs turn one method off each. fast and fast-warm differ only in the compile cache (cold, then warm).
@@ -341,8 +326,7 @@ def engine_vs_stock(argv: list[str]) -> int:
     t_start = time.perf_counter()
     precision = "32-true" if args.tiny else "bf16-true"
     ckpt = kit_prep(args.kit, args.bench, args.tiny, args.records)
-    peak = None if args.tiny else float(subprocess.run([sys.executable, "-c", PEAK], capture_output=True,
-                                                       text=True, check=True).stdout.split()[-1])
+    peak = None if args.tiny else bf16_peak()
     print(f"measured bf16 matmul peak: {peak} TFLOP/s", flush=True)
     cache = args.bench / "inductor-cache"
     shutil.rmtree(cache, ignore_errors=True)

@@ -8,6 +8,8 @@
   convert   an existing Hugging Face Llama directory to a LitGPT checkpoint
   agree     per-item agreement of lm-eval's logged samples with the fast scorer's predictions
   table     the comparison table from the runs' SUMMARY lines and metrics files
+  phases    one run's phases, TFLOP/s, MFU, BOS decision and first batches' padding, from its metrics file
+  compile   each labelled run's compile setting and phases (LABEL:metrics.json ...), e.g. cold and warm cache
 """
 
 from __future__ import annotations
@@ -209,6 +211,22 @@ def cmd_table(a) -> None:
         print(f"{fmt[0]:34} {fmt[1]:>8} {fmt[2]:>8} {fmt[3]:>6} {fmt[4]:>7} {fmt[5]:>8} {fmt[6]:>6} {ratio:>14}")
 
 
+def cmd_phases(a) -> None:
+    m = json.loads(Path(a.metrics).read_text())
+    print("    phases", m["phases_s"], "| tflops", m["scoring_tflops"], "mfu", m["mfu"], "| bos", m["bos"]["decision"],
+          "| padding", [s["padding_fraction"] for s in m["schedule"]][:4])
+
+
+def cmd_compile(a) -> None:
+    for spec in a.runs:
+        label, path = spec.split(":", 1)
+        try:
+            m = json.loads(Path(path).read_text())
+        except (OSError, ValueError):  # a run that did not write its metrics prints nothing
+            continue
+        print(label, "compile", m.get("compile"), "phases", m.get("phases_s"))
+
+
 def cmd_profile(a) -> None:
     """Kernel time by operator over a few steady-state batches of the 1-GPU scorer (where the time goes)."""
     import torch
@@ -269,9 +287,13 @@ def main() -> None:
     p = sub.add_parser("table")
     p.add_argument("--baseline", required=True)
     p.add_argument("runs", nargs="+", help="label:lmeval:SUMMARY-file or label:fast:metrics.json")
+    p = sub.add_parser("phases")
+    p.add_argument("metrics", help="the fast scorer's --metrics file")
+    p = sub.add_parser("compile")
+    p.add_argument("runs", nargs="+", help="label:metrics.json")
     a = ap.parse_args()
     {"peak": cmd_peak, "build": cmd_build, "convert": cmd_convert, "agree": cmd_agree, "table": cmd_table,
-     "profile": cmd_profile}[a.cmd](a)
+     "profile": cmd_profile, "phases": cmd_phases, "compile": cmd_compile}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -103,12 +103,7 @@ run_fast() {  # label gpus nproc checkpoint extra...
   echo "$?" > "$OUT/fast_$label.json.rc"
   since "$t0" > "$OUT/fast_$label.json.wall"
   echo "--- ours $label (rc $(cat "$OUT/fast_$label.json.rc"), $(cat "$OUT/fast_$label.json.wall") s): $(grep -v Warning "$OUT/fast_$label.log" | tail -2 | cut -c1-400)"
-  $PY - "$OUT/fast_$label.json" <<'EOF' 2>/dev/null
-import json, sys
-m = json.load(open(sys.argv[1]))
-print("    phases", m["phases_s"], "| tflops", m["scoring_tflops"], "mfu", m["mfu"], "| bos", m["bos"]["decision"],
-      "| padding", [s["padding_fraction"] for s in m["schedule"]][:4])
-EOF
+  $PY "$BENCH" phases "$OUT/fast_$label.json" 2>/dev/null
 }
 
 SHAPE=$MODE; DEV=cuda:0; FAST_DEV=(); PEAK=0; NGPU=4
@@ -146,8 +141,7 @@ if [ "$MODE" = "7b1" ]; then
   $PY "$BENCH" agree --label "lm-eval b16 vs ours eager" --lmeval-out "$OUT/lm_samples" --predictions "$OUT/fast_eager.jsonl"
   $PY -m llmhpc.eval.guard --predictions "$OUT/fast_warm.jsonl" --reference-predictions "$OUT/fast_eager.jsonl" \
     | tr -d '\n' | cut -c1-300; echo
-  for r in cold warm; do $PY -c "import json,sys; m=json.load(open(sys.argv[1])); print(sys.argv[2], 'compile', m.get('compile'), 'phases', m.get('phases_s'))" \
-    "$OUT/fast_$r.json" "$r" 2>/dev/null; done
+  $PY "$BENCH" compile "cold:$OUT/fast_cold.json" "warm:$OUT/fast_warm.json" 2>/dev/null
   [ "$DEV" != cpu ] && CUDA_VISIBLE_DEVICES=0 timeout "$(left)" $PY "$BENCH" profile --checkpoint "$HS/model" \
     --eval-file "$HS/hellaswag_val.jsonl" > "$OUT/profile_7b.txt" 2>&1; grep -A 24 PROFILE "$OUT/profile_7b.txt" | cut -c1-180
   }

@@ -9,25 +9,12 @@ mkdir -p "$out"
 source bench/device_env.sh >/dev/null || exit 2
 export PYTHONPATH=$PWD/src:$PYTHONPATH
 cfg=/tmp/gpu-isc25-1gpu.yaml
-python3 - "$cfg" <<'PY'
-import sys, yaml
-c = yaml.safe_load(open("config/examples/gpu-isc25.yaml"))
-c["run_name"] = "gpu-isc25-1gpu"
-c["finetune"]["devices"] = 1
-c["evaluate"]["gpus"] = 1
-c["presentation"]["title"] = "The ISC25 LoRA family on 1 GPU (SmolLM2-135M shape, random weights)"
-yaml.safe_dump(c, open(sys.argv[1], "w"), sort_keys=False)
-PY
+python3 bench/bench_helpers.py isc25-1gpu-config "$cfg"
 OUT="$out" PIPELINE_TIMEOUT_S="${PIPELINE_TIMEOUT_S:-420}" bash bench/run_gpu_pipeline.sh "$cfg" > "$out/pipeline.txt" 2>&1
 rc=$?
 log="$out/snakemake.log"
 echo "jobs finished: $(grep -c 'Finished jobid' "$log"); errors: $(grep -c 'Error in rule' "$log"); $(grep 'steps (' "$log" | tail -1)"
 grep -B2 -A12 'Error in rule' "$log" | head -60
 tail -40 "$out/pipeline.txt"
-python3 - <<'PY'
-import pandas as pd
-t = pd.read_csv("results/summary.csv")
-t = t[t.metric.isin(["stage_wall_s", "training_time_s", "samples_per_s", "job_wall_s"])]
-print(t.pivot_table(index=["stage", "metric"], columns="experiment", values="value", aggfunc="first").to_string())
-PY
+python3 bench/bench_helpers.py pipeline-summary --metrics stage_wall_s training_time_s samples_per_s job_wall_s
 exit $rc

@@ -8,9 +8,4 @@ python3 $B prepare /tmp/xs >/dev/null 2>&1 || echo prepare failed
 (python3 $B evaluate /tmp/xs --runs ${EV:-10}; python3 $B finetune /tmp/xs --runs ${FT:-20}; python3 $B imports --repeat 2) > $L 2>&1
 cat /tmp/xs/crash-* 2>/dev/null | tail -30
 grep -v '^{' $L
-grep '^{' $L | python3 -c "
-import sys, json
-for line in sys.stdin:
-    r = json.loads(line); p = r.get('phases')
-    print(r['rc'], r['wall_s'], r.get('stage_wall_s'), json.dumps(p)[:400] if p else '')
-" | tail -32
+grep '^{' $L | python3 bench/bench_helpers.py stress-lines | tail -32

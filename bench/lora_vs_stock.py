@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 import yaml
-from finetune_vs_stock import PEAK, kit_prep  # the shared kit's preparation and the bf16 peak (same folder)
+from finetune_vs_stock import bf16_peak, kit_prep  # the shared kit's preparation and the bf16 peak (same folder)
 
 REPO = Path(__file__).resolve().parents[1]
 GBS = 256
@@ -248,8 +248,7 @@ def main(argv=None) -> int:
                     model="Llama-3.1-8B")
     peak = None
     if not args.cpu_smoke:
-        peak = float(subprocess.run([sys.executable, "-c", PEAK], capture_output=True, text=True,
-                                    check=True).stdout.split()[-1])
+        peak = bf16_peak()
     print(f"measured bf16 matmul peak: {peak} TFLOP/s", flush=True)
     os.environ.update(TORCHINDUCTOR_CACHE_DIR=str(args.bench / "inductor-cache"),
                       PYTHONPATH=f"{REPO / 'src'}:{os.environ.get('PYTHONPATH', '')}")

@@ -20,12 +20,5 @@ echo "pipeline exit $rc, wall $(( $(date +%s) - t0 )) s"
 find results -type f -size -2M ! -path 'results/weights/*' ! -path 'results/checkpoints/*' -print0 \
   | tar czf "$out/results-small.tar.gz" --null -T - 2>/dev/null
 [ -f results/summary.csv ] && cp results/summary.csv "$out/summary.csv"
-python3 - <<'PY'
-import pandas as pd
-t = pd.read_csv("results/summary.csv")
-keep = ["training_time_s", "stage_wall_s", "tokens_per_s_per_device", "peak_memory_gb", "mfu", "final_loss",
-        "speedup_vs_baseline", "acc", "acc_norm", "items_per_s", "wall_s"]
-t = t[t.metric.isin(keep)]
-print(t.pivot_table(index=["stage", "metric"], columns="experiment", values="value", aggfunc="first").to_string())
-PY
+python3 bench/bench_helpers.py pipeline-summary
 exit $rc
