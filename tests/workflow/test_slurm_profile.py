@@ -313,8 +313,12 @@ def test_finetune_killed_by_its_time_limit_resumes_on_rerun(cluster, time_limite
     log.seek(0)
     assert cluster.job(state["job_id"])["JobState"] == "TIMEOUT", log.read()[-3000:]
     assert (out / "step-000001/lit_model.pth").is_file() and not (out / "final").exists()
-    # Slurm's time limit sends SIGTERM (with SIGCONT) before SIGKILL: the fine-tune may save one more step then
-    saved = max(int(p.name.split("-")[1]) for p in out.glob("step-*") if (p / "lit_model.pth").is_file())
+    # Slurm's time limit sends SIGTERM (with SIGCONT) before SIGKILL: the fine-tune may save one more step then, or
+    # be killed halfway through that save (its weights written, not yet the files LitGPT writes after them), which
+    # the rerun must pass over for the newest whole one
+    from llmhpc.train.resume import is_complete
+
+    saved = max(int(p.name.split("-")[1]) for p in out.glob("step-*") if is_complete(p))
 
     run(cluster, repo, cmd)
     summary = json.loads((repo / target).read_text())
