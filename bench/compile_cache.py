@@ -45,24 +45,17 @@ def make(root: Path, n: int) -> Path:
 
 
 def write_config(root: Path, out: str, *, gbs: int, mbs: int, max_seq_length: int, engine: dict) -> Path:
-    """The fsdp2 engine's YAML (litgpt finetune_full's arguments plus `engine`): one epoch, fp32, no validation
-    and no intermediate saves."""
-    cfg = {
-        "checkpoint_dir": str(root / "ckpt"), "out_dir": str(root / out), "precision": "32-true",
-        "devices": 1, "num_nodes": 1, "resume": False,
-        "data": {"class_path": "litgpt.data.JSON",
-                 "init_args": {"json_path": str(root / "data"), "mask_prompt": False, "prompt_style": "alpaca",
-                               "ignore_index": -100, "seed": 42, "num_workers": 0}},
-        "train": {"save_interval": 1000000, "log_interval": 1, "global_batch_size": gbs, "micro_batch_size": mbs,
-                  "lr_warmup_steps": 2, "epochs": 1, "max_tokens": None, "max_steps": None,
-                  "max_seq_length": max_seq_length, "tie_embeddings": None, "max_norm": None, "min_lr": 6e-5},
-        "eval": {"interval": 1000000, "max_new_tokens": 5, "max_iters": 2, "initial_validation": False,
-                 "final_validation": False},
-        "logger_name": "csv", "seed": 1337,
-        "optimizer": {"class_path": "torch.optim.AdamW",
-                      "init_args": {"lr": 0.01, "weight_decay": 0.01, "betas": [0.9, 0.95]}},
-        "engine": engine,
-    }
+    """The fsdp2 engine's YAML as the finetune stage writes it (llmhpc.train.litgpt.litgpt_config): one epoch, fp32,
+    no validation and no intermediate saves; `engine`: the engine's switches (finetune.engine_options)."""
+    from llmhpc.train.litgpt import litgpt_config
+
+    ft = {"engine": "fsdp2", "precision": "32-true", "global_batch_size": gbs, "micro_batch_size": mbs,
+          "max_seq_length": max_seq_length, "epochs": 1, "lr_warmup_steps": 2, "learning_rate": 0.01,
+          "weight_decay": 0.01, "min_lr": 6e-5, "save_interval": 1000000, "eval_interval": 1000000,
+          "eval_max_iters": 2, "eval_max_new_tokens": 5, "final_validation": False, "data_num_workers": 0,
+          "engine_options": engine}
+    cfg = litgpt_config(ft, root / "ckpt", root / "data", root / out)
+    cfg["resume"] = False  # every run starts afresh: the cache, not a step checkpoint, is what is measured
     path = root / f"{out}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
