@@ -156,3 +156,18 @@ def test_meta_gpt_is_litgpts_model_on_meta_and_puts_torch_and_litgpt_back():
     assert torch.nn.init.normal_ is init_before and GPT.rope_cache is not litgpt_core._empty_rope
     cos, _ = got.rope_cache(device=torch.device("cpu"))  # the caller's own RoPE cache, LitGPT's
     assert torch.equal(cos, want.rope_cache(device=torch.device("cpu"))[0])
+
+
+def test_config_class_alone_imports_no_torch_and_load_still_completes_the_core():
+    """The weights stage reads architectures only; a later load() in the same process still gives the model."""
+    got = run_python("""
+        import sys
+        from llmhpc import litgpt_core
+        Config = litgpt_core.config_class()
+        torch_after_config = "torch" in sys.modules
+        litgpt_core.load()
+        from litgpt import GPT, Config as Again
+        report = {"torch_after_config": torch_after_config, "same": Again is Config,
+                  "n_layer": GPT(Config.from_name("pythia-14m")).config.n_layer}
+    """)
+    assert got == {"heavy": [], "torch_after_config": False, "same": True, "n_layer": 6}

@@ -26,22 +26,45 @@ DEFERRED = {"litgpt.scripts.convert_hf_checkpoint": "qkv_reassemble", "litgpt.ut
 HEAVY = ("lightning", "torchmetrics", "transformers")
 
 
-def load() -> None:
-    """Make `from litgpt import Config, GPT, Tokenizer` and `litgpt.model` work without importing Lightning.
-    Does nothing where litgpt is imported already (its __init__ then ran: nothing is left to save)."""
-    if "litgpt" in sys.modules:
-        return
+def config_class():
+    """LitGPT's Config alone: litgpt/config.py imports neither torch nor Lightning, so a job that only reads
+    architectures (the weights stage's tiny source) starts in a fraction of a second."""
+    package = _package()
+    if package is None:  # litgpt's __init__ ran already
+        from litgpt import Config
+
+        return Config
+    return importlib.import_module("litgpt.config").Config
+
+
+def _package():
+    """The litgpt package registered without running its __init__ (once), or None where the __init__ ran."""
+    package = sys.modules.get("litgpt")
+    if package is not None:
+        return package if package.__dict__.get("_llmhpc_core") and not package.__dict__.get("_llmhpc_init_ran") else None
     spec = importlib.util.find_spec("litgpt")
     package = importlib.util.module_from_spec(spec)
     package.__getattr__ = functools.partial(_rest_of_package, package, spec)
+    package._llmhpc_core = True
     sys.modules["litgpt"] = package
+    return package
+
+
+def load() -> None:
+    """Make `from litgpt import Config, GPT, Tokenizer` and `litgpt.model` work without importing Lightning.
+    Does nothing where litgpt's __init__ ran already (nothing is left to save) or where load() ran before."""
+    fresh = "litgpt" not in sys.modules
+    package = _package()
+    if package is None or "GPT" in package.__dict__:
+        return
     stand_ins = {name: _stand_in(name, attr) for name, attr in DEFERRED.items()}
     sys.modules.update(stand_ins)
     try:
         for name in CORE:
             importlib.import_module(name)
     except BaseException:
-        sys.modules.pop("litgpt", None)
+        if fresh:
+            sys.modules.pop("litgpt", None)
         raise
     finally:
         for name, stand_in in stand_ins.items():

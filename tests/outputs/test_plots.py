@@ -2,6 +2,7 @@
 are the ones computed from the inputs, missing data is said in the figure, an experiment keeps its colour, and
 the real Snakemake rule puts every plot with its caption into the report."""
 
+import dataclasses
 import json
 import re
 import shutil
@@ -431,3 +432,17 @@ def test_plots_rule_and_snakemake_report(tmp_path):
         assert first_words in " ".join(html.split()), f"caption of {name} not in the report"
     # the caption's template is filled from the config: the tolerance the band was drawn with
     assert "presentation.accuracy_tolerance</tt> = 0.05" in html
+
+
+@pytest.mark.plots
+def test_drawn_two_at_a_time_the_plots_are_the_same(tmp_path):
+    """The plots stage draws in forked processes where it has two threads: same figures, same readings."""
+    with_samples_per_s(real_inputs()[0]).to_csv(tmp_path / "summary.csv", index=False)
+    made = {workers: plots.make_all(tmp_path / "summary.csv", real_inputs()[1], DATA / "manifest.json", EXPERIMENTS,
+                                    0.05, tmp_path / f"plots{workers}", workers=workers) for workers in (1, 2)}
+    assert list(made[2]) == list(PLOT_NAMES)
+    for name in PLOT_NAMES:
+        one, two = dataclasses.asdict(made[1][name]), dataclasses.asdict(made[2][name])
+        assert [p.name for p in one.pop("files")] == [p.name for p in two.pop("files")]
+        assert one == two, name
+        assert (tmp_path / f"plots1/{name}.png").read_bytes() == (tmp_path / f"plots2/{name}.png").read_bytes()

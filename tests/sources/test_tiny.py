@@ -6,6 +6,7 @@ converter, and both models give the same logits for the same tokens.
 """
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -31,14 +32,50 @@ def small_llama(monkeypatch):
     return SMALL_LLAMA
 
 
-def test_llama_7b_config_matches_litgpt():
+def test_llama_7b_config_matches_litgpt(tmp_path):
     from litgpt import Config
+    from transformers import AutoConfig
 
-    hf, lit = tiny.hf_config("Llama-2-7b-hf"), Config.from_name("Llama-2-7b-hf")
+    (tmp_path / "config.json").write_text(json.dumps(tiny.hf_config("Llama-2-7b-hf")))
+    hf, lit = AutoConfig.from_pretrained(tmp_path), Config.from_name("Llama-2-7b-hf")
     assert hf.model_type == "llama"
     assert (hf.hidden_size, hf.num_hidden_layers, hf.num_attention_heads, hf.num_key_value_heads) == (4096, 32, 32, 32)
     assert (hf.intermediate_size, hf.vocab_size) == (lit.intermediate_size, 32000)
     assert hf.rope_parameters["rope_theta"] == lit.rope_base
+
+
+@pytest.mark.parametrize("name", ["pythia-14m", "Llama-2-7b-hf"])
+def test_tensors_are_transformers_own_names_and_shapes(tmp_path, name):
+    """Every tensor transformers' model of that config has, and no other, shaped as its are."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    (tmp_path / "config.json").write_text(json.dumps(tiny.hf_config(name)))
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tmp_path))
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert {k: shape for k, (shape, _) in tiny.tensor_shapes(tiny.hf_config(name)).items()} == expected
+
+
+def test_pythia_shape_loads_in_transformers_and_converts_to_the_same_logits(tmp_path):
+    """The embedded default's model, as transformers and litgpt's converter each read it."""
+    from litgpt import GPT, Config
+    from litgpt.scripts.convert_hf_checkpoint import convert_hf_checkpoint
+    from transformers import AutoModelForCausalLM
+
+    hf_dir = tmp_path / "hf"
+    info = tiny.write_tiny_model(hf_dir, "pythia-14m", 300, seed=5)
+    assert info["family"] == "gpt_neox" and info["parameters"] == 14067712
+    hf_model = AutoModelForCausalLM.from_pretrained(hf_dir).eval()
+    weights = dict(hf_model.named_parameters())
+    assert weights["gpt_neox.layers.0.mlp.dense_h_to_4h.weight"].std().item() == pytest.approx(0.02, rel=0.05)
+    assert torch.equal(weights["gpt_neox.final_layer_norm.weight"], torch.ones(128))
+
+    convert_hf_checkpoint(hf_dir, model_name="pythia-14m")
+    lit = GPT(Config.from_name("pythia-14m"))
+    lit.load_state_dict(torch.load(hf_dir / "lit_model.pth"), strict=True)
+    ids = torch.randint(0, 300, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        torch.testing.assert_close(lit.eval()(ids), hf_model(ids).logits, rtol=1e-4, atol=1e-4)
 
 
 def test_unsupported_architecture_names_the_key_and_the_way_out():

@@ -1,7 +1,11 @@
 """The env stage: pins are read and checked against what is installed."""
 
 import importlib.metadata as md
+import json
+import subprocess
+import sys
 
+import pytest
 import yaml
 
 from conftest import REPO
@@ -43,3 +47,25 @@ def read_pins_text(text, tmp=None):
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as fh:
         fh.write(text)
     return read_pins(Path(fh.name))
+
+
+@pytest.mark.subprocess
+def test_manifest_reads_torchs_build_as_torch_reports_it_without_importing_it_on_a_cpu_build():
+    """torch/version.py read as a file gives what `import torch` says; a CPU build then has no GPU to ask about."""
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from llmhpc.stages import env\n"
+        "m = env.manifest(Path('envs/cpu.txt'), Path('.'))\n"
+        "imported = 'torch' in sys.modules\n"
+        "import torch\n"
+        "print(json.dumps([imported, m['torch'] == torch.__version__, m['cuda'] == torch.version.cuda, m['gpus']]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported, same_version, same_cuda, gpus = json.loads(proc.stdout.splitlines()[-1])
+    assert same_version and same_cuda
+    import torch
+
+    if torch.version.cuda is None:
+        assert (imported, gpus) == (False, [])

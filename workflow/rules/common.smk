@@ -88,14 +88,14 @@ def finetune_gres(wildcards):
 
 # Threads of the GPU jobs: every local core without a scheduler (one GPU job at a time here), else the CPUs of
 # one GPU for each of the job's processes (llmhpc.cluster.resources says why). On a machine without a GPU the
-# fine-tunes are CPU jobs with no GPU to share: half the cores each, so that two run side by side and each one's
-# single-threaded start-up (imports, data, checkpoint load and save) overlaps the other's training instead of
-# following it. Scoring keeps every core: its start-up is short and its batched forward passes use them all, where
-# three evaluations on half the cores each would leave a core idle under the last one.
+# fine-tunes and the scorings are CPU jobs with no GPU to share: half the cores each, so that two run side by side
+# and each one's single-threaded start-up (imports, data, checkpoint load and save) overlaps the other's work
+# instead of following it, and a scoring starts on the first core a fine-tune frees. The fine-tunes go first
+# (rule finetune's priority): they are the long jobs every later one waits for.
 GPU_JOB_THREADS = resources.gpu_job_threads(SITE, workflow.cores)
-FINETUNE_THREADS = GPU_JOB_THREADS
+FINETUNE_THREADS = EVALUATE_THREADS = GPU_JOB_THREADS
 if not SITE.on_scheduler and not resources.local_gpu_present():
-    FINETUNE_THREADS = max(1, GPU_JOB_THREADS // 2)
+    FINETUNE_THREADS = EVALUATE_THREADS = max(1, GPU_JOB_THREADS // 2)
 SLURM_CPUS_PER_TASK = resources.slurm_cpus_per_task(SITE)
 # sbatch -A, -p, -C and --qos of every job sent to the cluster, from site.account, partition, constraint and qos.
 SLURM_SITE = resources.slurm_site_resources(SITE)

@@ -14,7 +14,7 @@ rule evaluate:
         "results/logs/evaluate/{model}.log",
     conda:
         "../../envs/conda.yaml"
-    threads: GPU_JOB_THREADS
+    threads: EVALUATE_THREADS
     resources:
         **SLURM_SITE,
         # One GPU unless evaluate.device is cpu (qsub -l ngpus / sbatch --gres on GPU sites).

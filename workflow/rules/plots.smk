@@ -58,6 +58,8 @@ rule plots:
     log:
         "results/logs/plots.log",
     localrule: True
+    # the figures are drawn two at a time (llmhpc.stages.plots.make_all); nothing else is left to run by then
+    threads: 2
     conda:
         "../../envs/conda.yaml"
     params:

@@ -13,6 +13,7 @@ made = make_all(
     tolerance=snakemake.params.tolerance,
     out_dir=Path(snakemake.output.loss).parent,
     model_source=snakemake.config["model"]["source"],
+    workers=snakemake.threads,
 )
 for plot in made.values():
     print(f"{plot.name}: {', '.join(map(str, plot.files))}")

@@ -31,7 +31,9 @@ def convert(weights_dir, out_dir, model_name: str, log=print) -> dict:
             linked.append(out_dir / f.name)
         elif f.is_file():
             shutil.copyfile(f, out_dir / f.name)
-    cmd = [sys.executable, "-m", "litgpt", "convert_to_litgpt", str(out_dir), "--model_name", model_name]
+    # LitGPT's CLI through llmhpc.train.stock_run: the command as it is, and an exit 2 s shorter
+    cmd = [sys.executable, "-m", "llmhpc.train.stock_run", "convert_to_litgpt", str(out_dir), "--model_name",
+           model_name]
     log("running: " + " ".join(cmd))
     # The load check's imports (torch and LitGPT's model, a few seconds) run while the converter does, rather
     # than after it: this process only waits for the converter meanwhile.

@@ -66,25 +66,37 @@ def git_commit(repo: Path) -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def manifest(requirements: Path, repo: Path) -> dict:
-    import torch
+def torch_build() -> dict:
+    """torch's version, CUDA version and the rest of torch/version.py, read without importing torch."""
+    import importlib.util
 
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        raise EnvError("torch is not installed")
+    found: dict = {}
+    exec(Path(spec.submodule_search_locations[0], "version.py").read_text(), found)  # a file of constants
+    return {"version": found["__version__"], "cuda": found.get("cuda")}
+
+
+def manifest(requirements: Path, repo: Path) -> dict:
+    build = torch_build()
+    cuda = {"cudnn": None, "nccl": None, "gpus": []}
+    if build["cuda"]:
+        # a CUDA build: ask torch for the GPUs and libraries (a CPU build has none, and importing torch would be
+        # 3-4 s of the job that every other job of a small run waits for)
+        cuda = _cuda_manifest()
     pkgs = installed()
-    gpus = []
-    if torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            props = torch.cuda.get_device_properties(i)
-            gpus.append({"index": i, "name": props.name, "memory_gb": round(props.total_memory / 1e9, 1)})
+    gpus = cuda["gpus"]
     return {
         "python": sys.version.split()[0],
         "python_executable": sys.executable,
-        "torch": torch.__version__,
+        "torch": build["version"],
         "litgpt": pkgs.get("litgpt"),
         "lightning": pkgs.get("lightning"),
         "snakemake": pkgs.get("snakemake"),
-        "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "nccl": ".".join(map(str, torch.cuda.nccl.version())) if torch.cuda.is_available() else None,
+        "cuda": build["cuda"],
+        "cudnn": cuda["cudnn"],
+        "nccl": cuda["nccl"],
         "gpus": gpus,
         "gpu_model": gpus[0]["name"] if gpus else None,
         "cpu_count": __import__("os").cpu_count(),
@@ -95,6 +107,21 @@ def manifest(requirements: Path, repo: Path) -> dict:
         "requirements": str(requirements),
         "pins": read_pins(requirements),
         "packages": dict(sorted(pkgs.items())),
+    }
+
+
+def _cuda_manifest() -> dict:
+    import torch
+
+    gpus = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            gpus.append({"index": i, "name": props.name, "memory_gb": round(props.total_memory / 1e9, 1)})
+    return {
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "nccl": ".".join(map(str, torch.cuda.nccl.version())) if torch.cuda.is_available() else None,
+        "gpus": gpus,
     }
 
 

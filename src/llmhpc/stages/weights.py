@@ -42,10 +42,7 @@ def fetch(model: dict, out_dir, log=print) -> dict:
 
 def _fetch_into(model: dict, out_dir: Path, log) -> dict:
     if model["source"] == "tiny":
-        from llmhpc import litgpt_core
-
-        litgpt_core.load()  # LitGPT's Config without Lightning, which this job has no use for
-        from llmhpc.sources.tiny import write_tiny_model
+        from llmhpc.sources.tiny import write_tiny_model  # LitGPT's Config only: no torch, no Lightning
 
         info = write_tiny_model(out_dir, model["name"], model["tiny_vocab_size"], model["seed"],
                                 model["tiny_dtype"])
