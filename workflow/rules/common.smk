@@ -91,7 +91,7 @@ def finetune_gres(wildcards):
 # fine-tunes and the scorings are CPU jobs with no GPU to share: half the cores each, so that two run side by side
 # and each one's single-threaded start-up (imports, data, checkpoint load and save) overlaps the other's work
 # instead of following it, and a scoring starts on the first core a fine-tune frees. The fine-tunes go first
-# (rule finetune's priority): they are the long jobs every later one waits for.
+# (the finetune rule has a priority) as the long jobs every later one waits for.
 GPU_JOB_THREADS = resources.gpu_job_threads(SITE, workflow.cores)
 FINETUNE_THREADS = EVALUATE_THREADS = GPU_JOB_THREADS
 if not SITE.on_scheduler and not resources.local_gpu_present():
