@@ -217,8 +217,13 @@ class Stage:
             x = fn(self.model.transformer.h[i], x, c, s, mask)
         return x
 
-    def loglikelihoods(self, x: torch.Tensor, t: dict, chunk: int = 8192) -> torch.Tensor:
-        """Summed log-probabilities per request of the batch (float32), from the last hidden states."""
+    def loglikelihoods(self, x: torch.Tensor, t: dict, chunk: int | None = None) -> torch.Tensor:
+        """Summed log-probabilities per request of the batch (float32), from the last hidden states.
+        chunk: predicted positions per output-layer product. On a CPU 128, whose logits (128 x the vocabulary)
+        stay in cache through the log-softmax: 15-30 % faster than 8192 on one core of a pythia-14m-shape model
+        (50,304 words), where the output layer is most of the work; the sums are the same."""
+        if chunk is None:
+            chunk = 128 if x.device.type == "cpu" else 8192
         flat = x.reshape(-1, x.shape[-1])
         out = torch.zeros(len(t["requests"]), dtype=torch.float32, device=x.device)
         for start in range(0, t["pred"].numel(), chunk):
