@@ -52,10 +52,12 @@ def run_one(cmd: list[str], what: str, n: int, d: Path, env: dict) -> dict:
 
 def cmd_job_evaluate(a) -> None:
     """One evaluate job as workflow/scripts/evaluate.py runs it: this process scores, then ends the way the
-    interpreter ends a script (no os._exit of ours)."""
+    interpreter ends a rule script (no os._exit of ours; the heap frozen at exit, as rulelog.to_log arranges)."""
     import torch
 
-    from llmhpc import cuda_start
+    from llmhpc import cuda_start, process_exit
+
+    process_exit.skip_final_collection()
 
     if a.device != "cpu":
         cuda_start.begin()  # as workflow/scripts/evaluate.py does for a one-process scorer
