@@ -26,11 +26,11 @@ LAYERS = [
     # records the data files' reader; litgpt_core and litgpt_checkpoint load LitGPT and a checkpoint of it, bulk_copy
     # moves a checkpoint's tensors to a GPU, launchers reads what torchrun, srun or mpirun started, process_group
     # starts the group the fine-tune engine and the scorer run in, clock tells a job's age, cuda_start starts a GPU's
-    # context beside a job's other start-up work.
+    # context beside a job's other start-up work, process_exit shortens a job's exit.
     ("base", [ROOT, "llmhpc.atomic", "llmhpc.settings", "llmhpc.schema_check", "llmhpc.records", "llmhpc.compiling",
               "llmhpc.interrupt", "llmhpc.profiling", "llmhpc.readahead", "llmhpc.rulelog", "llmhpc.litgpt_core",
               "llmhpc.litgpt_checkpoint", "llmhpc.bulk_copy", "llmhpc.launchers", "llmhpc.process_group",
-              "llmhpc.clock", "llmhpc.cuda_start"]),
+              "llmhpc.clock", "llmhpc.cuda_start", "llmhpc.process_exit"]),
     # One package per concern, side by side (one may use another, never both ways): the site and its scheduler,
     # the training engines, the scorers, the server, the model and data sources.
     ("domain", ["llmhpc.cluster", "llmhpc.train", "llmhpc.eval", "llmhpc.serve", "llmhpc.sources"]),

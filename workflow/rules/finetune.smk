@@ -49,10 +49,10 @@ rule finetune:
         ),
     log:
         "results/logs/finetune/{experiment}.log",
+    priority: 10  # before any scoring that is ready at the same time (common.smk)
     conda:
         "../../envs/conda.yaml"
     threads: FINETUNE_THREADS
-    priority: 10  # before any scoring that is ready at the same time (common.smk)
     resources:
         **SLURM_SITE,
         # What the job needs from a scheduler; the cluster profiles turn these into qsub/sbatch options.

@@ -58,10 +58,10 @@ rule plots:
     log:
         "results/logs/plots.log",
     localrule: True
-    # the figures are drawn two at a time (llmhpc.stages.plots.make_all); nothing else is left to run by then
-    threads: 2
     conda:
         "../../envs/conda.yaml"
+    # the figures are drawn two at a time (llmhpc.stages.plots.make_all); nothing else is left to run by then
+    threads: 2
     params:
         experiments=list(EXPERIMENTS),
         tolerance=config["presentation"]["accuracy_tolerance"],

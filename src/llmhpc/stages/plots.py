@@ -6,6 +6,8 @@ figure what is missing, so that a half-finished campaign still gets its slides."
 from __future__ import annotations
 
 import json
+import operator
+from functools import partial
 from pathlib import Path
 
 import matplotlib
@@ -378,28 +380,17 @@ def make_all(summary_csv, metrics: dict[str, Path | None], manifest_path, experi
     one process alone; matplotlib's drawing holds the GIL, so threads would not help): 6 s to 3 s on 2 cores."""
     table = read_table(summary_csv) if summary_csv and Path(summary_csv).is_file() else pd.DataFrame(columns=COLUMNS)
     manifest = json.loads(Path(manifest_path).read_text()) if manifest_path and Path(manifest_path).is_file() else None
-    plots = [
-        (plot_loss, (table, metrics, experiments, out_dir)),
-        (plot_throughput, (table, experiments, out_dir)),
-        (plot_time_breakdown, (table, experiments, out_dir)),
-        (plot_memory, (table, experiments, manifest, out_dir)),
-        (plot_eval_accuracy, (table, experiments, out_dir), {"random_base": model_source == "tiny"}),
-        (plot_eval_tradeoff, (table, experiments, tolerance, out_dir)),
-        (plot_accuracy_samples, (table, experiments, out_dir)),
-    ]
+    plots = [partial(plot_loss, table, metrics, experiments, out_dir), partial(plot_throughput, table, experiments, out_dir),
+             partial(plot_time_breakdown, table, experiments, out_dir),
+             partial(plot_memory, table, experiments, manifest, out_dir),
+             partial(plot_eval_accuracy, table, experiments, out_dir, random_base=model_source == "tiny"),
+             partial(plot_eval_tradeoff, table, experiments, tolerance, out_dir),
+             partial(plot_accuracy_samples, table, experiments, out_dir)]
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    workers = min(max(1, workers), len(plots))
-    if workers == 1:
-        drawn = [_draw(plot) for plot in plots]
-    else:
-        import multiprocessing
+    if min(workers, len(plots)) <= 1:
+        return {p.name: p for p in map(operator.call, plots)}
+    import multiprocessing
 
-        # fork: the children have the tables and matplotlib already; each returns its Plot (a dataclass) by pickle
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            drawn = pool.map(_draw, plots, chunksize=1)
-    return {p.name: p for p in drawn}
-
-
-def _draw(plot) -> Plot:
-    function, args, *kwargs = plot
-    return function(*args, **(kwargs[0] if kwargs else {}))
+    # fork: the children have the tables and matplotlib already; each returns its Plot (a dataclass) by pickle
+    with multiprocessing.get_context("fork").Pool(min(workers, len(plots))) as pool:
+        return {p.name: p for p in pool.map(operator.call, plots, chunksize=1)}
