@@ -437,5 +437,6 @@ def test_the_planned_layout_leaves_its_later_choices_to_be_replaced():
         (False, "sdpa", False, ())
     with pytest.raises(dataclasses.FrozenInstanceError):
         planned.compile = True
-    assert engine.warm_passes(run, planned, "sdpa") == 1  # eager blocks: one pass
+    assert engine.warm_passes(run, planned, "sdpa") == 1  # eager blocks: one pass on a GPU
+    assert engine.warm_passes(run, planned, "sdpa", "cpu") == 0  # and none on a CPU: nothing to compile or cache
     assert engine.warm_passes(run, dataclasses.replace(planned, compile=True), "sdpa") is None  # packed: every shape

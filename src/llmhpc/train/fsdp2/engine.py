@@ -104,7 +104,8 @@ def main(run, world, clock: PhaseClock) -> None:
         data.collate(rows, samples, step.weight, run.engine.packing, row_len, ignore), world.device)
     shape = lambda rows: data.shape(rows, samples, run.engine.packing, row_len)  # noqa: E731
     clock.warm_start = time.perf_counter()
-    warm = loop.warm_up(state, steps, build, shape, passes=warm_passes(run, layout, state.attention))
+    passes = warm_passes(run, layout, state.attention, world.device.type)
+    warm = loop.warm_up(state, steps, build, shape, passes=passes)
     clock.warm_end = time.perf_counter()
     checkpoints = step_checkpoint.StepCheckpoints.open(state, run)  # after the warm-up: see restore
     done = checkpoints.resumed_at  # 0, or the steps a killed run had saved
@@ -261,13 +262,15 @@ def make_logger(run, world):
     return run_files.MetricsCSV(run.out_dir / "logs", name="csv", flush_every=run.train.log_interval)
 
 
-def warm_passes(run, layout: Layout, attention_backend: str) -> int | None:
+def warm_passes(run, layout: Layout, attention_backend: str, device_type: str = "cuda") -> int | None:
     """Every shape when packed (rows of max_seq_length: a few shapes, alike on all processes); two otherwise
     (unpacked micro batches have a shape per longest sample, different on each process). Uncompiled blocks need
-    one pass, unless flex attention (compiled on its own) is packed: its kernels compile per shape (7B on
-    2 x H200, compile off: a step of a shape not warmed took 2.5 s, 13.4 s under mpirun, instead of 0.7)."""
+    one pass on a GPU (its allocator and kernels), none on a CPU, where nothing is compiled or cached (a pass of
+    6 rows of 256 tokens through pythia-14m's shape was 5.6 s of a CPU job), unless flex attention (compiled on
+    its own) is packed: its kernels compile per shape (7B on 2 x H200, compile off: a step of a shape not warmed
+    took 2.5 s, 13.4 s under mpirun, instead of 0.7)."""
     if not layout.compile and not (attention_backend == "flex" and run.engine.packing):
-        return 1
+        return 0 if device_type == "cpu" else 1
     return None if run.engine.packing else 2
 
 
