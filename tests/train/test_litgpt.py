@@ -35,18 +35,21 @@ def test_litgpt_yaml_has_config_hub_layout_and_our_values(tmp_path):
 
 # `python -m litgpt finetune_<method> --config <file> --print_config` for each method, one after the other in one
 # interpreter (litgpt's own entry point, run as `-m litgpt` runs it): importing litgpt once, not once per method.
+# Then the same through llmhpc.train.stock_run, as the finetune stage runs stock LitGPT (its parser for the one
+# command named): it must print the same config.
 _PRINT_CONFIGS = """
 import contextlib, io, json, runpy, sys
-results = {}
-for method, path in json.loads(sys.argv[1]).items():
-    sys.argv = ["litgpt", f"finetune_{method}", "--config", path, "--print_config"]
-    out, err, code = io.StringIO(), io.StringIO(), 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            runpy.run_module("litgpt", run_name="__main__", alter_sys=True)
-        except SystemExit as exit:
-            code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
-    results[method] = {"returncode": code, "stdout": out.getvalue(), "stderr": err.getvalue()}
+results, paths = {}, json.loads(sys.argv[1])
+for entry in ("litgpt", "llmhpc.train.stock_run"):
+    for method, path in paths.items():
+        sys.argv = ["litgpt", f"finetune_{method}", "--config", path, "--print_config"]
+        out, err, code = io.StringIO(), io.StringIO(), 0
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_module(entry, run_name="__main__", alter_sys=True)
+            except SystemExit as exit:
+                code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+        results[f"{entry} {method}"] = {"returncode": code, "stdout": out.getvalue(), "stderr": err.getvalue()}
 print(json.dumps(results))
 """
 METHODS = ("full", "lora")
@@ -71,9 +74,10 @@ def printed_configs(tmp_path_factory) -> dict:
 @pytest.mark.parametrize("method", METHODS)
 def test_litgpt_cli_accepts_the_yaml(printed_configs, method):
     """litgpt's own argument parser reads the file (jsonargparse --print_config parses without training)."""
-    proc = printed_configs[method]
-    assert proc["returncode"] == 0, proc["stderr"][-3000:]
+    proc, ours = printed_configs[f"litgpt {method}"], printed_configs[f"llmhpc.train.stock_run {method}"]
+    assert proc["returncode"] == 0 == ours["returncode"], proc["stderr"][-3000:] + ours["stderr"][-3000:]
     printed = yaml.safe_load(proc["stdout"])
+    assert yaml.safe_load(ours["stdout"]) == printed  # the one-command parser parses as LitGPT's whole CLI
     assert printed["train"]["micro_batch_size"] == 8
     if method == "lora":
         assert printed["lora_r"] == 8
