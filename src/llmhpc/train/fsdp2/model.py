@@ -14,6 +14,9 @@ PARAM_DTYPES = {"bf16-true": torch.bfloat16, "16-true": torch.float16, "32-true"
                 "bf16-mixed": torch.float32, "16-mixed": torch.float32}
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 CHUNK_TOKENS = 4096  # tokens per lm_head + cross-entropy chunk on the chunked path
+# On a CPU 128: a chunk's logits (128 x the vocabulary) stay in cache through the log-softmax and its backward.
+# 4 steps of pythia-14m's shape (50,304 words) on one core: 13.7 s against 19.8 s with 4096, the same losses.
+CPU_CHUNK_TOKENS = 128
 
 
 class Trainee(nn.Module):
@@ -52,7 +55,8 @@ class Trainee(nn.Module):
             ce = self.fused(head.weight, hidden, targets, head.bias)
             return (ce.float() * weights).sum()
         total = hidden.new_zeros((), dtype=torch.float32)
-        for h, t, w in zip(hidden.split(CHUNK_TOKENS), targets.split(CHUNK_TOKENS), weights.split(CHUNK_TOKENS)):
+        n = CPU_CHUNK_TOKENS if hidden.device.type == "cpu" else CHUNK_TOKENS
+        for h, t, w in zip(hidden.split(n), targets.split(n), weights.split(n)):
             # recomputed in backward: only one chunk's logits are ever held
             total = total + checkpoint(self._chunk, h, t, w, use_reentrant=False)
         return total
