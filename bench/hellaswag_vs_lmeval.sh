@@ -11,7 +11,7 @@
 #                                           # LMEVAL_AUTO=1 adds lm-eval --batch_size auto; QUICK=1 runs only
 #                                           # lm-eval batch 16 and ours eager; AGREE=0 leaves out the per-item
 #                                           # agreement run and the profile; FAST_RUNS (cold warm eager) picks
-#                                           # our runs
+#                                           # our runs (float8 float8-warm: evaluate.float8, on FP8 GPUs)
 #   bash bench/hellaswag_vs_lmeval.sh 30b   # LLaMA-30B shape, each GPU capped at MAX_GIB (32, a V100's memory):
 #                                           # ours as 4 pipeline stages on LIMIT items and on all items; lm-eval
 #                                           # parallelize=True (accelerate spreads the layers) on the same LIMIT items
@@ -133,6 +133,14 @@ if [ "$MODE" = "7b1" ]; then
   case " $RUNS " in *" cold "*) run_fast cold 0 1 "$HS/model" ;; esac
   case " $RUNS " in *" warm "*) run_fast warm 0 1 "$HS/model" ;; esac
   case " $RUNS " in *" eager "*) run_fast eager 0 1 "$HS/model" --compile false ;; esac
+  # evaluate.float8 (FP8 tensor cores): its first run compiles its own graphs, the second finds them cached
+  case " $RUNS " in *" float8 "*) run_fast float8 0 1 "$HS/model" --float8 ;; esac
+  case " $RUNS " in *" float8-warm "*) run_fast float8-warm 0 1 "$HS/model" --float8 ;; esac
+  for r in float8 float8-warm; do  # float8's answers item by item against bf16's (the first bf16 run of the call)
+    bf16=$(for b in cold warm eager; do [ -f "$OUT/fast_$b.jsonl" ] && echo "$OUT/fast_$b.jsonl" && break; done)
+    [ -f "$OUT/fast_$r.jsonl" ] && [ -n "$bf16" ] && { echo -n "$r vs $(basename "$bf16"): "
+      $PY -m llmhpc.eval.guard --predictions "$OUT/fast_$r.jsonl" --reference-predictions "$bf16" | tr -d '\n' | cut -c1-300; echo; }
+  done
   # lm-eval's per-item answers (--log_samples) on the first SAMPLES items: agreement, outside the timed runs
   [ "${AGREE:-1}" = "1" ] && {
   LM_LIMIT=$SAMPLES run_lmeval samples 0 16 "pretrained=$HS/model,dtype=bfloat16" --device "$DEV" --limit "$SAMPLES" \

@@ -97,10 +97,13 @@ def check(config: dict, schema: dict) -> dict:
                 problems += [bad] if bad not in problems else []
             ev = EvaluateSettings.from_dict(settings["evaluate"])
             bad = ev.problem() or SCORERS[ev.scorer].problem(ev)
-            if bad:
-                where = f"experiments[{i}].evaluate" if exp.get("evaluate") else "evaluate"
-                problems.append(f"config '{where}' (experiment '{name}'): {bad}")
+            if bad and exp.get("evaluate"):  # a shared key's problem is said once, below
+                problems.append(f"config 'experiments[{i}].evaluate' (experiment '{name}'): {bad}")
         experiments[name] = settings
+    if not problems:  # the shared section, as the base model is scored (the only scoring where no experiment is)
+        ev = EvaluateSettings.from_dict(config["evaluate"])
+        if bad := ev.problem() or SCORERS[ev.scorer].problem(ev):
+            problems.append(f"config 'evaluate': {bad}")
 
     problems += _check_sources(config)
     if problems:

@@ -182,10 +182,15 @@ class EvaluateSettings:
     compile: str
     reference_metrics: str | None
     tolerance_pt: float
+    float8: bool
 
     def problem(self) -> str | None:
         """What cannot run with these settings whatever the scorer, or None (the scorer's own: its registry
         entry's `problem`)."""
+        if self.float8 and (self.device == "cpu" or self.precision not in ("auto", "bf16-true")):
+            return (f"float8 scores on GPUs with FP8 tensor cores, with bf16 outside the linear layers; device"
+                    f" {self.device} and precision {self.precision} cannot: set float8: false, or device auto or"
+                    f" cuda and precision auto or bf16-true")
         if self.gpus % self.pipeline_stages:
             return (f"gpus {self.gpus} is not a multiple of pipeline_stages {self.pipeline_stages}: each copy of the"
                     f" model takes pipeline_stages GPUs")

@@ -1,5 +1,6 @@
 """Preflight: what cannot run on the site is refused before anything is queued."""
 
+import re
 import shutil
 from collections import namedtuple
 from pathlib import Path
@@ -164,6 +165,37 @@ def test_float8_keeps_bf16_weights():
     cfg, exps = float8_experiments(precision="16-mixed")
     assert "finetune.float8 true keeps bf16 weights (torchao float8), but finetune.precision is 16-mixed: use" \
         " bf16-true" in refusal(cfg, exps, HOPPER)
+
+
+def test_float8_scoring_is_checked_against_the_sites_gpu_like_float8_training():
+    """evaluate.float8 (the fast scorer's float8 linear layers) is refused before any job on a site without FP8
+    tensor cores, naming the key: once for the shared section, which scores the base model too."""
+    cfg = default_config()
+    cfg["evaluate"].update(float8=True, scorer="fast", precision="bf16-true")
+    cfg["experiments"] = [{"name": "baseline"}]
+    exps = check(cfg, load_schema(SCHEMA))
+    text = refusal(cfg, exps, ASPIRE, workdir="/scratch/ab12/run")
+    assert ("evaluate.float8 true (the base model's scoring) needs FP8 tensor cores (compute capability 8.9 or newer:"
+            " H100, H200, L4, L40, B100, B200); the A100 of site 'aspire2a' has compute capability 8.0: set float8:"
+            " false for this site") in text
+    assert text.count("evaluate.float8 true") == 1
+    cfg["site"] = HOPPER
+    preflight.preflight(cfg, exps, "/home/user/run")
+
+
+def test_float8_scoring_needs_the_fast_scorer_on_a_gpu_in_bf16():
+    refused = "config 'evaluate': float8 "
+    for evaluate, said in (
+            ({"float8": True, "scorer": "reference"}, "needs scorer fast (the reference scorer has no float8 path)"),
+            ({"float8": True, "scorer": "fast", "device": "cpu"}, "scores on GPUs with FP8 tensor cores, with bf16"
+             " outside the linear layers; device cpu and precision auto cannot"),
+            ({"float8": True, "scorer": "fast", "precision": "16-true"}, "precision 16-true cannot")):
+        said = refused + said if said.startswith(("needs", "scores")) else said
+        cfg = default_config()
+        cfg["evaluate"].update(evaluate)
+        cfg["experiments"] = []  # scoring only, as the Samsung preset: the shared section is still checked
+        with pytest.raises(ConfigError, match=re.escape(said)):
+            check(cfg, load_schema(SCHEMA))
 
 
 def test_compute_capability_by_name():

@@ -81,8 +81,9 @@ def test_compiled_blocks_give_the_same_rows_with_one_graph(tokenizer, docs, fami
 
     from torch._dynamo.utils import counters
 
-    from llmhpc.eval.fast import score_items_fast, warm_up
+    from llmhpc.eval.fast import score_items_fast
     from llmhpc.eval.reference import score_items
+    from llmhpc.eval.warm import warm_up
 
     torch._dynamo.reset()
     counters.clear()

@@ -178,13 +178,13 @@ def test_returns_with_no_compile_warm_up_still_running(setup, tmp_path, monkeypa
     import threading
     import time
 
-    from llmhpc.eval import run
+    from llmhpc.eval import run, warm
 
     def slow_warm_up(*a, **k):
         time.sleep(3)
         return 3.0
 
-    monkeypatch.setattr(run, "warm_up", slow_warm_up)
+    monkeypatch.setattr(warm, "warm_up", slow_warm_up)
     assert run.main(args(*setup, tmp_path, "--compile", "aot_eager", "--limit", "4")) == 0
     assert not [t for t in threading.enumerate() if t.name == "compile-warm-up"]
     assert json.loads((tmp_path / "m.json").read_text())["compile"]["decision"] == "compile aot_eager"

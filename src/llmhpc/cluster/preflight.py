@@ -130,12 +130,12 @@ def compute_capability(gpu: str | None) -> tuple[int, int] | None:
     return None
 
 
-def check_float8(name: str, ft: dict, gpu: str | None, site_name: str) -> list[str]:
-    """FP8 training (finetune.float8) needs FP8 tensor cores and bf16 weights; refused here rather than in a job
-    that waited in the queue."""
+def check_float8(name: str | None, ft: dict, gpu: str | None, site_name: str, key: str = "finetune") -> list[str]:
+    """FP8 training (finetune.float8) or scoring (evaluate.float8, `key`) needs FP8 tensor cores and bf16 weights;
+    refused here rather than in a job that waited in the queue."""
     if not ft.get("float8"):
         return []
-    where = f"experiment '{name}': finetune.float8 true"
+    where = f"experiment '{name}': {key}.float8 true" if name else f"{key}.float8 true (the base model's scoring)"
     capability = compute_capability(gpu)
     if gpu is None:
         return [f"{where} needs an NVIDIA GPU with FP8 tensor cores ({FLOAT8_GPUS}), and site '{site_name}' has"
@@ -146,8 +146,8 @@ def check_float8(name: str, ft: dict, gpu: str | None, site_name: str) -> list[s
     if capability < FLOAT8_CAPABILITY:
         return [f"{where} needs FP8 tensor cores ({FLOAT8_GPUS}); the {gpu} of site '{site_name}' has compute"
                 f" capability {capability[0]}.{capability[1]}: set float8: false for this site"]
-    if not ft["precision"].startswith("bf16"):
-        return [f"{where} keeps bf16 weights (torchao float8), but finetune.precision is {ft['precision']}:"
+    if key == "finetune" and not ft["precision"].startswith("bf16"):  # evaluate's: EvaluateSettings.problem
+        return [f"{where} keeps bf16 weights (torchao float8), but {key}.precision is {ft['precision']}:"
                 f" use bf16-true"]
     return []
 
@@ -247,11 +247,15 @@ def preflight(config: dict, experiments: dict, workdir, finetune_overrides: dict
             print(f"preflight warning (a real run would be refused): {problem}", file=sys.stderr)
         problems = []
     fast = {name: s for name, s in experiments.items() if engine_of(s["finetune"]).predicts_memory}
-    float8 = any(s["finetune"].get("float8") for s in experiments.values())
+    shared = config["evaluate"].get("float8")  # the base model's scoring, and the experiments' unless they say
+    float8 = shared or any(s[key].get("float8") for s in experiments.values() for key in ("finetune", "evaluate"))
     gpu = site_gpu(site) if fast or float8 else None  # nvidia-smi (local sites) only then, and once
     if float8:
+        problems += check_float8(None, config["evaluate"], gpu, site.name, "evaluate")
         for name, settings in experiments.items():
             problems += check_float8(name, settings["finetune"], gpu, site.name)
+            if not shared:  # said once above where it is the shared key
+                problems += check_float8(name, settings["evaluate"], gpu, site.name, "evaluate")
     if fast:  # the fsdp2 engine's memory, predicted (and refused where it cannot fit)
         gpu_gb = gpu_memory(site, gpu)
         for name, settings in fast.items():

@@ -144,34 +144,6 @@ def compile_pays(mode, device, parameters: int, characters: int) -> tuple[str | 
     return backend, f"{backend}: ~{seconds:.0f} s of scoring planned, compiling pays back"
 
 
-def warm_up(config, device, dtype: torch.dtype, backend: str = "inductor", shapes=((3, 37),)) -> float:
-    """Compile the block forward on a stand-in block (random weights, the model's shapes) and stand-in batches,
-    so that compiling runs while the real weights load; the scoring calls then find the compiled code (same
-    code, same guards: inference mode, dtypes, device). Returns the seconds it took."""
-    import time
-
-    from litgpt.model import Block
-
-    t = time.perf_counter()
-    with torch.device(device):  # made outside inference mode, as the real blocks are (a guard checks it)
-        block = Block(config, 0).to(dtype).eval()
-    fn = compiled_block(backend)
-    with torch.inference_mode():
-        _warm_calls(fn, block, config, device, dtype, shapes)
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t
-
-
-def _warm_calls(fn, block, config, device, dtype, shapes) -> None:
-    for B, T in shapes:
-        x = torch.randn(B, T, config.n_embd, device=device, dtype=dtype)
-        cos = torch.randn(B, T, config.rope_n_elem, device=device, dtype=dtype)
-        segments = torch.zeros(B, T, dtype=torch.long, device=device)
-        segments[:, T // 2:] = 1 + torch.arange(T - T // 2, device=device) % 3
-        fn(block, x, cos, cos.clone(), attention_mask(segments, dtype))
-
-
 class Stage:
     """A model's blocks [first_block, last_block) on one device, with the embedding when it is the first stage
     and the output head when it is the last. One stage holding every block is the whole model.

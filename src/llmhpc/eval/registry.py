@@ -84,6 +84,7 @@ class FastOptions(ScoringJob):
     compile: str
     reference_metrics: Path | None
     tolerance_pt: float
+    float8: bool = False  # the blocks' linear layers in float8 (llmhpc.eval.float8)
     max_memory_gib: float = 0.0  # cap each process's GPU memory
     limit: int = 0  # score only the first N items
     no_resume: bool = False  # ignore part files of an earlier run
@@ -121,6 +122,10 @@ class Scorer:
         if settings.pipeline_stages > 1 and not self.spreads_over_gpus:
             return (f"pipeline_stages {settings.pipeline_stages} needs scorer {spreading} (the {self.name} scorer"
                     f" uses one device)")
+        if settings.float8 and "float8" not in {f.name for f in dataclasses.fields(self.options)}:
+            with_float8 = " or ".join(s.name for s in SCORERS.values()
+                                      if "float8" in {f.name for f in dataclasses.fields(s.options)})
+            return f"float8 needs scorer {with_float8} (the {self.name} scorer has no float8 path)"
         if settings.num_nodes > 1 and (not self.spreads_over_gpus or settings.device == "cpu"):
             return (f"num_nodes {settings.num_nodes} needs scorer {spreading} on GPUs (the {single} scorer, and a"
                     f" scorer on device cpu, use one process)")

@@ -30,13 +30,14 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from llmhpc import atomic, clock, cuda_start, litgpt_core, process_group  # noqa: E402
-from llmhpc.compiling import compiled_graphs  # noqa: E402
+from llmhpc.eval import float8 as float8_scoring  # noqa: E402
 from llmhpc.eval import parallel, store  # noqa: E402
-from llmhpc.eval.fast import DEFAULT_TOKEN_BUDGET, Collector, Stage, compile_pays, plan, run_stage, warm_up  # noqa: E402
+from llmhpc.eval.fast import DEFAULT_TOKEN_BUDGET, Collector, Stage, compile_pays, plan, run_stage  # noqa: E402
 from llmhpc.eval.hellaswag import read_hellaswag  # noqa: E402
-from llmhpc.eval.loading import batch_encoder, load_model_part, load_tokenizer, resolve_bos  # noqa: E402
+from llmhpc.eval.loading import batch_encoder, load_tokenizer, resolve_bos, start_loading  # noqa: E402
 from llmhpc.eval.registry import FAST, FastOptions, ScoringJob  # noqa: E402
 from llmhpc.eval.schedule import chunk_bounds, doc_size, schedule_stats, shard_positions, tokenize_items  # noqa: E402
+from llmhpc.eval.warm import compile_record, finish_warm_up, start_warm_up  # noqa: E402
 from llmhpc.litgpt_checkpoint import default_precision  # noqa: E402
 from llmhpc.readahead import prefetch  # noqa: E402
 from llmhpc.settings import EvaluateSettings  # noqa: E402
@@ -79,6 +80,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--first-chunk", type=int, help="items tokenised before the first batches are "
                     "scored; later chunks double")
     ap.add_argument("--load-threads", type=int)
+    ap.add_argument("--float8", action="store_true", help="the blocks' linear layers in float8 (torchao, rowwise)")
     ap.add_argument("--quiet", action="store_true")
     return ap
 
@@ -160,60 +162,6 @@ def score_rank(options: FastOptions, topo, stage, prep: dict, batches) -> tuple[
     return collect.rows, elapsed
 
 
-def start_warm_up(checkpoint: Path, device: str, precision: str, backend: str | None) -> dict:
-    """Compile the block forward in a thread while the weights load and the first batches score eager
-    (fast.warm_up); state["ready"] is set once the compiled code can be used. {} when not compiling."""
-    if backend is None:
-        return {}
-    from llmhpc.eval.loading import DTYPES
-
-    state: dict = {"ready": threading.Event()}
-    # Dynamo is imported here, before the thread starts: imported by two threads at once (the warm-up's compile and
-    # a torch reference op's lazy import in this one), a module of its import cycle is seen half made, and the run
-    # died with ImportError (1 x H100, 2026-12-07: "cannot import name 'IndentedBuffer'")
-    import torch._dynamo  # noqa: F401
-
-    def work():
-        try:
-            state["graphs_before"] = compiled_graphs()  # the count is per process
-            from litgpt import Config
-
-            config = Config.from_file(checkpoint / "model_config.yaml")
-            dtype = DTYPES.get(precision) or torch.float32
-            state["seconds"] = round(warm_up(config, device, dtype, backend), 3)
-            state["ready"].set()
-        except Exception as err:  # noqa: BLE001 - reported, and the scorer stays eager
-            state["error"] = err
-
-    state["thread"] = threading.Thread(target=work, name="compile-warm-up", daemon=True)
-    state["thread"].start()
-    return state
-
-
-def finish_warm_up(state: dict, log) -> float:
-    """Wait for a compile warm-up still running when the scoring is done; the seconds waited. Left running, the
-    thread was inside Dynamo, Inductor or a CUDA call while the interpreter tore the process down, and the job died
-    with SIGSEGV after writing its results (the in-stage scorer returns to a script that exits normally)."""
-    thread = state.get("thread")
-    if thread is None or not thread.is_alive():
-        return 0.0
-    t = time.perf_counter()
-    thread.join()
-    waited = time.perf_counter() - t
-    log(f"waited {waited:.1f} s for the compile warm-up to end before exiting")
-    return waited
-
-
-def compile_record(state: dict, backend: str | None, stage, log) -> dict:
-    """What the metrics say of compiling: the backend, the warm-up's seconds, batches scored eager meanwhile,
-    graphs compiled; a failed compile is logged (its batches all ran eager)."""
-    if "error" in state:
-        log(f"torch.compile failed ({type(state['error']).__name__}: {state['error']}); scored eager")
-    return {"backend": backend if state.get("seconds") is not None else None, "requested": backend,
-            "warm_up_s": state.get("seconds"), "eager_batches": stage.eager_batches,
-            "graphs": compiled_graphs() - state["graphs_before"] if "graphs_before" in state else 0}
-
-
 def setup_device(options: FastOptions, topo) -> tuple[str, str]:
     kind = "cuda" if options.device == "auto" and torch.cuda.is_available() else options.device.split(":")[0]
     device = f"cuda:{topo.local_rank}" if kind == "cuda" else "cpu"
@@ -230,7 +178,7 @@ def setup_device(options: FastOptions, topo) -> tuple[str, str]:
 def fingerprint(options: FastOptions, precision: str, n_items: int) -> dict:
     """What part files must match to be resumed: same checkpoint, eval file, precision, BOS mode, items."""
     return {"checkpoint": str(options.checkpoint.resolve()), "eval_file": str(options.eval_file.resolve()),
-            "precision": precision, "bos": options.bos, "items": n_items}
+            "precision": precision, "bos": options.bos, "items": n_items, **({"float8": True} if options.float8 else {})}
 
 
 def resume(options: FastOptions, topo, docs, precision) -> list[dict]:
@@ -262,6 +210,8 @@ def run(options: FastOptions) -> int:
     litgpt_core.load()  # LitGPT's model without Lightning (whose import is most of a small job's start-up)
     topo = parallel.init_distributed(options.pipeline_stages, kind)
     device, precision = setup_device(options, topo)
+    if options.float8 and (why_not := float8_scoring.problem(device, precision)):
+        raise ValueError(why_not)
     docs = read_docs(options.eval_file, options.limit)
     resumed = resume(options, topo, docs, precision)
     done = parallel.broadcast_object({r["index"] for r in resumed}, topo)
@@ -279,9 +229,13 @@ def run(options: FastOptions) -> int:
     worker.start()
     backend, why = compile_pays(options.compile, device, parameters(vars(config)),
                                 sum(doc_size(docs[i]) for i in range(len(docs)) if i not in done))
-    compiling = start_warm_up(options.checkpoint, device, precision, backend)
     t["load"] = time.perf_counter()
-    model, n_params = load_model_part(options.checkpoint, precision, device, first, last, options.load_threads)
+    loading = start_loading(options.checkpoint, precision, device, first, last, options.load_threads)
+    # Dynamo's import (about 1.8 s) beside the copies; nothing they run imports it (plain copies, no reference ops)
+    compiling = start_warm_up(options.checkpoint, device, precision, backend, options.float8)
+    model, n_params = loading.finish()
+    if options.float8:  # the weights' float8 copies and row scales, made once where they already are
+        float8_scoring.quantize_blocks(model.transformer.h[i] for i in range(first, last))
     if kind == "cuda":
         torch.cuda.synchronize(device)
     t["loaded"] = time.perf_counter()
@@ -341,7 +295,7 @@ def write_results(options: FastOptions, topo, everyone, resumed, prep, precision
         "acc": sum(r["acc"] for r in rows) / n, "acc_norm": sum(r["acc_norm"] for r in rows) / n,
         "load_s": phases["load_s"], "score_s": phases["score_s"], "wall_s": None,
         "items_per_s": round((n - len(resumed)) / score_s, 3) if score_s else None,
-        "bos_prepended": prep["bos_id"] is not None, "precision": precision,
+        "bos_prepended": prep["bos_id"] is not None, "precision": precision, "float8": options.float8,
         "device": f"{topo.world} x {name}", "batch_size": None, "token_budget": budget,
         "scorer": FAST.name, "bos": {"mode": options.bos, "id": prep["bos_id"], "decision": prep["bos_why"]},
         "world_size": topo.world, "data_parallel": topo.data_parallel, "pipeline_stages": topo.stages,
