@@ -101,7 +101,7 @@ LONG_FILES = {
     "tests/train/test_litgpt_run.py": 220,
     "tests/train/test_litgpt_resume.py": 130,
     "tests/train/test_fsdp2_resume.py": 125,
-    "tests/eval/test_real_weights.py": 160,
+    "tests/eval/test_real_weights.py": 195,
     "tests/serve/test_serve_real_weights.py": 60,
     "tests/sources/test_gguf.py": 104,
     "tests/eval/test_fast_scorer.py": 90,
