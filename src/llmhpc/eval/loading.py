@@ -106,11 +106,11 @@ def load_model_part(checkpoint_dir: Path, precision: str | None, device, first_b
     norm and head on the last) on `device`; everything else stays on the meta device and is never used.
     Weights come from lit_model.pth (memory-mapped), or, for Llama shapes, straight from a Hugging Face
     checkpoint's safetensors files when the directory has those and a model_config.yaml instead.
-    Returns (model, parameter count of the whole model): start_loading's copies, then its `finish`."""
-    return start_loading(checkpoint_dir, precision, device, first_block, last_block, threads).finish()
+    Returns (model, parameter count of the whole model): PartLoad started, then its `finish`."""
+    return PartLoad(checkpoint_dir, precision, device, first_block, last_block, threads).finish()
 
 
-class start_loading:  # noqa: N801 - called as the function it reads as: the load, started
+class PartLoad:
     """load_model_part in two halves: the weights start travelling in a thread here (batched copies, `threads` of
     them filling the pinned buffers), so that the caller's own start-up (the scorer imports Dynamo for its compile
     warm-up) runs beside them; `finish` imports LitGPT's model code, builds the model on the meta device while they
