@@ -215,6 +215,10 @@ def test_readme_says_which_engine_method_precision_and_scorer_made_each_model(tm
                    "mbs16: fine-tune engine fsdp2, method full, precision 32-true; scorer fast, precision 32-true"]
     readme = submission.readme_text("sub", "run1", "abc123", EXPERIMENTS, 5, [], ran)
     assert "What ran (from outputs/summary.csv):\n  base: not fine-tuned" in readme
+    # scored with evaluate.float8: said, since it moves the scores
+    summary.write_text(summary.read_text() + "embedded-default,mbs16,evaluate,float8,True,text,"
+                       "results/evaluate/mbs16/metrics.json\n")
+    assert submission.what_ran(summary, EXPERIMENTS)[2].endswith("scorer fast, precision 32-true, float8 linear layers")
     assert "\n  mbs16: fine-tune engine fsdp2" in readme
     # a run recorded before the engine was: said, not guessed
     summary.write_text("\n".join(line for line in text.splitlines() if ",engine," not in line) + "\n")
@@ -331,11 +335,15 @@ def test_the_archive_name_says_which_engine_method_scorer_and_precision_made_the
     def bf16(c):
         c["finetune"]["precision"] = "bf16-true"
 
-    names = [submission.archive_name(*checked_config(edit)) for edit in (None, fsdp2, lora, reference, bf16)]
+    def float8(c):
+        c["evaluate"].update(float8=True, precision="bf16-true")
+
+    names = [submission.archive_name(*checked_config(edit)) for edit in (None, fsdp2, lora, reference, bf16, float8)]
     assert names == [NAME, "embedded-default_fsdp2+litgpt_full_fast_32-true",
                      "embedded-default_litgpt_lora_fast_32-true",
                      "embedded-default_litgpt_full_reference_32-true",
-                     "embedded-default_litgpt_full_fast_32-true+bf16-true"], names
+                     "embedded-default_litgpt_full_fast_32-true+bf16-true",
+                     "embedded-default_litgpt_full_fast_32-true+bf16-true_float8-scored"], names
     assert all(set(n) <= set(ALNUM + "._+-") for n in names)
     assert submission.archive_name(*checked_config(lambda c: c.setdefault("submission", {}).update(name="team-a"))) == "team-a"
 

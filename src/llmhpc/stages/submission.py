@@ -32,7 +32,8 @@ def archive_name(config: dict, experiments: dict) -> str:
     evaluations = [config["evaluate"], *(e["evaluate"] for e in experiments.values())]
     parts = [config["run_name"], {f["engine"] for f in finetunes}, {f["method"] for f in finetunes},
              {e["scorer"] for e in evaluations},
-             {f["precision"] for f in finetunes} | {e["precision"] for e in evaluations}]
+             {f["precision"] for f in finetunes} | {e["precision"] for e in evaluations},
+             "float8-scored" if any(e.get("float8") for e in evaluations) else ""]
     words = [p if isinstance(p, str) else "+".join(sorted(map(str, p))) for p in parts]
     return "_".join(UNSAFE.sub("-", w) for w in words if w)
 
@@ -98,7 +99,8 @@ def what_ran(summary_csv, experiments: Iterable[str]) -> list[str]:
         return cells.get((model, stage, metric)) or "not recorded"
 
     def scored(model):
-        return f"scorer {get(model, 'evaluate', 'scorer')}, precision {get(model, 'evaluate', 'precision')}"
+        float8 = ", float8 linear layers" if get(model, "evaluate", "float8") == "True" else ""
+        return f"scorer {get(model, 'evaluate', 'scorer')}, precision {get(model, 'evaluate', 'precision')}{float8}"
 
     return [f"base: not fine-tuned; {scored('base')}"] + [
         f"{n}: fine-tune engine {get(n, 'finetune', 'engine')}, method {get(n, 'finetune', 'method')}, precision"

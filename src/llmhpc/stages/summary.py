@@ -48,8 +48,9 @@ INFER_METRICS = {"acc": "fraction", "acc_norm": "fraction", "items": "count", "w
 EVAL_COST_METRICS = {"stage_wall_s": "s", "job_wall_s": "s", "su": "SU", "su_estimate": "SU", "su_rate": "SU/h",
                      "su_units": "resources", **PHASE_METRICS}
 EVAL_COST_TEXT = ("su_queue", "su_resource")
-# Which scorer made an evaluation's numbers and in what precision, so that the deck and the bundle can say so.
-EVAL_TEXT = ("scorer", "precision")
+# Which scorer made an evaluation's numbers, in what precision and whether in float8 (evaluate.float8), so that the
+# deck and the bundle can say so.
+EVAL_TEXT = ("scorer", "precision", "float8")
 SERVE_METRICS = {"p50_latency_s": "s", "p99_latency_s": "s", "requests_per_s": "requests/s", "tokens_per_s": "tokens/s",
                  "completed": "count", "concurrency": "count", "load_new_tokens": "tokens", "peak_batch": "count",
                  "greedy_matches": "count", "greedy_checked": "count", "startup_s": "s"}
