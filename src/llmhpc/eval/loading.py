@@ -106,51 +106,36 @@ def load_model_part(checkpoint_dir: Path, precision: str | None, device, first_b
     norm and head on the last) on `device`; everything else stays on the meta device and is never used.
     Weights come from lit_model.pth (memory-mapped), or, for Llama shapes, straight from a Hugging Face
     checkpoint's safetensors files when the directory has those and a model_config.yaml instead.
-    Returns (model, parameter count of the whole model): PartLoad started, then its `finish`."""
-    return PartLoad(checkpoint_dir, precision, device, first_block, last_block, threads).finish()
+    The weights travel in a thread (batched copies, `threads` of them filling the pinned buffers) while this one
+    imports LitGPT's model code and builds the model on the meta device. Returns (model, parameter count of the whole model)."""
+    checkpoint_dir = Path(checkpoint_dir)
+    raw = yaml.safe_load((checkpoint_dir / "model_config.yaml").read_text())
+    if not raw:
+        raise ValueError(f"{checkpoint_dir / 'model_config.yaml'} is empty")
+    last = raw["n_layer"] if last_block is None else last_block
+    names, read = open_weights(checkpoint_dir, raw, first_block, last)
+    dtype = DTYPES[precision] if precision else None
 
+    with ThreadPoolExecutor(1) as pool:
+        moving = pool.submit(_to_device, names, read, device, dtype, threads)
+        litgpt_core.load()
+        from litgpt import Config
 
-class PartLoad:
-    """load_model_part in two halves: the weights start travelling in a thread here (batched copies, `threads` of
-    them filling the pinned buffers), so that the caller's own start-up (the scorer imports Dynamo for its compile
-    warm-up) runs beside them; `finish` imports LitGPT's model code, builds the model on the meta device while they
-    still run, and puts the copied tensors in it."""
-
-    def __init__(self, checkpoint_dir: Path, precision: str | None, device, first_block: int = 0,
-                 last_block: int | None = None, threads: int = 8):
-        self.checkpoint_dir, self.device, self.first = Path(checkpoint_dir), device, first_block
-        self.raw = yaml.safe_load((self.checkpoint_dir / "model_config.yaml").read_text())
-        if not self.raw:
-            raise ValueError(f"{self.checkpoint_dir / 'model_config.yaml'} is empty")
-        self.last = self.raw["n_layer"] if last_block is None else last_block
-        self.names, read = open_weights(self.checkpoint_dir, self.raw, first_block, self.last)
-        self.dtype = DTYPES[precision] if precision else None
-        self.pool = ThreadPoolExecutor(1)
-        self.moving = self.pool.submit(_to_device, self.names, read, device, self.dtype, threads)
-
-    def finish(self):
-        """(model, parameter count of the whole model), once the copies are done."""
-        try:
-            litgpt_core.load()
-            from litgpt import Config
-
-            config = Config(**self.raw)  # as Config.from_file makes it, from the YAML read above
-            model = litgpt_core.meta_gpt(config)  # its RoPE cache is made on the device below
-            expected = {k for k in model.state_dict() if _wanted(k, self.first, self.last, config.n_layer)}
-            if expected != set(self.names):
-                missing, unexpected = sorted(expected - set(self.names)), sorted(set(self.names) - expected)
-                raise KeyError(f"{self.checkpoint_dir}: the weights do not match model_config.yaml's model: missing "
-                               f"{missing[:5]}, unexpected {unexpected[:5]}")
-            part = self.moving.result()
-        finally:
-            self.pool.shutdown(wait=True)  # an error above still waits for the copies (no thread left in CUDA)
-        n_params = sum(p.numel() for p in model.parameters())
-        model.load_state_dict(part, strict=False, assign=True)
-        cos, sin = model.rope_cache(device=torch.device(self.device))
-        rope_dtype = self.dtype or next(iter(part.values())).dtype
-        model.cos, model.sin = cos.to(rope_dtype), sin.to(rope_dtype)
-        model.max_seq_length = config.block_size
-        return model.eval(), n_params
+        config = Config(**raw)  # as Config.from_file makes it, from the YAML read above
+        model = litgpt_core.meta_gpt(config)  # its RoPE cache is made on the device below
+        expected = {k for k in model.state_dict() if _wanted(k, first_block, last, config.n_layer)}
+        if expected != set(names):
+            missing, unexpected = sorted(expected - set(names)), sorted(set(names) - expected)
+            raise KeyError(f"{checkpoint_dir}: the weights do not match model_config.yaml's model: missing "
+                           f"{missing[:5]}, unexpected {unexpected[:5]}")
+        part = moving.result()
+    n_params = sum(p.numel() for p in model.parameters())
+    model.load_state_dict(part, strict=False, assign=True)
+    cos, sin = model.rope_cache(device=torch.device(device))
+    rope_dtype = dtype or next(iter(part.values())).dtype
+    model.cos, model.sin = cos.to(rope_dtype), sin.to(rope_dtype)
+    model.max_seq_length = config.block_size
+    return model.eval(), n_params
 
 
 def _to_device(names: list[str], read, device, dtype, threads: int) -> dict[str, torch.Tensor]:

@@ -34,7 +34,7 @@ from llmhpc.eval import float8 as float8_scoring  # noqa: E402
 from llmhpc.eval import parallel, store  # noqa: E402
 from llmhpc.eval.fast import DEFAULT_TOKEN_BUDGET, Collector, Stage, compile_pays, plan, run_stage  # noqa: E402
 from llmhpc.eval.hellaswag import read_hellaswag  # noqa: E402
-from llmhpc.eval.loading import PartLoad, batch_encoder, load_tokenizer, resolve_bos  # noqa: E402
+from llmhpc.eval.loading import batch_encoder, load_model_part, load_tokenizer, resolve_bos  # noqa: E402
 from llmhpc.eval.registry import FAST, FastOptions, ScoringJob  # noqa: E402
 from llmhpc.eval.schedule import chunk_bounds, doc_size, schedule_stats, shard_positions, tokenize_items  # noqa: E402
 from llmhpc.eval.warm import compile_record, finish_warm_up, start_warm_up  # noqa: E402
@@ -229,11 +229,9 @@ def run(options: FastOptions) -> int:
     worker.start()
     backend, why = compile_pays(options.compile, device, parameters(vars(config)),
                                 sum(doc_size(docs[i]) for i in range(len(docs)) if i not in done))
-    t["load"] = time.perf_counter()
-    loading = PartLoad(options.checkpoint, precision, device, first, last, options.load_threads)
-    # Dynamo's import (about 1.8 s) beside the copies; nothing they run imports it (plain copies, no reference ops)
     compiling = start_warm_up(options.checkpoint, device, precision, backend, options.float8)
-    model, n_params = loading.finish()
+    t["load"] = time.perf_counter()
+    model, n_params = load_model_part(options.checkpoint, precision, device, first, last, options.load_threads)
     if options.float8:  # the weights' float8 copies and row scales, made once where they already are
         float8_scoring.quantize_blocks(model.transformer.h[i] for i in range(first, last))
     if kind == "cuda":
