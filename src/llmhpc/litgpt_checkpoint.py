@@ -1,5 +1,5 @@
 """Loading a LitGPT checkpoint (lit_model.pth + model_config.yaml + tokenizer) whole, for scoring, serving and the
-conversion check, and the device and precision it is loaded in. Below eval and serve, which both load one."""
+conversion check, and the device and precision it is loaded in (float8 included). Below eval and serve, which both load one."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from llmhpc import bulk_copy
+from llmhpc.settings import FLOAT8_CAPABILITY, FLOAT8_GPUS
 
 DTYPES = {"32-true": torch.float32, "16-true": torch.float16, "bf16-true": torch.bfloat16}
 
@@ -17,6 +18,20 @@ def default_precision(device: str) -> str:
         return "32-true"
     major, _ = torch.cuda.get_device_capability(device)
     return "bf16-true" if major >= 8 else "16-true"  # V100 (7.0) has no bf16 tensor cores: fp16
+
+
+def float8_problem(device, key: str, what: str) -> str | None:
+    """Why `what` (training, scoring) in float8 cannot run on this process's `device`, naming the config `key`
+    (engine.float8, evaluate.float8); None where it can."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return (f"{key}: float8 {what} needs an NVIDIA GPU of compute capability >= 8.9 ({FLOAT8_GPUS}); this"
+                f" process runs on {device.type}. Set {key}: false.")
+    capability = torch.cuda.get_device_capability(device)
+    if capability < FLOAT8_CAPABILITY:
+        return (f"{key}: {torch.cuda.get_device_name(device)} has compute capability {capability[0]}.{capability[1]},"
+                f" below 8.9: no FP8 tensor cores. Set {key}: false.")
+    return None
 
 
 def load_litgpt(checkpoint_dir: Path, precision: str | None, device: str):

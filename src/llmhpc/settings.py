@@ -45,6 +45,9 @@ def schema_defaults(section: str) -> dict:
 
 # Methods that train adapters over frozen base weights.
 LORA_FAMILY = ("lora", "dora", "qlora")
+# What finetune.float8 and evaluate.float8 need: FP8 tensor cores (Ada, Hopper and newer; A100 is 8.0, V100 7.0).
+FLOAT8_CAPABILITY = (8, 9)
+FLOAT8_GPUS = "compute capability 8.9 or newer: H100, H200, L4, L40, B100, B200"
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ def test_float8_scoring_gives_the_bf16_answers_eager_and_compiled(cpu_float8):
 
 def test_refused_where_it_cannot_run_naming_the_key():
     assert float8.problem("cpu", "bf16-true").startswith("evaluate.float8: float8 scoring needs an NVIDIA GPU")
-    assert "scores on cpu. Set evaluate.float8: false." in float8.problem("cpu", "32-true")
+    assert "runs on cpu. Set evaluate.float8: false." in float8.problem("cpu", "32-true")
 
 
 def test_the_scorer_refuses_float8_before_loading_anything(tmp_path):

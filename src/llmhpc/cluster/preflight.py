@@ -21,7 +21,7 @@ from pathlib import Path
 from llmhpc.cluster.site import SITE_FILE, Site, site_gpu
 from llmhpc.eval import registry
 from llmhpc.schema_check import ConfigError
-from llmhpc.settings import FinetuneSettings
+from llmhpc.settings import FLOAT8_CAPABILITY, FLOAT8_GPUS, FinetuneSettings
 from llmhpc.train.registry import ENGINES
 from llmhpc.train.registry import of as engine_of
 
@@ -118,8 +118,6 @@ COMPUTE_CAPABILITY = [
     (r"\bV100\b|TITAN V\b", (7, 0)),
     (r"\bP100\b", (6, 0)),
 ]
-FLOAT8_CAPABILITY = (8, 9)  # FP8 tensor cores: Ada, Hopper and newer
-FLOAT8_GPUS = "compute capability 8.9 or newer: H100, H200, L4, L40, B100, B200"
 
 
 def compute_capability(gpu: str | None) -> tuple[int, int] | None:

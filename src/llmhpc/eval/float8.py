@@ -9,20 +9,13 @@ from __future__ import annotations
 
 import torch
 
-CAPABILITY = (8, 9)
-GPUS = "compute capability 8.9 or newer: H100, H200, L4, L40, B100, B200"
+from llmhpc.litgpt_checkpoint import float8_problem
 
 
 def problem(device, precision: str) -> str | None:
     """Why this process cannot score in float8 on `device` at `precision`, naming the key; None when it can."""
-    device = torch.device(device)
-    if device.type != "cuda":
-        return (f"evaluate.float8: float8 scoring needs an NVIDIA GPU with FP8 tensor cores ({GPUS}), and this run"
-                f" scores on {device.type}. Set evaluate.float8: false.")
-    capability = torch.cuda.get_device_capability(device)
-    if capability < CAPABILITY:
-        return (f"evaluate.float8: the {torch.cuda.get_device_name(device)} has compute capability "
-                f"{capability[0]}.{capability[1]}, below 8.9: no FP8 tensor cores. Set evaluate.float8: false.")
+    if why := float8_problem(device, "evaluate.float8", "scoring"):
+        return why
     if precision != "bf16-true":
         return (f"evaluate.float8 keeps bf16 outside the linear layers, but the precision is {precision}: set"
                 f" evaluate.precision to bf16-true or auto")

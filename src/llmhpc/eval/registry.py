@@ -115,6 +115,10 @@ class Scorer:
         """Processes it starts on each node: one per GPU where it spreads, else one."""
         return self.gpus_per_node(settings.gpus) if settings.device != "cpu" else 1
 
+    def takes(self, key: str) -> bool:
+        """Whether its options have the evaluate key `key` (a key it lacks is one it cannot honour)."""
+        return key in {f.name for f in dataclasses.fields(self.options)}
+
     def problem(self, settings: EvaluateSettings) -> str | None:
         """What it cannot do with these settings, or None."""
         spreading = " or ".join(s.name for s in SCORERS.values() if s.spreads_over_gpus)
@@ -122,9 +126,8 @@ class Scorer:
         if settings.pipeline_stages > 1 and not self.spreads_over_gpus:
             return (f"pipeline_stages {settings.pipeline_stages} needs scorer {spreading} (the {self.name} scorer"
                     f" uses one device)")
-        if settings.float8 and "float8" not in {f.name for f in dataclasses.fields(self.options)}:
-            with_float8 = " or ".join(s.name for s in SCORERS.values()
-                                      if "float8" in {f.name for f in dataclasses.fields(s.options)})
+        if settings.float8 and not self.takes("float8"):
+            with_float8 = " or ".join(s.name for s in SCORERS.values() if s.takes("float8"))
             return f"float8 needs scorer {with_float8} (the {self.name} scorer has no float8 path)"
         if settings.num_nodes > 1 and (not self.spreads_over_gpus or settings.device == "cpu"):
             return (f"num_nodes {settings.num_nodes} needs scorer {spreading} on GPUs (the {single} scorer, and a"

@@ -12,19 +12,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from llmhpc.litgpt_checkpoint import float8_problem
 from llmhpc.train.fsdp2 import adapters
-
-FLOAT8_CAPABILITY = (8, 9)  # Ada and Hopper have FP8 tensor cores; A100 (8.0) and V100 (7.0) do not
 
 
 def check_float8(device: torch.device) -> None:
-    if device.type != "cuda":
-        raise RuntimeError(f"engine.float8: float8 training needs an NVIDIA GPU of compute capability >= 8.9 (Ada, "
-                           f"Hopper or newer); this process runs on {device.type}. Set engine.float8: false.")
-    capability = torch.cuda.get_device_capability(device)
-    if capability < FLOAT8_CAPABILITY:
-        raise RuntimeError(f"engine.float8: {torch.cuda.get_device_name(device)} has compute capability "
-                           f"{capability[0]}.{capability[1]}, below 8.9: no FP8 tensor cores. Set engine.float8: false.")
+    if problem := float8_problem(device, "engine.float8", "training"):
+        raise RuntimeError(problem)
 
 
 def float8_eligible(module: nn.Module, fqn: str) -> bool:
